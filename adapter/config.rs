@@ -1,0 +1,907 @@
+//! The config file (contract §2): TOML, overridden by `SLUIS__SECTION__KEY` variables, checked
+//! as a whole so that every problem is reported with its file and key.
+//!
+//! Config says who, where and how long; what data means lives in `mappings/` (see `mapping`).
+//! Reading happens in three steps: the file becomes a TOML table, environment variables are
+//! laid over it, and the result is deserialized into [`RawConfig`] (plain strings and numbers)
+//! and then checked into [`Config`], whose values are ready to use.
+
+use crate::time::IsoDuration;
+use serde::Deserialize;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+/// One problem in the configuration: where it is and what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// The file (or environment variable) the value came from.
+    pub file: String,
+    /// The key, e.g. `embargo.on_update` or `clients[1].secret`.
+    pub key: String,
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.key.is_empty() {
+            write!(f, "{}: {}", self.file, self.message)
+        } else {
+            write!(f, "{}: {}: {}", self.file, self.key, self.message)
+        }
+    }
+}
+
+/// All problems found; the config is used only when there are none.
+#[derive(Debug, thiserror::Error)]
+pub struct Problems(pub Vec<Problem>);
+
+impl fmt::Display for Problems {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, p) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{p}")?;
+        }
+        Ok(())
+    }
+}
+
+/// The checked configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub server: Server,
+    pub database: Database,
+    pub organization: Organization,
+    pub embargo: Embargo,
+    pub admin: Admin,
+    pub dev: Dev,
+    pub limits: Limits,
+    pub auth: Auth,
+    pub portal: Portal,
+    pub mappings: Mappings,
+    pub clients: Vec<Client>,
+    pub sources: Vec<Source>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Server {
+    pub listen: SocketAddr,
+    /// Without a trailing slash, e.g. `https://sluis.example.org`.
+    pub public_base_url: String,
+    pub admin_listen: Option<SocketAddr>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Database {
+    pub url: String,
+    pub max_connections: u32,
+}
+
+#[derive(Debug, Clone)]
+pub struct Organization {
+    pub name: String,
+    pub terms_version: String,
+    pub min_user_age: u32,
+    pub care_end_grace: IsoDuration,
+    pub deceased_grace: IsoDuration,
+    pub assume_active_care: bool,
+}
+
+/// What a new version of an already shown resource does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnUpdate {
+    /// It waits its own delay; the previous version stays shown meanwhile.
+    Delay,
+    /// It shows at once.
+    Immediate,
+}
+
+#[derive(Debug, Clone)]
+pub struct Embargo {
+    pub default: String,
+    pub on_update: OnUpdate,
+    pub release_tag: (String, String),
+    pub client_may_waive: bool,
+    pub waiver_warning: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct Admin {
+    pub token: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct Dev {
+    pub clock_override: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub max_body_bytes: usize,
+    pub default_count: u32,
+    pub max_count: u32,
+    pub user_requests_per_minute: u32,
+}
+
+#[derive(Debug, Clone)]
+pub struct Auth {
+    pub token_lifetime: IsoDuration,
+}
+
+#[derive(Debug, Clone)]
+pub struct Portal {
+    pub activation_code_lifetime: IsoDuration,
+    pub invitation_lifetime: IsoDuration,
+}
+
+#[derive(Debug, Clone)]
+pub struct Mappings {
+    /// Folder with `sections.toml` and `embargo.toml`; `None` uses the built-in defaults.
+    pub dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientKind {
+    Portal,
+    Source,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClientAuth {
+    PrivateKeyJwt { jwks_path: PathBuf },
+    ClientSecret { secret: String },
+}
+
+#[derive(Debug, Clone)]
+pub struct Client {
+    pub id: String,
+    pub kind: ClientKind,
+    pub auth: ClientAuth,
+    /// With kind `source`: the source it may push to.
+    pub source: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Source {
+    pub id: String,
+}
+
+impl Config {
+    /// Reads `path`, lays the process environment over it and checks the result.
+    pub fn load(path: &Path) -> Result<Config, Problems> {
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            Problems(vec![Problem {
+                file: file.clone(),
+                key: String::new(),
+                message: format!("cannot read: {e}"),
+            }])
+        })?;
+        Self::from_toml(&text, &file, std::env::vars())
+    }
+
+    /// Parses TOML text named `file`, with `env` laid over it (only `SLUIS__…` names count).
+    pub fn from_toml(
+        text: &str,
+        file: &str,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, Problems> {
+        let table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
+            Problems(vec![Problem {
+                file: file.to_string(),
+                key: String::new(),
+                message: e.to_string().trim().replace('\n', " "),
+            }])
+        })?;
+        let mut root = toml::Value::Table(table);
+        let mut origins = Vec::new();
+        let mut problems = Vec::new();
+        for (name, value) in env {
+            let Some(rest) = name.strip_prefix("SLUIS__") else {
+                continue;
+            };
+            let path: Vec<String> = rest.split("__").map(|s| s.to_ascii_lowercase()).collect();
+            match apply_override(&mut root, &path, &value) {
+                Ok(key) => origins.push((key, name.clone())),
+                Err(message) => problems.push(Problem {
+                    file: name.clone(),
+                    key: path.join("."),
+                    message,
+                }),
+            }
+        }
+        let origin_of = |key: &str| -> String {
+            origins
+                .iter()
+                .find(|(k, _)| key == k || key.starts_with(&format!("{k}.")))
+                .map(|(_, env)| format!("env {env}"))
+                .unwrap_or_else(|| file.to_string())
+        };
+        let raw: RawConfig = match serde_path_to_error::deserialize(root) {
+            Ok(raw) => raw,
+            Err(e) => {
+                let key = e.path().to_string();
+                problems.push(Problem {
+                    file: origin_of(&key),
+                    key: if key == "." { String::new() } else { key },
+                    message: e.into_inner().message().trim().to_string(),
+                });
+                return Err(Problems(problems));
+            }
+        };
+        let config = raw.check(&mut |key: &str, message: String| {
+            problems.push(Problem {
+                file: origin_of(key),
+                key: key.to_string(),
+                message,
+            })
+        });
+        if problems.is_empty() {
+            Ok(config)
+        } else {
+            Err(Problems(problems))
+        }
+    }
+
+    /// The client with this id, if configured.
+    pub fn client(&self, id: &str) -> Option<&Client> {
+        self.clients.iter().find(|c| c.id == id)
+    }
+
+    /// Whether a source with this id is configured.
+    pub fn has_source(&self, id: &str) -> bool {
+        self.sources.iter().any(|s| s.id == id)
+    }
+}
+
+/// Sets `path` (e.g. `["clients", "0", "secret"]`) in `table` to `value`, parsed as a TOML
+/// value where it is one and the key does not already hold a string. Returns the dotted key.
+fn apply_override(root: &mut toml::Value, path: &[String], value: &str) -> Result<String, String> {
+    let Some((last, parents)) = path.split_last() else {
+        return Err("empty variable name".into());
+    };
+    if path.iter().any(|p| p.is_empty()) {
+        return Err("empty key segment (three underscores?)".into());
+    }
+    let mut key = String::new();
+    let mut current = root;
+    for segment in parents {
+        key = join_key(&key, segment);
+        current = match current {
+            toml::Value::Table(t) => t
+                .entry(segment.clone())
+                .or_insert_with(|| toml::Value::Table(toml::Table::new())),
+            toml::Value::Array(items) => {
+                let index: usize = segment
+                    .parse()
+                    .map_err(|_| format!("`{segment}` is not an index into the list `{key}`"))?;
+                items
+                    .get_mut(index)
+                    .ok_or_else(|| format!("the list has no entry {index}"))?
+            }
+            _ => return Err(format!("`{key}` is not a section")),
+        };
+    }
+    key = join_key(&key, last);
+    let toml::Value::Table(parent) = current else {
+        return Err(format!("`{key}` is not inside a section"));
+    };
+    let existing_is_string = matches!(parent.get(last), Some(toml::Value::String(_)));
+    let parsed = format!("v = {value}")
+        .parse::<toml::Table>()
+        .ok()
+        .and_then(|mut t| t.remove("v"));
+    let new_value = match parsed {
+        Some(v) if !existing_is_string && !matches!(v, toml::Value::Table(_)) => v,
+        _ => toml::Value::String(value.to_string()),
+    };
+    parent.insert(last.clone(), new_value);
+    Ok(key)
+}
+
+fn join_key(prefix: &str, segment: &str) -> String {
+    if prefix.is_empty() {
+        segment.to_string()
+    } else if segment.chars().all(|c| c.is_ascii_digit()) {
+        format!("{prefix}[{segment}]")
+    } else {
+        format!("{prefix}.{segment}")
+    }
+}
+
+/// The config as written: every section optional, every key with its documented default.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawConfig {
+    server: RawServer,
+    database: RawDatabase,
+    organization: RawOrganization,
+    embargo: RawEmbargo,
+    admin: RawAdmin,
+    dev: RawDev,
+    limits: RawLimits,
+    auth: RawAuth,
+    portal: RawPortal,
+    mappings: RawMappings,
+    clients: Vec<RawClient>,
+    sources: Vec<RawSource>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawServer {
+    listen: String,
+    public_base_url: Option<String>,
+    admin_listen: Option<String>,
+}
+
+impl Default for RawServer {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8080".into(),
+            public_base_url: None,
+            admin_listen: None,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawDatabase {
+    url: String,
+    max_connections: u32,
+}
+
+impl Default for RawDatabase {
+    fn default() -> Self {
+        Self {
+            url: "sqlite://sluis.db".into(),
+            max_connections: 8,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawOrganization {
+    name: String,
+    terms_version: String,
+    min_user_age: u32,
+    care_end_grace: String,
+    deceased_grace: String,
+    assume_active_care: bool,
+}
+
+impl Default for RawOrganization {
+    fn default() -> Self {
+        Self {
+            name: "Zorgcentrum Voorbeeld".into(),
+            terms_version: "1".into(),
+            min_user_age: 16,
+            care_end_grace: "P0D".into(),
+            deceased_grace: "P0D".into(),
+            assume_active_care: false,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTag {
+    system: String,
+    code: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawEmbargo {
+    default: String,
+    on_update: String,
+    release_tag: RawTag,
+    client_may_waive: bool,
+    waiver_warning: String,
+}
+
+impl Default for RawEmbargo {
+    fn default() -> Self {
+        Self {
+            default: "P14D".into(),
+            on_update: "delay".into(),
+            release_tag: RawTag {
+                system: "urn:sluis:release".into(),
+                code: "explained".into(),
+            },
+            client_may_waive: false,
+            waiver_warning:
+                "U kiest ervoor nieuwe gegevens direct te zien, voordat uw zorgverlener \
+                 ze met u heeft kunnen bespreken. Sommige uitslagen of verslagen kunnen zonder \
+                 toelichting onrustig maken."
+                    .into(),
+        }
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawAdmin {
+    #[serde(deserialize_with = "string_like")]
+    token: String,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawDev {
+    clock_override: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawLimits {
+    max_body_bytes: u64,
+    default_count: u32,
+    max_count: u32,
+    user_requests_per_minute: u32,
+}
+
+impl Default for RawLimits {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: 32 * 1024 * 1024,
+            default_count: 50,
+            max_count: 500,
+            user_requests_per_minute: 600,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawAuth {
+    token_lifetime: String,
+}
+
+impl Default for RawAuth {
+    fn default() -> Self {
+        Self {
+            token_lifetime: "PT15M".into(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawPortal {
+    activation_code_lifetime: String,
+    invitation_lifetime: String,
+}
+
+impl Default for RawPortal {
+    fn default() -> Self {
+        Self {
+            activation_code_lifetime: "P6W".into(),
+            invitation_lifetime: "P6W".into(),
+        }
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawMappings {
+    dir: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawClient {
+    id: String,
+    kind: String,
+    auth: String,
+    #[serde(default)]
+    jwks_path: Option<String>,
+    #[serde(default, deserialize_with = "optional_string_like")]
+    secret: Option<String>,
+    #[serde(default)]
+    source: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct RawSource {
+    id: String,
+    // Pull and writeback settings are read by later parts; kept as tables until then.
+    #[serde(default)]
+    #[allow(dead_code)]
+    pull: Option<toml::Table>,
+    #[serde(default)]
+    #[allow(dead_code)]
+    writeback: Option<toml::Table>,
+}
+
+/// A string, also when an environment override made it look like a number.
+fn string_like<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum S {
+        Text(String),
+        Int(i64),
+        Float(f64),
+        Bool(bool),
+    }
+    Ok(match S::deserialize(d)? {
+        S::Text(s) => s,
+        S::Int(i) => i.to_string(),
+        S::Float(f) => f.to_string(),
+        S::Bool(b) => b.to_string(),
+    })
+}
+
+fn optional_string_like<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<String>, D::Error> {
+    string_like(d).map(Some)
+}
+
+impl RawConfig {
+    /// Checks every value, reporting each problem through `report(key, message)`.
+    fn check(self, report: &mut dyn FnMut(&str, String)) -> Config {
+        let duration = |key: &str, text: &str, report: &mut dyn FnMut(&str, String)| {
+            text.parse::<IsoDuration>().unwrap_or_else(|e| {
+                report(key, e.to_string());
+                IsoDuration::default()
+            })
+        };
+        let addr = |key: &str, text: &str, report: &mut dyn FnMut(&str, String)| {
+            text.parse::<SocketAddr>().map_err(|_| {
+                report(
+                    key,
+                    format!("`{text}` is not a socket address such as 127.0.0.1:8080"),
+                )
+            })
+        };
+
+        let listen = addr("server.listen", &self.server.listen, report)
+            .unwrap_or_else(|()| SocketAddr::from(([127, 0, 0, 1], 8080)));
+        let admin_listen = self
+            .server
+            .admin_listen
+            .as_deref()
+            .and_then(|a| addr("server.admin_listen", a, report).ok());
+        let public_base_url = self
+            .server
+            .public_base_url
+            .unwrap_or_else(|| format!("http://{listen}"));
+        if !(public_base_url.starts_with("http://") || public_base_url.starts_with("https://")) {
+            report(
+                "server.public_base_url",
+                format!("`{public_base_url}` must start with http:// or https://"),
+            );
+        }
+        let public_base_url = public_base_url.trim_end_matches('/').to_string();
+
+        let url = self.database.url;
+        if !(url.starts_with("sqlite:")
+            || url.starts_with("postgres://")
+            || url.starts_with("postgresql://"))
+        {
+            report(
+                "database.url",
+                format!("`{url}` must start with sqlite: or postgres://"),
+            );
+        }
+        if self.database.max_connections == 0 {
+            report("database.max_connections", "must be at least 1".into());
+        }
+
+        let o = self.organization;
+        if o.terms_version.trim().is_empty() {
+            report("organization.terms_version", "must not be empty".into());
+        }
+        let organization = Organization {
+            name: o.name,
+            terms_version: o.terms_version,
+            min_user_age: o.min_user_age,
+            care_end_grace: duration("organization.care_end_grace", &o.care_end_grace, report),
+            deceased_grace: duration("organization.deceased_grace", &o.deceased_grace, report),
+            assume_active_care: o.assume_active_care,
+        };
+
+        let e = self.embargo;
+        let on_update = match e.on_update.as_str() {
+            "delay" => OnUpdate::Delay,
+            "immediate" => OnUpdate::Immediate,
+            other => {
+                report(
+                    "embargo.on_update",
+                    format!("`{other}` is not one of \"delay\", \"immediate\""),
+                );
+                OnUpdate::Delay
+            }
+        };
+        if let Err(message) = crate::mapping::embargo::check_rule_text(&e.default) {
+            report("embargo.default", message);
+        }
+        let embargo = Embargo {
+            default: e.default,
+            on_update,
+            release_tag: (e.release_tag.system, e.release_tag.code),
+            client_may_waive: e.client_may_waive,
+            waiver_warning: e.waiver_warning,
+        };
+
+        if self.admin.token.len() < 8 {
+            report(
+                "admin.token",
+                "must be set, at least 8 characters (use SLUIS__ADMIN__TOKEN)".into(),
+            );
+        }
+
+        let l = self.limits;
+        if l.max_body_bytes < 1024 {
+            report("limits.max_body_bytes", "must be at least 1024".into());
+        }
+        if l.default_count == 0 || l.default_count > l.max_count {
+            report(
+                "limits.default_count",
+                format!("must be between 1 and limits.max_count ({})", l.max_count),
+            );
+        }
+        if l.user_requests_per_minute == 0 {
+            report(
+                "limits.user_requests_per_minute",
+                "must be at least 1".into(),
+            );
+        }
+
+        let mut clients = Vec::new();
+        for (i, c) in self.clients.into_iter().enumerate() {
+            let key = |k: &str| format!("clients[{i}].{k}");
+            if c.id.trim().is_empty() {
+                report(&key("id"), "must not be empty".into());
+            }
+            if clients.iter().any(|x: &Client| x.id == c.id) {
+                report(&key("id"), format!("`{}` is used twice", c.id));
+            }
+            let kind = match c.kind.as_str() {
+                "portal" => ClientKind::Portal,
+                "source" => ClientKind::Source,
+                other => {
+                    report(
+                        &key("kind"),
+                        format!("`{other}` is not one of \"portal\", \"source\""),
+                    );
+                    ClientKind::Portal
+                }
+            };
+            let auth = match (c.auth.as_str(), c.jwks_path, c.secret) {
+                ("private_key_jwt", Some(path), _) => ClientAuth::PrivateKeyJwt {
+                    jwks_path: PathBuf::from(path),
+                },
+                ("private_key_jwt", None, _) => {
+                    report(
+                        &key("jwks_path"),
+                        "required with auth = \"private_key_jwt\"".into(),
+                    );
+                    ClientAuth::ClientSecret {
+                        secret: String::new(),
+                    }
+                }
+                ("client_secret", _, Some(secret)) if secret.len() >= 8 => {
+                    ClientAuth::ClientSecret { secret }
+                }
+                ("client_secret", _, _) => {
+                    report(
+                        &key("secret"),
+                        format!(
+                            "required with auth = \"client_secret\", at least 8 characters \
+                             (use SLUIS__CLIENTS__{i}__SECRET)"
+                        ),
+                    );
+                    ClientAuth::ClientSecret {
+                        secret: String::new(),
+                    }
+                }
+                (other, _, _) => {
+                    report(
+                        &key("auth"),
+                        format!("`{other}` is not one of \"private_key_jwt\", \"client_secret\""),
+                    );
+                    ClientAuth::ClientSecret {
+                        secret: String::new(),
+                    }
+                }
+            };
+            match (kind, &c.source) {
+                (ClientKind::Source, None) => {
+                    report(&key("source"), "required with kind = \"source\"".into())
+                }
+                (ClientKind::Source, Some(s)) if !self.sources.iter().any(|x| &x.id == s) => {
+                    report(&key("source"), format!("no [[sources]] entry has id `{s}`"))
+                }
+                (ClientKind::Portal, Some(_)) => report(
+                    &key("source"),
+                    "only clients of kind \"source\" have a source".into(),
+                ),
+                _ => {}
+            }
+            clients.push(Client {
+                id: c.id,
+                kind,
+                auth,
+                source: c.source,
+            });
+        }
+        let mut sources: Vec<Source> = Vec::new();
+        for (i, s) in self.sources.iter().enumerate() {
+            if !is_source_id(&s.id) {
+                report(
+                    &format!("sources[{i}].id"),
+                    format!("`{}` must be letters, digits, '-' or '_'", s.id),
+                );
+            }
+            if sources.iter().any(|x| x.id == s.id) {
+                report(
+                    &format!("sources[{i}].id"),
+                    format!("`{}` is used twice", s.id),
+                );
+            }
+            sources.push(Source { id: s.id.clone() });
+        }
+
+        Config {
+            server: Server {
+                listen,
+                public_base_url,
+                admin_listen,
+            },
+            database: Database {
+                url,
+                max_connections: self.database.max_connections.max(1),
+            },
+            organization,
+            embargo,
+            admin: Admin {
+                token: self.admin.token,
+            },
+            dev: Dev {
+                clock_override: self.dev.clock_override,
+            },
+            limits: Limits {
+                max_body_bytes: usize::try_from(l.max_body_bytes).unwrap_or(usize::MAX),
+                default_count: l.default_count,
+                max_count: l.max_count,
+                user_requests_per_minute: l.user_requests_per_minute,
+            },
+            auth: Auth {
+                token_lifetime: duration("auth.token_lifetime", &self.auth.token_lifetime, report),
+            },
+            portal: Portal {
+                activation_code_lifetime: duration(
+                    "portal.activation_code_lifetime",
+                    &self.portal.activation_code_lifetime,
+                    report,
+                ),
+                invitation_lifetime: duration(
+                    "portal.invitation_lifetime",
+                    &self.portal.invitation_lifetime,
+                    report,
+                ),
+            },
+            mappings: Mappings {
+                dir: self.mappings.dir.map(PathBuf::from),
+            },
+            clients,
+            sources,
+        }
+    }
+}
+
+/// Source ids appear in URLs (`/ingest/{source}`): keep them plain.
+pub fn is_source_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 64
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+[admin]
+token = "a-long-admin-token"
+"#;
+
+    fn load(text: &str, env: &[(&str, &str)]) -> Result<Config, Problems> {
+        Config::from_toml(
+            text,
+            "test.toml",
+            env.iter().map(|(k, v)| (k.to_string(), v.to_string())),
+        )
+    }
+
+    #[test]
+    fn defaults_fill_what_is_not_written() {
+        let c = load(MINIMAL, &[]).unwrap();
+        assert_eq!(c.limits.max_count, 500);
+        assert_eq!(c.embargo.on_update, OnUpdate::Delay);
+        assert_eq!(c.server.public_base_url, "http://127.0.0.1:8080");
+    }
+
+    #[test]
+    fn every_problem_is_named_with_file_and_key() {
+        let text = r#"
+[admin]
+token = "short"
+[embargo]
+on_update = "later"
+[organization]
+care_end_grace = "seven days"
+[[clients]]
+id = "caren"
+kind = "portal"
+auth = "client_secret"
+"#;
+        let problems = load(text, &[]).unwrap_err().0;
+        let keys: Vec<&str> = problems.iter().map(|p| p.key.as_str()).collect();
+        assert!(keys.contains(&"admin.token"), "{keys:?}");
+        assert!(keys.contains(&"embargo.on_update"), "{keys:?}");
+        assert!(keys.contains(&"organization.care_end_grace"), "{keys:?}");
+        assert!(keys.contains(&"clients[0].secret"), "{keys:?}");
+        assert!(problems.iter().all(|p| p.file == "test.toml"));
+    }
+
+    #[test]
+    fn unknown_keys_are_refused_with_their_place() {
+        let problems = load("[limits]\nmax_cuont = 3\n", &[]).unwrap_err().0;
+        assert_eq!(problems[0].key, "limits.max_cuont");
+        assert!(
+            problems[0].message.contains("unknown field"),
+            "{problems:?}"
+        );
+    }
+
+    #[test]
+    fn environment_overrides_win_and_are_named_as_origin() {
+        let text = r#"
+[admin]
+token = "a-long-admin-token"
+[[sources]]
+id = "ons"
+[[clients]]
+id = "ons-push"
+kind = "source"
+auth = "client_secret"
+source = "ons"
+"#;
+        let c = load(
+            text,
+            &[
+                ("SLUIS__LIMITS__MAX_COUNT", "100"),
+                ("SLUIS__CLIENTS__0__SECRET", "12345678"),
+                ("OTHER", "x"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.limits.max_count, 100);
+        assert_eq!(
+            c.clients[0].auth,
+            ClientAuth::ClientSecret {
+                secret: "12345678".into()
+            }
+        );
+        let problems = load(MINIMAL, &[("SLUIS__EMBARGO__ON_UPDATE", "soon")])
+            .unwrap_err()
+            .0;
+        assert_eq!(problems[0].file, "env SLUIS__EMBARGO__ON_UPDATE");
+        assert_eq!(problems[0].key, "embargo.on_update");
+    }
+
+    #[test]
+    fn broken_toml_is_reported_with_the_file() {
+        let problems = load("[admin\ntoken=", &[]).unwrap_err().0;
+        assert_eq!(problems[0].file, "test.toml");
+    }
+}

@@ -1,0 +1,160 @@
+//! The push endpoints for record systems (contract §3): `POST /ingest/{source}`,
+//! `PUT` and `DELETE /ingest/{source}/{type}/{id}`.
+
+use super::entries::{self, Entry, Method, Mode};
+use super::{Outcome, ingest, wrong_source};
+use crate::app::AppState;
+use crate::auth::SourceClient;
+use crate::body::json_body;
+use crate::error::{ApiError, ApiResult, fhir_json};
+use crate::fhir::definitions;
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+
+fn check_source(state: &AppState, caller: &SourceClient, source: &str) -> ApiResult<()> {
+    if !state.config.has_source(source) {
+        return Err(ApiError::not_found());
+    }
+    if caller.source != source {
+        return Err(wrong_source(source));
+    }
+    Ok(())
+}
+
+/// `POST /ingest/{source}`: a transaction, a batch, or one resource.
+pub async fn post(
+    State(state): State<AppState>,
+    caller: SourceClient,
+    Path(source): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult<Response> {
+    check_source(&state, &caller, &source)?;
+    let value = json_body(&headers, body, state.config.limits.max_body_bytes).await?;
+    let (mode, parsed) = entries::split(value).map_err(|details| {
+        ApiError::invalid("not a transaction or batch Bundle, nor a resource").with_details(details)
+    })?;
+    let outcomes = ingest(&state, &source, mode, parsed, None).await?;
+    Ok(respond(mode, outcomes))
+}
+
+/// `PUT /ingest/{source}/{type}/{id}`.
+pub async fn put(
+    State(state): State<AppState>,
+    caller: SourceClient,
+    Path((source, resource_type, id)): Path<(String, String, String)>,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult<Response> {
+    check_source(&state, &caller, &source)?;
+    let target = target(&resource_type, &id)?;
+    let value = json_body(&headers, body, state.config.limits.max_body_bytes).await?;
+    let (body_type, body_id) = (
+        value.get("resourceType").and_then(Value::as_str),
+        value.get("id").and_then(Value::as_str),
+    );
+    if body_type != Some(resource_type.as_str()) {
+        return Err(ApiError::invalid(format!(
+            "the url names {resource_type} but the body is {}",
+            body_type.unwrap_or("not a resource")
+        )));
+    }
+    if body_id.is_some_and(|b| b != id) {
+        return Err(ApiError::invalid(format!(
+            "the body's id {} differs from the url's {id}",
+            body_id.unwrap_or_default()
+        )));
+    }
+    let entry = Entry {
+        index: 0,
+        full_url: None,
+        method: Method::Update,
+        target: Some(target),
+        if_none_exist: None,
+        resource: Some(value),
+    };
+    let outcomes = ingest(&state, &source, Mode::Single, vec![Ok(entry)], None).await?;
+    Ok(respond(Mode::Single, outcomes))
+}
+
+/// `DELETE /ingest/{source}/{type}/{id}`: withdraws the resource from the portal at once.
+pub async fn delete(
+    State(state): State<AppState>,
+    caller: SourceClient,
+    Path((source, resource_type, id)): Path<(String, String, String)>,
+) -> ApiResult<Response> {
+    check_source(&state, &caller, &source)?;
+    let entry = Entry {
+        index: 0,
+        full_url: None,
+        method: Method::Delete,
+        target: Some(target(&resource_type, &id)?),
+        if_none_exist: None,
+        resource: None,
+    };
+    let outcomes = ingest(&state, &source, Mode::Single, vec![Ok(entry)], None).await?;
+    Ok(respond(Mode::Single, outcomes))
+}
+
+fn target(resource_type: &str, id: &str) -> ApiResult<(String, String)> {
+    if !definitions::is_resource_type(resource_type) {
+        return Err(ApiError::invalid(format!(
+            "`{resource_type}` is not an R4 resource type"
+        )));
+    }
+    if !super::index::is_fhir_id(id) {
+        return Err(ApiError::invalid(format!(
+            "`{id}` is not a valid id (1-64 of A-Z a-z 0-9 - .)"
+        )));
+    }
+    Ok((resource_type.to_string(), id.to_string()))
+}
+
+/// The answer: a response Bundle, or for one resource its status with an outcome.
+fn respond(mode: Mode, mut outcomes: Vec<Outcome>) -> Response {
+    match mode {
+        Mode::Single => {
+            let Some(o) = outcomes.pop() else {
+                return ApiError::not_found().into_response();
+            };
+            if let Some(e) = o.error {
+                return e.into_response();
+            }
+            let body = o.response().get("outcome").cloned().unwrap_or(Value::Null);
+            let mut response = if o.status == StatusCode::NO_CONTENT {
+                o.status.into_response()
+            } else {
+                fhir_json(o.status, &body)
+            };
+            if let Some(location) = o.location
+                && let Ok(v) = HeaderValue::from_str(&location)
+            {
+                response.headers_mut().insert(header::LOCATION, v);
+            }
+            if let Some(version) = o.version
+                && let Ok(v) = HeaderValue::from_str(&format!("W/\"{version}\""))
+            {
+                response.headers_mut().insert(header::ETAG, v);
+            }
+            response
+        }
+        Mode::Transaction | Mode::Batch => {
+            let kind = if mode == Mode::Transaction {
+                "transaction-response"
+            } else {
+                "batch-response"
+            };
+            let entries: Vec<Value> = outcomes
+                .iter()
+                .map(|o| json!({"response": o.response()}))
+                .collect();
+            fhir_json(
+                StatusCode::OK,
+                &json!({"resourceType": "Bundle", "type": kind, "entry": entries}),
+            )
+        }
+    }
+}

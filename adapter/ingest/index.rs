@@ -1,0 +1,360 @@
+//! What ingest reads out of a resource to store, map and search it: the client it belongs to,
+//! search values of the indexed parameters, the references it makes, and the facts mapping rules
+//! look at. Computed once per version and written beside it; nothing is extracted at search time.
+
+use crate::fhir::definitions::{self, ParamType};
+use crate::fhir::path::{self, Node};
+use crate::search::dates::{self, OPEN_HI, OPEN_LO, Range};
+use crate::search::{self, DATE_PARAMS, TOKEN_PARAMS};
+use serde_json::Value;
+
+/// The searchable facts of one resource version.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Indexed {
+    /// The client (Patient id) the resource belongs to, if it is in a patient compartment.
+    pub patient_id: Option<String>,
+    /// `(param, system, code)`; system is empty where the value has none.
+    pub tokens: Vec<(&'static str, String, String)>,
+    /// `(param, lo, hi)`.
+    pub dates: Vec<(&'static str, i64, i64)>,
+    /// `(type, id)` of every resource it refers to.
+    pub refs: Vec<(String, String)>,
+    /// The low end of the `date` parameter, `i64::MAX` without one.
+    pub sort_date: i64,
+    pub profiles: Vec<String>,
+    /// Status `entered-in-error` (also as verificationStatus): withdrawn from the portal.
+    pub entered_in_error: bool,
+    /// `meta.tag` codes as `(system, code)`.
+    pub tags: Vec<(String, String)>,
+}
+
+impl Indexed {
+    /// The `(system, code)` pairs of one token parameter.
+    pub fn tokens_of(&self, param: &str) -> Vec<(String, String)> {
+        self.tokens
+            .iter()
+            .filter(|(p, _, _)| *p == param)
+            .map(|(_, s, c)| (s.clone(), c.clone()))
+            .collect()
+    }
+
+    /// The codes rules match as "code": the `code` parameter, else `type`.
+    pub fn rule_codes(&self, resource_type: &str) -> Vec<(String, String)> {
+        if definitions::search_param(resource_type, "code").is_some() {
+            self.tokens_of("code")
+        } else {
+            self.tokens_of("type")
+        }
+    }
+}
+
+/// Reads the indexed facts of a resource whose references are already resolved.
+pub fn index(resource_type: &str, id: &str, resource: &Value) -> Indexed {
+    let mut out = Indexed {
+        sort_date: i64::MAX,
+        ..Default::default()
+    };
+    for supported in search::supported_params(resource_type) {
+        let Some(def) = supported.def else { continue };
+        match def.ty {
+            ParamType::Token if TOKEN_PARAMS.contains(&def.name) => {
+                for p in def.paths {
+                    for node in path::evaluate(resource, p) {
+                        push_tokens(&mut out.tokens, def.name, &node);
+                    }
+                }
+            }
+            ParamType::Date if DATE_PARAMS.contains(&def.name) => {
+                for p in def.paths {
+                    for node in path::evaluate(resource, p) {
+                        if let Some(range) = date_range(&node) {
+                            out.dates.push((def.name, range.lo, range.hi));
+                        }
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    out.tokens.sort();
+    out.tokens.dedup();
+    out.dates.sort();
+    out.dates.dedup();
+    out.sort_date = out
+        .dates
+        .iter()
+        .filter(|(p, _, _)| *p == "date")
+        .map(|(_, lo, _)| *lo)
+        .min()
+        .unwrap_or(i64::MAX);
+    out.patient_id = owner(resource_type, id, resource);
+    collect_refs(resource, &mut out.refs, true);
+    out.refs.sort();
+    out.refs.dedup();
+    let meta = resource.get("meta");
+    out.profiles = meta
+        .and_then(|m| m.get("profile"))
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(|p| p.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default();
+    out.tags = meta
+        .and_then(|m| m.get("tag"))
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(|t| {
+                    Some((
+                        t.get("system")
+                            .and_then(Value::as_str)
+                            .unwrap_or("")
+                            .to_string(),
+                        t.get("code")?.as_str()?.to_string(),
+                    ))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    out.entered_in_error = is_entered_in_error(resource);
+    out
+}
+
+fn push_tokens(
+    out: &mut Vec<(&'static str, String, String)>,
+    param: &'static str,
+    node: &Node<'_>,
+) {
+    let v = node.value;
+    let text = |key: &str| v.get(key).and_then(Value::as_str).unwrap_or("").to_string();
+    match node.ty {
+        "CodeableConcept" => {
+            for coding in v
+                .get("coding")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
+                if let Some(code) = coding.get("code").and_then(Value::as_str) {
+                    let system = coding.get("system").and_then(Value::as_str).unwrap_or("");
+                    out.push((param, system.to_string(), code.to_string()));
+                }
+            }
+        }
+        "Coding" => {
+            if let Some(code) = v.get("code").and_then(Value::as_str) {
+                out.push((param, text("system"), code.to_string()));
+            }
+        }
+        "Identifier" => {
+            if let Some(value) = v.get("value").and_then(Value::as_str) {
+                out.push((param, text("system"), value.to_string()));
+            }
+        }
+        "ContactPoint" => {
+            if let Some(value) = v.get("value").and_then(Value::as_str) {
+                out.push((param, String::new(), value.to_string()));
+            }
+        }
+        _ => match v {
+            Value::String(s) => out.push((param, String::new(), s.clone())),
+            Value::Bool(b) => out.push((param, String::new(), b.to_string())),
+            _ => {}
+        },
+    }
+}
+
+/// The range of a date-like node: date, dateTime, instant, Period or Timing.
+fn date_range(node: &Node<'_>) -> Option<Range> {
+    let v = node.value;
+    match node.ty {
+        "date" | "dateTime" | "instant" => dates::parse(v.as_str()?),
+        "Period" => {
+            let start = v
+                .get("start")
+                .and_then(Value::as_str)
+                .and_then(dates::parse);
+            let end = v.get("end").and_then(Value::as_str).and_then(dates::parse);
+            if start.is_none() && end.is_none() {
+                return None;
+            }
+            Some(Range {
+                lo: start.map_or(OPEN_LO, |r| r.lo),
+                hi: end.map_or(OPEN_HI, |r| r.hi),
+            })
+        }
+        "Timing" => {
+            let events = v
+                .get("event")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter_map(|e| e.as_str().and_then(dates::parse));
+            let bounds = v
+                .get("repeat")
+                .and_then(|r| r.get("boundsPeriod"))
+                .map(|p| Node {
+                    value: p,
+                    ty: "Period",
+                })
+                .and_then(|n| date_range(&n));
+            events.chain(bounds).reduce(|a, b| Range {
+                lo: a.lo.min(b.lo),
+                hi: a.hi.max(b.hi),
+            })
+        }
+        _ => None,
+    }
+}
+
+/// The client a resource belongs to: itself for a Patient; otherwise the first Patient that
+/// its patient-compartment parameters name, in the order of the R4 CompartmentDefinition.
+fn owner(resource_type: &str, id: &str, resource: &Value) -> Option<String> {
+    if resource_type == "Patient" {
+        return Some(id.to_string());
+    }
+    let params = definitions::patient_compartment(resource_type)?;
+    for name in params {
+        let Some(def) = definitions::search_param(resource_type, name) else {
+            continue;
+        };
+        for p in def.paths {
+            for node in path::evaluate(resource, p) {
+                let reference = node.value.get("reference").and_then(Value::as_str);
+                if let Some((ty, target)) = reference.and_then(parse_reference)
+                    && ty == "Patient"
+                {
+                    return Some(target.to_string());
+                }
+            }
+        }
+    }
+    None
+}
+
+/// `Type/id` out of a literal reference: relative (`Patient/1`, `Patient/1/_history/2`) or
+/// absolute (`https://x/fhir/Patient/1`). Contained (`#x`), `urn:` and conditional references
+/// give `None`.
+pub fn parse_reference(reference: &str) -> Option<(&str, &str)> {
+    if reference.starts_with('#') || reference.starts_with("urn:") || reference.contains('?') {
+        return None;
+    }
+    let without_history = match reference.find("/_history/") {
+        Some(i) => &reference[..i],
+        None => reference,
+    };
+    let mut parts = without_history.rsplit('/');
+    let id = parts.next()?;
+    let ty = parts.next()?;
+    (definitions::is_resource_type(ty) && is_fhir_id(id)).then_some((ty, id))
+}
+
+/// A FHIR id: 1 to 64 of `A-Z a-z 0-9 - .`.
+pub fn is_fhir_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 64
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+}
+
+/// Every literal reference in the resource (contained resources' references included).
+fn collect_refs(value: &Value, out: &mut Vec<(String, String)>, top: bool) {
+    match value {
+        Value::Object(map) => {
+            if !top
+                && let Some(Value::String(r)) = map.get("reference")
+                && let Some((ty, id)) = parse_reference(r)
+            {
+                out.push((ty.to_string(), id.to_string()));
+            }
+            for (key, v) in map {
+                if key != "reference" {
+                    collect_refs(v, out, false);
+                }
+            }
+        }
+        Value::Array(items) => items.iter().for_each(|v| collect_refs(v, out, false)),
+        _ => {}
+    }
+}
+
+fn is_entered_in_error(resource: &Value) -> bool {
+    if resource.get("status").and_then(Value::as_str) == Some("entered-in-error") {
+        return true;
+    }
+    resource
+        .get("verificationStatus")
+        .and_then(|v| v.get("coding"))
+        .and_then(Value::as_array)
+        .is_some_and(|codings| {
+            codings
+                .iter()
+                .any(|c| c.get("code").and_then(Value::as_str) == Some("entered-in-error"))
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn an_observation_gives_its_client_codes_dates_and_references() {
+        let obs = json!({
+            "resourceType": "Observation", "id": "o1", "status": "final",
+            "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/observation-category", "code": "vital-signs"}]}],
+            "code": {"coding": [{"system": "http://loinc.org", "code": "29463-7"}]},
+            "subject": {"reference": "Patient/p1"},
+            "performer": [{"reference": "Practitioner/dr"}],
+            "effectiveDateTime": "2026-11-20T08:00:00+01:00",
+            "valueQuantity": {"value": 64.50, "unit": "kg"}
+        });
+        let ix = index("Observation", "o1", &obs);
+        assert_eq!(ix.patient_id.as_deref(), Some("p1"));
+        assert!(
+            ix.tokens
+                .contains(&("code", "http://loinc.org".into(), "29463-7".into()))
+        );
+        assert!(
+            ix.tokens
+                .contains(&("status", String::new(), "final".into()))
+        );
+        assert_eq!(ix.tokens_of("category")[0].1, "vital-signs");
+        assert_eq!(ix.dates.len(), 1);
+        assert_eq!(ix.sort_date, ix.dates[0].1);
+        assert_eq!(
+            ix.refs,
+            vec![
+                ("Patient".into(), "p1".into()),
+                ("Practitioner".into(), "dr".into())
+            ]
+        );
+        assert!(!ix.entered_in_error);
+    }
+
+    #[test]
+    fn references_are_read_in_every_form() {
+        assert_eq!(parse_reference("Patient/1"), Some(("Patient", "1")));
+        assert_eq!(
+            parse_reference("Patient/1/_history/3"),
+            Some(("Patient", "1"))
+        );
+        assert_eq!(
+            parse_reference("https://x.org/fhir/Patient/a-b"),
+            Some(("Patient", "a-b"))
+        );
+        assert_eq!(parse_reference("#contained"), None);
+        assert_eq!(parse_reference("urn:uuid:1234"), None);
+        assert_eq!(parse_reference("Organization?identifier=x|1"), None);
+        assert_eq!(parse_reference("Nope/1"), None);
+    }
+
+    #[test]
+    fn entered_in_error_is_seen_in_status_and_verification_status() {
+        let cond = json!({"resourceType": "Condition", "verificationStatus": {"coding": [{"code": "entered-in-error"}]}});
+        assert!(is_entered_in_error(&cond));
+    }
+}

@@ -1,0 +1,394 @@
+//! Criteria and an access decision, turned into one SQL statement (design idea 3).
+//!
+//! Visibility is part of the WHERE clause, never a filter after fetching: so `total`, paging
+//! and `_include` can only ever see what the user may see, and stay fast on the indexes. The
+//! served version of a resource is its newest version whose release moment has passed; a
+//! withdrawal (a tombstone version) hides the resource at once.
+
+use super::dates::{Prefix, Range};
+use super::params::{DateFilter, Query, SortKey, TokenFilter};
+use crate::access::{Decision, SectionSet};
+use crate::fhir::definitions;
+use crate::store::db::{Db, Sql, Tx};
+use crate::time::Micros;
+
+/// A resource version as search returns it.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Hit {
+    pub id: i64,
+    #[sqlx(rename = "type")]
+    pub resource_type: String,
+    pub fhir_id: String,
+    pub version_no: i64,
+    pub release_at: Option<i64>,
+    pub sort_date: i64,
+    pub patient_id: Option<String>,
+    pub section: Option<String>,
+    pub body: String,
+}
+
+const HIT_COLUMNS: &str = "v.id, v.type, v.fhir_id, v.version_no, v.release_at, v.sort_date, v.patient_id, v.section, v.body";
+
+/// Whether a type lives in the patient compartment (or is Patient itself).
+pub fn in_compartment(resource_type: &str) -> bool {
+    resource_type == "Patient" || definitions::patient_compartment(resource_type).is_some()
+}
+
+/// `alias` is the version the portal is served now: released, not withdrawn, and no newer
+/// version released since.
+pub fn served(sql: &mut Sql, alias: &str, now: Micros) {
+    sql.push(&format!("{alias}.release_at <= "));
+    sql.bind(now);
+    sql.push(&format!(
+        " AND {alias}.withdrawn = 0 AND NOT EXISTS (SELECT 1 FROM versions n \
+         WHERE n.resource_id = {alias}.resource_id AND n.id > {alias}.id AND n.release_at <= "
+    ));
+    sql.bind(now);
+    sql.push(")");
+}
+
+/// `alias` belongs to a client the decision allows, in a section allowed for it. The type of
+/// `alias` is `known_type` when given; otherwise the Patient exception is written out in SQL.
+pub fn allowed(sql: &mut Sql, alias: &str, known_type: Option<&str>, decision: &Decision) {
+    let all: Vec<&str> = decision
+        .allowed
+        .iter()
+        .filter(|a| a.sections == SectionSet::All)
+        .map(|a| a.patient_id.as_str())
+        .collect();
+    let some: Vec<(&str, Vec<&String>)> = decision
+        .allowed
+        .iter()
+        .filter_map(|a| match &a.sections {
+            SectionSet::Only(s) if !s.is_empty() => {
+                Some((a.patient_id.as_str(), s.iter().collect()))
+            }
+            _ => None,
+        })
+        .collect();
+    let everyone: Vec<&str> = decision
+        .allowed
+        .iter()
+        .map(|a| a.patient_id.as_str())
+        .collect();
+    if everyone.is_empty() {
+        sql.push("1 = 0");
+        return;
+    }
+    sql.push("(");
+    let mut first = true;
+    let mut or = |sql: &mut Sql| {
+        if !first {
+            sql.push(" OR ");
+        }
+        first = false;
+    };
+    if known_type.is_none_or(|t| t == "Patient") {
+        or(sql);
+        if known_type.is_none() {
+            sql.push(&format!("({alias}.type = 'Patient' AND "));
+        } else {
+            sql.push("(");
+        }
+        sql.push(&format!("{alias}.patient_id IN ("));
+        sql.bind_list(everyone.iter().copied());
+        sql.push("))");
+    }
+    if known_type != Some("Patient") {
+        if !all.is_empty() {
+            or(sql);
+            sql.push(&format!(
+                "({alias}.section IS NOT NULL AND {alias}.patient_id IN ("
+            ));
+            sql.bind_list(all.iter().copied());
+            sql.push("))");
+        }
+        for (patient, sections) in some {
+            or(sql);
+            sql.push(&format!("({alias}.patient_id = "));
+            sql.bind(patient);
+            sql.push(&format!(" AND {alias}.section IN ("));
+            sql.bind_list(sections);
+            sql.push("))");
+        }
+    }
+    if first {
+        sql.push("1 = 0");
+    }
+    sql.push(")");
+}
+
+/// The full visibility test for a version of `resource_type` (steps 6–8 of contract §5).
+pub fn visible(sql: &mut Sql, alias: &str, resource_type: &str, decision: &Decision, now: Micros) {
+    served(sql, alias, now);
+    sql.push(" AND ");
+    if in_compartment(resource_type) {
+        allowed(sql, alias, Some(resource_type), decision);
+    } else {
+        // Practitioner, Organization, Location, Medication…: only when a resource the user may
+        // see refers to it.
+        sql.push(&format!(
+            "EXISTS (SELECT 1 FROM refs f JOIN versions w ON w.id = f.version_id \
+             WHERE f.target_type = {alias}.type AND f.target_id = {alias}.fhir_id AND "
+        ));
+        served(sql, "w", now);
+        sql.push(" AND ");
+        allowed(sql, "w", None, decision);
+        sql.push(")");
+    }
+}
+
+fn token_filter(sql: &mut Sql, alias: &str, f: &TokenFilter) {
+    sql.push(&format!(
+        "EXISTS (SELECT 1 FROM search_tokens t WHERE t.version_id = {alias}.id AND t.param = "
+    ));
+    sql.bind(f.param);
+    sql.push(" AND (");
+    for (i, v) in f.values.iter().enumerate() {
+        if i > 0 {
+            sql.push(" OR ");
+        }
+        sql.push("(");
+        let mut and = false;
+        if let Some(code) = &v.code {
+            sql.push("t.code = ");
+            sql.bind(code.as_str());
+            and = true;
+        }
+        if let Some(system) = &v.system {
+            if and {
+                sql.push(" AND ");
+            }
+            sql.push("t.system = ");
+            sql.bind(system.as_str());
+            and = true;
+        }
+        if !and {
+            sql.push("1 = 1");
+        }
+        sql.push(")");
+    }
+    sql.push("))");
+}
+
+/// The range test of a prefix against a stored `[lo, hi)`.
+fn range_test(sql: &mut Sql, lo: &str, hi: &str, prefix: Prefix, r: Range) {
+    let eq = |sql: &mut Sql| {
+        sql.push(&format!("({lo} >= "));
+        sql.bind(r.lo);
+        sql.push(&format!(" AND {hi} <= "));
+        sql.bind(r.hi);
+        sql.push(")");
+    };
+    match prefix {
+        Prefix::Eq => eq(sql),
+        Prefix::Ne => {
+            sql.push("NOT ");
+            eq(sql);
+        }
+        Prefix::Gt => {
+            sql.push(&format!("{hi} > "));
+            sql.bind(r.hi);
+        }
+        Prefix::Lt => {
+            sql.push(&format!("{lo} < "));
+            sql.bind(r.lo);
+        }
+        Prefix::Ge => {
+            sql.push(&format!("({hi} > "));
+            sql.bind(r.hi);
+            sql.push(" OR ");
+            eq(sql);
+            sql.push(")");
+        }
+        Prefix::Le => {
+            sql.push(&format!("({lo} < "));
+            sql.bind(r.lo);
+            sql.push(" OR ");
+            eq(sql);
+            sql.push(")");
+        }
+        Prefix::Sa => {
+            sql.push(&format!("{lo} >= "));
+            sql.bind(r.hi);
+        }
+        Prefix::Eb => {
+            sql.push(&format!("{hi} <= "));
+            sql.bind(r.lo);
+        }
+    }
+}
+
+fn date_filter(sql: &mut Sql, alias: &str, f: &DateFilter) {
+    sql.push(&format!(
+        "EXISTS (SELECT 1 FROM search_dates d WHERE d.version_id = {alias}.id AND d.param = "
+    ));
+    sql.bind(f.param);
+    sql.push(" AND (");
+    for (i, (prefix, range)) in f.values.iter().enumerate() {
+        if i > 0 {
+            sql.push(" OR ");
+        }
+        range_test(sql, "d.lo", "d.hi", *prefix, *range);
+    }
+    sql.push("))");
+}
+
+/// `_lastUpdated` on the moment the version became visible: a point, i.e. `[t, t+1µs)`.
+fn last_updated_filter(sql: &mut Sql, alias: &str, values: &[(Prefix, Range)]) {
+    sql.push("(");
+    for (i, (prefix, r)) in values.iter().enumerate() {
+        if i > 0 {
+            sql.push(" OR ");
+        }
+        let t = format!("{alias}.release_at");
+        let t1 = format!("({alias}.release_at + 1)");
+        range_test(sql, &t, &t1, *prefix, *r);
+    }
+    sql.push(")");
+}
+
+/// The criteria of a query other than visibility and paging.
+pub fn criteria(sql: &mut Sql, alias: &str, q: &Query) {
+    sql.push(&format!("{alias}.type = "));
+    sql.bind(q.resource_type.as_str());
+    for ids in &q.ids {
+        sql.push(&format!(" AND {alias}.fhir_id IN ("));
+        sql.bind_list(ids.iter().map(String::as_str));
+        sql.push(")");
+    }
+    for patients in &q.patients {
+        sql.push(&format!(" AND {alias}.patient_id IN ("));
+        sql.bind_list(patients.iter().map(String::as_str));
+        sql.push(")");
+    }
+    for f in &q.tokens {
+        sql.push(" AND ");
+        token_filter(sql, alias, f);
+    }
+    for f in &q.dates {
+        sql.push(" AND ");
+        date_filter(sql, alias, f);
+    }
+    for values in &q.last_updated {
+        sql.push(" AND ");
+        last_updated_filter(sql, alias, values);
+    }
+}
+
+/// The WHERE clause of a search: criteria, the clients in scope, visibility.
+fn search_where(sql: &mut Sql, q: &Query, decision: &Decision, now: Micros) {
+    sql.push(" WHERE ");
+    criteria(sql, "v", q);
+    if in_compartment(&q.resource_type) {
+        // Named first so that the planner starts from the (patient_id, type, …) indexes.
+        let clients: Vec<&str> = decision
+            .allowed
+            .iter()
+            .map(|a| a.patient_id.as_str())
+            .collect();
+        if clients.is_empty() {
+            sql.push(" AND 1 = 0");
+        } else {
+            sql.push(" AND v.patient_id IN (");
+            sql.bind_list(clients);
+            sql.push(")");
+        }
+    }
+    sql.push(" AND ");
+    visible(sql, "v", &q.resource_type, decision, now);
+}
+
+/// One page of a search: at most `q.count + 1` hits (the extra one says there is a next page).
+pub async fn page(
+    db: &Db,
+    q: &Query,
+    decision: &Decision,
+    now: Micros,
+) -> Result<Vec<Hit>, sqlx::Error> {
+    let mut sql = Sql::new(format!("SELECT {HIT_COLUMNS} FROM versions v"));
+    search_where(&mut sql, q, decision, now);
+    let (key, column) = match q.sort.key {
+        SortKey::LastUpdated => ("release_at", "v.release_at"),
+        SortKey::Date => ("sort_date", "v.sort_date"),
+    };
+    let (cmp, dir) = if q.sort.descending {
+        ("<", "DESC")
+    } else {
+        (">", "ASC")
+    };
+    if let Some(c) = q.cursor {
+        sql.push(&format!(" AND ({column} {cmp} "));
+        sql.bind(c.key);
+        sql.push(&format!(" OR ({column} = "));
+        sql.bind(c.key);
+        sql.push(&format!(" AND v.id {cmp} "));
+        sql.bind(c.version_id);
+        sql.push("))");
+    }
+    sql.push(&format!(" ORDER BY v.{key} {dir}, v.id {dir} LIMIT "));
+    sql.bind(i64::from(q.count) + 1);
+    db.fetch_all(&sql).await
+}
+
+/// The number of visible matches.
+pub async fn count(
+    db: &Db,
+    q: &Query,
+    decision: &Decision,
+    now: Micros,
+) -> Result<i64, sqlx::Error> {
+    let mut sql = Sql::new("SELECT COUNT(*) AS n FROM versions v");
+    search_where(&mut sql, q, decision, now);
+    #[derive(sqlx::FromRow)]
+    struct N {
+        n: i64,
+    }
+    Ok(db.fetch_one::<N>(&sql).await?.n)
+}
+
+/// The served versions of the given resources that the user may see (for `_include`). Types
+/// outside the patient compartment are open here because a visible resource refers to them.
+pub async fn included(
+    db: &Db,
+    resource_type: &str,
+    ids: &[String],
+    decision: &Decision,
+    now: Micros,
+) -> Result<Vec<Hit>, sqlx::Error> {
+    let mut sql = Sql::new(format!(
+        "SELECT {HIT_COLUMNS} FROM versions v WHERE v.type = "
+    ));
+    sql.bind(resource_type);
+    sql.push(" AND v.fhir_id IN (");
+    sql.bind_list(ids.iter().map(String::as_str));
+    sql.push(") AND ");
+    served(&mut sql, "v", now);
+    if in_compartment(resource_type) {
+        sql.push(" AND ");
+        allowed(&mut sql, "v", Some(resource_type), decision);
+    }
+    db.fetch_all(&sql).await
+}
+
+/// Resources currently stored (newest version, not withdrawn) matching `q`'s criteria,
+/// whatever their release: for conditional references and `ifNoneExist` at ingest.
+pub async fn current_matches(
+    tx: &mut Tx,
+    q: &Query,
+    limit: i64,
+) -> Result<Vec<String>, sqlx::Error> {
+    let mut sql = Sql::new(
+        "SELECT v.fhir_id FROM versions v JOIN resources r ON r.id = v.resource_id \
+         AND r.last_version = v.version_no WHERE ",
+    );
+    criteria(&mut sql, "v", q);
+    sql.push(" AND v.withdrawn = 0 LIMIT ");
+    sql.bind(limit);
+    #[derive(sqlx::FromRow)]
+    struct Row {
+        fhir_id: String,
+    }
+    let rows: Vec<Row> = tx.fetch_all(&sql).await?;
+    Ok(rows.into_iter().map(|r| r.fhir_id).collect())
+}

@@ -1,0 +1,200 @@
+//! `GET /fhir/{type}/{id}` and `GET /fhir/{type}?…`: read and search within what the user may
+//! see now.
+
+use super::bundle::{SearchSet, resource};
+use crate::access::{self, Decision};
+use crate::app::AppState;
+use crate::auth::PortalUser;
+use crate::error::{ApiError, ApiResult, fhir_json};
+use crate::fhir::definitions;
+use crate::fhir::path;
+use crate::search::params::{self, Counts, Cursor, Query, SortKey, Total};
+use crate::search::sql::{self, Hit};
+use crate::time::{instant, to_micros};
+use axum::extract::{Path, RawQuery, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+use serde_json::Value;
+use std::collections::BTreeMap;
+
+fn pairs(raw: Option<&str>) -> Vec<(String, String)> {
+    form_urlencoded::parse(raw.unwrap_or("").as_bytes())
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect()
+}
+
+fn known_type(resource_type: &str) -> ApiResult<()> {
+    if definitions::is_resource_type(resource_type) {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            crate::error::Reason::NotFound,
+            format!("`{resource_type}` is not an R4 resource type"),
+        ))
+    }
+}
+
+/// A search naming a linked client that may not be seen now answers with the reason (§5.6).
+fn refused_named_client(q: &Query, decision: &Decision) -> ApiResult<()> {
+    for ids in &q.patients {
+        for id in ids {
+            if let Some(reason) = decision.refused.get(id) {
+                return Err(ApiError::forbidden(
+                    *reason,
+                    format!("access to Patient/{id} has ended or is blocked"),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `GET /fhir/{type}`.
+pub async fn search(
+    State(state): State<AppState>,
+    user: PortalUser,
+    Path(resource_type): Path<String>,
+    RawQuery(raw): RawQuery,
+) -> ApiResult<Response> {
+    known_type(&resource_type)?;
+    let decision = access::decide_for(&state, &user).await?;
+    let counts = Counts {
+        default: state.config.limits.default_count,
+        max: state.config.limits.max_count,
+    };
+    let q = params::parse(&resource_type, &pairs(raw.as_deref()), counts)?;
+    refused_named_client(&q, &decision)?;
+    let now = state.clock.now();
+    let now_micros = to_micros(now);
+    let total = if q.summary_count || q.total == Total::Accurate {
+        Some(sql::count(&state.db, &q, &decision, now_micros).await?)
+    } else {
+        None
+    };
+    let (matches, includes, next_cursor) = if q.summary_count {
+        (Vec::new(), Vec::new(), None)
+    } else {
+        let mut hits = sql::page(&state.db, &q, &decision, now_micros).await?;
+        let next = if hits.len() > q.count as usize {
+            hits.truncate(q.count as usize);
+            hits.last().map(|h| {
+                Cursor {
+                    key: match q.sort.key {
+                        SortKey::LastUpdated => h.release_at.unwrap_or_default(),
+                        SortKey::Date => h.sort_date,
+                    },
+                    version_id: h.id,
+                }
+                .encode()
+            })
+        } else {
+            None
+        };
+        let matches: Vec<Value> = hits.iter().map(resource).collect();
+        let includes = includes(&state, &q, &matches, &decision, now_micros).await?;
+        (matches, includes, next)
+    };
+    let bundle = SearchSet {
+        base: &state.config.server.public_base_url,
+        query: &q,
+        total,
+        matches,
+        includes,
+        next_cursor,
+        now: instant(now),
+    }
+    .render();
+    Ok(fhir_json(StatusCode::OK, &bundle))
+}
+
+/// The resources `_include` names, among those the user may see.
+async fn includes(
+    state: &AppState,
+    q: &Query,
+    matches: &[Value],
+    decision: &Decision,
+    now: i64,
+) -> ApiResult<Vec<Value>> {
+    if q.includes.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut wanted: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for m in matches {
+        for include in &q.includes {
+            for p in include.paths {
+                for node in path::evaluate(m, p) {
+                    let Some((ty, id)) = node
+                        .value
+                        .get("reference")
+                        .and_then(Value::as_str)
+                        .and_then(crate::ingest::index::parse_reference)
+                    else {
+                        continue;
+                    };
+                    if include.target.as_deref().is_some_and(|t| t != ty) {
+                        continue;
+                    }
+                    let ids = wanted.entry(ty.to_string()).or_default();
+                    if !ids.iter().any(|x| x == id) {
+                        ids.push(id.to_string());
+                    }
+                }
+            }
+        }
+    }
+    let mut out = Vec::new();
+    let already: Vec<(String, String)> = matches
+        .iter()
+        .map(|m| {
+            (
+                m.get("resourceType")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_string(),
+                m.get("id")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_string(),
+            )
+        })
+        .collect();
+    for (ty, ids) in wanted {
+        let ids: Vec<String> = ids
+            .into_iter()
+            .filter(|id| !already.iter().any(|(t, i)| *t == ty && i == id))
+            .collect();
+        if ids.is_empty() {
+            continue;
+        }
+        let hits: Vec<Hit> = sql::included(&state.db, &ty, &ids, decision, now).await?;
+        out.extend(hits.iter().map(resource));
+    }
+    Ok(out)
+}
+
+/// `GET /fhir/{type}/{id}`.
+pub async fn read(
+    State(state): State<AppState>,
+    user: PortalUser,
+    Path((resource_type, id)): Path<(String, String)>,
+) -> ApiResult<Response> {
+    known_type(&resource_type)?;
+    if !crate::ingest::index::is_fhir_id(&id) {
+        return Err(ApiError::not_found());
+    }
+    let decision = access::decide_for(&state, &user).await?;
+    let counts = Counts { default: 1, max: 1 };
+    let q = params::parse(&resource_type, &[("_id".into(), id)], counts)?;
+    let now = to_micros(state.clock.now());
+    let hit = sql::page(&state.db, &q, &decision, now)
+        .await?
+        .into_iter()
+        .next()
+        .ok_or_else(ApiError::not_found)?;
+    let mut response = fhir_json(StatusCode::OK, &resource(&hit));
+    if let Ok(v) = axum::http::HeaderValue::from_str(&format!("W/\"{}\"", hit.version_no)) {
+        response.headers_mut().insert(axum::http::header::ETAG, v);
+    }
+    Ok(response)
+}

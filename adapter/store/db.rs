@@ -1,0 +1,367 @@
+//! The database handle: SQLite (embedded default) or PostgreSQL (production), one API.
+//!
+//! SQL is written once with `$1`-style placeholders, which both engines accept, and built with
+//! [`Sql`] where it is dynamic. Rows are decoded with `sqlx::FromRow` into plain structs that
+//! both engines can fill. On SQLite all writes go through a single connection (SQLite has one
+//! writer anyway; this avoids lock upgrades), reads through a pool in WAL mode.
+
+use sqlx::postgres::{PgArguments, PgConnectOptions, PgPoolOptions, PgRow};
+use sqlx::sqlite::{
+    SqliteArguments, SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow,
+    SqliteSynchronous,
+};
+use sqlx::{Arguments, AssertSqlSafe, FromRow, PgPool, Postgres, Sqlite, SqlitePool, Transaction};
+use std::str::FromStr;
+use std::time::Duration;
+
+/// Which engine a handle talks to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Engine {
+    Sqlite,
+    Postgres,
+}
+
+/// A value bound to a placeholder.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Arg {
+    Int(Option<i64>),
+    Text(Option<String>),
+}
+
+impl From<i64> for Arg {
+    fn from(v: i64) -> Self {
+        Arg::Int(Some(v))
+    }
+}
+impl From<Option<i64>> for Arg {
+    fn from(v: Option<i64>) -> Self {
+        Arg::Int(v)
+    }
+}
+impl From<bool> for Arg {
+    fn from(v: bool) -> Self {
+        Arg::Int(Some(i64::from(v)))
+    }
+}
+impl From<&str> for Arg {
+    fn from(v: &str) -> Self {
+        Arg::Text(Some(v.to_string()))
+    }
+}
+impl From<String> for Arg {
+    fn from(v: String) -> Self {
+        Arg::Text(Some(v))
+    }
+}
+impl From<&String> for Arg {
+    fn from(v: &String) -> Self {
+        Arg::Text(Some(v.clone()))
+    }
+}
+impl From<Option<String>> for Arg {
+    fn from(v: Option<String>) -> Self {
+        Arg::Text(v)
+    }
+}
+impl From<Option<&str>> for Arg {
+    fn from(v: Option<&str>) -> Self {
+        Arg::Text(v.map(str::to_string))
+    }
+}
+
+/// SQL text with its arguments; `bind` writes the next `$n` placeholder.
+#[derive(Debug, Clone, Default)]
+pub struct Sql {
+    pub text: String,
+    pub args: Vec<Arg>,
+}
+
+impl Sql {
+    pub fn new(text: impl Into<String>) -> Self {
+        Self {
+            text: text.into(),
+            args: Vec::new(),
+        }
+    }
+
+    /// Appends SQL text.
+    pub fn push(&mut self, text: &str) -> &mut Self {
+        self.text.push_str(text);
+        self
+    }
+
+    /// Appends a placeholder for `value`.
+    pub fn bind(&mut self, value: impl Into<Arg>) -> &mut Self {
+        self.args.push(value.into());
+        self.text.push('$');
+        self.text.push_str(&self.args.len().to_string());
+        self
+    }
+
+    /// Adds an argument for a placeholder already written in the text (`$n` in order).
+    pub fn arg(mut self, value: impl Into<Arg>) -> Self {
+        self.args.push(value.into());
+        self
+    }
+
+    /// Appends `$a, $b, …` for each value.
+    pub fn bind_list<T: Into<Arg>>(&mut self, values: impl IntoIterator<Item = T>) -> &mut Self {
+        for (i, v) in values.into_iter().enumerate() {
+            if i > 0 {
+                self.text.push_str(", ");
+            }
+            self.bind(v);
+        }
+        self
+    }
+
+    fn sqlite_args(&self) -> Result<SqliteArguments, sqlx::Error> {
+        let mut a = SqliteArguments::default();
+        for arg in &self.args {
+            match arg {
+                Arg::Int(v) => a.add(*v),
+                Arg::Text(v) => a.add(v.clone()),
+            }
+            .map_err(sqlx::Error::Encode)?;
+        }
+        Ok(a)
+    }
+
+    fn pg_args(&self) -> Result<PgArguments, sqlx::Error> {
+        let mut a = PgArguments::default();
+        for arg in &self.args {
+            match arg {
+                Arg::Int(v) => a.add(*v),
+                Arg::Text(v) => a.add(v.clone()),
+            }
+            .map_err(sqlx::Error::Encode)?;
+        }
+        Ok(a)
+    }
+}
+
+/// A row type both engines can decode.
+pub trait Row: for<'r> FromRow<'r, SqliteRow> + for<'r> FromRow<'r, PgRow> + Send + Unpin {}
+impl<T> Row for T where T: for<'r> FromRow<'r, SqliteRow> + for<'r> FromRow<'r, PgRow> + Send + Unpin
+{}
+
+/// The database: a pool per engine.
+#[derive(Debug, Clone)]
+pub enum Db {
+    Sqlite { read: SqlitePool, write: SqlitePool },
+    Postgres(PgPool),
+}
+
+impl Db {
+    /// Connects to `url` (`sqlite://file.db` or `postgres://…`), creating a SQLite file if absent.
+    pub async fn connect(url: &str, max_connections: u32) -> Result<Self, sqlx::Error> {
+        if url.starts_with("sqlite:") {
+            let options = SqliteConnectOptions::from_str(url)?
+                .create_if_missing(true)
+                .journal_mode(SqliteJournalMode::Wal)
+                .synchronous(SqliteSynchronous::Normal)
+                .busy_timeout(Duration::from_secs(10))
+                .pragma("cache_size", "-32000")
+                .pragma("temp_store", "memory");
+            let write = SqlitePoolOptions::new()
+                .max_connections(1)
+                .connect_with(options.clone())
+                .await?;
+            let read = SqlitePoolOptions::new()
+                .max_connections(max_connections)
+                .connect_with(options)
+                .await?;
+            Ok(Db::Sqlite { read, write })
+        } else {
+            let options = PgConnectOptions::from_str(url)?;
+            let pool = PgPoolOptions::new()
+                .max_connections(max_connections)
+                .acquire_timeout(Duration::from_secs(10))
+                .connect_with(options)
+                .await?;
+            Ok(Db::Postgres(pool))
+        }
+    }
+
+    pub fn engine(&self) -> Engine {
+        match self {
+            Db::Sqlite { .. } => Engine::Sqlite,
+            Db::Postgres(_) => Engine::Postgres,
+        }
+    }
+
+    /// Applies the engine's migrations (idempotent).
+    pub async fn migrate(&self) -> Result<(), sqlx::migrate::MigrateError> {
+        match self {
+            Db::Sqlite { write, .. } => {
+                sqlx::migrate!("adapter/store/migrations/sqlite")
+                    .run(write)
+                    .await
+            }
+            Db::Postgres(pool) => {
+                sqlx::migrate!("adapter/store/migrations/postgres")
+                    .run(pool)
+                    .await
+            }
+        }
+    }
+
+    /// Whether every migration this binary knows has been applied.
+    pub async fn is_migrated(&self) -> Result<bool, sqlx::Error> {
+        let (expected, sql) = match self {
+            Db::Sqlite { .. } => (
+                sqlx::migrate!("adapter/store/migrations/sqlite")
+                    .iter()
+                    .count(),
+                Sql::new("SELECT COUNT(*) AS n FROM _sqlx_migrations WHERE success"),
+            ),
+            Db::Postgres(_) => (
+                sqlx::migrate!("adapter/store/migrations/postgres")
+                    .iter()
+                    .count(),
+                Sql::new("SELECT COUNT(*) AS n FROM _sqlx_migrations WHERE success"),
+            ),
+        };
+        #[derive(sqlx::FromRow)]
+        struct N {
+            n: i64,
+        }
+        let n: N = self.fetch_one(&sql).await?;
+        Ok(usize::try_from(n.n).unwrap_or(0) >= expected)
+    }
+
+    pub async fn fetch_all<T: Row>(&self, sql: &Sql) -> Result<Vec<T>, sqlx::Error> {
+        match self {
+            Db::Sqlite { read, .. } => {
+                sqlx::query_as_with::<_, T, _>(AssertSqlSafe(sql.text.clone()), sql.sqlite_args()?)
+                    .fetch_all(read)
+                    .await
+            }
+            Db::Postgres(pool) => {
+                sqlx::query_as_with::<_, T, _>(AssertSqlSafe(sql.text.clone()), sql.pg_args()?)
+                    .fetch_all(pool)
+                    .await
+            }
+        }
+    }
+
+    pub async fn fetch_optional<T: Row>(&self, sql: &Sql) -> Result<Option<T>, sqlx::Error> {
+        match self {
+            Db::Sqlite { read, .. } => {
+                sqlx::query_as_with::<_, T, _>(AssertSqlSafe(sql.text.clone()), sql.sqlite_args()?)
+                    .fetch_optional(read)
+                    .await
+            }
+            Db::Postgres(pool) => {
+                sqlx::query_as_with::<_, T, _>(AssertSqlSafe(sql.text.clone()), sql.pg_args()?)
+                    .fetch_optional(pool)
+                    .await
+            }
+        }
+    }
+
+    pub async fn fetch_one<T: Row>(&self, sql: &Sql) -> Result<T, sqlx::Error> {
+        self.fetch_optional(sql)
+            .await?
+            .ok_or(sqlx::Error::RowNotFound)
+    }
+
+    /// Runs a statement that changes data (through the writer on SQLite); rows affected.
+    pub async fn execute(&self, sql: &Sql) -> Result<u64, sqlx::Error> {
+        match self {
+            Db::Sqlite { write, .. } => Ok(sqlx::query_with(
+                AssertSqlSafe(sql.text.clone()),
+                sql.sqlite_args()?,
+            )
+            .execute(write)
+            .await?
+            .rows_affected()),
+            Db::Postgres(pool) => Ok(sqlx::query_with(
+                AssertSqlSafe(sql.text.clone()),
+                sql.pg_args()?,
+            )
+            .execute(pool)
+            .await?
+            .rows_affected()),
+        }
+    }
+
+    /// Starts a write transaction.
+    pub async fn begin(&self) -> Result<Tx, sqlx::Error> {
+        match self {
+            Db::Sqlite { write, .. } => Ok(Tx::Sqlite(write.begin().await?)),
+            Db::Postgres(pool) => Ok(Tx::Postgres(pool.begin().await?)),
+        }
+    }
+}
+
+/// A write transaction; dropped without `commit`, it rolls back.
+pub enum Tx {
+    Sqlite(Transaction<'static, Sqlite>),
+    Postgres(Transaction<'static, Postgres>),
+}
+
+impl Tx {
+    pub fn engine(&self) -> Engine {
+        match self {
+            Tx::Sqlite(_) => Engine::Sqlite,
+            Tx::Postgres(_) => Engine::Postgres,
+        }
+    }
+
+    pub async fn fetch_all<T: Row>(&mut self, sql: &Sql) -> Result<Vec<T>, sqlx::Error> {
+        match self {
+            Tx::Sqlite(tx) => {
+                sqlx::query_as_with::<_, T, _>(AssertSqlSafe(sql.text.clone()), sql.sqlite_args()?)
+                    .fetch_all(&mut **tx)
+                    .await
+            }
+            Tx::Postgres(tx) => {
+                sqlx::query_as_with::<_, T, _>(AssertSqlSafe(sql.text.clone()), sql.pg_args()?)
+                    .fetch_all(&mut **tx)
+                    .await
+            }
+        }
+    }
+
+    pub async fn fetch_optional<T: Row>(&mut self, sql: &Sql) -> Result<Option<T>, sqlx::Error> {
+        match self {
+            Tx::Sqlite(tx) => {
+                sqlx::query_as_with::<_, T, _>(AssertSqlSafe(sql.text.clone()), sql.sqlite_args()?)
+                    .fetch_optional(&mut **tx)
+                    .await
+            }
+            Tx::Postgres(tx) => {
+                sqlx::query_as_with::<_, T, _>(AssertSqlSafe(sql.text.clone()), sql.pg_args()?)
+                    .fetch_optional(&mut **tx)
+                    .await
+            }
+        }
+    }
+
+    pub async fn execute(&mut self, sql: &Sql) -> Result<u64, sqlx::Error> {
+        match self {
+            Tx::Sqlite(tx) => Ok(sqlx::query_with(
+                AssertSqlSafe(sql.text.clone()),
+                sql.sqlite_args()?,
+            )
+            .execute(&mut **tx)
+            .await?
+            .rows_affected()),
+            Tx::Postgres(tx) => Ok(sqlx::query_with(
+                AssertSqlSafe(sql.text.clone()),
+                sql.pg_args()?,
+            )
+            .execute(&mut **tx)
+            .await?
+            .rows_affected()),
+        }
+    }
+
+    pub async fn commit(self) -> Result<(), sqlx::Error> {
+        match self {
+            Tx::Sqlite(tx) => tx.commit().await,
+            Tx::Postgres(tx) => tx.commit().await,
+        }
+    }
+}

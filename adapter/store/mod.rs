@@ -1,0 +1,11 @@
+//! The store (sqlx): SQLite as the embedded default, PostgreSQL for production.
+//!
+//! One module per table family. Every version of every resource is kept; search values live
+//! in indexed tables beside the versions. Migrations for both engines are in `migrations/`
+//! and are applied at start.
+
+pub mod accounts;
+pub mod db;
+pub mod resources;
+
+pub use db::{Db, Sql};

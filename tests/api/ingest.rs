@@ -1,0 +1,372 @@
+//! Push ingest (contract §3, record systems): transactions, batches, single resources,
+//! references, idempotency and bad input.
+
+use crate::helpers::*;
+use crate::on_both;
+use serde_json::{Value, json};
+
+const IMMEDIATE: &str = "[embargo]\ndefault = \"immediate\"\n";
+
+on_both!(
+    a_transaction_resolves_urn_references_and_keeps_source_ids,
+    |b| async move {
+        let app = TestApp::spawn_with(b, IMMEDIATE).await;
+        let bundle = json!({"resourceType": "Bundle", "type": "transaction", "entry": [
+            {"fullUrl": "urn:uuid:0f8e7a52-1a7e-4f1e-9c61-3f1f2b9e0001",
+             "resource": {"resourceType": "Patient", "id": "src-p1", "birthDate": "1940-01-01"},
+             "request": {"method": "POST", "url": "Patient"}},
+            {"fullUrl": "urn:uuid:0f8e7a52-1a7e-4f1e-9c61-3f1f2b9e0002",
+             "resource": {"resourceType": "Observation", "status": "final",
+                "code": {"text": "gewicht"}, "subject": {"reference": "urn:uuid:0f8e7a52-1a7e-4f1e-9c61-3f1f2b9e0001"},
+                "valueQuantity": {"value": 64.50}},
+             "request": {"method": "POST", "url": "Observation"}}
+        ]});
+        // Sent as text: the decimal is written `64.50` and must stay so.
+        let text = bundle
+            .to_string()
+            .replace("\"value\":64.5}", "\"value\":64.50}");
+        assert!(text.contains("64.50"));
+        let token = app.token(SOURCE).await;
+        let r = app
+            .http
+            .post(app.url("/ingest/ons"))
+            .bearer_auth(token)
+            .body(text)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let out: Value = r.json().await.unwrap();
+        assert_eq!(out["type"], "transaction-response");
+        assert_eq!(out["entry"][0]["response"]["status"], "201 Created");
+        assert_eq!(
+            out["entry"][0]["response"]["location"],
+            "Patient/src-p1/_history/1"
+        );
+        let location = out["entry"][1]["response"]["location"].as_str().unwrap();
+        assert!(
+            location.starts_with("Observation/0f8e7a52-1a7e-4f1e-9c61-3f1f2b9e0002/"),
+            "{location}"
+        );
+
+        let holder = app.holder("u1", "src-p1").await;
+        let (status, obs) = holder
+            .get("/fhir/Observation/0f8e7a52-1a7e-4f1e-9c61-3f1f2b9e0002")
+            .await;
+        assert_eq!(status, 200, "{obs}");
+        assert_eq!(obs["subject"]["reference"], "Patient/src-p1");
+        // The source's own JSON: the decimal keeps its exact form.
+        let raw = app
+            .http
+            .get(app.url("/fhir/Observation/0f8e7a52-1a7e-4f1e-9c61-3f1f2b9e0002"))
+            .bearer_auth(&holder.token)
+            .header("x-portal-user", "u1")
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(raw.contains("\"value\":64.50"), "{raw}");
+        assert!(
+            raw.starts_with("{\"resourceType\":\"Observation\""),
+            "{raw}"
+        );
+    }
+);
+
+on_both!(
+    a_transaction_with_one_invalid_entry_stores_nothing,
+    |b| async move {
+        let app = TestApp::spawn_with(b, IMMEDIATE).await;
+        let mut bad = observation("o2", "p1", "29463-7", "2026-03-01T08:00:00Z");
+        bad["status"] = json!("maybe");
+        let (status, outcome) = app
+            .push(&transaction(&[
+                patient("p1"),
+                observation("o1", "p1", "29463-7", "2026-03-01"),
+                bad,
+            ]))
+            .await;
+        assert_eq!(status, 400, "{outcome}");
+        assert_eq!(reason(&outcome), "invalid-resource");
+        let expression = outcome["issue"][0]["expression"][0].as_str().unwrap();
+        assert_eq!(expression, "Bundle.entry[2].resource.status");
+        // Nothing was stored: the Patient does not exist for an activation code.
+        let (status, _) = app
+            .admin_post(
+                "/admin/activation-codes",
+                &json!({"patient": "Patient/p1", "relationship": "self"}),
+            )
+            .await;
+        assert_eq!(status, 404);
+    }
+);
+
+on_both!(
+    the_same_version_delivered_twice_is_stored_once,
+    |b| async move {
+        let app = TestApp::spawn_with(b, IMMEDIATE).await;
+        let bundle = transaction(&[
+            patient("p1"),
+            observation("o1", "p1", "29463-7", "2026-03-01"),
+        ]);
+        app.push_ok(&bundle).await;
+        let again = app.push_ok(&bundle).await;
+        assert_eq!(again["entry"][1]["response"]["status"], "200 OK");
+        assert_eq!(
+            again["entry"][1]["response"]["location"],
+            "Observation/o1/_history/1"
+        );
+        let mut changed = observation("o1", "p1", "29463-7", "2026-03-01");
+        changed["valueQuantity"]["value"] = json!(65.0);
+        let (status, _) = app.put_resource(&changed).await;
+        assert_eq!(status, 200);
+        let holder = app.holder("u1", "p1").await;
+        let (_, obs) = holder.get("/fhir/Observation/o1").await;
+        assert_eq!(obs["meta"]["versionId"], "2");
+    }
+);
+
+on_both!(a_batch_answers_each_entry_on_its_own, |b| async move {
+    let app = TestApp::spawn_with(b, IMMEDIATE).await;
+    let mut bad = observation("o2", "p1", "29463-7", "2026-03-01");
+    bad["effectiveDateTime"] = json!("gisteren");
+    let mut bundle = transaction(&[
+        patient("p1"),
+        bad,
+        observation("o3", "p1", "29463-7", "2026-03-01"),
+    ]);
+    bundle["type"] = json!("batch");
+    let out = app.push_ok(&bundle).await;
+    assert_eq!(out["type"], "batch-response");
+    let statuses: Vec<&str> = out["entry"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["response"]["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(statuses, ["201 Created", "400 Bad Request", "201 Created"]);
+    assert_eq!(
+        out["entry"][1]["response"]["outcome"]["issue"][0]["expression"][0],
+        "Bundle.entry[1].resource.effectiveDateTime"
+    );
+});
+
+on_both!(
+    conditional_references_and_if_none_exist_resolve_like_a_fhir_server,
+    |b| async move {
+        let app = TestApp::spawn_with(b, IMMEDIATE).await;
+        let org = json!({"resourceType": "Organization", "id": "linde",
+        "identifier": [{"system": "http://fhir.nl/fhir/NamingSystem/agb-z", "value": "12345678"}], "name": "De Linde"});
+        app.push_ok(&transaction(&[org, patient("p1")])).await;
+        let bundle = json!({"resourceType": "Bundle", "type": "transaction", "entry": [
+            {"fullUrl": "urn:uuid:aa000000-0000-4000-8000-000000000001",
+             "resource": {"resourceType": "Organization", "name": "Other",
+                "identifier": [{"system": "http://fhir.nl/fhir/NamingSystem/agb-z", "value": "12345678"}]},
+             "request": {"method": "POST", "url": "Organization", "ifNoneExist": "identifier=http://fhir.nl/fhir/NamingSystem/agb-z|12345678"}},
+            {"resource": {"resourceType": "Observation", "id": "o1", "status": "final", "code": {"text": "x"},
+                "subject": {"reference": "Patient?identifier=http://fhir.nl/fhir/NamingSystem/bsn|999911120"},
+                "performer": [{"reference": "Organization?identifier=http://fhir.nl/fhir/NamingSystem/agb-z|12345678"}]},
+             "request": {"method": "PUT", "url": "Observation/o1"}}
+        ]});
+        let out = app.push_ok(&bundle).await;
+        assert_eq!(
+            out["entry"][0]["response"]["location"],
+            "Organization/linde"
+        );
+        let holder = app.holder("u1", "p1").await;
+        let (status, obs) = holder.get("/fhir/Observation/o1").await;
+        assert_eq!(status, 200, "{obs}");
+        assert_eq!(obs["subject"]["reference"], "Patient/p1");
+        assert_eq!(obs["performer"][0]["reference"], "Organization/linde");
+
+        let unmatched = json!({"resourceType": "Bundle", "type": "transaction", "entry": [
+        {"resource": {"resourceType": "Observation", "id": "o2", "status": "final", "code": {"text": "x"},
+            "subject": {"reference": "Patient?identifier=http://fhir.nl/fhir/NamingSystem/bsn|000000000"}},
+         "request": {"method": "PUT", "url": "Observation/o2"}}]});
+        let (status, outcome) = app.push(&unmatched).await;
+        assert_eq!(status, 400, "{outcome}");
+        assert_eq!(outcome["issue"][0]["expression"][0], "Bundle.entry[0]");
+        let dangling = json!({"resourceType": "Bundle", "type": "transaction", "entry": [
+        {"resource": {"resourceType": "Observation", "id": "o3", "status": "final", "code": {"text": "x"},
+            "subject": {"reference": "urn:uuid:ab000000-0000-4000-8000-000000000009"}},
+         "request": {"method": "PUT", "url": "Observation/o3"}}]});
+        let (status, _) = app.push(&dangling).await;
+        assert_eq!(status, 400);
+    }
+);
+
+on_both!(bad_input_gets_a_clear_4xx_never_a_500, |b| async move {
+    let app = TestApp::spawn_with(b, "[limits]\nmax_body_bytes = 2048\n").await;
+    let token = app.token(SOURCE).await;
+    let send = |body: String, content_type: &'static str| {
+        let app = &app;
+        let token = token.clone();
+        async move {
+            let r = app
+                .http
+                .post(app.url("/ingest/ons"))
+                .bearer_auth(token)
+                .header("content-type", content_type)
+                .body(body)
+                .send()
+                .await
+                .unwrap();
+            let status = r.status().as_u16();
+            let outcome: Value = r.json().await.unwrap_or(Value::Null);
+            (status, outcome)
+        }
+    };
+    let cases: Vec<(String, &str, u16)> = vec![
+        (
+            "{\"resourceType\": \"Patient\",".into(),
+            "application/fhir+json",
+            400,
+        ),
+        ("".into(), "application/fhir+json", 400),
+        ("[1,2,3]".into(), "application/fhir+json", 400),
+        (
+            "{\"resourceType\": \"Patiënt\", \"id\": \"x\"}".into(),
+            "application/fhir+json",
+            400,
+        ),
+        ("{\"id\": \"x\"}".into(), "application/fhir+json", 400),
+        (
+            "<Patient xmlns=\"http://hl7.org/fhir\"/>".into(),
+            "application/fhir+xml",
+            415,
+        ),
+        (
+            format!(
+                "{{\"resourceType\": \"Patient\", \"id\": \"x\", \"name\": [{{\"text\": \"{}\"}}]}}",
+                "a".repeat(4000)
+            ),
+            "application/fhir+json",
+            413,
+        ),
+        (
+            "{\"resourceType\": \"Bundle\", \"type\": \"collection\"}".into(),
+            "application/fhir+json",
+            400,
+        ),
+        (
+            "{\"resourceType\": \"Bundle\", \"type\": \"transaction\", \"entry\": {}}".into(),
+            "application/fhir+json",
+            400,
+        ),
+        (
+            "{\"resourceType\": \"Patient\", \"id\": \"x\", \"birthDate\": \"1940-02-30\"}".into(),
+            "application/fhir+json",
+            400,
+        ),
+        (
+            "{\"resourceType\": \"Patient\", \"id\": \"x\", \"gender\": \"banana\"}".into(),
+            "application/json",
+            400,
+        ),
+        (
+            "{\"resourceType\": \"Patient\", \"id\": \"x\", \"unknownElement\": 1}".into(),
+            "application/fhir+json",
+            400,
+        ),
+    ];
+    for (body, content_type, expected) in cases {
+        let (status, outcome) = send(body.clone(), content_type).await;
+        assert_eq!(status, expected, "{body:.80} -> {outcome}");
+        assert_eq!(outcome["resourceType"], "OperationOutcome", "{body:.80}");
+        assert!(
+            !reason(&outcome).is_empty(),
+            "{body:.80} has a reason: {outcome}"
+        );
+    }
+    // Wrong source, unknown source, no token.
+    let r = app
+        .http
+        .post(app.url("/ingest/other"))
+        .bearer_auth(&token)
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    let r = app
+        .http
+        .post(app.url("/ingest/nope"))
+        .bearer_auth(&token)
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    let r = app
+        .http
+        .post(app.url("/ingest/ons"))
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let portal = app.token(PORTAL).await;
+    let r = app
+        .http
+        .post(app.url("/ingest/ons"))
+        .bearer_auth(portal)
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401, "a portal token cannot push");
+    // PUT with a mismatching id or type, bad ids.
+    let (status, _) = app
+        .http
+        .put(app.url("/ingest/ons/Patient/a"))
+        .bearer_auth(&token)
+        .json(&patient("b"))
+        .send()
+        .await
+        .map(|r| (r.status().as_u16(), ()))
+        .unwrap();
+    assert_eq!(status, 400);
+    let r = app
+        .http
+        .put(app.url("/ingest/ons/Patient/bad%20id"))
+        .bearer_auth(&token)
+        .json(&patient("x"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let r = app
+        .http
+        .delete(app.url("/ingest/ons/Nope/x"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+});
+
+on_both!(a_delete_withdraws_at_once, |b| async move {
+    let app = TestApp::spawn_with(b, IMMEDIATE).await;
+    app.push_ok(&transaction(&[
+        patient("p1"),
+        observation("o1", "p1", "29463-7", "2026-03-01"),
+    ]))
+    .await;
+    let holder = app.holder("u1", "p1").await;
+    assert_eq!(holder.get("/fhir/Observation/o1").await.0, 200);
+    assert_eq!(app.delete_resource("Observation", "o1").await, 204);
+    assert_eq!(holder.get("/fhir/Observation/o1").await.0, 404);
+    assert_eq!(
+        app.delete_resource("Observation", "o1").await,
+        204,
+        "deleting twice is harmless"
+    );
+    let mut eie = observation("o2", "p1", "29463-7", "2026-03-01");
+    app.put_resource(&eie).await;
+    assert_eq!(holder.get("/fhir/Observation/o2").await.0, 200);
+    eie["status"] = json!("entered-in-error");
+    app.put_resource(&eie).await;
+    assert_eq!(holder.get("/fhir/Observation/o2").await.0, 404);
+});

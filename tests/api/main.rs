@@ -1,0 +1,9 @@
+//! Black-box tests: the real adapter on a random port, over HTTP, on SQLite and (when
+//! `SLUIS_TEST_POSTGRES_URL` is set) PostgreSQL. One binary, a module per area.
+
+mod helpers;
+
+mod corpus;
+mod ingest;
+mod portal;
+mod search;
