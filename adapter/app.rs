@@ -196,6 +196,15 @@ impl Application {
         })
     }
 
+    /// Serves an already bound listener (no separate admin listener).
+    pub fn from_listener(state: AppState, listener: TcpListener) -> Self {
+        Self {
+            state,
+            listener,
+            admin_listener: None,
+        }
+    }
+
     pub fn local_addr(&self) -> ApiResult<SocketAddr> {
         Ok(self.listener.local_addr()?)
     }

@@ -905,3 +905,67 @@ source = "ons"
         assert_eq!(problems[0].file, "test.toml");
     }
 }
+
+#[cfg(test)]
+mod example {
+    use super::*;
+
+    const EXAMPLE: &str = include_str!("../config/example.toml");
+
+    #[test]
+    fn the_example_loads_and_documents_every_key() {
+        let config = Config::from_toml(EXAMPLE, "config/example.toml", std::iter::empty())
+            .unwrap_or_else(|p| panic!("{p}"));
+        assert_eq!(config.clients.len(), 2);
+        let keys = [
+            "listen",
+            "public_base_url",
+            "admin_listen",
+            "url",
+            "max_connections",
+            "name",
+            "terms_version",
+            "min_user_age",
+            "care_end_grace",
+            "deceased_grace",
+            "assume_active_care",
+            "default",
+            "on_update",
+            "release_tag",
+            "client_may_waive",
+            "waiver_warning",
+            "token",
+            "clock_override",
+            "max_body_bytes",
+            "default_count",
+            "max_count",
+            "user_requests_per_minute",
+            "token_lifetime",
+            "activation_code_lifetime",
+            "invitation_lifetime",
+            "dir",
+            "id",
+            "kind",
+            "auth",
+            "secret",
+            "jwks_path",
+            "source",
+        ];
+        for key in keys {
+            assert!(
+                EXAMPLE.contains(&format!("{key} =")),
+                "config/example.toml does not document `{key}`"
+            );
+        }
+    }
+
+    #[test]
+    fn the_demo_config_loads() {
+        Config::from_toml(
+            crate::demo::DEMO_CONFIG,
+            "config/demo.toml",
+            std::iter::empty(),
+        )
+        .unwrap_or_else(|p| panic!("{p}"));
+    }
+}

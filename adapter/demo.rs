@@ -74,9 +74,16 @@ pub async fn run(listen: SocketAddr, database: &Path) -> anyhow::Result<()> {
     if config.mappings.dir.as_ref().is_some_and(|d| !d.exists()) {
         config.mappings.dir = None;
     }
+    // Bind first, so that port 0 works and the printed URL is the real one.
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    let bound = listener.local_addr()?;
+    config.server.listen = bound;
+    config.server.public_base_url = format!("http://{bound}");
     let state = AppState::new(config, Clock::system()).await?;
     let (loaded, users) = load(&state).await?;
-    let app = Application::bind(state.clone(), listen, None).await?;
+    let app = Application::from_listener(state.clone(), listener);
     print_instructions(&state, loaded, &users);
     app.run_until_stopped().await
 }

@@ -104,8 +104,9 @@ pub struct TokenRequest {
 pub async fn token(
     State(state): State<AppState>,
     headers: HeaderMap,
-    body: axum::body::Bytes,
+    body: axum::body::Body,
 ) -> ApiResult<Response> {
+    let body = crate::body::read_limited(body, 64 * 1024).await?;
     let form: TokenRequest = serde_urlencoded_form(&body)?;
     if form.grant_type.as_deref() != Some("client_credentials") {
         return Err(ApiError::unauthorized(

@@ -3,6 +3,7 @@
 
 mod helpers;
 
+mod cli;
 mod corpus;
 mod ingest;
 mod portal;

@@ -1,0 +1,239 @@
+//! The command line (contract §1), run as the real binary.
+
+use crate::helpers::*;
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+
+const BIN: &str = env!("CARGO_BIN_EXE_sluis");
+const ROOT: &str = env!("CARGO_MANIFEST_DIR");
+
+fn write_config(dir: &std::path::Path, extra: &str) -> std::path::PathBuf {
+    let db = format!("sqlite://{}", dir.join("cli.db").display());
+    let path = dir.join("sluis.toml");
+    std::fs::write(&path, config_text(&db, extra)).unwrap();
+    path
+}
+
+fn run(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(BIN)
+        .args(args)
+        .current_dir(ROOT)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn check_accepts_a_good_config_and_lists_unmapped_types() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), "[mappings]\ndir = \"mappings\"\n");
+    let (code, out, err) = run(&["check", "--config", config.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("config and mappings are valid"), "{out}");
+    assert!(
+        out.contains("Patient-compartment types no rule maps"),
+        "{out}"
+    );
+    assert!(out.contains("Claim"), "{out}");
+    assert!(out.contains("Observation"), "{out}");
+}
+
+#[test]
+fn check_names_file_and_key_of_every_problem() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(
+        dir.path(),
+        "[embargo]\non_update = \"later\"\n[limits]\nmax_count = 10\ndefault_count = 50\n",
+    );
+    let (code, _, err) = run(&["check", "--config", config.to_str().unwrap()]);
+    assert_eq!(code, 1, "{err}");
+    let file = config.display().to_string();
+    assert!(err.contains(&format!("{file}: embargo.on_update")), "{err}");
+    assert!(
+        err.contains(&format!("{file}: limits.default_count")),
+        "{err}"
+    );
+    let mappings = dir.path().join("mappings");
+    std::fs::create_dir(&mappings).unwrap();
+    std::fs::write(
+        mappings.join("sections.toml"),
+        "[[rule]]\nsection = \"x\"\ntype = \"Observaton\"\n",
+    )
+    .unwrap();
+    std::fs::write(
+        mappings.join("embargo.toml"),
+        "[[rule]]\nsection = \"y\"\ndelay = \"soon\"\n",
+    )
+    .unwrap();
+    let config = write_config(
+        dir.path(),
+        &format!("[mappings]\ndir = \"{}\"\n", mappings.display()),
+    );
+    let (code, _, err) = run(&["check", "--config", config.to_str().unwrap()]);
+    assert_eq!(code, 1);
+    assert!(err.contains("sections.toml: rule[0].type"), "{err}");
+    assert!(err.contains("embargo.toml: rule[0].section"), "{err}");
+    assert!(err.contains("embargo.toml: rule[0].delay"), "{err}");
+    let (code, _, err) = run(&["check", "--config", "/no/such/file.toml"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("/no/such/file.toml"), "{err}");
+}
+
+#[test]
+fn migrate_and_import_go_through_the_push_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), "");
+    let config = config.to_str().unwrap();
+    let (code, out, err) = run(&["migrate", "--config", config]);
+    assert_eq!(code, 0, "{out}{err}");
+    let (code, out, err) = run(&[
+        "import",
+        "--config",
+        config,
+        "--source",
+        "ons",
+        "fixtures/demo/01-organisatie.json",
+        "fixtures/demo/02-jo-de-vries.json",
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("02-jo-de-vries.json: 51 entries, 51 stored"),
+        "{out}"
+    );
+    // Again: nothing new is stored.
+    let (code, out, _) = run(&[
+        "import",
+        "--config",
+        config,
+        "--source",
+        "ons",
+        "fixtures/demo/02-jo-de-vries.json",
+    ]);
+    assert_eq!(code, 0);
+    assert!(out.contains("51 entries, 0 stored"), "{out}");
+    // ndjson, and a broken file.
+    let nd = dir.path().join("more.ndjson");
+    std::fs::write(
+        &nd,
+        format!(
+            "{}\n{}\n",
+            patient("p9"),
+            observation("o9", "p9", "29463-7", "2026-01-01")
+        ),
+    )
+    .unwrap();
+    let (code, out, err) = run(&[
+        "import",
+        "--config",
+        config,
+        "--source",
+        "ons",
+        nd.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("2 entries, 2 stored"), "{out}");
+    let broken = dir.path().join("broken.json");
+    std::fs::write(
+        &broken,
+        "{\"resourceType\": \"Patient\", \"birthDate\": \"gisteren\"}",
+    )
+    .unwrap();
+    let (code, _, err) = run(&[
+        "import",
+        "--config",
+        config,
+        "--source",
+        "ons",
+        broken.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 1);
+    assert!(err.contains("Patient.birthDate"), "{err}");
+    let (code, _, err) = run(&[
+        "import",
+        "--config",
+        config,
+        "--source",
+        "nope",
+        nd.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 1);
+    assert!(err.contains("nope"), "{err}");
+}
+
+/// README's first command: the demo serves, and the printed curl lines work as printed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_serves_what_it_prints() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("demo.db");
+    let mut child = Command::new(BIN)
+        .args([
+            "demo",
+            "--listen",
+            "127.0.0.1:0",
+            "--database",
+            db.to_str().unwrap(),
+        ])
+        .current_dir(ROOT)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let lines: Vec<String> = tokio::task::spawn_blocking(move || {
+        let mut lines = Vec::new();
+        for line in BufReader::new(stdout).lines() {
+            let line = line.unwrap();
+            let done = line.starts_with("Stop with Ctrl-C");
+            lines.push(line);
+            if done {
+                break;
+            }
+        }
+        lines
+    })
+    .await
+    .unwrap();
+    let curls: Vec<&String> = lines
+        .iter()
+        .filter(|l| l.trim_start().starts_with("curl -s -H"))
+        .collect();
+    assert!(curls.len() >= 3, "{lines:#?}");
+    let http = reqwest::Client::new();
+    let token_line = lines.iter().find(|l| l.contains("TOKEN=$(")).unwrap();
+    let url_of = |line: &str| line.rsplit('\'').nth(1).unwrap().to_string();
+    let auth_url = token_line
+        .split_whitespace()
+        .find(|w| w.ends_with("/auth/token"))
+        .unwrap();
+    let r = http
+        .post(auth_url)
+        .basic_auth("demo-portal", Some("demo-portal-secret"))
+        .form(&[("grant_type", "client_credentials")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let token: serde_json::Value = r.json().await.unwrap();
+    let token = token["access_token"].as_str().unwrap();
+    for line in curls {
+        let url = url_of(line);
+        let r = http
+            .get(&url)
+            .bearer_auth(token)
+            .header("x-portal-user", "demo-jo")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{line}");
+        let body: serde_json::Value = r.json().await.unwrap();
+        if url.contains("/fhir/Observation") {
+            assert!(body["total"].as_u64().unwrap() > 0, "{line}: {body}");
+        }
+    }
+    child.kill().unwrap();
+    let _ = child.wait();
+}
