@@ -70,14 +70,21 @@ impl AppState {
             &mappings.sections,
             &crate::time::instant(clock.now()),
         ))?;
-        Ok(Self(Arc::new(Inner {
+        let state = Self(Arc::new(Inner {
             config,
             db,
             clock,
             mappings,
             tokens,
             capability,
-        })))
+        }));
+        if let Some(n) = crate::release::recompute::after_rule_change(&state).await? {
+            tracing::info!(
+                rescheduled = n,
+                "rules changed since the last start: release moments of waiting entries recomputed"
+            );
+        }
+        Ok(state)
     }
 }
 
@@ -125,11 +132,16 @@ fn public_routes() -> Router<AppState> {
         .route("/readyz", get(readyz))
         .route("/auth/token", post(auth::token::token))
         .route("/fhir/metadata", get(serve::metadata::metadata))
+        .route("/fhir/_history", get(serve::history::history))
         .route("/fhir/{type}", get(serve::read::search))
         .route("/fhir/{type}/{id}", get(serve::read::read))
         .route("/portal/link", post(portal::link))
         .route("/portal/terms", post(portal::terms))
         .route("/portal/me", get(portal::me))
+        .route(
+            "/portal/preferences",
+            get(portal::preferences::get).put(portal::preferences::put),
+        )
         .route("/ingest/{source}", post(ingest::http::post))
         .route(
             "/ingest/{source}/{type}/{id}",
@@ -141,6 +153,9 @@ fn admin_routes() -> Router<AppState> {
     Router::new()
         .route("/admin/activation-codes", post(admin::activation_code))
         .route("/admin/clock", get(admin::get_clock).put(admin::put_clock))
+        .route("/admin/release", post(crate::release::actions::release))
+        .route("/admin/hold", post(crate::release::actions::hold))
+        .route("/admin/explain", get(admin::explain))
 }
 
 fn finish(router: Router<AppState>, state: AppState) -> Router {

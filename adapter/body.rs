@@ -90,3 +90,24 @@ pub async fn small_json<T: serde::de::DeserializeOwned>(
     let value = json_body(headers, body, 64 * 1024).await?;
     serde_json::from_value(value).map_err(|e| ApiError::invalid(format!("invalid body: {e}")))
 }
+
+/// The parameters of a small query string; a parameter not in `allowed`, or given twice, is a
+/// 400 `unknown-parameter`.
+pub fn query_map(
+    raw: Option<&str>,
+    allowed: &[&str],
+) -> ApiResult<std::collections::HashMap<String, String>> {
+    let mut out = std::collections::HashMap::new();
+    for (k, v) in form_urlencoded::parse(raw.unwrap_or("").as_bytes()) {
+        if !allowed.contains(&k.as_ref()) {
+            return Err(ApiError::unknown_parameter(format!(
+                "`{k}` is not a parameter here; use {}",
+                allowed.join(", ")
+            )));
+        }
+        if out.insert(k.clone().into_owned(), v.into_owned()).is_some() {
+            return Err(ApiError::unknown_parameter(format!("`{k}` is given twice")));
+        }
+    }
+    Ok(out)
+}

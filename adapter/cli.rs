@@ -306,10 +306,7 @@ pub async fn import_file(
         .collect();
     let written = outcomes
         .iter()
-        .filter(|o| {
-            o.error.is_none()
-                && o.note.as_deref() != Some("unchanged: this version was already stored")
-        })
+        .filter(|o| o.error.is_none() && o.note.as_deref() != Some(crate::ingest::UNCHANGED))
         .count();
     if !failed.is_empty() {
         anyhow::bail!(

@@ -6,6 +6,7 @@
 //! responses and never filters resources in memory: `search::sql` turns the decision into SQL.
 
 pub mod decision;
+pub mod explain;
 pub mod facts;
 
 pub use decision::{Access, Decision, Policy, Role, SectionSet};

@@ -130,3 +130,25 @@ pub async fn put_clock(
         &json!({"now": instant(state.clock.now()), "pinned": state.clock.is_pinned()}),
     ))
 }
+
+/// `GET /admin/explain?resource=Type/id[&client=C&user=U]`: why the resource is or is not
+/// shown now and from when it will be; with a user, whether that user may see it.
+pub async fn explain(
+    State(state): State<AppState>,
+    _admin: Admin,
+    axum::extract::RawQuery(raw): axum::extract::RawQuery,
+) -> ApiResult<Response> {
+    let q = crate::body::query_map(raw.as_deref(), &["resource", "client", "user"])?;
+    let resource = q
+        .get("resource")
+        .ok_or_else(|| ApiError::invalid("name the resource: ?resource=Type/id"))?;
+    let (ty, id) = crate::ingest::entries::parse_type_id(resource)
+        .ok_or_else(|| ApiError::invalid(format!("`{resource}` is not Type/id")))?;
+    let mut body = crate::release::explain::delay_part(&state, &ty, &id).await?;
+    if let (Some(client), Some(user)) = (q.get("client"), q.get("user")) {
+        body["access"] =
+            crate::access::explain::consent_part(&state, client, user, &ty, &body).await?;
+    }
+    body["resource"] = serde_json::Value::String(format!("{ty}/{id}"));
+    Ok(fhir_json(StatusCode::OK, &body))
+}

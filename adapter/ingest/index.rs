@@ -76,6 +76,17 @@ pub fn index(resource_type: &str, id: &str, resource: &Value) -> Indexed {
             _ => {}
         }
     }
+    let meta = resource.get("meta");
+    for profile in meta
+        .and_then(|m| m.get("profile"))
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+    {
+        out.tokens
+            .push(("_profile", String::new(), profile.to_string()));
+    }
     out.tokens.sort();
     out.tokens.dedup();
     out.dates.sort();
@@ -91,7 +102,6 @@ pub fn index(resource_type: &str, id: &str, resource: &Value) -> Indexed {
     collect_refs(resource, &mut out.refs, true);
     out.refs.sort();
     out.refs.dedup();
-    let meta = resource.get("meta");
     out.profiles = meta
         .and_then(|m| m.get("profile"))
         .and_then(Value::as_array)

@@ -15,8 +15,10 @@ mod resolve;
 use crate::app::AppState;
 use crate::error::{ApiError, ApiResult, Detail, Reason};
 use crate::mapping::Facts;
-use crate::release::{self, Inputs, Prior};
-use crate::store::resources::{self, Current, NewVersion};
+use crate::mapping::embargo::Delay;
+use crate::release::{self, Placement, VersionState};
+use crate::store::release as store_release;
+use crate::store::resources::{self, NewVersion};
 use crate::time::{Micros, from_micros, instant};
 use axum::http::StatusCode;
 use entries::{Entry, Mode, Parsed, entry_path};
@@ -167,52 +169,72 @@ async fn write_all(
     // 2. Ids, ifNoneExist, and references between entries and to stored resources.
     let ready = resolve::resolve(&mut tx, mode, entries).await?;
 
-    // 3. Map, index and give each version its release moment.
+    // 3. What is stored of these resources already, and what decides their release.
     let now = arrived_at.unwrap_or_else(|| crate::time::to_micros(state.clock.now()));
     let keys: Vec<(String, String)> = ready
         .iter()
         .filter(|r| !r.matched_existing)
         .map(|r| (r.resource_type.clone(), r.id.clone()))
         .collect();
-    let mut current = resources::current(&mut tx, &keys, now).await?;
-    let mut versions = Vec::new();
-    let mut outcomes = Vec::with_capacity(ready.len());
-    for r in ready {
-        let key = (r.resource_type.clone(), r.id.clone());
-        if r.matched_existing {
+    let heads = resources::current(&mut tx, &keys).await?;
+    let resource_ids: Vec<i64> = heads.values().map(|c| c.id).collect();
+    let history = store_release::versions_of(&mut tx, &resource_ids).await?;
+    let actions = store_release::actions_for(&mut tx, &keys).await?;
+    let prepared: Vec<Prepared> = ready
+        .into_iter()
+        .map(|r| prepare_version(state, r))
+        .collect();
+    let patients: Vec<String> = prepared
+        .iter()
+        .filter_map(|p| p.indexed.as_ref().and_then(|i| i.patient_id.clone()))
+        .collect();
+    let waivers = if state.config.embargo.client_may_waive {
+        store_release::waivers_for(&mut tx, &patients).await?
+    } else {
+        Default::default()
+    };
+
+    // 4. The new versions, each with its release moment.
+    let mut versions: Vec<NewVersion> = Vec::new();
+    let mut outcomes = Vec::with_capacity(prepared.len());
+    for p in prepared {
+        let key = (p.resource_type.clone(), p.id.clone());
+        if p.matched_existing {
             outcomes.push(Outcome {
                 status: StatusCode::OK,
-                location: Some(format!("{}/{}", r.resource_type, r.id)),
+                location: Some(format!("{}/{}", p.resource_type, p.id)),
                 version: None,
                 note: Some("ifNoneExist matched a stored resource; nothing written".into()),
                 error: None,
             });
             continue;
         }
-        let (version, outcome) = next_version(state, source, &r, current.get(&key), now);
-        if let Some(v) = &version {
-            let shown = v.release_at.is_some_and(|t| t <= now) && !v.withdrawn;
-            let first_shown = current.get(&key).and_then(|c| c.first_shown);
-            current.insert(
-                key,
-                Current {
-                    id: 0,
-                    resource_type: v.resource_type.clone(),
-                    fhir_id: v.fhir_id.clone(),
-                    last_version: v.version_no,
-                    last_hash: v.hash.clone(),
-                    patient_id: v.indexed.patient_id.clone(),
-                    section: v.section.clone(),
-                    release_at: v.release_at,
-                    withdrawn: i64::from(v.withdrawn),
-                    first_shown: if shown {
-                        first_shown.or(Some(now))
-                    } else {
-                        first_shown
-                    },
-                },
-            );
+        // Versions written earlier in this same Bundle count as stored.
+        let mut prior: Vec<Prior> = heads
+            .get(&key)
+            .and_then(|c| history.get(&c.id))
+            .map(|vs| vs.iter().map(Prior::from_stored).collect())
+            .unwrap_or_default();
+        if let (Some(head), Some(last)) = (heads.get(&key), prior.last_mut()) {
+            last.hash = head.last_hash.clone();
         }
+        prior.extend(
+            versions
+                .iter()
+                .filter(|v| v.resource_type == key.0 && v.fhir_id == key.1)
+                .map(Prior::from_new),
+        );
+        let last_hash = prior.last().map(|p| p.hash.clone());
+        let (version, outcome) = next_version(
+            state,
+            source,
+            &p,
+            &prior,
+            last_hash.as_deref(),
+            &actions,
+            &waivers,
+            now,
+        );
         versions.extend(version);
         outcomes.push(outcome);
     }
@@ -221,48 +243,146 @@ async fn write_all(
     Ok(outcomes)
 }
 
+/// An earlier version of a resource, as the next one needs it.
+struct Prior {
+    version_no: i64,
+    arrived_at: Micros,
+    release_at: Option<Micros>,
+    withdrawn: bool,
+    patient_id: Option<String>,
+    section: Option<String>,
+    /// Known for the newest stored version (from `resources`) and for versions of this write.
+    hash: String,
+}
+
+impl Prior {
+    fn from_stored(v: &store_release::StoredVersion) -> Self {
+        Self {
+            version_no: v.version_no,
+            arrived_at: v.arrived_at,
+            release_at: v.release_at,
+            withdrawn: v.withdrawn != 0,
+            patient_id: v.patient_id.clone(),
+            section: v.section.clone(),
+            hash: String::new(),
+        }
+    }
+
+    fn from_new(v: &NewVersion) -> Self {
+        Self {
+            version_no: v.version_no,
+            arrived_at: v.arrived_at,
+            release_at: v.release_at,
+            withdrawn: v.withdrawn,
+            patient_id: v.indexed.patient_id.clone(),
+            section: v.section.clone(),
+            hash: v.hash.clone(),
+        }
+    }
+}
+
+/// A resource with what was read out of it (nothing for a delete).
+struct Prepared {
+    resource_type: String,
+    id: String,
+    matched_existing: bool,
+    /// `None` for a delete.
+    body: Option<(String, String)>,
+    indexed: Option<index::Indexed>,
+    placement: Option<Placement>,
+    tagged: bool,
+}
+
+/// Serializes, hashes, indexes and places one resource.
+fn prepare_version(state: &AppState, r: Ready) -> Prepared {
+    let Some(body) = r.body.filter(|_| !r.matched_existing) else {
+        return Prepared {
+            resource_type: r.resource_type,
+            id: r.id,
+            matched_existing: r.matched_existing,
+            body: None,
+            indexed: None,
+            placement: None,
+            tagged: false,
+        };
+    };
+    let text = serde_json::to_string(&body).unwrap_or_default();
+    let hash = hex(&Sha256::digest(text.as_bytes()));
+    let indexed = index::index(&r.resource_type, &r.id, &body);
+    let category = indexed.tokens_of("category");
+    let code = indexed.rule_codes(&r.resource_type);
+    let facts = Facts {
+        resource_type: &r.resource_type,
+        category: &category,
+        code: &code,
+        profile: &indexed.profiles,
+    };
+    let placement = release::place(&state.mappings, &facts);
+    let (tag_system, tag_code) = &state.config.embargo.release_tag;
+    let tagged = indexed
+        .tags
+        .iter()
+        .any(|(s, c)| s == tag_system && c == tag_code);
+    Prepared {
+        resource_type: r.resource_type,
+        id: r.id,
+        matched_existing: false,
+        body: Some((text, hash)),
+        indexed: Some(indexed),
+        placement: Some(placement),
+        tagged,
+    }
+}
+
 /// The version an entry makes (none when nothing changed) and its outcome.
+#[allow(clippy::too_many_arguments)]
 fn next_version(
     state: &AppState,
     source: &str,
-    r: &Ready,
-    current: Option<&Current>,
+    p: &Prepared,
+    prior: &[Prior],
+    last_hash: Option<&str>,
+    actions: &std::collections::HashMap<(String, String), Vec<store_release::ActionRow>>,
+    waivers: &std::collections::HashMap<String, std::collections::BTreeSet<String>>,
     now: Micros,
 ) -> (Option<NewVersion>, Outcome) {
-    let location = |v: i64| Some(format!("{}/{}/_history/{v}", r.resource_type, r.id));
-    let live = current.filter(|c| c.withdrawn == 0);
-    let Some(body) = &r.body else {
+    let location = |v: i64| Some(format!("{}/{}/_history/{v}", p.resource_type, p.id));
+    let last = prior.last();
+    let live = last.filter(|l| !l.withdrawn);
+    let version_no = last.map_or(1, |l| l.version_no + 1);
+    let (Some((text, hash)), Some(indexed), Some(placement)) = (&p.body, &p.indexed, &p.placement)
+    else {
         // A delete: a tombstone, unless there is nothing to withdraw.
-        let Some(c) = live else {
+        let Some(l) = live else {
             return (
                 None,
                 Outcome {
                     status: StatusCode::NO_CONTENT,
                     location: None,
-                    version: current.map(|c| c.last_version),
+                    version: last.map(|l| l.version_no),
                     note: Some("nothing to delete".into()),
                     error: None,
                 },
             );
         };
-        let version_no = c.last_version + 1;
         let version = NewVersion {
-            resource_type: r.resource_type.clone(),
-            fhir_id: r.id.clone(),
+            resource_type: p.resource_type.clone(),
+            fhir_id: p.id.clone(),
             source: source.to_string(),
             version_no,
             body: String::new(),
             hash: "deleted".into(),
             indexed: index::Indexed {
-                patient_id: c.patient_id.clone(),
+                patient_id: l.patient_id.clone(),
                 sort_date: i64::MAX,
                 ..Default::default()
             },
-            section: c.section.clone(),
+            section: l.section.clone(),
             arrived_at: now,
             release_at: Some(now),
             rule: "withdrawn".into(),
             withdrawn: true,
+            tagged: false,
         };
         return (
             Some(version),
@@ -275,69 +395,63 @@ fn next_version(
             },
         );
     };
-    let text = serde_json::to_string(body).unwrap_or_default();
-    let hash = hex(&Sha256::digest(text.as_bytes()));
-    if let Some(c) = current
-        && c.last_hash == hash
+    if let Some(l) = last
+        && last_hash.is_some_and(|h| h == hash)
+        && !hash.is_empty()
     {
         return (
             None,
             Outcome {
                 status: StatusCode::OK,
-                location: location(c.last_version),
-                version: Some(c.last_version),
-                note: Some("unchanged: this version was already stored".into()),
+                location: location(l.version_no),
+                version: Some(l.version_no),
+                note: Some(UNCHANGED.into()),
                 error: None,
             },
         );
     }
-    let indexed = index::index(&r.resource_type, &r.id, body);
-    let category = indexed.tokens_of("category");
-    let code = indexed.rule_codes(&r.resource_type);
-    let facts = Facts {
-        resource_type: &r.resource_type,
-        category: &category,
-        code: &code,
-        profile: &indexed.profiles,
-    };
-    let section = state
-        .mappings
-        .sections
-        .section_of(&facts)
-        .map(str::to_string);
-    let (tag_system, tag_code) = &state.config.embargo.release_tag;
-    let release_tag = indexed
-        .tags
-        .iter()
-        .any(|(s, c)| s == tag_system && c == tag_code);
     let withdrawn = indexed.entered_in_error;
-    let (release_at, rule) = match &section {
-        // Never served as an entry of its own; outside the patient compartment it is served
-        // when a visible resource refers to it, without a delay of its own.
-        None => (Some(now), "unmapped".to_string()),
-        Some(s) => {
-            let applied = state.mappings.embargo.rule_for(s, &facts);
-            let prior = Prior {
-                shown: live.is_some_and(|c| c.first_shown.is_some()),
-                pending: live
-                    .filter(|c| c.release_at.is_none_or(|t| t > now))
-                    .map(|c| c.release_at),
-            };
-            let at = release::release_at(&Inputs {
-                arrived_at: now,
-                delay: applied.delay,
-                on_update: state.config.embargo.on_update,
-                withdrawn,
-                release_tag,
-                prior,
-            });
-            (at, applied.description)
-        }
+    let waived = match (&indexed.patient_id, &placement.section) {
+        (Some(patient), Some(section)) => waivers.get(patient).is_some_and(|w| w.contains(section)),
+        _ => false,
     };
-    let version_no = current.map_or(1, |c| c.last_version + 1);
-    let note = match (&section, release_at, withdrawn) {
+    let mut states: Vec<VersionState> = prior
+        .iter()
+        .map(|v| VersionState {
+            arrived_at: v.arrived_at,
+            delay: Delay::Immediate,
+            tagged: false,
+            withdrawn: v.withdrawn,
+            waived: false,
+            stored: v.release_at,
+        })
+        .collect();
+    states.push(VersionState {
+        arrived_at: now,
+        delay: placement.delay,
+        tagged: p.tagged,
+        withdrawn,
+        waived,
+        stored: None,
+    });
+    let staff: Vec<release::Action> = actions
+        .get(&(p.resource_type.clone(), p.id.clone()))
+        .map(|rows| rows.iter().map(store_release::ActionRow::action).collect())
+        .unwrap_or_default();
+    let ctx = release::Context {
+        on_update: state.config.embargo.on_update,
+        now,
+        settled: prior.len(),
+    };
+    let release_at = release::schedule(&states, &staff, &ctx).pop().flatten();
+    let rule = if withdrawn {
+        "entered-in-error".to_string()
+    } else {
+        placement.rule.clone()
+    };
+    let note = match (&placement.section, release_at, withdrawn) {
         (_, _, true) => "entered-in-error: withdrawn from the portal".to_string(),
-        (None, _, _) if !crate::search::sql::in_compartment(&r.resource_type) => {
+        (None, _, _) if !crate::search::sql::in_compartment(&p.resource_type) => {
             "stored; served when a resource the user may see refers to it".to_string()
         }
         (None, _, _) => "stored; no section rule maps it, so it is never served".to_string(),
@@ -346,6 +460,9 @@ fn next_version(
             "section {s}; shown from {} ({rule})",
             instant(from_micros(t))
         ),
+        (Some(s), None, _) if placement.delay == Delay::Never => {
+            format!("section {s}; never shown ({rule})")
+        }
         (Some(s), None, _) => {
             format!("section {s}; held until a staff member releases it ({rule})")
         }
@@ -356,18 +473,19 @@ fn next_version(
         StatusCode::OK
     };
     let version = NewVersion {
-        resource_type: r.resource_type.clone(),
-        fhir_id: r.id.clone(),
+        resource_type: p.resource_type.clone(),
+        fhir_id: p.id.clone(),
         source: source.to_string(),
         version_no,
-        body: text,
-        hash,
-        indexed,
-        section,
+        body: text.clone(),
+        hash: hash.clone(),
+        indexed: indexed.clone(),
+        section: placement.section.clone(),
         arrived_at: now,
         release_at,
         rule,
         withdrawn,
+        tagged: p.tagged,
     };
     (
         Some(version),
@@ -380,6 +498,9 @@ fn next_version(
         },
     )
 }
+
+/// The note of a delivery that changed nothing.
+pub const UNCHANGED: &str = "unchanged: this version was already stored";
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()

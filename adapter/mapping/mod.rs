@@ -191,6 +191,8 @@ impl Matcher {
 pub struct Mappings {
     pub sections: sections::Sections,
     pub embargo: embargo::EmbargoRules,
+    /// Both files as read, for noticing that rules changed between starts.
+    pub source_text: String,
 }
 
 impl Mappings {
@@ -230,7 +232,11 @@ impl Mappings {
             &mut problems,
         );
         if problems.is_empty() {
-            Ok(Self { sections, embargo })
+            Ok(Self {
+                sections,
+                embargo,
+                source_text: format!("{sections_text}\n---\n{embargo_text}"),
+            })
         } else {
             Err(problems)
         }

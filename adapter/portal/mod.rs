@@ -2,6 +2,7 @@
 //! accepting the terms, and what they are linked to.
 
 pub mod codes;
+pub mod preferences;
 
 use crate::access::{decision, facts};
 use crate::app::AppState;

@@ -25,9 +25,11 @@ pub struct Hit {
     pub patient_id: Option<String>,
     pub section: Option<String>,
     pub body: String,
+    pub withdrawn: i64,
 }
 
-const HIT_COLUMNS: &str = "v.id, v.type, v.fhir_id, v.version_no, v.release_at, v.sort_date, v.patient_id, v.section, v.body";
+const HIT_COLUMNS: &str = "v.id, v.type, v.fhir_id, v.version_no, v.release_at, v.sort_date, v.patient_id, \
+                           v.section, v.body, v.withdrawn";
 
 /// Whether a type lives in the patient compartment (or is Patient itself).
 pub fn in_compartment(resource_type: &str) -> bool {
@@ -369,6 +371,77 @@ pub async fn included(
         allowed(&mut sql, "v", Some(resource_type), decision);
     }
     db.fetch_all(&sql).await
+}
+
+/// What became visible, changed or was withdrawn for the user in `(since, now]`: per resource
+/// the newest released version, if released after `since`; a withdrawal only if the resource
+/// had been visible before it. Oldest first, keyset-paged on `(release_at, id)`.
+pub async fn history(
+    db: &Db,
+    since: Micros,
+    cursor: Option<super::params::Cursor>,
+    limit: i64,
+    decision: &Decision,
+    now: Micros,
+) -> Result<Vec<Hit>, sqlx::Error> {
+    let mut sql = Sql::new(format!("SELECT {HIT_COLUMNS} FROM versions v WHERE "));
+    history_where(&mut sql, since, decision, now);
+    if let Some(c) = cursor {
+        sql.push(" AND (v.release_at > ");
+        sql.bind(c.key);
+        sql.push(" OR (v.release_at = ");
+        sql.bind(c.key);
+        sql.push(" AND v.id > ");
+        sql.bind(c.version_id);
+        sql.push("))");
+    }
+    sql.push(" ORDER BY v.release_at, v.id LIMIT ");
+    sql.bind(limit);
+    db.fetch_all(&sql).await
+}
+
+/// The number of entries of [`history`].
+pub async fn history_count(
+    db: &Db,
+    since: Micros,
+    decision: &Decision,
+    now: Micros,
+) -> Result<i64, sqlx::Error> {
+    let mut sql = Sql::new("SELECT COUNT(*) AS n FROM versions v WHERE ");
+    history_where(&mut sql, since, decision, now);
+    #[derive(sqlx::FromRow)]
+    struct N {
+        n: i64,
+    }
+    Ok(db.fetch_one::<N>(&sql).await?.n)
+}
+
+fn history_where(sql: &mut Sql, since: Micros, decision: &Decision, now: Micros) {
+    let clients: Vec<&str> = decision
+        .allowed
+        .iter()
+        .map(|a| a.patient_id.as_str())
+        .collect();
+    if clients.is_empty() {
+        sql.push("1 = 0");
+        return;
+    }
+    sql.push("v.patient_id IN (");
+    sql.bind_list(clients);
+    sql.push(") AND v.release_at > ");
+    sql.bind(since);
+    sql.push(" AND v.release_at <= ");
+    sql.bind(now);
+    sql.push(
+        " AND NOT EXISTS (SELECT 1 FROM versions n WHERE n.resource_id = v.resource_id \
+         AND n.id > v.id AND n.release_at <= ",
+    );
+    sql.bind(now);
+    sql.push(
+        ") AND (v.withdrawn = 0 OR EXISTS (SELECT 1 FROM versions p WHERE p.resource_id = v.resource_id \
+         AND p.id < v.id AND p.withdrawn = 0 AND p.release_at <= v.release_at)) AND ",
+    );
+    allowed(sql, "v", None, decision);
 }
 
 /// Resources currently stored (newest version, not withdrawn) matching `q`'s criteria,

@@ -3,5 +3,6 @@
 //! and hands it to `search::sql`, which puts it in the query.
 
 pub mod bundle;
+pub mod history;
 pub mod metadata;
 pub mod read;

@@ -6,6 +6,7 @@
 
 pub mod accounts;
 pub mod db;
+pub mod release;
 pub mod resources;
 
 pub use db::{Db, Sql};

@@ -6,7 +6,7 @@ use crate::ingest::index::Indexed;
 use crate::time::Micros;
 use std::collections::HashMap;
 
-/// The state of a stored resource that ingest needs before writing a new version.
+/// The head of a stored resource: what ingest needs before writing a new version.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct Current {
     pub id: i64,
@@ -15,37 +15,20 @@ pub struct Current {
     pub fhir_id: String,
     pub last_version: i64,
     pub last_hash: String,
-    /// Of the newest version:
-    pub patient_id: Option<String>,
-    pub section: Option<String>,
-    pub release_at: Option<i64>,
-    pub withdrawn: i64,
-    /// The moment the first version of the resource became visible, if any did so far.
-    pub first_shown: Option<i64>,
 }
 
 /// Rows per multi-row statement; well under both engines' parameter limits.
 const CHUNK: usize = 400;
 
-/// The current state of each `(type, id)`, locking the rows on PostgreSQL.
+/// The head of each stored `(type, id)`, locking the rows on PostgreSQL.
 pub async fn current(
     tx: &mut Tx,
     keys: &[(String, String)],
-    now: Micros,
 ) -> Result<HashMap<(String, String), Current>, sqlx::Error> {
     let mut out = HashMap::new();
     for chunk in keys.chunks(CHUNK) {
         let mut sql = Sql::new(
-            "SELECT r.id, r.type, r.fhir_id, r.last_version, r.last_hash, \
-                    v.patient_id, v.section, v.release_at, v.withdrawn, \
-                    (SELECT MIN(s.release_at) FROM versions s \
-                      WHERE s.resource_id = r.id AND s.release_at <= ",
-        );
-        sql.bind(now);
-        sql.push(
-            ") AS first_shown \
-             FROM resources r JOIN versions v ON v.resource_id = r.id AND v.version_no = r.last_version \
-             WHERE (r.type, r.fhir_id) IN (",
+            "SELECT id, type, fhir_id, last_version, last_hash FROM resources WHERE (type, fhir_id) IN (",
         );
         for (i, (ty, id)) in chunk.iter().enumerate() {
             if i > 0 {
@@ -56,7 +39,7 @@ pub async fn current(
         }
         sql.push(")");
         if tx.engine() == Engine::Postgres {
-            sql.push(" FOR UPDATE OF r");
+            sql.push(" FOR UPDATE");
         }
         let rows: Vec<Current> = tx.fetch_all(&sql).await?;
         for row in rows {
@@ -82,6 +65,7 @@ pub struct NewVersion {
     pub release_at: Option<Micros>,
     pub rule: String,
     pub withdrawn: bool,
+    pub tagged: bool,
 }
 
 /// Writes versions (in order) and moves each resource's head to its last written version.
@@ -140,7 +124,7 @@ pub async fn write(tx: &mut Tx, versions: &[NewVersion]) -> Result<(), sqlx::Err
     for chunk in versions.chunks(CHUNK) {
         let mut sql = Sql::new(
             "INSERT INTO versions (resource_id, version_no, type, fhir_id, source, patient_id, section, \
-             arrived_at, release_at, rule, withdrawn, sort_date, body) VALUES ",
+             arrived_at, release_at, rule, withdrawn, sort_date, body, tagged) VALUES ",
         );
         for (i, v) in chunk.iter().enumerate() {
             let resource_id = resource_ids
@@ -151,7 +135,7 @@ pub async fn write(tx: &mut Tx, versions: &[NewVersion]) -> Result<(), sqlx::Err
                 sql.push(", ");
             }
             sql.push("(");
-            let values: [Arg; 13] = [
+            let values: [Arg; 14] = [
                 resource_id.into(),
                 v.version_no.into(),
                 v.resource_type.as_str().into(),
@@ -165,6 +149,7 @@ pub async fn write(tx: &mut Tx, versions: &[NewVersion]) -> Result<(), sqlx::Err
                 v.withdrawn.into(),
                 v.indexed.sort_date.into(),
                 v.body.as_str().into(),
+                v.tagged.into(),
             ];
             sql.bind_list(values);
             sql.push(")");

@@ -1,0 +1,160 @@
+//! Staff decisions about the delay (R11, R12): `POST /admin/release` (the caregiver explained
+//! it: show it now) and `POST /admin/hold` (keep it back until a moment, or until released).
+//! A hold may be placed before the resource arrives. Every action is recorded with who and when.
+
+use super::recompute;
+use crate::app::AppState;
+use crate::auth::Admin;
+use crate::body::small_json;
+use crate::error::{ApiError, ApiResult, fhir_json};
+use crate::ingest::entries::parse_type_id;
+use crate::store::release as store;
+use crate::time::{from_micros, instant, parse_instant, to_micros};
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReleaseRequest {
+    resource: String,
+    /// Who explained it (a staff member's name or id); default "admin".
+    by: Option<String>,
+    note: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HoldRequest {
+    resource: String,
+    /// Keep back until this moment; `null` or absent: until released.
+    until: Option<String>,
+    by: Option<String>,
+    note: Option<String>,
+}
+
+fn target(resource: &str) -> ApiResult<(String, String)> {
+    parse_type_id(resource).ok_or_else(|| {
+        ApiError::invalid(format!(
+            "`{resource}` is not Type/id of an R4 resource type"
+        ))
+    })
+}
+
+fn actor(by: Option<String>) -> ApiResult<String> {
+    let by = by.unwrap_or_else(|| "admin".into());
+    if by.trim().is_empty() || by.len() > 200 {
+        return Err(ApiError::invalid(
+            "`by` must name who acts, in at most 200 characters",
+        ));
+    }
+    Ok(by)
+}
+
+/// `POST /admin/release`.
+pub async fn release(
+    State(state): State<AppState>,
+    _admin: Admin,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult<Response> {
+    let req: ReleaseRequest = small_json(&headers, body).await?;
+    let (ty, id) = target(&req.resource)?;
+    let by = actor(req.by)?;
+    let resource_id = store::resource_id(&state.db, &ty, &id)
+        .await?
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                crate::error::Reason::NotFound,
+                format!("{ty}/{id} has not arrived; only a hold can be placed in advance"),
+            )
+        })?;
+    let now = to_micros(state.clock.now());
+    let mut tx = state.db.begin().await?;
+    let versions = store::versions_of(&mut tx, &[resource_id]).await?;
+    if let Some(v) = versions.get(&resource_id).and_then(|v| v.last())
+        && v.withdrawn == 0
+    {
+        let tokens = store::rule_tokens(&mut tx, &[v.id]).await?;
+        let placement =
+            recompute::placement_of(&state, v, tokens.get(&v.id).map_or(&[][..], Vec::as_slice));
+        if placement.delay == crate::mapping::embargo::Delay::Never {
+            return Err(ApiError::conflict(format!(
+                "{ty}/{id} falls under a `never` rule ({}) and cannot be released",
+                placement.rule
+            )));
+        }
+    }
+    store::insert_action(
+        &mut tx,
+        &ty,
+        &id,
+        "release",
+        None,
+        &by,
+        req.note.as_deref(),
+        now,
+    )
+    .await?;
+    recompute::resources(&state, &mut tx, &[resource_id], now).await?;
+    tx.commit().await?;
+    answer(&state, &ty, &id, "release").await
+}
+
+/// `POST /admin/hold`.
+pub async fn hold(
+    State(state): State<AppState>,
+    _admin: Admin,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult<Response> {
+    let req: HoldRequest = small_json(&headers, body).await?;
+    let (ty, id) = target(&req.resource)?;
+    let by = actor(req.by)?;
+    let until = match req.until.as_deref() {
+        None => None,
+        Some(t) => Some(to_micros(parse_instant(t).ok_or_else(|| {
+            ApiError::invalid(format!(
+                "`until` {t} is not an instant such as 2026-12-01T09:00:00Z"
+            ))
+        })?)),
+    };
+    let now = to_micros(state.clock.now());
+    let mut tx = state.db.begin().await?;
+    store::insert_action(
+        &mut tx,
+        &ty,
+        &id,
+        "hold",
+        until,
+        &by,
+        req.note.as_deref(),
+        now,
+    )
+    .await?;
+    if let Some(resource_id) = store::resource_id(&state.db, &ty, &id).await? {
+        recompute::resources(&state, &mut tx, &[resource_id], now).await?;
+    }
+    tx.commit().await?;
+    answer(&state, &ty, &id, "hold").await
+}
+
+async fn answer(state: &AppState, ty: &str, id: &str, action: &str) -> ApiResult<Response> {
+    let delay = super::explain::delay_part(state, ty, id).await?;
+    let mut body = json!({"resource": format!("{ty}/{id}"), "action": action});
+    if let Value::Object(map) = delay {
+        for (k, v) in map {
+            body[k] = v;
+        }
+    }
+    Ok(fhir_json(StatusCode::OK, &body))
+}
+
+/// A stored moment for answers.
+pub fn moment(m: Option<i64>) -> Value {
+    m.map_or(Value::Null, |m| Value::String(instant(from_micros(m))))
+}

@@ -1,0 +1,188 @@
+//! Computing release moments again for versions not yet shown: after a staff release or hold,
+//! a change of the holder's waiver, or a restart with changed rules. Shown versions keep theirs.
+
+use super::{Action, Context, VersionState, place, schedule};
+use crate::app::AppState;
+use crate::fhir::definitions;
+use crate::mapping::Facts;
+use crate::mapping::embargo::Delay;
+use crate::store::db::{Sql, Tx};
+use crate::store::release::{self as store, Rescheduled};
+use crate::time::Micros;
+use sha2::{Digest, Sha256};
+
+/// Recomputes the versions of `resource_ids` that are not shown at `now`; returns how many
+/// versions got a new moment, section or rule.
+pub async fn resources(
+    state: &AppState,
+    tx: &mut Tx,
+    resource_ids: &[i64],
+    now: Micros,
+) -> Result<usize, sqlx::Error> {
+    let versions = store::versions_of(tx, resource_ids).await?;
+    let waiting: Vec<i64> = versions
+        .values()
+        .flatten()
+        .filter(|v| v.withdrawn == 0 && v.release_at.is_none_or(|r| r > now))
+        .map(|v| v.id)
+        .collect();
+    if waiting.is_empty() {
+        return Ok(0);
+    }
+    let tokens = store::rule_tokens(tx, &waiting).await?;
+    let keys: Vec<(String, String)> = versions
+        .values()
+        .filter_map(|vs| vs.first())
+        .map(|v| (v.resource_type.clone(), v.fhir_id.clone()))
+        .collect();
+    let actions = store::actions_for(tx, &keys).await?;
+    let patients: Vec<String> = versions
+        .values()
+        .flatten()
+        .filter_map(|v| v.patient_id.clone())
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let waivers = if state.config.embargo.client_may_waive {
+        store::waivers_for(tx, &patients).await?
+    } else {
+        Default::default()
+    };
+    let mut changed = Vec::new();
+    for list in versions.values() {
+        let mut states = Vec::with_capacity(list.len());
+        let mut placements = Vec::with_capacity(list.len());
+        for v in list {
+            let is_waiting = waiting.contains(&v.id);
+            let placement = if is_waiting {
+                Some(placement_of(
+                    state,
+                    v,
+                    tokens.get(&v.id).map_or(&[][..], Vec::as_slice),
+                ))
+            } else {
+                None
+            };
+            let section = placement
+                .as_ref()
+                .map_or(v.section.clone(), |p| p.section.clone());
+            let waived = match (&v.patient_id, &section) {
+                (Some(p), Some(s)) => waivers.get(p).is_some_and(|w| w.contains(s)),
+                _ => false,
+            };
+            states.push(VersionState {
+                arrived_at: v.arrived_at,
+                delay: placement.as_ref().map_or(Delay::Immediate, |p| p.delay),
+                tagged: v.tagged != 0,
+                withdrawn: v.withdrawn != 0,
+                waived,
+                stored: v.release_at,
+            });
+            placements.push(placement);
+        }
+        let staff: Vec<Action> = list
+            .first()
+            .and_then(|v| actions.get(&(v.resource_type.clone(), v.fhir_id.clone())))
+            .map(|rows| rows.iter().map(store::ActionRow::action).collect())
+            .unwrap_or_default();
+        let ctx = Context {
+            on_update: state.config.embargo.on_update,
+            now,
+            settled: 0,
+        };
+        let moments = schedule(&states, &staff, &ctx);
+        for ((v, placement), moment) in list.iter().zip(placements).zip(moments) {
+            let Some(placement) = placement else { continue };
+            if moment != v.release_at || placement.section != v.section || placement.rule != v.rule
+            {
+                changed.push(Rescheduled {
+                    version_id: v.id,
+                    release_at: moment,
+                    section: placement.section,
+                    rule: placement.rule,
+                });
+            }
+        }
+    }
+    store::write_rescheduled(tx, &changed).await?;
+    Ok(changed.len())
+}
+
+/// The section and rule of a stored version under the current mappings, from its stored
+/// rule-relevant tokens (`store::rule_tokens`).
+pub fn placement_of(
+    state: &AppState,
+    v: &store::StoredVersion,
+    tokens: &[(String, String, String)],
+) -> super::Placement {
+    let of = |param: &str| -> Vec<(String, String)> {
+        tokens
+            .iter()
+            .filter(|(p, _, _)| p == param)
+            .map(|(_, s, c)| (s.clone(), c.clone()))
+            .collect()
+    };
+    let category = of("category");
+    let code = if definitions::search_param(&v.resource_type, "code").is_some() {
+        of("code")
+    } else {
+        of("type")
+    };
+    let profile: Vec<String> = of("_profile").into_iter().map(|(_, c)| c).collect();
+    let facts = Facts {
+        resource_type: &v.resource_type,
+        category: &category,
+        code: &code,
+        profile: &profile,
+    };
+    place(&state.mappings, &facts)
+}
+
+/// A fingerprint of everything the release moments of stored versions depend on.
+pub fn rules_fingerprint(state: &AppState) -> String {
+    let mut h = Sha256::new();
+    h.update(state.mappings.source_text.as_bytes());
+    h.update(state.config.embargo.default.as_bytes());
+    h.update(format!("{:?}", state.config.embargo.on_update).as_bytes());
+    h.update(format!("{:?}", state.config.embargo.release_tag).as_bytes());
+    h.update([u8::from(state.config.embargo.client_may_waive)]);
+    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// At start: when the rules changed since the last start, recomputes every version not shown
+/// yet. Returns the number of versions rescheduled (`None` when the rules are unchanged).
+pub async fn after_rule_change(state: &AppState) -> anyhow::Result<Option<usize>> {
+    #[derive(sqlx::FromRow)]
+    struct Row {
+        value: String,
+    }
+    let fingerprint = rules_fingerprint(state);
+    let stored: Option<Row> = state
+        .db
+        .fetch_optional(&Sql::new(
+            "SELECT value FROM settings WHERE key = 'rules_fingerprint'",
+        ))
+        .await?;
+    if stored.as_ref().is_some_and(|r| r.value == fingerprint) {
+        return Ok(None);
+    }
+    let now = crate::time::to_micros(state.clock.now());
+    let waiting = store::waiting_resources(&state.db, now, None).await?;
+    let mut total = 0;
+    for chunk in waiting.chunks(500) {
+        let mut tx = state.db.begin().await?;
+        total += resources(state, &mut tx, chunk, now).await?;
+        tx.commit().await?;
+    }
+    state
+        .db
+        .execute(
+            &Sql::new(
+                "INSERT INTO settings (key, value) VALUES ('rules_fingerprint', $1) \
+                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            )
+            .arg(fingerprint),
+        )
+        .await?;
+    Ok(Some(total))
+}

@@ -1,0 +1,306 @@
+//! What release moments are computed from, and writing them back: earlier versions, staff
+//! actions, the holder's waivers.
+
+use super::db::{Arg, Db, Sql, Tx};
+use crate::release::{Action, ActionKind};
+use crate::time::Micros;
+use std::collections::{BTreeSet, HashMap};
+
+/// A stored version as the release computation sees it.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct StoredVersion {
+    pub id: i64,
+    pub resource_id: i64,
+    pub version_no: i64,
+    #[sqlx(rename = "type")]
+    pub resource_type: String,
+    pub fhir_id: String,
+    pub patient_id: Option<String>,
+    pub section: Option<String>,
+    pub arrived_at: i64,
+    pub release_at: Option<i64>,
+    pub rule: String,
+    pub withdrawn: i64,
+    pub tagged: i64,
+}
+
+const COLUMNS: &str = "id, resource_id, version_no, type, fhir_id, patient_id, section, arrived_at, \
+                       release_at, rule, withdrawn, tagged";
+
+/// Every version of the given resources, in version order per resource.
+pub async fn versions_of(
+    tx: &mut Tx,
+    resource_ids: &[i64],
+) -> Result<HashMap<i64, Vec<StoredVersion>>, sqlx::Error> {
+    let mut out: HashMap<i64, Vec<StoredVersion>> = HashMap::new();
+    for chunk in resource_ids.chunks(500) {
+        let mut sql = Sql::new(format!(
+            "SELECT {COLUMNS} FROM versions WHERE resource_id IN ("
+        ));
+        sql.bind_list(chunk.iter().copied());
+        sql.push(") ORDER BY resource_id, version_no");
+        for v in tx.fetch_all::<StoredVersion>(&sql).await? {
+            out.entry(v.resource_id).or_default().push(v);
+        }
+    }
+    Ok(out)
+}
+
+/// Resources with a version not shown at `now` (waiting, held or manual), optionally of one client.
+pub async fn waiting_resources(
+    db: &Db,
+    now: Micros,
+    patient_id: Option<&str>,
+) -> Result<Vec<i64>, sqlx::Error> {
+    #[derive(sqlx::FromRow)]
+    struct Row {
+        resource_id: i64,
+    }
+    let mut sql = Sql::new(
+        "SELECT DISTINCT resource_id FROM versions WHERE withdrawn = 0 AND (release_at IS NULL OR release_at > ",
+    );
+    sql.bind(now);
+    sql.push(")");
+    if let Some(p) = patient_id {
+        sql.push(" AND patient_id = ");
+        sql.bind(p);
+    }
+    Ok(db
+        .fetch_all::<Row>(&sql)
+        .await?
+        .into_iter()
+        .map(|r| r.resource_id)
+        .collect())
+}
+
+/// The resource id of `(type, id)`, if stored.
+pub async fn resource_id(
+    db: &Db,
+    resource_type: &str,
+    fhir_id: &str,
+) -> Result<Option<i64>, sqlx::Error> {
+    #[derive(sqlx::FromRow)]
+    struct Row {
+        id: i64,
+    }
+    let sql = Sql::new("SELECT id FROM resources WHERE type = $1 AND fhir_id = $2")
+        .arg(resource_type)
+        .arg(fhir_id);
+    Ok(db.fetch_optional::<Row>(&sql).await?.map(|r| r.id))
+}
+
+/// `(param, system, code)` of the rule-relevant tokens of the given versions.
+pub async fn rule_tokens(
+    tx: &mut Tx,
+    version_ids: &[i64],
+) -> Result<HashMap<i64, Vec<(String, String, String)>>, sqlx::Error> {
+    #[derive(sqlx::FromRow)]
+    struct Row {
+        version_id: i64,
+        param: String,
+        system: String,
+        code: String,
+    }
+    let mut out: HashMap<i64, Vec<(String, String, String)>> = HashMap::new();
+    for chunk in version_ids.chunks(500) {
+        let mut sql = Sql::new(
+            "SELECT version_id, param, system, code FROM search_tokens \
+             WHERE param IN ('category', 'code', 'type', '_profile') AND version_id IN (",
+        );
+        sql.bind_list(chunk.iter().copied());
+        sql.push(")");
+        for r in tx.fetch_all::<Row>(&sql).await? {
+            out.entry(r.version_id)
+                .or_default()
+                .push((r.param, r.system, r.code));
+        }
+    }
+    Ok(out)
+}
+
+/// A recorded staff action.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct ActionRow {
+    pub resource_type: String,
+    pub fhir_id: String,
+    pub action: String,
+    pub until: Option<i64>,
+    pub actor: String,
+    pub note: Option<String>,
+    pub at: i64,
+}
+
+impl ActionRow {
+    pub fn action(&self) -> Action {
+        Action {
+            at: self.at,
+            kind: if self.action == "release" {
+                ActionKind::Release
+            } else {
+                ActionKind::Hold { until: self.until }
+            },
+        }
+    }
+}
+
+/// Staff actions on the given resources, oldest first.
+pub async fn actions_for(
+    tx: &mut Tx,
+    keys: &[(String, String)],
+) -> Result<HashMap<(String, String), Vec<ActionRow>>, sqlx::Error> {
+    let mut out: HashMap<(String, String), Vec<ActionRow>> = HashMap::new();
+    for chunk in keys.chunks(400) {
+        let mut sql = Sql::new(
+            "SELECT resource_type, fhir_id, action, until, actor, note, at FROM release_actions \
+             WHERE (resource_type, fhir_id) IN (",
+        );
+        for (i, (ty, id)) in chunk.iter().enumerate() {
+            if i > 0 {
+                sql.push(", ");
+            }
+            sql.push("(");
+            sql.bind(ty.as_str()).push(", ").bind(id.as_str()).push(")");
+        }
+        sql.push(") ORDER BY at, id");
+        for r in tx.fetch_all::<ActionRow>(&sql).await? {
+            out.entry((r.resource_type.clone(), r.fhir_id.clone()))
+                .or_default()
+                .push(r);
+        }
+    }
+    Ok(out)
+}
+
+/// Records a staff action.
+pub async fn insert_action(
+    tx: &mut Tx,
+    resource_type: &str,
+    fhir_id: &str,
+    action: &str,
+    until: Option<Micros>,
+    actor: &str,
+    note: Option<&str>,
+    at: Micros,
+) -> Result<(), sqlx::Error> {
+    let sql = Sql::new(
+        "INSERT INTO release_actions (resource_type, fhir_id, action, until, actor, note, at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+    )
+    .arg(resource_type)
+    .arg(fhir_id)
+    .arg(action)
+    .arg(until)
+    .arg(actor)
+    .arg(note)
+    .arg(at);
+    tx.execute(&sql).await.map(|_| ())
+}
+
+/// The sections each client's holder chose to see without delay (the latest choice).
+pub async fn waivers_for(
+    tx: &mut Tx,
+    patient_ids: &[String],
+) -> Result<HashMap<String, BTreeSet<String>>, sqlx::Error> {
+    #[derive(sqlx::FromRow)]
+    struct Row {
+        patient_id: String,
+        sections: String,
+    }
+    let mut out = HashMap::new();
+    for chunk in patient_ids.chunks(400) {
+        let mut sql =
+            Sql::new("SELECT w.patient_id, w.sections FROM waivers w WHERE w.patient_id IN (");
+        sql.bind_list(chunk.iter().map(String::as_str));
+        sql.push(
+            ") AND w.id = (SELECT MAX(x.id) FROM waivers x WHERE x.patient_id = w.patient_id)",
+        );
+        for r in tx.fetch_all::<Row>(&sql).await? {
+            out.insert(
+                r.patient_id,
+                crate::access::facts::parse_sections(&r.sections),
+            );
+        }
+    }
+    Ok(out)
+}
+
+/// The latest waiver of one client: sections, who (user id) and when.
+pub async fn current_waiver(
+    db: &Db,
+    patient_id: &str,
+) -> Result<Option<(BTreeSet<String>, i64, i64)>, sqlx::Error> {
+    #[derive(sqlx::FromRow)]
+    struct Row {
+        sections: String,
+        user_id: i64,
+        made_at: i64,
+    }
+    let sql = Sql::new(
+        "SELECT sections, user_id, made_at FROM waivers WHERE patient_id = $1 ORDER BY id DESC LIMIT 1",
+    )
+    .arg(patient_id);
+    Ok(db.fetch_optional::<Row>(&sql).await?.map(|r| {
+        (
+            crate::access::facts::parse_sections(&r.sections),
+            r.user_id,
+            r.made_at,
+        )
+    }))
+}
+
+/// Records the holder's choice.
+pub async fn insert_waiver(
+    tx: &mut Tx,
+    patient_id: &str,
+    sections: &str,
+    user_id: i64,
+    at: Micros,
+) -> Result<(), sqlx::Error> {
+    let sql = Sql::new(
+        "INSERT INTO waivers (patient_id, sections, user_id, made_at) VALUES ($1, $2, $3, $4)",
+    )
+    .arg(patient_id)
+    .arg(sections)
+    .arg(user_id)
+    .arg(at);
+    tx.execute(&sql).await.map(|_| ())
+}
+
+/// A new release moment, section and rule for a stored version.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rescheduled {
+    pub version_id: i64,
+    pub release_at: Option<Micros>,
+    pub section: Option<String>,
+    pub rule: String,
+}
+
+/// Writes new moments in a few statements.
+pub async fn write_rescheduled(tx: &mut Tx, rows: &[Rescheduled]) -> Result<(), sqlx::Error> {
+    for chunk in rows.chunks(300) {
+        let mut sql = Sql::new("WITH u (id, release_at, section, rule) AS (VALUES ");
+        for (i, r) in chunk.iter().enumerate() {
+            if i > 0 {
+                sql.push(", ");
+            }
+            sql.push("(");
+            let values: [Arg; 4] = [
+                r.version_id.into(),
+                r.release_at.into(),
+                r.section.clone().into(),
+                r.rule.as_str().into(),
+            ];
+            sql.bind_list(values);
+            sql.push(")");
+        }
+        sql.push(
+            ") UPDATE versions SET \
+             release_at = (SELECT u.release_at FROM u WHERE u.id = versions.id), \
+             section = (SELECT u.section FROM u WHERE u.id = versions.id), \
+             rule = (SELECT u.rule FROM u WHERE u.id = versions.id) \
+             WHERE id IN (SELECT u.id FROM u)",
+        );
+        tx.execute(&sql).await?;
+    }
+    Ok(())
+}
