@@ -48,6 +48,20 @@ pub fn coverage(m: &Mappings) -> String {
         }
     }
     let mut out = format!("Mapped resource types (section, narrowing, embargo rule):\n{mapped}");
+    let _ = writeln!(
+        out,
+        "Embargo rules, first match wins (narrowed rules apply to the codes they name):"
+    );
+    for (i, r) in m.embargo.rules.iter().enumerate() {
+        let _ = writeln!(
+            out,
+            "  rule[{i}]  {:<12} {:<50} -> {}",
+            r.section,
+            r.matcher.describe(),
+            r.delay
+        );
+    }
+    let _ = writeln!(out, "  default  anything else -> {}", m.embargo.default);
     let _ = write!(
         out,
         "Patient-compartment types no rule maps (stored, never served): {}",

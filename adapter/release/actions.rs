@@ -91,13 +91,15 @@ pub async fn release(
     }
     store::insert_action(
         &mut tx,
-        &ty,
-        &id,
-        "release",
-        None,
-        &by,
-        req.note.as_deref(),
-        now,
+        &store::NewAction {
+            resource_type: &ty,
+            fhir_id: &id,
+            action: "release",
+            until: None,
+            actor: &by,
+            note: req.note.as_deref(),
+            at: now,
+        },
     )
     .await?;
     recompute::resources(&state, &mut tx, &[resource_id], now).await?;
@@ -127,13 +129,15 @@ pub async fn hold(
     let mut tx = state.db.begin().await?;
     store::insert_action(
         &mut tx,
-        &ty,
-        &id,
-        "hold",
-        until,
-        &by,
-        req.note.as_deref(),
-        now,
+        &store::NewAction {
+            resource_type: &ty,
+            fhir_id: &id,
+            action: "hold",
+            until,
+            actor: &by,
+            note: req.note.as_deref(),
+            at: now,
+        },
     )
     .await?;
     if let Some(resource_id) = store::resource_id(&state.db, &ty, &id).await? {

@@ -245,7 +245,7 @@ mod tests {
             ..v(100, FOURTEEN)
         };
         assert_eq!(
-            days(schedule(&[tagged.clone()], &[], &ctx(100))),
+            days(schedule(std::slice::from_ref(&tagged), &[], &ctx(100))),
             [Some(100)]
         );
         let never_tagged = VersionState {

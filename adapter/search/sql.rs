@@ -39,7 +39,14 @@ pub fn in_compartment(resource_type: &str) -> bool {
 /// `alias` is the version the portal is served now: released, not withdrawn, and no newer
 /// version released since.
 pub fn served(sql: &mut Sql, alias: &str, now: Micros) {
-    sql.push(&format!("{alias}.release_at <= "));
+    served_as(sql, alias, now, true);
+}
+
+/// [`served`]; with `by_release = false` the release test is kept off the indexes (`+x`), so
+/// that a search sorted by date walks the `(patient, type, sort_date)` index in order.
+fn served_as(sql: &mut Sql, alias: &str, now: Micros, by_release: bool) {
+    let plus = if by_release { "" } else { "+" };
+    sql.push(&format!("{plus}{alias}.release_at <= "));
     sql.bind(now);
     sql.push(&format!(
         " AND {alias}.withdrawn = 0 AND NOT EXISTS (SELECT 1 FROM versions n \
@@ -122,7 +129,18 @@ pub fn allowed(sql: &mut Sql, alias: &str, known_type: Option<&str>, decision: &
 
 /// The full visibility test for a version of `resource_type` (steps 6–8 of contract §5).
 pub fn visible(sql: &mut Sql, alias: &str, resource_type: &str, decision: &Decision, now: Micros) {
-    served(sql, alias, now);
+    visible_as(sql, alias, resource_type, decision, now, true);
+}
+
+fn visible_as(
+    sql: &mut Sql,
+    alias: &str,
+    resource_type: &str,
+    decision: &Decision,
+    now: Micros,
+    by_release: bool,
+) {
+    served_as(sql, alias, now, by_release);
     sql.push(" AND ");
     if in_compartment(resource_type) {
         allowed(sql, alias, Some(resource_type), decision);
@@ -236,16 +254,35 @@ fn date_filter(sql: &mut Sql, alias: &str, f: &DateFilter) {
     sql.push("))");
 }
 
-/// `_lastUpdated` on the moment the version became visible: a point, i.e. `[t, t+1µs)`.
+/// `_lastUpdated` on the moment `t` the version became visible, written so that the
+/// release-moment index can serve it: `t` is a point, the range `[t, t+1µs)`.
 fn last_updated_filter(sql: &mut Sql, alias: &str, values: &[(Prefix, Range)]) {
+    let t = format!("{alias}.release_at");
     sql.push("(");
     for (i, (prefix, r)) in values.iter().enumerate() {
         if i > 0 {
             sql.push(" OR ");
         }
-        let t = format!("{alias}.release_at");
-        let t1 = format!("({alias}.release_at + 1)");
-        range_test(sql, &t, &t1, *prefix, *r);
+        let cmp = |sql: &mut Sql, op: &str, bound: i64| {
+            sql.push(&format!("{t} {op} "));
+            sql.bind(bound);
+        };
+        match prefix {
+            Prefix::Eq | Prefix::Ne => {
+                if *prefix == Prefix::Ne {
+                    sql.push("NOT ");
+                }
+                sql.push("(");
+                cmp(sql, ">=", r.lo);
+                sql.push(" AND ");
+                cmp(sql, "<", r.hi);
+                sql.push(")");
+            }
+            Prefix::Gt | Prefix::Sa => cmp(sql, ">=", r.hi),
+            Prefix::Ge => cmp(sql, ">=", r.lo),
+            Prefix::Lt | Prefix::Eb => cmp(sql, "<", r.lo),
+            Prefix::Le => cmp(sql, "<", r.hi),
+        }
     }
     sql.push(")");
 }
@@ -280,6 +317,7 @@ pub fn criteria(sql: &mut Sql, alias: &str, q: &Query) {
 
 /// The WHERE clause of a search: criteria, the clients in scope, visibility.
 fn search_where(sql: &mut Sql, q: &Query, decision: &Decision, now: Micros) {
+    let by_release = q.sort.key == SortKey::LastUpdated;
     sql.push(" WHERE ");
     criteria(sql, "v", q);
     if in_compartment(&q.resource_type) {
@@ -298,7 +336,7 @@ fn search_where(sql: &mut Sql, q: &Query, decision: &Decision, now: Micros) {
         }
     }
     sql.push(" AND ");
-    visible(sql, "v", &q.resource_type, decision, now);
+    visible_as(sql, "v", &q.resource_type, decision, now, by_release);
 }
 
 /// One page of a search: at most `q.count + 1` hits (the extra one says there is a next page).
@@ -308,6 +346,11 @@ pub async fn page(
     decision: &Decision,
     now: Micros,
 ) -> Result<Vec<Hit>, sqlx::Error> {
+    db.fetch_all(&page_sql(q, decision, now)).await
+}
+
+/// The statement of [`page`] (also for looking at its query plan).
+pub fn page_sql(q: &Query, decision: &Decision, now: Micros) -> Sql {
     let mut sql = Sql::new(format!("SELECT {HIT_COLUMNS} FROM versions v"));
     search_where(&mut sql, q, decision, now);
     let (key, column) = match q.sort.key {
@@ -330,7 +373,7 @@ pub async fn page(
     }
     sql.push(&format!(" ORDER BY v.{key} {dir}, v.id {dir} LIMIT "));
     sql.bind(i64::from(q.count) + 1);
-    db.fetch_all(&sql).await
+    sql
 }
 
 /// The number of visible matches.
@@ -347,6 +390,13 @@ pub async fn count(
         n: i64,
     }
     Ok(db.fetch_one::<N>(&sql).await?.n)
+}
+
+/// The statement of [`count`].
+pub fn count_sql(q: &Query, decision: &Decision, now: Micros) -> Sql {
+    let mut sql = Sql::new("SELECT COUNT(*) AS n FROM versions v");
+    search_where(&mut sql, q, decision, now);
+    sql
 }
 
 /// The served versions of the given resources that the user may see (for `_include`). Types
@@ -384,6 +434,18 @@ pub async fn history(
     decision: &Decision,
     now: Micros,
 ) -> Result<Vec<Hit>, sqlx::Error> {
+    db.fetch_all(&history_sql(since, cursor, limit, decision, now))
+        .await
+}
+
+/// The statement of [`history`].
+pub fn history_sql(
+    since: Micros,
+    cursor: Option<super::params::Cursor>,
+    limit: i64,
+    decision: &Decision,
+    now: Micros,
+) -> Sql {
     let mut sql = Sql::new(format!("SELECT {HIT_COLUMNS} FROM versions v WHERE "));
     history_where(&mut sql, since, decision, now);
     if let Some(c) = cursor {
@@ -397,7 +459,7 @@ pub async fn history(
     }
     sql.push(" ORDER BY v.release_at, v.id LIMIT ");
     sql.bind(limit);
-    db.fetch_all(&sql).await
+    sql
 }
 
 /// The number of entries of [`history`].

@@ -286,6 +286,39 @@ impl Db {
         }
     }
 
+    /// The engine's query plan of `sql`, one line per step (for docs and tests).
+    pub async fn explain(&self, sql: &Sql) -> Result<Vec<String>, sqlx::Error> {
+        #[derive(sqlx::FromRow)]
+        struct SqlitePlan {
+            detail: String,
+        }
+        match self {
+            Db::Sqlite { .. } => {
+                let plan = Sql {
+                    text: format!("EXPLAIN QUERY PLAN {}", sql.text),
+                    args: sql.args.clone(),
+                };
+                Ok(self
+                    .fetch_all::<SqlitePlan>(&plan)
+                    .await?
+                    .into_iter()
+                    .map(|r| r.detail)
+                    .collect())
+            }
+            Db::Postgres(pool) => {
+                let plan = Sql {
+                    text: format!("EXPLAIN {}", sql.text),
+                    args: sql.args.clone(),
+                };
+                let rows: Vec<(String,)> =
+                    sqlx::query_as_with(AssertSqlSafe(plan.text.clone()), plan.pg_args()?)
+                        .fetch_all(pool)
+                        .await?;
+                Ok(rows.into_iter().map(|r| r.0).collect())
+            }
+        }
+    }
+
     /// Starts a write transaction.
     pub async fn begin(&self) -> Result<Tx, sqlx::Error> {
         match self {

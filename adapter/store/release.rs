@@ -171,28 +171,32 @@ pub async fn actions_for(
     Ok(out)
 }
 
+/// A staff action to record.
+#[derive(Debug, Clone)]
+pub struct NewAction<'a> {
+    pub resource_type: &'a str,
+    pub fhir_id: &'a str,
+    /// `release` or `hold`.
+    pub action: &'a str,
+    pub until: Option<Micros>,
+    pub actor: &'a str,
+    pub note: Option<&'a str>,
+    pub at: Micros,
+}
+
 /// Records a staff action.
-pub async fn insert_action(
-    tx: &mut Tx,
-    resource_type: &str,
-    fhir_id: &str,
-    action: &str,
-    until: Option<Micros>,
-    actor: &str,
-    note: Option<&str>,
-    at: Micros,
-) -> Result<(), sqlx::Error> {
+pub async fn insert_action(tx: &mut Tx, a: &NewAction<'_>) -> Result<(), sqlx::Error> {
     let sql = Sql::new(
         "INSERT INTO release_actions (resource_type, fhir_id, action, until, actor, note, at) \
          VALUES ($1, $2, $3, $4, $5, $6, $7)",
     )
-    .arg(resource_type)
-    .arg(fhir_id)
-    .arg(action)
-    .arg(until)
-    .arg(actor)
-    .arg(note)
-    .arg(at);
+    .arg(a.resource_type)
+    .arg(a.fhir_id)
+    .arg(a.action)
+    .arg(a.until)
+    .arg(a.actor)
+    .arg(a.note)
+    .arg(a.at);
     tx.execute(&sql).await.map(|_| ())
 }
 

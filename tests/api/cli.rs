@@ -40,6 +40,8 @@ fn check_accepts_a_good_config_and_lists_unmapped_types() {
     );
     assert!(out.contains("Claim"), "{out}");
     assert!(out.contains("Observation"), "{out}");
+    assert!(out.contains("rule[1]  agenda"), "{out}");
+    assert!(out.contains("default  anything else -> P14D"), "{out}");
 }
 
 #[test]

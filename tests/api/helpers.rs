@@ -152,7 +152,8 @@ pub struct TestApp {
     pub base: String,
     pub http: reqwest::Client,
     pub state: AppState,
-    _dir: tempfile::TempDir,
+    pub database_url: String,
+    _dir: std::sync::Arc<tempfile::TempDir>,
 }
 
 pub struct Options {
@@ -171,11 +172,43 @@ impl TestApp {
             Backend::Sqlite => format!("sqlite://{}", dir.path().join("sluis.db").display()),
             Backend::Postgres(base) => postgres_schema(base).await,
         };
+        Self::start(url, std::sync::Arc::new(dir), extra, T0).await
+    }
+
+    /// A second process on the same database with another config (as after a restart), its
+    /// clock pinned at `now`.
+    pub async fn restart_with(&self, extra: &str, now: &str) -> Self {
+        Self::start(self.database_url.clone(), self._dir.clone(), extra, now).await
+    }
+
+    /// A folder for mappings of this test: the shipped sections, and the rules `embargo` before
+    /// the shipped embargo rules.
+    pub fn mappings(&self, embargo: &str) -> String {
+        let dir = self._dir.path().join(format!(
+            "mappings-{}",
+            COUNTER.fetch_add(1, Ordering::SeqCst)
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("sections.toml"), sluis::mapping::DEFAULT_SECTIONS).unwrap();
+        std::fs::write(
+            dir.join("embargo.toml"),
+            format!("{embargo}\n{}", sluis::mapping::DEFAULT_EMBARGO),
+        )
+        .unwrap();
+        format!("[mappings]\ndir = \"{}\"\n", dir.display())
+    }
+
+    async fn start(
+        url: String,
+        dir: std::sync::Arc<tempfile::TempDir>,
+        extra: &str,
+        now: &str,
+    ) -> Self {
         let text = config_text(&url, extra);
         let config = Config::from_toml(&text, "test.toml", std::iter::empty())
             .unwrap_or_else(|p| panic!("test config: {p}"));
         let clock = Clock::system();
-        clock.pin(sluis::time::parse_instant(T0));
+        clock.pin(sluis::time::parse_instant(now));
         let app = Application::build(config, clock).await.expect("app builds");
         let addr = app.local_addr().expect("bound");
         let state = app.state();
@@ -184,6 +217,7 @@ impl TestApp {
             base: format!("http://{addr}"),
             http: reqwest::Client::new(),
             state,
+            database_url: url,
             _dir: dir,
         }
     }
@@ -353,6 +387,20 @@ impl User {
         let r = self
             .http
             .post(format!("{}{path}", self.base))
+            .bearer_auth(&self.token)
+            .header("x-portal-user", &self.id)
+            .json(body)
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn put_json(&self, path: &str, body: &Value) -> (u16, Value) {
+        let r = self
+            .http
+            .put(format!("{}{path}", self.base))
             .bearer_auth(&self.token)
             .header("x-portal-user", &self.id)
             .json(body)

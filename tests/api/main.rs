@@ -5,6 +5,8 @@ mod helpers;
 
 mod cli;
 mod corpus;
+mod delay;
 mod ingest;
+mod plans;
 mod portal;
 mod search;

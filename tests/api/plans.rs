@@ -1,0 +1,141 @@
+//! The delay and the consent cost nothing per row: the portal's queries run on indexes,
+//! including the release moment (issue 3, acceptance 6). The plans are printed (they are
+//! quoted in docs/query-plans.md) and, on SQLite, checked.
+
+use crate::helpers::*;
+use crate::on_both;
+use serde_json::json;
+use sluis::access::{Access, Decision, Role, SectionSet};
+use sluis::search::params::{self, Counts};
+use sluis::search::sql;
+use std::collections::{BTreeMap, BTreeSet};
+
+fn decision(patient: &str, sections: Option<&[&str]>) -> Decision {
+    Decision {
+        user_id: 1,
+        allowed: vec![Access {
+            link_id: 1,
+            patient_id: patient.into(),
+            role: if sections.is_some() {
+                Role::Member
+            } else {
+                Role::Holder
+            },
+            sections: match sections {
+                None => SectionSet::All,
+                Some(s) => {
+                    SectionSet::Only(s.iter().map(|x| x.to_string()).collect::<BTreeSet<_>>())
+                }
+            },
+            can_post: false,
+        }],
+        refused: BTreeMap::new(),
+    }
+}
+
+fn query(ty: &str, qs: &str) -> params::Query {
+    let pairs: Vec<(String, String)> = form_urlencoded::parse(qs.as_bytes())
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect();
+    params::parse(
+        ty,
+        &pairs,
+        Counts {
+            default: 50,
+            max: 500,
+        },
+    )
+    .unwrap()
+}
+
+on_both!(portal_queries_run_on_indexes, |b| async move {
+    let sqlite = matches!(b, Backend::Sqlite);
+    let app = TestApp::spawn(b).await;
+    for p in 0..20 {
+        let mut resources = vec![patient(&format!("p{p}"))];
+        for i in 0..(if p == 0 { 1500 } else { 50 }) {
+            let mut o = observation(
+                &format!("o{p}-{i}"),
+                &format!("p{p}"),
+                "29463-7",
+                "2026-02-01",
+            );
+            if i % 2 == 0 {
+                o["category"][0]["coding"][0]["code"] = json!("survey");
+            }
+            resources.push(o);
+        }
+        app.push_ok(&transaction(&resources)).await;
+    }
+    let now = sluis::time::to_micros(sluis::time::parse_instant("2026-04-01T00:00:00Z").unwrap());
+    let db = &app.state.db;
+    let cases = [
+        (
+            "holder: Observation?patient&category&_count=50",
+            query("Observation", "patient=p0&category=vital-signs&_count=50"),
+            decision("p0", None),
+        ),
+        (
+            "member: Observation?patient&category&_count=50",
+            query("Observation", "patient=p0&category=vital-signs&_count=50"),
+            decision("p0", Some(&["metingen", "agenda"])),
+        ),
+        (
+            "holder: Observation?patient&_sort=-date",
+            query("Observation", "patient=p0&_sort=-date"),
+            decision("p0", None),
+        ),
+        (
+            "holder: Observation?_lastUpdated=gt…",
+            query("Observation", "_lastUpdated=gt2026-03-20"),
+            decision("p0", None),
+        ),
+    ];
+    for (name, q, d) in cases {
+        let plan = db.explain(&sql::page_sql(&q, &d, now)).await.unwrap();
+        eprintln!("-- {name}\n{}", plan.join("\n"));
+        if sqlite {
+            let text = plan.join("\n");
+            assert!(
+                text.contains("USING INDEX versions_by_patient")
+                    || text.contains("USING COVERING INDEX versions_by_patient"),
+                "{name}: {text}"
+            );
+            assert!(
+                text.contains("versions_newer"),
+                "{name}: the newest-released check uses its index: {text}"
+            );
+            assert!(
+                !text
+                    .lines()
+                    .any(|l| l.trim_start().starts_with("SCAN v") || l.contains("SCAN n")),
+                "{name}: no full scans: {text}"
+            );
+        }
+        let count = db.explain(&sql::count_sql(&q, &d, now)).await.unwrap();
+        eprintln!("-- count: {name}\n{}", count.join("\n"));
+        if sqlite {
+            assert!(
+                !count.iter().any(|l| l.trim_start().starts_with("SCAN v")),
+                "{name}: {count:?}"
+            );
+        }
+    }
+    let history = db
+        .explain(&sql::history_sql(
+            i64::MIN,
+            None,
+            51,
+            &decision("p0", None),
+            now,
+        ))
+        .await
+        .unwrap();
+    eprintln!("-- _history\n{}", history.join("\n"));
+    if sqlite {
+        assert!(
+            !history.iter().any(|l| l.trim_start().starts_with("SCAN v")),
+            "{history:?}"
+        );
+    }
+});
