@@ -133,11 +133,19 @@ fn public_routes() -> Router<AppState> {
         .route("/auth/token", post(auth::token::token))
         .route("/fhir/metadata", get(serve::metadata::metadata))
         .route("/fhir/_history", get(serve::history::history))
+        .route("/fhir/Consent", get(serve::consent::search))
+        .route("/fhir/Consent/{id}", get(serve::consent::read))
         .route("/fhir/{type}", get(serve::read::search))
         .route("/fhir/{type}/{id}", get(serve::read::read))
         .route("/portal/link", post(portal::link))
         .route("/portal/terms", post(portal::terms))
         .route("/portal/me", get(portal::me))
+        .route("/portal/invitations", post(portal::grants::invite))
+        .route("/portal/grants", get(portal::grants::list))
+        .route(
+            "/portal/grants/{id}",
+            axum::routing::patch(portal::grants::change).delete(portal::grants::revoke),
+        )
         .route(
             "/portal/preferences",
             get(portal::preferences::get).put(portal::preferences::put),
@@ -156,6 +164,27 @@ fn admin_routes() -> Router<AppState> {
         .route("/admin/release", post(crate::release::actions::release))
         .route("/admin/hold", post(crate::release::actions::hold))
         .route("/admin/explain", get(admin::explain))
+        .route(
+            "/admin/users/{client}/{user}/block",
+            post(admin::accounts::block_user),
+        )
+        .route(
+            "/admin/users/{client}/{user}/unblock",
+            post(admin::accounts::unblock_user),
+        )
+        .route(
+            "/admin/patients/{id}/block",
+            post(admin::accounts::block_patient),
+        )
+        .route(
+            "/admin/patients/{id}/unblock",
+            post(admin::accounts::unblock_patient),
+        )
+        .route("/admin/links", get(admin::accounts::links))
+        .route(
+            "/admin/links/{id}",
+            axum::routing::delete(admin::accounts::end_link),
+        )
 }
 
 fn finish(router: Router<AppState>, state: AppState) -> Router {

@@ -148,6 +148,7 @@ async fn link_user(state: &AppState, u: &DemoUser, now: DateTime<Utc>) -> anyhow
             created_by: "demo",
             created_at: to_micros(now),
             expires_at: to_micros(expires),
+            invited_by: None,
         },
     )
     .await?;

@@ -9,7 +9,7 @@ use crate::time::IsoDuration;
 use chrono::{DateTime, Datelike, NaiveDate, Utc};
 use std::collections::{BTreeMap, BTreeSet};
 
-/// How a user relates to a client's dossier.
+/// How a user relates to a client's dossier (ordered from most to least seen).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Role {
     /// The portal holder (R1): every section and the holder powers.
@@ -61,7 +61,10 @@ pub struct UserFacts {
     pub id: i64,
     pub birth_date: Option<NaiveDate>,
     pub terms_version: Option<String>,
+    /// A block is recorded (R7) ...
     pub blocked: bool,
+    /// ... until this moment (`None`: until lifted).
+    pub blocked_until: Option<DateTime<Utc>>,
 }
 
 /// One link between the user and a client.
@@ -74,6 +77,20 @@ pub struct LinkFacts {
     pub sections: Option<BTreeSet<String>>,
     pub can_post: bool,
     pub ended: bool,
+    /// When the link or its grant last changed (for portals that cache).
+    pub changed_at: Option<DateTime<Utc>>,
+}
+
+/// One EpisodeOfCare of a client, as its newest version says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Episode {
+    /// EpisodeOfCare.status: planned, waitlist, active, onhold, finished, cancelled, …
+    pub status: String,
+    pub start: Option<DateTime<Utc>>,
+    /// The end of `period` (the end of its last day when only a date is given).
+    pub end: Option<DateTime<Utc>>,
+    /// When this version arrived: the end of a `finished` episode without a period end.
+    pub recorded: DateTime<Utc>,
 }
 
 /// What the store knows of a client's care and life.
@@ -81,12 +98,7 @@ pub struct LinkFacts {
 pub struct ClientFacts {
     /// R8: all portal access blocked.
     pub blocked: bool,
-    /// Some EpisodeOfCare is active now.
-    pub in_care: bool,
-    /// The latest end of an EpisodeOfCare, when none is active.
-    pub care_ended_at: Option<DateTime<Utc>>,
-    /// Whether any EpisodeOfCare is known for the client.
-    pub has_episodes: bool,
+    pub episodes: Vec<Episode>,
     /// `Patient.deceased[x]`: the moment, or the moment it was learned for `deceasedBoolean`.
     pub deceased_at: Option<DateTime<Utc>>,
 }
@@ -126,6 +138,15 @@ impl Decision {
         self.allowed.iter().find(|a| a.patient_id == patient_id)
     }
 
+    /// The role whose redaction applies to a resource of `patient_id`; for resources outside
+    /// the patient compartment (no client), the strictest role the user has anywhere.
+    pub fn role_for(&self, patient_id: Option<&str>) -> Option<Role> {
+        match patient_id {
+            Some(p) => self.access(p).map(|a| a.role),
+            None => self.allowed.iter().map(|a| a.role).max(),
+        }
+    }
+
     /// Steps 6–7 for one resource: whether its client and section are open to the user.
     /// The client's own Patient resource is open to everyone linked, whatever their sections.
     /// Release (step 8) is decided by the stored release moments, not here.
@@ -161,7 +182,7 @@ pub fn decide(
     let Some(user) = user.filter(|_| !active.is_empty()) else {
         return Err(Refusal(Reason::NotLinked));
     };
-    if user.blocked {
+    if user.blocked && user.blocked_until.is_none_or(|until| until > now) {
         return Err(Refusal(Reason::UserBlocked));
     }
     if !old_enough(user.birth_date, policy.min_user_age, now) {
@@ -216,17 +237,35 @@ pub fn client_refusal(facts: &ClientFacts, policy: &Policy, now: DateTime<Utc>) 
     None
 }
 
-/// R6: in care while an EpisodeOfCare is active and for the grace after the last one ended.
-fn in_care(facts: &ClientFacts, policy: &Policy, now: DateTime<Utc>) -> bool {
-    if facts.in_care {
-        return true;
-    }
-    if !facts.has_episodes {
+/// R6: in care while an EpisodeOfCare is active (or on hold), and for `care_end_grace` after
+/// the last one ended. A client without any episode counts as in care only with
+/// `assume_active_care`; planned or waitlisted care is not care yet.
+pub fn in_care(facts: &ClientFacts, policy: &Policy, now: DateTime<Utc>) -> bool {
+    let counted: Vec<&Episode> = facts
+        .episodes
+        .iter()
+        .filter(|e| !matches!(e.status.as_str(), "cancelled" | "entered-in-error"))
+        .collect();
+    if counted.is_empty() {
         return policy.assume_active_care;
     }
-    facts
-        .care_ended_at
-        .is_some_and(|ended| policy.care_end_grace.after(ended) > now)
+    let running = counted.iter().any(|e| {
+        matches!(e.status.as_str(), "active" | "onhold")
+            && e.start.is_none_or(|s| s <= now)
+            && e.end.is_none_or(|end| end > now)
+    });
+    if running {
+        return true;
+    }
+    let ended = counted
+        .iter()
+        .filter_map(|e| match e.status.as_str() {
+            "finished" => Some(e.end.unwrap_or(e.recorded)),
+            "active" | "onhold" => e.end.filter(|end| *end <= now),
+            _ => None,
+        })
+        .max();
+    ended.is_some_and(|ended| policy.care_end_grace.after(ended) > now)
 }
 
 /// R5: the user has reached `min_age` on `now`'s date.
@@ -270,6 +309,7 @@ mod tests {
             birth_date: NaiveDate::from_ymd_opt(1970, 5, 1),
             terms_version: Some("2026-01".into()),
             blocked: false,
+            blocked_until: None,
         }
     }
 
@@ -281,13 +321,22 @@ mod tests {
             sections: sections.map(|s| s.iter().map(|x| x.to_string()).collect()),
             can_post: false,
             ended: false,
+            changed_at: None,
+        }
+    }
+
+    fn episode(status: &str, end: Option<DateTime<Utc>>) -> Episode {
+        Episode {
+            status: status.into(),
+            start: Some(now() - chrono::TimeDelta::days(400)),
+            end,
+            recorded: now() - chrono::TimeDelta::days(30),
         }
     }
 
     fn in_care() -> ClientFacts {
         ClientFacts {
-            in_care: true,
-            has_episodes: true,
+            episodes: vec![episode("active", None)],
             ..Default::default()
         }
     }
@@ -383,12 +432,53 @@ mod tests {
         );
         assert_eq!(decide_with(ClientFacts::default()), Some(Reason::CareEnded));
         let ended = |days: i64| ClientFacts {
-            has_episodes: true,
-            care_ended_at: Some(now() - chrono::TimeDelta::days(days)),
+            episodes: vec![episode(
+                "finished",
+                Some(now() - chrono::TimeDelta::days(days)),
+            )],
             ..Default::default()
         };
         assert_eq!(decide_with(ended(6)), None, "within the seven days' grace");
         assert_eq!(decide_with(ended(7)), Some(Reason::CareEnded));
+        let lapsed = ClientFacts {
+            episodes: vec![episode("active", Some(now() - chrono::TimeDelta::days(8)))],
+            ..Default::default()
+        };
+        assert_eq!(
+            decide_with(lapsed),
+            Some(Reason::CareEnded),
+            "an active episode whose period ended"
+        );
+        let planned = ClientFacts {
+            episodes: vec![episode("planned", None)],
+            ..Default::default()
+        };
+        assert_eq!(
+            decide_with(planned),
+            Some(Reason::CareEnded),
+            "planned care is not care yet"
+        );
+        let finished_without_end = ClientFacts {
+            episodes: vec![Episode {
+                end: None,
+                ..episode("finished", None)
+            }],
+            ..Default::default()
+        };
+        assert_eq!(
+            decide_with(finished_without_end),
+            Some(Reason::CareEnded),
+            "ended when recorded"
+        );
+        let cancelled = ClientFacts {
+            episodes: vec![episode("cancelled", None)],
+            ..Default::default()
+        };
+        assert_eq!(
+            decide_with(cancelled),
+            Some(Reason::CareEnded),
+            "no counted episode, no assumption"
+        );
         let died = ClientFacts {
             deceased_at: Some(now()),
             ..in_care()

@@ -4,8 +4,9 @@
 //! next request (R3, R7, R5). Two indexed lookups per request: the user with their links, and
 //! the status of the linked clients.
 
-use super::decision::{ClientFacts, LinkFacts, Role, UserFacts};
+use super::decision::{ClientFacts, Episode, LinkFacts, Role, UserFacts};
 use crate::store::db::{Db, Sql};
+use crate::time::from_micros;
 use chrono::NaiveDate;
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -15,12 +16,14 @@ struct UserLinkRow {
     birth_date: Option<String>,
     terms_version: Option<String>,
     blocked_at: Option<i64>,
+    blocked_until: Option<i64>,
     link_id: Option<i64>,
     patient_id: Option<String>,
     role: Option<String>,
     sections: Option<String>,
     can_post: Option<i64>,
     ended_at: Option<i64>,
+    changed_at: Option<i64>,
 }
 
 /// The user (if known) and all their links, ended ones included.
@@ -30,8 +33,8 @@ pub async fn user_and_links(
     external_id: &str,
 ) -> Result<(Option<UserFacts>, Vec<LinkFacts>), sqlx::Error> {
     let sql = Sql::new(
-        "SELECT u.id AS user_id, u.birth_date, u.terms_version, u.blocked_at, \
-                l.id AS link_id, l.patient_id, l.role, l.sections, l.can_post, l.ended_at \
+        "SELECT u.id AS user_id, u.birth_date, u.terms_version, u.blocked_at, u.blocked_until, \
+                l.id AS link_id, l.patient_id, l.role, l.sections, l.can_post, l.ended_at, l.changed_at \
          FROM users u LEFT JOIN links l ON l.user_id = u.id \
          WHERE u.client_id = $1 AND u.external_id = $2 ORDER BY l.id",
     )
@@ -49,6 +52,7 @@ pub async fn user_and_links(
             .and_then(|d| NaiveDate::parse_from_str(d, "%Y-%m-%d").ok()),
         terms_version: first.terms_version.clone(),
         blocked: first.blocked_at.is_some(),
+        blocked_until: first.blocked_until.map(from_micros),
     };
     let links = rows
         .into_iter()
@@ -60,6 +64,7 @@ pub async fn user_and_links(
                 sections: r.sections.as_deref().map(parse_sections),
                 can_post: r.can_post.unwrap_or(0) != 0,
                 ended: r.ended_at.is_some(),
+                changed_at: r.changed_at.map(from_micros),
             })
         })
         .collect();
@@ -80,20 +85,33 @@ pub fn format_sections(sections: &BTreeSet<String>) -> String {
     sections.iter().cloned().collect::<Vec<_>>().join(",")
 }
 
-/// The care and life facts of the given clients.
+/// The care, life and block facts of the given clients.
 pub async fn clients(
-    _db: &Db,
+    db: &Db,
     patient_ids: &[&str],
 ) -> Result<BTreeMap<String, ClientFacts>, sqlx::Error> {
+    let mut status = crate::store::clients::status(db, patient_ids).await?;
     Ok(patient_ids
         .iter()
         .map(|p| {
+            let episodes = status
+                .episodes
+                .remove(*p)
+                .unwrap_or_default()
+                .into_iter()
+                .map(|e| Episode {
+                    status: e.status,
+                    start: e.start_at.map(from_micros),
+                    end: e.end_at.map(from_micros),
+                    recorded: from_micros(e.recorded_at),
+                })
+                .collect();
             (
                 p.to_string(),
                 ClientFacts {
-                    in_care: true,
-                    has_episodes: true,
-                    ..Default::default()
+                    blocked: status.blocked.contains_key(*p),
+                    episodes,
+                    deceased_at: status.deceased.get(*p).copied().map(from_micros),
                 },
             )
         })

@@ -8,6 +8,7 @@
 pub mod decision;
 pub mod explain;
 pub mod facts;
+pub mod relationships;
 
 pub use decision::{Access, Decision, Policy, Role, SectionSet};
 

@@ -1,12 +1,14 @@
-//! `/admin`: care staff and integration engineers (bearer `admin.token`): activation codes and,
-//! in development, the clock.
+//! `/admin`: care staff and integration engineers (bearer `admin.token`): activation codes,
+//! blocks and links (`accounts`), the explanation, and, in development, the clock.
+
+pub mod accounts;
 
 use crate::app::AppState;
 use crate::auth::Admin;
 use crate::body::small_json;
 use crate::error::{ApiError, ApiResult, Reason, fhir_json};
 use crate::portal::codes;
-use crate::store::accounts::{self, NewCode};
+use crate::store::accounts::{self as store_accounts, NewCode};
 use crate::time::{instant, parse_instant, to_micros};
 use axum::body::Body;
 use axum::extract::State;
@@ -46,7 +48,7 @@ pub async fn activation_code(
             HOLDER_RELATIONSHIPS.join(", ")
         )));
     }
-    if !accounts::patient_exists(&state.db, &patient_id).await? {
+    if !store_accounts::patient_exists(&state.db, &patient_id).await? {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,
             Reason::NotFound,
@@ -57,7 +59,7 @@ pub async fn activation_code(
     let now = state.clock.now();
     let expires = state.config.portal.activation_code_lifetime.after(now);
     let hash = codes::hash_code(&code);
-    accounts::insert_code(
+    store_accounts::insert_code(
         &state.db,
         &NewCode {
             code_hash: &hash,
@@ -70,6 +72,7 @@ pub async fn activation_code(
             created_by: "admin",
             created_at: to_micros(now),
             expires_at: to_micros(expires),
+            invited_by: None,
         },
     )
     .await?;
@@ -151,4 +154,26 @@ pub async fn explain(
     }
     body["resource"] = serde_json::Value::String(format!("{ty}/{id}"));
     Ok(fhir_json(StatusCode::OK, &body))
+}
+
+/// An optional body naming who acts and why.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct ActorBody {
+    reason: Option<String>,
+    by: Option<String>,
+}
+
+/// A small JSON body that may be left out entirely.
+async fn optional_json<T: serde::de::DeserializeOwned + Default>(
+    headers: &HeaderMap,
+    body: Body,
+) -> ApiResult<T> {
+    let bytes = crate::body::read_limited(body, 64 * 1024).await?;
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    let _ = headers;
+    let value = crate::body::parse_json(&bytes)?;
+    serde_json::from_value(value).map_err(|e| ApiError::invalid(format!("invalid body: {e}")))
 }

@@ -6,6 +6,7 @@
 //! defaults built into the binary (the same files as `mappings/` in the repository).
 
 pub mod embargo;
+pub mod redaction;
 pub mod report;
 pub mod sections;
 
@@ -16,6 +17,9 @@ use std::path::Path;
 pub const DEFAULT_SECTIONS: &str = include_str!("../../mappings/sections.toml");
 /// The shipped `mappings/embargo.toml`, used when no mappings folder is configured.
 pub const DEFAULT_EMBARGO: &str = include_str!("../../mappings/embargo.toml");
+/// The shipped `mappings/redaction.toml`, used when no mappings folder is configured or the
+/// configured one has none.
+pub const DEFAULT_REDACTION: &str = include_str!("../../mappings/redaction.toml");
 
 /// What rules know of a resource.
 #[derive(Debug, Clone, Default)]
@@ -191,20 +195,33 @@ impl Matcher {
 pub struct Mappings {
     pub sections: sections::Sections,
     pub embargo: embargo::EmbargoRules,
+    pub redaction: redaction::Redaction,
     /// Both files as read, for noticing that rules changed between starts.
     pub source_text: String,
 }
 
 impl Mappings {
-    /// Loads `sections.toml` and `embargo.toml` from `dir`, or the built-in defaults.
+    /// Loads `sections.toml`, `embargo.toml` and `redaction.toml` from `dir`, or the built-in
+    /// defaults (also for a folder without `redaction.toml`).
     /// `default_delay` is `embargo.default` from the config.
     pub fn load(dir: Option<&Path>, default_delay: &str) -> Result<Self, Vec<MappingProblem>> {
-        let (sections_text, sections_file, embargo_text, embargo_file) = match dir {
+        let builtin_redaction = (
+            DEFAULT_REDACTION.to_string(),
+            "built-in mappings/redaction.toml".to_string(),
+        );
+        let (
+            sections_text,
+            sections_file,
+            embargo_text,
+            embargo_file,
+            (redaction_text, redaction_file),
+        ) = match dir {
             None => (
                 DEFAULT_SECTIONS.to_string(),
                 "built-in mappings/sections.toml".to_string(),
                 DEFAULT_EMBARGO.to_string(),
                 "built-in mappings/embargo.toml".to_string(),
+                builtin_redaction,
             ),
             Some(dir) => {
                 let read = |name: &str| {
@@ -219,7 +236,12 @@ impl Mappings {
                 };
                 let (s, sf) = read("sections.toml").map_err(|p| vec![p])?;
                 let (e, ef) = read("embargo.toml").map_err(|p| vec![p])?;
-                (s, sf, e, ef)
+                let r = if dir.join("redaction.toml").exists() {
+                    read("redaction.toml").map_err(|p| vec![p])?
+                } else {
+                    builtin_redaction
+                };
+                (s, sf, e, ef, r)
             }
         };
         let mut problems = Vec::new();
@@ -231,10 +253,13 @@ impl Mappings {
             &sections,
             &mut problems,
         );
+        let redaction =
+            redaction::Redaction::parse(&redaction_text, &redaction_file, &mut problems);
         if problems.is_empty() {
             Ok(Self {
                 sections,
                 embargo,
+                redaction,
                 source_text: format!("{sections_text}\n---\n{embargo_text}"),
             })
         } else {

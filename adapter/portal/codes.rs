@@ -1,6 +1,7 @@
 //! Activation codes (R9): made by staff for one client and one relationship, handed to the
 //! holder only, single use, expiring. Only a hash is stored.
 
+use crate::access::relationships::{HolderKind, holder_kind};
 use crate::app::AppState;
 use crate::auth::PortalUser;
 use crate::error::{ApiError, ApiResult, Reason};
@@ -49,7 +50,16 @@ pub struct Linked {
     pub relationship: String,
 }
 
-/// Redeems `code` for `user` (single use; expired and used codes are refused).
+fn conflict(message: &str) -> ApiError {
+    ApiError::conflict(message.to_string())
+}
+
+/// Redeems `code` for `user` (single use; expired and used codes are refused), applying the
+/// holder rules of contract §6: one holder per client; a legal representative takes over (a
+/// `self` holder becomes a reader, anyone else's holder link ends); the client takes back from
+/// a designated holder; a designated holder (first contact, notarial) takes over from the
+/// client (who keeps reading) but not from a legal representative; a network member never
+/// becomes holder.
 pub async fn redeem(
     state: &AppState,
     user: &PortalUser,
@@ -78,7 +88,7 @@ pub async fn redeem(
         return Err(ApiError::new(
             StatusCode::GONE,
             Reason::CodeExpired,
-            "this code has expired; ask the care organisation for a new one",
+            "this code has expired; ask for a new one",
         ));
     }
     let user_id = accounts::upsert_user(
@@ -89,9 +99,77 @@ pub async fn redeem(
         now,
     )
     .await?;
-    let role = match stored.kind.as_str() {
-        "invitation" => "member",
-        _ => "holder",
+    let links = accounts::active_links_for_update(&mut tx, &stored.patient_id).await?;
+    let own = links.iter().find(|l| l.user_id == user_id);
+    let actor = format!("{}/{}", user.client_id, user.external_id);
+    let mut events: Vec<(&str, Option<i64>, String)> = Vec::new();
+    let role = if stored.kind == "invitation" {
+        if own.is_some() {
+            return Err(conflict(
+                "this portal user is already linked to this client",
+            ));
+        }
+        "member"
+    } else {
+        let kind = holder_kind(&stored.relationship)
+            .ok_or_else(|| ApiError::invalid("this activation code has an unknown relationship"))?;
+        if let Some(l) = own {
+            return Err(conflict(if l.role == "member" {
+                "a network member cannot become holder; the holder must end the invitation first"
+            } else {
+                "this portal user is already linked to this client"
+            }));
+        }
+        let holder = links.iter().find(|l| l.role == "holder");
+        let mut role = "holder";
+        if let Some(h) = holder {
+            let current = holder_kind(&h.relationship).unwrap_or(HolderKind::Designated);
+            match (kind, current) {
+                (HolderKind::Designated, HolderKind::Legal) => {
+                    return Err(conflict(
+                        "a legal representative holds the portal for this client; only they or a court appointment change that",
+                    ));
+                }
+                (HolderKind::Client, HolderKind::Legal) => role = "reader",
+                (HolderKind::Legal | HolderKind::Designated, HolderKind::Client) => {
+                    accounts::set_role(&mut tx, h.id, "reader", now).await?;
+                    events.push((
+                        "holder-became-reader",
+                        Some(h.id),
+                        format!("replaced by {}", stored.relationship),
+                    ));
+                }
+                _ => {
+                    accounts::end_link(
+                        &mut tx,
+                        h.id,
+                        &format!("replaced as holder by {}", stored.relationship),
+                        now,
+                    )
+                    .await?;
+                    events.push((
+                        "link-ended",
+                        Some(h.id),
+                        format!("replaced as holder by {}", stored.relationship),
+                    ));
+                }
+            }
+        }
+        // The client moving to another portal account ends the old `self` reader link.
+        if kind == HolderKind::Client {
+            for l in links
+                .iter()
+                .filter(|l| l.relationship == "self" && l.role == "reader")
+            {
+                accounts::end_link(&mut tx, l.id, "the client linked another account", now).await?;
+                events.push((
+                    "link-ended",
+                    Some(l.id),
+                    "the client linked another account".into(),
+                ));
+            }
+        }
+        role
     };
     let link_id = accounts::insert_link(
         &mut tx,
@@ -102,12 +180,33 @@ pub async fn redeem(
             relationship: &stored.relationship,
             name: stored.name.as_deref(),
             sections: stored.sections.clone(),
-            can_post: stored.can_post != 0,
+            can_post: role != "member" || stored.can_post != 0,
             now,
+            invited_by: stored.invited_by,
         },
     )
     .await?;
     accounts::mark_code_used(&mut tx, &hash, user_id, now).await?;
+    events.push((
+        "link-created",
+        Some(link_id),
+        format!("{role} ({})", stored.relationship),
+    ));
+    for (kind, link, detail) in events {
+        accounts::event(
+            &mut tx,
+            &accounts::Event {
+                actor: &actor,
+                kind,
+                user_id: Some(user_id),
+                patient_id: Some(&stored.patient_id),
+                link_id: link,
+                detail: Some(detail),
+            },
+            now,
+        )
+        .await?;
+    }
     tx.commit().await?;
     Ok(Linked {
         link_id,

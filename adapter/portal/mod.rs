@@ -2,6 +2,7 @@
 //! accepting the terms, and what they are linked to.
 
 pub mod codes;
+pub mod grants;
 pub mod preferences;
 
 use crate::access::{decision, facts};
@@ -153,9 +154,11 @@ pub async fn me(State(state): State<AppState>, user: PortalUser) -> ApiResult<Re
                 },
                 "can_post": l.can_post,
                 "access": status,
+                "grants_changed_at": l.changed_at.map(instant),
             })
         })
         .collect();
+    let grants_changed_at = links.iter().filter_map(|l| l.changed_at).max().map(instant);
     Ok(fhir_json(
         StatusCode::OK,
         &json!({
@@ -166,6 +169,7 @@ pub async fn me(State(state): State<AppState>, user: PortalUser) -> ApiResult<Re
                 "accepted": accepted.as_deref() == Some(current_terms.as_str()),
             },
             "clients": clients,
+            "grants_changed_at": grants_changed_at,
         }),
     ))
 }

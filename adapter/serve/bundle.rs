@@ -4,12 +4,32 @@
 //! are set to describe the version as the portal sees it (lastUpdated: the moment it became
 //! visible), and redaction rules for the user's role are applied.
 
+use crate::access::Decision;
+use crate::mapping::redaction::Redaction;
 use crate::search::params::Query;
 use crate::search::sql::Hit;
 use crate::time::{from_micros, instant};
 use serde_json::{Map, Value, json};
 
-/// The served JSON of a hit.
+/// Who is served: the decision (for the role) and the redaction rules.
+#[derive(Clone, Copy)]
+pub struct Viewer<'a> {
+    pub decision: &'a Decision,
+    pub redaction: &'a Redaction,
+}
+
+impl Viewer<'_> {
+    /// The served JSON of a hit, redacted for the user's role.
+    pub fn render(&self, hit: &Hit) -> Value {
+        let mut value = resource(hit);
+        if let Some(role) = self.decision.role_for(hit.patient_id.as_deref()) {
+            self.redaction.apply(role, &mut value);
+        }
+        value
+    }
+}
+
+/// The served JSON of a hit, before redaction.
 pub fn resource(hit: &Hit) -> Value {
     let mut value: Value = serde_json::from_str(&hit.body).unwrap_or(Value::Null);
     if let Value::Object(map) = &mut value {

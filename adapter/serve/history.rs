@@ -2,7 +2,7 @@
 //! since T, so a portal can keep its cache right (R14). Withdrawn entries come with
 //! `request.method = DELETE` and no resource.
 
-use super::bundle::{query_string, resource};
+use super::bundle::{Viewer, query_string};
 use crate::access;
 use crate::app::AppState;
 use crate::auth::PortalUser;
@@ -94,6 +94,10 @@ pub async fn history(
             links.push(json!({"relation": "next", "url": url(&next)}));
         }
     }
+    let viewer = Viewer {
+        decision: &decision,
+        redaction: &state.mappings.redaction,
+    };
     let entries: Vec<Value> = hits
         .iter()
         .map(|h| {
@@ -108,7 +112,7 @@ pub async fn history(
             } else {
                 json!({
                     "fullUrl": full_url,
-                    "resource": resource(h),
+                    "resource": viewer.render(h),
                     "request": {"method": "PUT", "url": format!("{}/{}", h.resource_type, h.fhir_id)},
                     "response": {"status": "200 OK", "etag": format!("W/\"{}\"", h.version_no), "lastModified": at},
                 })

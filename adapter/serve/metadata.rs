@@ -80,6 +80,13 @@ pub fn capability_statement(
             r
         })
         .collect();
+    let mut resources = resources;
+    resources.push(json!({
+        "type": "Consent",
+        "documentation": "The holder's grants to network members (read-only, rendered from the portal's links); the people come as RelatedPerson in the same Bundle",
+        "interaction": [{"code": "read"}, {"code": "search-type"}],
+        "searchParam": [{"name": "patient", "type": "reference"}],
+    }));
     json!({
         "resourceType": "CapabilityStatement",
         "status": "active",

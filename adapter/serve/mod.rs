@@ -3,6 +3,7 @@
 //! and hands it to `search::sql`, which puts it in the query.
 
 pub mod bundle;
+pub mod consent;
 pub mod history;
 pub mod metadata;
 pub mod read;

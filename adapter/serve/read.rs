@@ -1,7 +1,7 @@
 //! `GET /fhir/{type}/{id}` and `GET /fhir/{type}?…`: read and search within what the user may
 //! see now.
 
-use super::bundle::{SearchSet, resource};
+use super::bundle::{SearchSet, Viewer};
 use crate::access::{self, Decision};
 use crate::app::AppState;
 use crate::auth::PortalUser;
@@ -50,6 +50,38 @@ fn refused_named_client(q: &Query, decision: &Decision) -> ApiResult<()> {
     Ok(())
 }
 
+/// A search must not find by what the user's role does not get to see (e.g. a member
+/// searching Patients by BSN): such parameters are refused.
+fn redacted_params(state: &AppState, q: &Query, decision: &Decision) -> ApiResult<()> {
+    let roles: std::collections::BTreeSet<_> = decision.allowed.iter().map(|a| a.role).collect();
+    for role in roles {
+        let removed = state
+            .mappings
+            .redaction
+            .removed_elements(role, &q.resource_type);
+        for f in &q.tokens {
+            let Some(def) =
+                crate::search::supported_param(&q.resource_type, f.param).and_then(|s| s.def)
+            else {
+                continue;
+            };
+            let touches = def.paths.iter().any(|p| {
+                p.segments
+                    .first()
+                    .is_some_and(|s| removed.contains(&s.trim_end_matches("[x]")))
+            });
+            if touches {
+                return Err(ApiError::unknown_parameter(format!(
+                    "`{}` is not available to {} users: the element is not shown to them",
+                    f.param,
+                    role.as_str()
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// `GET /fhir/{type}`.
 pub async fn search(
     State(state): State<AppState>,
@@ -65,6 +97,11 @@ pub async fn search(
     };
     let q = params::parse(&resource_type, &pairs(raw.as_deref()), counts)?;
     refused_named_client(&q, &decision)?;
+    redacted_params(&state, &q, &decision)?;
+    let viewer = Viewer {
+        decision: &decision,
+        redaction: &state.mappings.redaction,
+    };
     let now = state.clock.now();
     let now_micros = to_micros(now);
     let total = if q.summary_count || q.total == Total::Accurate {
@@ -91,8 +128,8 @@ pub async fn search(
         } else {
             None
         };
-        let matches: Vec<Value> = hits.iter().map(resource).collect();
-        let includes = includes(&state, &q, &matches, &decision, now_micros).await?;
+        let matches: Vec<Value> = hits.iter().map(|h| viewer.render(h)).collect();
+        let includes = includes(&state, &q, &matches, viewer, now_micros).await?;
         (matches, includes, next)
     };
     let bundle = SearchSet {
@@ -113,7 +150,7 @@ async fn includes(
     state: &AppState,
     q: &Query,
     matches: &[Value],
-    decision: &Decision,
+    viewer: Viewer<'_>,
     now: i64,
 ) -> ApiResult<Vec<Value>> {
     if q.includes.is_empty() {
@@ -167,8 +204,8 @@ async fn includes(
         if ids.is_empty() {
             continue;
         }
-        let hits: Vec<Hit> = sql::included(&state.db, &ty, &ids, decision, now).await?;
-        out.extend(hits.iter().map(resource));
+        let hits: Vec<Hit> = sql::included(&state.db, &ty, &ids, viewer.decision, now).await?;
+        out.extend(hits.iter().map(|h| viewer.render(h)));
     }
     Ok(out)
 }
@@ -192,7 +229,11 @@ pub async fn read(
         .into_iter()
         .next()
         .ok_or_else(ApiError::not_found)?;
-    let mut response = fhir_json(StatusCode::OK, &resource(&hit));
+    let viewer = Viewer {
+        decision: &decision,
+        redaction: &state.mappings.redaction,
+    };
+    let mut response = fhir_json(StatusCode::OK, &viewer.render(&hit));
     if let Ok(v) = axum::http::HeaderValue::from_str(&format!("W/\"{}\"", hit.version_no)) {
         response.headers_mut().insert(axum::http::header::ETAG, v);
     }

@@ -17,6 +17,7 @@ pub struct Code {
     pub created_at: i64,
     pub expires_at: i64,
     pub used_at: Option<i64>,
+    pub invited_by: Option<i64>,
 }
 
 /// A new code to store.
@@ -32,12 +33,14 @@ pub struct NewCode<'a> {
     pub created_by: &'a str,
     pub created_at: Micros,
     pub expires_at: Micros,
+    /// For an invitation: the holder's link.
+    pub invited_by: Option<i64>,
 }
 
 pub async fn insert_code(db: &Db, c: &NewCode<'_>) -> Result<(), sqlx::Error> {
     let sql = Sql::new(
         "INSERT INTO codes (code_hash, kind, patient_id, relationship, name, sections, can_post, \
-         created_by, created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+         created_by, created_at, expires_at, invited_by) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
     )
     .arg(c.code_hash)
     .arg(c.kind)
@@ -48,14 +51,15 @@ pub async fn insert_code(db: &Db, c: &NewCode<'_>) -> Result<(), sqlx::Error> {
     .arg(c.can_post)
     .arg(c.created_by)
     .arg(c.created_at)
-    .arg(c.expires_at);
+    .arg(c.expires_at)
+    .arg(c.invited_by);
     db.execute(&sql).await.map(|_| ())
 }
 
 /// The code with this hash, locked for redemption on PostgreSQL.
 pub async fn code_for_update(tx: &mut Tx, code_hash: &str) -> Result<Option<Code>, sqlx::Error> {
     let mut text = "SELECT code_hash, kind, patient_id, relationship, name, sections, can_post, \
-                    created_by, created_at, expires_at, used_at FROM codes WHERE code_hash = $1"
+                    created_by, created_at, expires_at, used_at, invited_by FROM codes WHERE code_hash = $1"
         .to_string();
     if tx.engine() == super::db::Engine::Postgres {
         text.push_str(" FOR UPDATE");
@@ -113,12 +117,13 @@ pub struct NewLink<'a> {
     pub sections: Option<String>,
     pub can_post: bool,
     pub now: Micros,
+    pub invited_by: Option<i64>,
 }
 
 pub async fn insert_link(tx: &mut Tx, l: &NewLink<'_>) -> Result<i64, sqlx::Error> {
     let sql = Sql::new(
-        "INSERT INTO links (user_id, patient_id, role, relationship, name, sections, can_post, created_at, changed_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8) RETURNING id",
+        "INSERT INTO links (user_id, patient_id, role, relationship, name, sections, can_post, created_at, changed_at, invited_by) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8, $9) RETURNING id",
     )
     .arg(l.user_id)
     .arg(l.patient_id)
@@ -127,7 +132,8 @@ pub async fn insert_link(tx: &mut Tx, l: &NewLink<'_>) -> Result<i64, sqlx::Erro
     .arg(l.name)
     .arg(l.sections.clone())
     .arg(l.can_post)
-    .arg(l.now);
+    .arg(l.now)
+    .arg(l.invited_by);
     let row: Option<Id> = tx.fetch_optional(&sql).await?;
     row.map(|r| r.id).ok_or(sqlx::Error::RowNotFound)
 }
@@ -160,4 +166,197 @@ pub async fn patient_exists(db: &Db, patient_id: &str) -> Result<bool, sqlx::Err
     )
     .arg(patient_id);
     Ok(db.fetch_optional::<Id>(&sql).await?.is_some())
+}
+
+/// A link as stored.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct LinkRow {
+    pub id: i64,
+    pub user_id: i64,
+    pub patient_id: String,
+    pub role: String,
+    pub relationship: String,
+    pub name: Option<String>,
+    pub sections: Option<String>,
+    pub can_post: i64,
+    pub created_at: i64,
+    pub changed_at: i64,
+    pub ended_at: Option<i64>,
+    pub ended_reason: Option<String>,
+    pub invited_by: Option<i64>,
+}
+
+const LINK_COLUMNS: &str = "id, user_id, patient_id, role, relationship, name, sections, can_post, \
+                            created_at, changed_at, ended_at, ended_reason, invited_by";
+
+/// The links of a client that have not ended, locked on PostgreSQL.
+pub async fn active_links_for_update(
+    tx: &mut Tx,
+    patient_id: &str,
+) -> Result<Vec<LinkRow>, sqlx::Error> {
+    let mut text = format!(
+        "SELECT {LINK_COLUMNS} FROM links WHERE patient_id = $1 AND ended_at IS NULL ORDER BY id"
+    );
+    if tx.engine() == super::db::Engine::Postgres {
+        text.push_str(" FOR UPDATE");
+    }
+    tx.fetch_all(&Sql::new(text).arg(patient_id)).await
+}
+
+/// All links of a client, ended ones too, oldest first.
+pub async fn links_of_patient(db: &Db, patient_id: &str) -> Result<Vec<LinkRow>, sqlx::Error> {
+    db.fetch_all(
+        &Sql::new(format!(
+            "SELECT {LINK_COLUMNS} FROM links WHERE patient_id = $1 ORDER BY id"
+        ))
+        .arg(patient_id),
+    )
+    .await
+}
+
+/// One link.
+pub async fn link(db: &Db, id: i64) -> Result<Option<LinkRow>, sqlx::Error> {
+    db.fetch_optional(&Sql::new(format!("SELECT {LINK_COLUMNS} FROM links WHERE id = $1")).arg(id))
+        .await
+}
+
+/// Ends a link (it stays on record).
+pub async fn end_link(
+    tx: &mut Tx,
+    id: i64,
+    reason: &str,
+    now: Micros,
+) -> Result<bool, sqlx::Error> {
+    let sql = Sql::new(
+        "UPDATE links SET ended_at = $1, ended_reason = $2, changed_at = $1 WHERE id = $3 AND ended_at IS NULL",
+    )
+    .arg(now)
+    .arg(reason)
+    .arg(id);
+    Ok(tx.execute(&sql).await? > 0)
+}
+
+/// Changes a link's role (a `self` holder becoming a reader).
+pub async fn set_role(tx: &mut Tx, id: i64, role: &str, now: Micros) -> Result<(), sqlx::Error> {
+    let sql = Sql::new("UPDATE links SET role = $1, changed_at = $2 WHERE id = $3")
+        .arg(role)
+        .arg(now)
+        .arg(id);
+    tx.execute(&sql).await.map(|_| ())
+}
+
+/// Changes a member's grant.
+pub async fn set_grant(
+    tx: &mut Tx,
+    id: i64,
+    sections: &str,
+    can_post: bool,
+    now: Micros,
+) -> Result<(), sqlx::Error> {
+    let sql = Sql::new("UPDATE links SET sections = $1, can_post = $2, changed_at = $3 WHERE id = $4 AND ended_at IS NULL")
+        .arg(sections)
+        .arg(can_post)
+        .arg(now)
+        .arg(id);
+    tx.execute(&sql).await.map(|_| ())
+}
+
+/// Pending invitations of a client (not used, not expired).
+pub async fn open_invitations(
+    db: &Db,
+    patient_id: &str,
+    now: Micros,
+) -> Result<Vec<Code>, sqlx::Error> {
+    db.fetch_all(
+        &Sql::new(
+            "SELECT code_hash, kind, patient_id, relationship, name, sections, can_post, created_by, \
+             created_at, expires_at, used_at, invited_by FROM codes \
+             WHERE patient_id = $1 AND kind = 'invitation' AND used_at IS NULL AND expires_at > $2 ORDER BY created_at",
+        )
+        .arg(patient_id)
+        .arg(now),
+    )
+    .await
+}
+
+/// Blocks a portal user (R7), also temporarily; false if the user is unknown.
+pub async fn block_user(
+    db: &Db,
+    client_id: &str,
+    external_id: &str,
+    reason: &str,
+    until: Option<Micros>,
+    actor: &str,
+    now: Micros,
+) -> Result<Option<i64>, sqlx::Error> {
+    let sql = Sql::new(
+        "UPDATE users SET blocked_at = $1, blocked_reason = $2, blocked_until = $3, blocked_by = $4 \
+         WHERE client_id = $5 AND external_id = $6 RETURNING id",
+    )
+    .arg(now)
+    .arg(reason)
+    .arg(until)
+    .arg(actor)
+    .arg(client_id)
+    .arg(external_id);
+    let mut tx = db.begin().await?;
+    let row: Option<Id> = tx.fetch_optional(&sql).await?;
+    tx.commit().await?;
+    Ok(row.map(|r| r.id))
+}
+
+/// Lifts a user's block; the user's id if the user is known.
+pub async fn unblock_user(
+    db: &Db,
+    client_id: &str,
+    external_id: &str,
+) -> Result<Option<i64>, sqlx::Error> {
+    let sql = Sql::new(
+        "UPDATE users SET blocked_at = NULL, blocked_reason = NULL, blocked_until = NULL, blocked_by = NULL \
+         WHERE client_id = $1 AND external_id = $2 RETURNING id",
+    )
+    .arg(client_id)
+    .arg(external_id);
+    let mut tx = db.begin().await?;
+    let row: Option<Id> = tx.fetch_optional(&sql).await?;
+    tx.commit().await?;
+    Ok(row.map(|r| r.id))
+}
+
+/// A change to portal accounts, kept for the record.
+#[derive(Debug, Clone, Default)]
+pub struct Event<'a> {
+    pub actor: &'a str,
+    pub kind: &'a str,
+    pub user_id: Option<i64>,
+    pub patient_id: Option<&'a str>,
+    pub link_id: Option<i64>,
+    pub detail: Option<String>,
+}
+
+pub async fn event(tx: &mut Tx, e: &Event<'_>, now: Micros) -> Result<(), sqlx::Error> {
+    let sql = Sql::new(
+        "INSERT INTO account_events (at, actor, kind, user_id, patient_id, link_id, detail) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+    )
+    .arg(now)
+    .arg(e.actor)
+    .arg(e.kind)
+    .arg(e.user_id)
+    .arg(e.patient_id)
+    .arg(e.link_id)
+    .arg(e.detail.clone());
+    tx.execute(&sql).await.map(|_| ())
+}
+
+/// The user id of `(client_id, external_id)`.
+pub async fn user_id(
+    db: &Db,
+    client_id: &str,
+    external_id: &str,
+) -> Result<Option<i64>, sqlx::Error> {
+    let sql = Sql::new("SELECT id FROM users WHERE client_id = $1 AND external_id = $2")
+        .arg(client_id)
+        .arg(external_id);
+    Ok(db.fetch_optional::<Id>(&sql).await?.map(|r| r.id))
 }

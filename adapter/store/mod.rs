@@ -5,6 +5,7 @@
 //! and are applied at start.
 
 pub mod accounts;
+pub mod clients;
 pub mod db;
 pub mod release;
 pub mod resources;

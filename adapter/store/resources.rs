@@ -69,9 +69,13 @@ pub struct NewVersion {
 }
 
 /// Writes versions (in order) and moves each resource's head to its last written version.
-pub async fn write(tx: &mut Tx, versions: &[NewVersion]) -> Result<(), sqlx::Error> {
+/// Returns the resource ids of `(type, id)`.
+pub async fn write(
+    tx: &mut Tx,
+    versions: &[NewVersion],
+) -> Result<HashMap<(String, String), i64>, sqlx::Error> {
     if versions.is_empty() {
-        return Ok(());
+        return Ok(HashMap::new());
     }
     // The head of each resource: its last version in this write.
     let mut heads: Vec<&NewVersion> = Vec::new();
@@ -207,7 +211,7 @@ pub async fn write(tx: &mut Tx, versions: &[NewVersion]) -> Result<(), sqlx::Err
     .await?;
     insert_rows(tx, "search_dates (version_id, param, lo, hi)", dates).await?;
     insert_rows(tx, "refs (target_type, target_id, version_id)", refs).await?;
-    Ok(())
+    Ok(resource_ids)
 }
 
 async fn insert_rows<const N: usize>(

@@ -1,0 +1,263 @@
+//! Staff decisions about access: blocking a portal user (R7, also temporarily), blocking all
+//! access to a client (R8), ending one person's link (R9), and seeing a client's links.
+
+use super::ActorBody;
+use crate::app::AppState;
+use crate::auth::Admin;
+use crate::body::small_json;
+use crate::error::{ApiError, ApiResult, Reason, fhir_json};
+use crate::store::{accounts, clients};
+use crate::time::{from_micros, instant, parse_instant, to_micros};
+use axum::body::Body;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BlockRequest {
+    reason: String,
+    /// A temporary block ends by itself at this moment.
+    until: Option<String>,
+    by: Option<String>,
+}
+
+fn not_found(what: String) -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, Reason::NotFound, what)
+}
+
+async fn record(
+    state: &AppState,
+    actor: &str,
+    kind: &str,
+    user_id: Option<i64>,
+    patient: Option<&str>,
+    link: Option<i64>,
+    detail: Option<String>,
+) -> ApiResult<()> {
+    let mut tx = state.db.begin().await?;
+    accounts::event(
+        &mut tx,
+        &accounts::Event {
+            actor,
+            kind,
+            user_id,
+            patient_id: patient,
+            link_id: link,
+            detail,
+        },
+        to_micros(state.clock.now()),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// `POST /admin/users/{client}/{user}/block` `{"reason", "until"?}`; `{client}` is the portal
+/// vendor's client id, `{user}` its id of the person.
+pub async fn block_user(
+    State(state): State<AppState>,
+    _admin: Admin,
+    Path((client, user)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult<Response> {
+    let req: BlockRequest = small_json(&headers, body).await?;
+    if req.reason.trim().is_empty() {
+        return Err(ApiError::invalid("a block needs a reason (R7)"));
+    }
+    let until = match req.until.as_deref() {
+        None => None,
+        Some(t) => Some(to_micros(parse_instant(t).ok_or_else(|| {
+            ApiError::invalid(format!(
+                "`until` {t} is not an instant such as 2026-12-01T09:00:00Z"
+            ))
+        })?)),
+    };
+    let by = req.by.unwrap_or_else(|| "admin".into());
+    let now = to_micros(state.clock.now());
+    let user_id = accounts::block_user(&state.db, &client, &user, &req.reason, until, &by, now)
+        .await?
+        .ok_or_else(|| not_found(format!("no portal user {user} of client {client}")))?;
+    record(
+        &state,
+        &by,
+        "user-blocked",
+        Some(user_id),
+        None,
+        None,
+        Some(req.reason.clone()),
+    )
+    .await?;
+    Ok(fhir_json(
+        StatusCode::OK,
+        &json!({"client": client, "user": user, "blocked": true, "reason": req.reason,
+                "until": until.map(|u| instant(from_micros(u)))}),
+    ))
+}
+
+/// `POST /admin/users/{client}/{user}/unblock`.
+pub async fn unblock_user(
+    State(state): State<AppState>,
+    _admin: Admin,
+    Path((client, user)): Path<(String, String)>,
+) -> ApiResult<Response> {
+    let user_id = accounts::unblock_user(&state.db, &client, &user)
+        .await?
+        .ok_or_else(|| not_found(format!("no portal user {user} of client {client}")))?;
+    record(
+        &state,
+        "admin",
+        "user-unblocked",
+        Some(user_id),
+        None,
+        None,
+        None,
+    )
+    .await?;
+    Ok(fhir_json(
+        StatusCode::OK,
+        &json!({"client": client, "user": user, "blocked": false}),
+    ))
+}
+
+/// `POST /admin/patients/{id}/block` `{"reason"?, "by"?}`: no portal access to this client's
+/// data at all (R8), until unblocked.
+pub async fn block_patient(
+    State(state): State<AppState>,
+    _admin: Admin,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult<Response> {
+    let req: ActorBody = super::optional_json(&headers, body).await?;
+    if !accounts::patient_exists(&state.db, &id).await? {
+        return Err(not_found(format!("no Patient/{id} has been ingested")));
+    }
+    let by = req.by.unwrap_or_else(|| "admin".into());
+    clients::block(
+        &state.db,
+        &id,
+        req.reason.as_deref(),
+        &by,
+        to_micros(state.clock.now()),
+    )
+    .await?;
+    record(
+        &state,
+        &by,
+        "patient-blocked",
+        None,
+        Some(&id),
+        None,
+        req.reason.clone(),
+    )
+    .await?;
+    Ok(fhir_json(
+        StatusCode::OK,
+        &json!({"patient": format!("Patient/{id}"), "blocked": true}),
+    ))
+}
+
+/// `POST /admin/patients/{id}/unblock`.
+pub async fn unblock_patient(
+    State(state): State<AppState>,
+    _admin: Admin,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    if !clients::unblock(&state.db, &id).await? {
+        return Err(not_found(format!("Patient/{id} is not blocked")));
+    }
+    record(
+        &state,
+        "admin",
+        "patient-unblocked",
+        None,
+        Some(&id),
+        None,
+        None,
+    )
+    .await?;
+    Ok(fhir_json(
+        StatusCode::OK,
+        &json!({"patient": format!("Patient/{id}"), "blocked": false}),
+    ))
+}
+
+/// `DELETE /admin/links/{id}` (optional body `{"reason", "by"}`): ends one person's link, e.g.
+/// when consent is withdrawn (R9); at once.
+pub async fn end_link(
+    State(state): State<AppState>,
+    _admin: Admin,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult<Response> {
+    let req: ActorBody = super::optional_json(&headers, body).await?;
+    let id: i64 = id.parse().map_err(|_| not_found(format!("no link {id}")))?;
+    let link = accounts::link(&state.db, id)
+        .await?
+        .filter(|l| l.ended_at.is_none())
+        .ok_or_else(|| not_found(format!("no active link {id}")))?;
+    let reason = req
+        .reason
+        .unwrap_or_else(|| "ended by the care organisation".into());
+    let by = req.by.unwrap_or_else(|| "admin".into());
+    let now = to_micros(state.clock.now());
+    let mut tx = state.db.begin().await?;
+    accounts::end_link(&mut tx, id, &reason, now).await?;
+    accounts::event(
+        &mut tx,
+        &accounts::Event {
+            actor: &by,
+            kind: "link-ended",
+            user_id: Some(link.user_id),
+            patient_id: Some(&link.patient_id),
+            link_id: Some(id),
+            detail: Some(reason),
+        },
+        now,
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(axum::response::IntoResponse::into_response(
+        StatusCode::NO_CONTENT,
+    ))
+}
+
+/// `GET /admin/links?patient=P`: every link of a client, ended ones too.
+pub async fn links(
+    State(state): State<AppState>,
+    _admin: Admin,
+    RawQuery(raw): RawQuery,
+) -> ApiResult<Response> {
+    let q = crate::body::query_map(raw.as_deref(), &["patient"])?;
+    let patient = q
+        .get("patient")
+        .ok_or_else(|| ApiError::invalid("name the client: ?patient=Patient/id"))?;
+    let patient = patient.strip_prefix("Patient/").unwrap_or(patient);
+    let rows = accounts::links_of_patient(&state.db, patient).await?;
+    let links: Vec<Value> = rows
+        .iter()
+        .map(|l| {
+            json!({
+                "id": l.id.to_string(),
+                "user_id": l.user_id,
+                "role": l.role,
+                "relationship": l.relationship,
+                "name": l.name,
+                "sections": l.sections.as_deref().map_or(json!("all"), |s| json!(crate::access::facts::parse_sections(s))),
+                "can_post": l.can_post != 0,
+                "created_at": instant(from_micros(l.created_at)),
+                "ended_at": l.ended_at.map(|e| instant(from_micros(e))),
+                "ended_reason": l.ended_reason,
+            })
+        })
+        .collect();
+    Ok(fhir_json(
+        StatusCode::OK,
+        &json!({"patient": format!("Patient/{patient}"), "links": links}),
+    ))
+}

@@ -1,0 +1,325 @@
+//! Redaction (`mappings/redaction.toml`): what users in a role are not shown, e.g. the BSN
+//! and address of the client to network members, and the private contact details of care staff.
+//! Applied to served JSON on the way out; searches on removed elements are refused.
+
+use super::{MappingProblem, OneOrMany};
+use crate::access::Role;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct File {
+    #[serde(default)]
+    rule: Vec<RawRule>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRule {
+    roles: Vec<String>,
+    #[serde(rename = "type")]
+    types: OneOrMany,
+    remove: Vec<String>,
+}
+
+/// One step of a removal path: an element, optionally only the list items whose `key` is `value`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Step {
+    pub name: String,
+    pub only: Option<(String, String)>,
+}
+
+/// One rule.
+#[derive(Debug, Clone)]
+pub struct RedactionRule {
+    pub roles: Vec<Role>,
+    pub types: Vec<String>,
+    pub remove: Vec<Vec<Step>>,
+}
+
+/// All redaction rules.
+#[derive(Debug, Clone, Default)]
+pub struct Redaction {
+    pub rules: Vec<RedactionRule>,
+}
+
+/// Parses `a.b(key=value).c`; dots inside parentheses belong to the value.
+pub fn parse_path(text: &str) -> Result<Vec<Step>, String> {
+    let mut steps = Vec::new();
+    let mut rest = text;
+    while !rest.is_empty() {
+        let (name_end, paren) = match rest.find(['.', '(']) {
+            Some(i) => (i, rest.as_bytes()[i] == b'('),
+            None => (rest.len(), false),
+        };
+        let name = &rest[..name_end];
+        if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+            return Err(format!("`{text}`: `{name}` is not an element name"));
+        }
+        let mut only = None;
+        rest = &rest[name_end..];
+        if paren {
+            let close = rest
+                .find(')')
+                .ok_or_else(|| format!("`{text}`: `(` without `)`"))?;
+            let inner = &rest[1..close];
+            let (k, v) = inner
+                .split_once('=')
+                .ok_or_else(|| format!("`{text}`: write `(field=value)`"))?;
+            if k.is_empty() || v.is_empty() {
+                return Err(format!("`{text}`: write `(field=value)`"));
+            }
+            only = Some((k.to_string(), v.to_string()));
+            rest = &rest[close + 1..];
+        }
+        steps.push(Step {
+            name: name.to_string(),
+            only,
+        });
+        if let Some(r) = rest.strip_prefix('.') {
+            if r.is_empty() {
+                return Err(format!("`{text}` ends with a dot"));
+            }
+            rest = r;
+        } else if !rest.is_empty() {
+            return Err(format!("`{text}`: expected `.` after `)`"));
+        }
+    }
+    if steps.is_empty() {
+        return Err("an empty path".into());
+    }
+    Ok(steps)
+}
+
+impl Redaction {
+    pub fn parse(text: &str, file: &str, problems: &mut Vec<MappingProblem>) -> Self {
+        let parsed: File = match toml::from_str(text) {
+            Ok(f) => f,
+            Err(e) => {
+                problems.push(MappingProblem {
+                    file: file.into(),
+                    key: String::new(),
+                    message: e.to_string().trim().replace('\n', " "),
+                });
+                return Self::default();
+            }
+        };
+        let mut rules = Vec::new();
+        for (i, raw) in parsed.rule.into_iter().enumerate() {
+            let key = format!("rule[{i}]");
+            let mut report = |k: &str, m: String| {
+                problems.push(MappingProblem {
+                    file: file.into(),
+                    key: format!("{key}.{k}"),
+                    message: m,
+                })
+            };
+            let mut roles = Vec::new();
+            for r in &raw.roles {
+                match Role::parse(r) {
+                    Some(role) => roles.push(role),
+                    None => report(
+                        "roles",
+                        format!("`{r}` is not one of holder, reader, member"),
+                    ),
+                }
+            }
+            let types: Vec<String> = raw.types.values().to_vec();
+            if types.is_empty() {
+                report("type", "a rule names at least one resource type".into());
+            }
+            for t in &types {
+                if !crate::fhir::definitions::is_resource_type(t) {
+                    report("type", format!("`{t}` is not an R4 resource type"));
+                }
+            }
+            let mut remove = Vec::new();
+            for r in &raw.remove {
+                match parse_path(r) {
+                    Ok(p) => remove.push(p),
+                    Err(m) => report("remove", m),
+                }
+            }
+            rules.push(RedactionRule {
+                roles,
+                types,
+                remove,
+            });
+        }
+        Self { rules }
+    }
+
+    fn applying(&self, role: Role, resource_type: &str) -> impl Iterator<Item = &RedactionRule> {
+        self.rules
+            .iter()
+            .filter(move |r| r.roles.contains(&role) && r.types.iter().any(|t| t == resource_type))
+    }
+
+    /// Removes what `role` may not see; marks the resource REDACTED if anything went.
+    pub fn apply(&self, role: Role, resource: &mut Value) {
+        let Some(ty) = resource
+            .get("resourceType")
+            .and_then(Value::as_str)
+            .map(str::to_string)
+        else {
+            return;
+        };
+        let mut removed = false;
+        for rule in self.applying(role, &ty) {
+            for path in &rule.remove {
+                removed |= remove(resource, path);
+            }
+        }
+        if removed && let Value::Object(map) = resource {
+            let meta = map.entry("meta").or_insert_with(|| json!({}));
+            if let Value::Object(meta) = meta {
+                let security = meta.entry("security").or_insert_with(|| json!([]));
+                if let Value::Array(list) = security {
+                    list.push(json!({
+                        "system": "http://terminology.hl7.org/CodeSystem/v3-ObservationValue",
+                        "code": "REDACTED",
+                        "display": "redacted"
+                    }));
+                }
+            }
+        }
+    }
+
+    /// The top-level elements of `resource_type` that `role` loses (for refusing searches).
+    pub fn removed_elements(&self, role: Role, resource_type: &str) -> Vec<&str> {
+        self.applying(role, resource_type)
+            .flat_map(|r| {
+                r.remove
+                    .iter()
+                    .filter_map(|p| p.first().map(|s| s.name.as_str()))
+            })
+            .collect()
+    }
+}
+
+/// Removes `path` from `value`; whether anything was removed.
+fn remove(value: &mut Value, path: &[Step]) -> bool {
+    let Some((step, rest)) = path.split_first() else {
+        return false;
+    };
+    match value {
+        Value::Array(items) => items.iter_mut().fold(false, |acc, v| remove(v, path) | acc),
+        Value::Object(map) => {
+            if !rest.is_empty() {
+                return map.get_mut(&step.name).is_some_and(|v| {
+                    let mut hit = false;
+                    match v {
+                        Value::Array(items) => {
+                            for item in items.iter_mut().filter(|i| matches(i, &step.only)) {
+                                hit |= remove(item, rest);
+                            }
+                        }
+                        other if matches(other, &step.only) => hit = remove(other, rest),
+                        _ => {}
+                    }
+                    hit
+                });
+            }
+            let twin = format!("_{}", step.name);
+            match (&step.only, map.get_mut(&step.name)) {
+                (_, None) => false,
+                (None, Some(_)) => {
+                    map.remove(&step.name);
+                    map.remove(&twin);
+                    true
+                }
+                (Some(_), Some(Value::Array(items))) => {
+                    let before = items.len();
+                    items.retain(|i| !matches(i, &step.only));
+                    let hit = items.len() != before;
+                    if items.is_empty() {
+                        map.remove(&step.name);
+                    }
+                    hit
+                }
+                (Some(_), Some(single)) => {
+                    if matches(single, &step.only) {
+                        map.remove(&step.name);
+                        true
+                    } else {
+                        false
+                    }
+                }
+            }
+        }
+        _ => false,
+    }
+}
+
+fn matches(item: &Value, only: &Option<(String, String)>) -> bool {
+    match only {
+        None => true,
+        Some((k, v)) => item.get(k).and_then(Value::as_str) == Some(v.as_str()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mapping::DEFAULT_REDACTION;
+
+    fn defaults() -> Redaction {
+        let mut problems = Vec::new();
+        let r = Redaction::parse(DEFAULT_REDACTION, "redaction.toml", &mut problems);
+        assert!(problems.is_empty(), "{problems:?}");
+        r
+    }
+
+    #[test]
+    fn members_do_not_see_the_bsn_address_or_phone() {
+        let mut p = json!({"resourceType": "Patient", "id": "p1",
+            "identifier": [{"system": "http://fhir.nl/fhir/NamingSystem/bsn", "value": "999911120"},
+                           {"system": "urn:oid:2.16.840.1.113883.2.4.3.11.999.7.6", "value": "cl-1"}],
+            "name": [{"text": "Jo"}], "telecom": [{"system": "phone", "value": "06"}],
+            "address": [{"city": "Utrecht"}], "birthDate": "1938-03-14"});
+        let holder_view = {
+            let mut h = p.clone();
+            defaults().apply(Role::Holder, &mut h);
+            h
+        };
+        assert_eq!(holder_view["identifier"].as_array().unwrap().len(), 2);
+        defaults().apply(Role::Member, &mut p);
+        assert_eq!(p["identifier"].as_array().unwrap().len(), 1);
+        assert!(p.get("telecom").is_none() && p.get("address").is_none());
+        assert_eq!(p["name"][0]["text"], "Jo");
+        assert_eq!(p["meta"]["security"][0]["code"], "REDACTED");
+    }
+
+    #[test]
+    fn practitioners_keep_their_work_contacts() {
+        let mut dr = json!({"resourceType": "Practitioner", "telecom": [
+            {"system": "phone", "value": "030", "use": "work"}, {"system": "phone", "value": "06", "use": "mobile"}]});
+        defaults().apply(Role::Member, &mut dr);
+        assert_eq!(
+            dr["telecom"],
+            json!([{"system": "phone", "value": "030", "use": "work"}])
+        );
+    }
+
+    #[test]
+    fn paths_parse_and_bad_ones_are_reported() {
+        assert_eq!(parse_path("contact.telecom").unwrap().len(), 2);
+        let p = parse_path("identifier(system=http://x.org/a.b)").unwrap();
+        assert_eq!(
+            p[0].only,
+            Some(("system".into(), "http://x.org/a.b".into()))
+        );
+        for bad in ["", "a..b", "a(b)", "a(=x)", "a.", "a(x=1)b", "a b"] {
+            assert!(parse_path(bad).is_err(), "{bad}");
+        }
+        let mut problems = Vec::new();
+        Redaction::parse(
+            "[[rule]]\nroles = [\"guest\"]\ntype = \"Patiënt\"\nremove = [\"a..b\"]\n",
+            "r.toml",
+            &mut problems,
+        );
+        let keys: Vec<&str> = problems.iter().map(|p| p.key.as_str()).collect();
+        assert_eq!(keys, ["rule[0].roles", "rule[0].type", "rule[0].remove"]);
+    }
+}
