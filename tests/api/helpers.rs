@@ -481,3 +481,99 @@ pub fn appointment(id: &str, patient: &str, start: &str) -> Value {
         "end": start,
         "participant": [{"actor": {"reference": format!("Patient/{patient}")}, "status": "accepted"}]})
 }
+
+impl TestApp {
+    /// A holder code for `patient` with `relationship`, redeemed by `user` (terms accepted).
+    pub async fn link_as(
+        &self,
+        user: &str,
+        patient: &str,
+        relationship: &str,
+    ) -> (u16, Value, User) {
+        let (status, code) = self
+            .admin_post(
+                "/admin/activation-codes",
+                &json!({"patient": format!("Patient/{patient}"), "relationship": relationship}),
+            )
+            .await;
+        assert_eq!(status, 201, "{code}");
+        let u = self.user(user).await;
+        let (status, body) = u
+            .post(
+                "/portal/link",
+                &json!({"code": code["code"], "birth_date": "1960-01-01"}),
+            )
+            .await;
+        u.post("/portal/terms", &json!({"version": "2026-01"}))
+            .await;
+        (status, body, u)
+    }
+
+    /// A network member invited by `holder` with `sections`, linked and terms accepted.
+    pub async fn member(
+        &self,
+        holder: &User,
+        user: &str,
+        patient: &str,
+        sections: &[&str],
+        can_post: bool,
+    ) -> User {
+        let (status, inv) = holder
+            .post(
+                "/portal/invitations",
+                &json!({"patient": format!("Patient/{patient}"), "sections": sections, "can_post": can_post,
+                        "name": format!("Member {user}"), "relationship": "DAUC"}),
+            )
+            .await;
+        assert_eq!(status, 201, "{inv}");
+        let u = self.user(user).await;
+        let (status, body) = u
+            .post(
+                "/portal/link",
+                &json!({"code": inv["code"], "birth_date": "1970-01-01"}),
+            )
+            .await;
+        assert_eq!(status, 201, "{body}");
+        assert_eq!(body["role"], "member");
+        u.post("/portal/terms", &json!({"version": "2026-01"}))
+            .await;
+        u
+    }
+}
+
+impl User {
+    pub async fn patch(&self, path: &str, body: &Value) -> (u16, Value) {
+        let r = self
+            .http
+            .patch(format!("{}{path}", self.base))
+            .bearer_auth(&self.token)
+            .header("x-portal-user", &self.id)
+            .json(body)
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn delete(&self, path: &str) -> u16 {
+        self.http
+            .delete(format!("{}{path}", self.base))
+            .bearer_auth(&self.token)
+            .header("x-portal-user", &self.id)
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    }
+}
+
+pub fn episode(id: &str, patient: &str, status: &str, start: &str, end: Option<&str>) -> Value {
+    let mut period = json!({"start": start});
+    if let Some(e) = end {
+        period["end"] = json!(e);
+    }
+    json!({"resourceType": "EpisodeOfCare", "id": id, "status": status,
+        "patient": {"reference": format!("Patient/{patient}")}, "period": period})
+}

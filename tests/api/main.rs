@@ -4,8 +4,10 @@
 mod helpers;
 
 mod cli;
+mod consent;
 mod corpus;
 mod delay;
+mod differential;
 mod ingest;
 mod plans;
 mod portal;
