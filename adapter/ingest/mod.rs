@@ -357,8 +357,8 @@ struct Prepared {
     resource_type: String,
     id: String,
     matched_existing: bool,
-    /// `None` for a delete.
-    body: Option<(String, String)>,
+    /// `(body, hash, meta)`; `None` for a delete.
+    body: Option<(String, String, String)>,
     indexed: Option<index::Indexed>,
     placement: Option<Placement>,
     tagged: bool,
@@ -366,7 +366,7 @@ struct Prepared {
 
 /// Serializes, hashes, indexes and places one resource.
 fn prepare_version(state: &AppState, r: Ready) -> Prepared {
-    let Some(body) = r.body.filter(|_| !r.matched_existing) else {
+    let Some(mut body) = r.body.filter(|_| !r.matched_existing) else {
         return Prepared {
             resource_type: r.resource_type,
             id: r.id,
@@ -377,9 +377,25 @@ fn prepare_version(state: &AppState, r: Ready) -> Prepared {
             tagged: false,
         };
     };
-    let text = serde_json::to_string(&body).unwrap_or_default();
-    let hash = hex(&Sha256::digest(text.as_bytes()));
     let indexed = index::index(&r.resource_type, &r.id, &body);
+    // The body is stored without `meta`, which is kept beside it, so that serving can put in
+    // the portal's versionId and lastUpdated without parsing the body again.
+    let meta = match body.as_object_mut().and_then(|m| m.shift_remove("meta")) {
+        Some(serde_json::Value::Object(mut m)) => {
+            m.shift_remove("versionId");
+            m.shift_remove("lastUpdated");
+            m.shift_remove("_versionId");
+            m.shift_remove("_lastUpdated");
+            if m.is_empty() {
+                String::new()
+            } else {
+                serde_json::to_string(&m).unwrap_or_default()
+            }
+        }
+        _ => String::new(),
+    };
+    let text = serde_json::to_string(&body).unwrap_or_default();
+    let hash = hex(&Sha256::digest(format!("{text}\u{0}{meta}").as_bytes()));
     let category = indexed.tokens_of("category");
     let code = indexed.rule_codes(&r.resource_type);
     let facts = Facts {
@@ -398,7 +414,7 @@ fn prepare_version(state: &AppState, r: Ready) -> Prepared {
         resource_type: r.resource_type,
         id: r.id,
         matched_existing: false,
-        body: Some((text, hash)),
+        body: Some((text, hash, meta)),
         indexed: Some(indexed),
         placement: Some(placement),
         tagged,
@@ -421,7 +437,8 @@ fn next_version(
     let last = prior.last();
     let live = last.filter(|l| !l.withdrawn);
     let version_no = last.map_or(1, |l| l.version_no + 1);
-    let (Some((text, hash)), Some(indexed), Some(placement)) = (&p.body, &p.indexed, &p.placement)
+    let (Some((text, hash, meta)), Some(indexed), Some(placement)) =
+        (&p.body, &p.indexed, &p.placement)
     else {
         // A delete: a tombstone, unless there is nothing to withdraw.
         let Some(l) = live else {
@@ -454,6 +471,7 @@ fn next_version(
             rule: "withdrawn".into(),
             withdrawn: true,
             tagged: false,
+            meta: String::new(),
         };
         return (
             Some(version),
@@ -557,6 +575,7 @@ fn next_version(
         rule,
         withdrawn,
         tagged: p.tagged,
+        meta: meta.clone(),
     };
     (
         Some(version),

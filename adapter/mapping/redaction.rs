@@ -156,6 +156,11 @@ impl Redaction {
             .filter(move |r| r.roles.contains(&role) && r.types.iter().any(|t| t == resource_type))
     }
 
+    /// Whether any rule applies to `role` and `resource_type`.
+    pub fn touches(&self, role: Role, resource_type: &str) -> bool {
+        self.applying(role, resource_type).next().is_some()
+    }
+
     /// Removes what `role` may not see; marks the resource REDACTED if anything went.
     pub fn apply(&self, role: Role, resource: &mut Value) {
         let Some(ty) = resource

@@ -26,10 +26,12 @@ pub struct Hit {
     pub section: Option<String>,
     pub body: String,
     pub withdrawn: i64,
+    /// `meta` kept beside the body; `None` for a body that still holds its own.
+    pub meta: Option<String>,
 }
 
 const HIT_COLUMNS: &str = "v.id, v.type, v.fhir_id, v.version_no, v.release_at, v.sort_date, v.patient_id, \
-                           v.section, v.body, v.withdrawn";
+                           v.section, v.body, v.withdrawn, v.meta";
 
 /// Whether a type lives in the patient compartment (or is Patient itself).
 pub fn in_compartment(resource_type: &str) -> bool {
@@ -49,11 +51,11 @@ fn served_as(sql: &mut Sql, alias: &str, now: Micros, by_release: bool) {
     sql.push(&format!("{plus}{alias}.release_at <= "));
     sql.bind(now);
     sql.push(&format!(
-        " AND {alias}.withdrawn = 0 AND NOT EXISTS (SELECT 1 FROM versions n \
+        " AND {alias}.withdrawn = 0 AND ({alias}.has_newer = 0 OR NOT EXISTS (SELECT 1 FROM versions n \
          WHERE n.resource_id = {alias}.resource_id AND n.id > {alias}.id AND n.release_at <= "
     ));
     sql.bind(now);
-    sql.push(")");
+    sql.push("))");
 }
 
 /// `alias` belongs to a client the decision allows, in a section allowed for it. The type of
@@ -495,10 +497,11 @@ fn history_where(sql: &mut Sql, since: Micros, decision: &Decision, now: Micros)
     sql.push(" AND v.release_at <= ");
     sql.bind(now);
     sql.push(
-        " AND NOT EXISTS (SELECT 1 FROM versions n WHERE n.resource_id = v.resource_id \
+        " AND (v.has_newer = 0 OR NOT EXISTS (SELECT 1 FROM versions n WHERE n.resource_id = v.resource_id \
          AND n.id > v.id AND n.release_at <= ",
     );
     sql.bind(now);
+    sql.push(")");
     sql.push(
         ") AND (v.withdrawn = 0 OR EXISTS (SELECT 1 FROM versions p WHERE p.resource_id = v.resource_id \
          AND p.id < v.id AND p.withdrawn = 0 AND p.release_at <= v.release_at)) AND ",

@@ -112,7 +112,7 @@ pub async fn history(
             } else {
                 json!({
                     "fullUrl": full_url,
-                    "resource": viewer.render(h),
+                    "resource": serde_json::from_str::<Value>(&viewer.text(h)).unwrap_or(Value::Null),
                     "request": {"method": "PUT", "url": format!("{}/{}", h.resource_type, h.fhir_id)},
                     "response": {"status": "200 OK", "etag": format!("W/\"{}\"", h.version_no), "lastModified": at},
                 })

@@ -1,11 +1,11 @@
 //! `GET /fhir/{type}/{id}` and `GET /fhir/{type}?…`: read and search within what the user may
 //! see now.
 
-use super::bundle::{SearchSet, Viewer};
+use super::bundle::{Entry, SearchSet, Viewer};
 use crate::access::{self, Decision};
 use crate::app::AppState;
 use crate::auth::PortalUser;
-use crate::error::{ApiError, ApiResult, fhir_json};
+use crate::error::{ApiError, ApiResult};
 use crate::fhir::definitions;
 use crate::fhir::path;
 use crate::search::params::{self, Counts, Cursor, Query, SortKey, Total};
@@ -128,7 +128,14 @@ pub async fn search(
         } else {
             None
         };
-        let matches: Vec<Value> = hits.iter().map(|h| viewer.render(h)).collect();
+        let matches: Vec<Entry> = hits
+            .iter()
+            .map(|h| Entry {
+                resource_type: h.resource_type.clone(),
+                id: h.fhir_id.clone(),
+                text: viewer.text(h),
+            })
+            .collect();
         let includes = includes(&state, &q, &matches, viewer, now_micros).await?;
         (matches, includes, next)
     };
@@ -142,22 +149,26 @@ pub async fn search(
         now: instant(now),
     }
     .render();
-    Ok(fhir_json(StatusCode::OK, &bundle))
+    Ok(crate::error::fhir_raw(StatusCode::OK, bundle.into_bytes()))
 }
 
 /// The resources `_include` names, among those the user may see.
 async fn includes(
     state: &AppState,
     q: &Query,
-    matches: &[Value],
+    matches: &[Entry],
     viewer: Viewer<'_>,
     now: i64,
-) -> ApiResult<Vec<Value>> {
+) -> ApiResult<Vec<Entry>> {
     if q.includes.is_empty() {
         return Ok(Vec::new());
     }
     let mut wanted: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    for m in matches {
+    let parsed: Vec<Value> = matches
+        .iter()
+        .filter_map(|m| serde_json::from_str(&m.text).ok())
+        .collect();
+    for m in &parsed {
         for include in &q.includes {
             for p in include.paths {
                 for node in path::evaluate(m, p) {
@@ -183,18 +194,7 @@ async fn includes(
     let mut out = Vec::new();
     let already: Vec<(String, String)> = matches
         .iter()
-        .map(|m| {
-            (
-                m.get("resourceType")
-                    .and_then(Value::as_str)
-                    .unwrap_or("")
-                    .to_string(),
-                m.get("id")
-                    .and_then(Value::as_str)
-                    .unwrap_or("")
-                    .to_string(),
-            )
-        })
+        .map(|m| (m.resource_type.clone(), m.id.clone()))
         .collect();
     for (ty, ids) in wanted {
         let ids: Vec<String> = ids
@@ -205,7 +205,11 @@ async fn includes(
             continue;
         }
         let hits: Vec<Hit> = sql::included(&state.db, &ty, &ids, viewer.decision, now).await?;
-        out.extend(hits.iter().map(|h| viewer.render(h)));
+        out.extend(hits.iter().map(|h| Entry {
+            resource_type: h.resource_type.clone(),
+            id: h.fhir_id.clone(),
+            text: viewer.text(h),
+        }));
     }
     Ok(out)
 }
@@ -233,7 +237,7 @@ pub async fn read(
         decision: &decision,
         redaction: &state.mappings.redaction,
     };
-    let mut response = fhir_json(StatusCode::OK, &viewer.render(&hit));
+    let mut response = crate::error::fhir_raw(StatusCode::OK, viewer.text(&hit).into_bytes());
     if let Ok(v) = axum::http::HeaderValue::from_str(&format!("W/\"{}\"", hit.version_no)) {
         response.headers_mut().insert(axum::http::header::ETAG, v);
     }

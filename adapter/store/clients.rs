@@ -92,48 +92,50 @@ pub async fn status(db: &Db, patient_ids: &[&str]) -> Result<Status, sqlx::Error
     if patient_ids.is_empty() {
         return Ok(out);
     }
-    let list = |prefix: &str| {
-        let mut sql = Sql::new(prefix);
-        sql.bind_list(patient_ids.iter().copied());
-        sql.push(")");
-        sql
-    };
-    let episodes: Vec<Episode> = db
-        .fetch_all(&list(
-            "SELECT resource_id, patient_id, status, start_at, end_at, recorded_at FROM care_episodes WHERE patient_id IN (",
-        ))
-        .await?;
-    for e in episodes {
-        out.episodes
-            .entry(e.patient_id.clone())
-            .or_default()
-            .push(e);
-    }
+    // One round trip for all three kinds of facts.
     #[derive(sqlx::FromRow)]
-    struct Life {
+    struct Row {
+        kind: String,
         patient_id: String,
-        deceased_at: i64,
+        status: Option<String>,
+        a: Option<i64>,
+        b: Option<i64>,
+        c: Option<i64>,
+        resource_id: Option<i64>,
     }
-    for l in db
-        .fetch_all::<Life>(&list(
-            "SELECT patient_id, deceased_at FROM client_life WHERE patient_id IN (",
-        ))
-        .await?
-    {
-        out.deceased.insert(l.patient_id, l.deceased_at);
-    }
-    #[derive(sqlx::FromRow)]
-    struct Block {
-        patient_id: String,
-        blocked_at: i64,
-    }
-    for b in db
-        .fetch_all::<Block>(&list(
-            "SELECT patient_id, blocked_at FROM client_blocks WHERE patient_id IN (",
-        ))
-        .await?
-    {
-        out.blocked.insert(b.patient_id, b.blocked_at);
+    let mut sql = Sql::new(
+        "SELECT 'episode' AS kind, patient_id, status, start_at AS a, end_at AS b, recorded_at AS c, \
+         resource_id FROM care_episodes WHERE patient_id IN (",
+    );
+    sql.bind_list(patient_ids.iter().copied());
+    sql.push(
+        ") UNION ALL SELECT 'deceased', patient_id, NULL, deceased_at, NULL, NULL, NULL \
+         FROM client_life WHERE patient_id IN (",
+    );
+    sql.bind_list(patient_ids.iter().copied());
+    sql.push(
+        ") UNION ALL SELECT 'blocked', patient_id, NULL, blocked_at, NULL, NULL, NULL \
+         FROM client_blocks WHERE patient_id IN (",
+    );
+    sql.bind_list(patient_ids.iter().copied());
+    sql.push(")");
+    for r in db.fetch_all::<Row>(&sql).await? {
+        match r.kind.as_str() {
+            "episode" => out.episodes.entry(r.patient_id.clone()).or_default().push(Episode {
+                resource_id: r.resource_id.unwrap_or_default(),
+                patient_id: r.patient_id,
+                status: r.status.unwrap_or_default(),
+                start_at: r.a,
+                end_at: r.b,
+                recorded_at: r.c.unwrap_or_default(),
+            }),
+            "deceased" => {
+                out.deceased.insert(r.patient_id, r.a.unwrap_or_default());
+            }
+            _ => {
+                out.blocked.insert(r.patient_id, r.a.unwrap_or_default());
+            }
+        }
     }
     Ok(out)
 }

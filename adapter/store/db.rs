@@ -115,6 +115,40 @@ impl Sql {
         self
     }
 
+    /// The text for SQLite: `$1, $2, …` used once each and in order become `?`. SQLite looks up
+    /// named parameters by a linear search per parameter, which makes a statement with hundreds
+    /// of `$n` (a multi-row insert) quadratic to bind; anonymous `?` bind in order for free.
+    fn sqlite_text(&self) -> String {
+        let bytes = self.text.as_bytes();
+        let mut out = String::with_capacity(self.text.len());
+        let mut expected = 1usize;
+        let mut last = 0;
+        let mut i = 0;
+        while i < bytes.len() {
+            if bytes[i] == b'$' {
+                let start = i + 1;
+                let mut end = start;
+                while end < bytes.len() && bytes[end].is_ascii_digit() {
+                    end += 1;
+                }
+                if end > start {
+                    if self.text[start..end].parse::<usize>().ok() != Some(expected) {
+                        return self.text.clone();
+                    }
+                    out.push_str(&self.text[last..i]);
+                    out.push('?');
+                    expected += 1;
+                    last = end;
+                    i = end;
+                    continue;
+                }
+            }
+            i += 1;
+        }
+        out.push_str(&self.text[last..]);
+        out
+    }
+
     fn sqlite_args(&self) -> Result<SqliteArguments, sqlx::Error> {
         let mut a = SqliteArguments::default();
         for arg in &self.args {
@@ -233,7 +267,7 @@ impl Db {
     pub async fn fetch_all<T: Row>(&self, sql: &Sql) -> Result<Vec<T>, sqlx::Error> {
         match self {
             Db::Sqlite { read, .. } => {
-                sqlx::query_as_with::<_, T, _>(AssertSqlSafe(sql.text.clone()), sql.sqlite_args()?)
+                sqlx::query_as_with::<_, T, _>(AssertSqlSafe(sql.sqlite_text()), sql.sqlite_args()?)
                     .fetch_all(read)
                     .await
             }
@@ -248,7 +282,7 @@ impl Db {
     pub async fn fetch_optional<T: Row>(&self, sql: &Sql) -> Result<Option<T>, sqlx::Error> {
         match self {
             Db::Sqlite { read, .. } => {
-                sqlx::query_as_with::<_, T, _>(AssertSqlSafe(sql.text.clone()), sql.sqlite_args()?)
+                sqlx::query_as_with::<_, T, _>(AssertSqlSafe(sql.sqlite_text()), sql.sqlite_args()?)
                     .fetch_optional(read)
                     .await
             }
@@ -345,7 +379,7 @@ impl Tx {
     pub async fn fetch_all<T: Row>(&mut self, sql: &Sql) -> Result<Vec<T>, sqlx::Error> {
         match self {
             Tx::Sqlite(tx) => {
-                sqlx::query_as_with::<_, T, _>(AssertSqlSafe(sql.text.clone()), sql.sqlite_args()?)
+                sqlx::query_as_with::<_, T, _>(AssertSqlSafe(sql.sqlite_text()), sql.sqlite_args()?)
                     .fetch_all(&mut **tx)
                     .await
             }
@@ -360,7 +394,7 @@ impl Tx {
     pub async fn fetch_optional<T: Row>(&mut self, sql: &Sql) -> Result<Option<T>, sqlx::Error> {
         match self {
             Tx::Sqlite(tx) => {
-                sqlx::query_as_with::<_, T, _>(AssertSqlSafe(sql.text.clone()), sql.sqlite_args()?)
+                sqlx::query_as_with::<_, T, _>(AssertSqlSafe(sql.sqlite_text()), sql.sqlite_args()?)
                     .fetch_optional(&mut **tx)
                     .await
             }
@@ -396,5 +430,21 @@ impl Tx {
             Tx::Sqlite(tx) => tx.commit().await,
             Tx::Postgres(tx) => tx.commit().await,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sequential_placeholders_become_anonymous_on_sqlite() {
+        let mut sql = Sql::new("SELECT a FROM t WHERE a = ");
+        sql.bind(1).push(" AND b IN (").bind_list(["x", "y"]).push(")");
+        assert_eq!(sql.sqlite_text(), "SELECT a FROM t WHERE a = ? AND b IN (?, ?)");
+        let reused = Sql::new("UPDATE t SET a = $1, b = $1 WHERE c = $2");
+        assert_eq!(reused.sqlite_text(), reused.text, "a reused number stays named");
+        let unordered = Sql::new("SELECT $2, $1");
+        assert_eq!(unordered.sqlite_text(), unordered.text);
     }
 }

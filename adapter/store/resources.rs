@@ -66,6 +66,8 @@ pub struct NewVersion {
     pub rule: String,
     pub withdrawn: bool,
     pub tagged: bool,
+    /// The resource's `meta` without versionId and lastUpdated (JSON), empty if none.
+    pub meta: String,
 }
 
 /// Writes versions (in order) and moves each resource's head to its last written version.
@@ -128,7 +130,7 @@ pub async fn write(
     for chunk in versions.chunks(CHUNK) {
         let mut sql = Sql::new(
             "INSERT INTO versions (resource_id, version_no, type, fhir_id, source, patient_id, section, \
-             arrived_at, release_at, rule, withdrawn, sort_date, body, tagged) VALUES ",
+             arrived_at, release_at, rule, withdrawn, sort_date, body, tagged, meta) VALUES ",
         );
         for (i, v) in chunk.iter().enumerate() {
             let resource_id = resource_ids
@@ -139,7 +141,7 @@ pub async fn write(
                 sql.push(", ");
             }
             sql.push("(");
-            let values: [Arg; 14] = [
+            let values: [Arg; 15] = [
                 resource_id.into(),
                 v.version_no.into(),
                 v.resource_type.as_str().into(),
@@ -154,6 +156,7 @@ pub async fn write(
                 v.indexed.sort_date.into(),
                 v.body.as_str().into(),
                 v.tagged.into(),
+                v.meta.as_str().into(),
             ];
             sql.bind_list(values);
             sql.push(")");
@@ -210,6 +213,21 @@ pub async fn write(
     )
     .await?;
     insert_rows(tx, "search_dates (version_id, param, lo, hi)", dates).await?;
+    // Earlier versions of updated resources now have a newer one.
+    let updated: Vec<i64> = heads
+        .iter()
+        .filter(|v| v.version_no > 1)
+        .filter_map(|v| resource_ids.get(&(v.resource_type.clone(), v.fhir_id.clone())).copied())
+        .collect();
+    for chunk in updated.chunks(CHUNK) {
+        let mut sql = Sql::new(
+            "UPDATE versions SET has_newer = 1 WHERE has_newer = 0 AND id IN (SELECT v.id FROM versions v \
+             JOIN resources r ON r.id = v.resource_id WHERE v.version_no < r.last_version AND v.resource_id IN (",
+        );
+        sql.bind_list(chunk.iter().copied());
+        sql.push("))");
+        tx.execute(&sql).await?;
+    }
     insert_rows(tx, "refs (target_type, target_id, version_id)", refs).await?;
     Ok(resource_ids)
 }

@@ -1,0 +1,131 @@
+//! An open-loop load generator: requests start on a fixed schedule whatever the answers do,
+//! and latency is measured from the scheduled start, so that queueing shows (no coordinated
+//! omission). Latencies go into an HDR histogram.
+
+use hdrhistogram::Histogram;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// The outcome of one run.
+#[derive(Debug, Clone)]
+pub struct Run {
+    pub name: String,
+    pub rate: f64,
+    pub requests: u64,
+    pub errors: u64,
+    pub p50_ms: f64,
+    pub p95_ms: f64,
+    pub p99_ms: f64,
+    pub max_ms: f64,
+    /// Requests completed per second of wall time.
+    pub achieved: f64,
+}
+
+impl Run {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "name": self.name, "rate": self.rate, "requests": self.requests, "errors": self.errors,
+            "p50_ms": self.p50_ms, "p95_ms": self.p95_ms, "p99_ms": self.p99_ms, "max_ms": self.max_ms,
+            "achieved_per_s": self.achieved,
+        })
+    }
+}
+
+/// A request to make: URL and portal user.
+pub type Request = (String, String);
+
+/// Fires `make(i)` at `rate` per second for `duration`, each on its own task.
+pub async fn fixed_rate(
+    name: &str,
+    http: &reqwest::Client,
+    token: &str,
+    rate: f64,
+    duration: Duration,
+    make: impl Fn(u64) -> Request,
+) -> Run {
+    let hist = Arc::new(Mutex::new(Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).unwrap()));
+    let errors = Arc::new(Mutex::new(0u64));
+    let total = (rate * duration.as_secs_f64()) as u64;
+    let start = Instant::now() + Duration::from_millis(20);
+    let mut tasks = Vec::with_capacity(total as usize);
+    for i in 0..total {
+        let scheduled = start + Duration::from_secs_f64(i as f64 / rate);
+        tokio::time::sleep_until(scheduled.into()).await;
+        let (url, user) = make(i);
+        let (http, token, hist, errors) = (http.clone(), token.to_string(), hist.clone(), errors.clone());
+        tasks.push(tokio::spawn(async move {
+            let ok = match http.get(&url).bearer_auth(&token).header("x-portal-user", user).send().await {
+                Ok(r) => {
+                    let ok = r.status().is_success();
+                    ok && r.bytes().await.is_ok()
+                }
+                Err(_) => false,
+            };
+            let micros = scheduled.elapsed().as_micros().max(1) as u64;
+            if let Ok(mut h) = hist.lock() {
+                let _ = h.record(micros.min(60_000_000));
+            }
+            if !ok && let Ok(mut e) = errors.lock() {
+                *e += 1;
+            }
+        }));
+    }
+    for t in tasks {
+        let _ = t.await;
+    }
+    let wall = start.elapsed().as_secs_f64();
+    let h = hist.lock().unwrap();
+    let ms = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
+    Run {
+        name: name.to_string(),
+        rate,
+        requests: total,
+        errors: *errors.lock().unwrap(),
+        p50_ms: ms(0.50),
+        p95_ms: ms(0.95),
+        p99_ms: ms(0.99),
+        max_ms: h.max() as f64 / 1000.0,
+        achieved: total as f64 / wall,
+    }
+}
+
+/// Latency percentiles of a closed loop of `workers` running `op` for `duration`: the
+/// throughput the operation reaches, and its latency when nothing queues.
+pub async fn closed_loop<F, Fut>(workers: usize, duration: Duration, op: F) -> (f64, f64, f64)
+where
+    F: Fn(u64) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = bool> + Send,
+{
+    let op = Arc::new(op);
+    let hist = Arc::new(Mutex::new(Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).unwrap()));
+    let deadline = Instant::now() + duration;
+    let mut tasks = Vec::new();
+    for w in 0..workers {
+        let (op, hist) = (op.clone(), hist.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut i = w as u64;
+            let mut done = 0u64;
+            while Instant::now() < deadline {
+                let t = Instant::now();
+                if op(i).await {
+                    done += 1;
+                }
+                if let Ok(mut h) = hist.lock() {
+                    let _ = h.record((t.elapsed().as_micros() as u64).max(1));
+                }
+                i += workers as u64;
+            }
+            done
+        }));
+    }
+    let mut done = 0;
+    for t in tasks {
+        done += t.await.unwrap_or(0);
+    }
+    let h = hist.lock().unwrap();
+    (
+        done as f64 / duration.as_secs_f64(),
+        h.value_at_quantile(0.5) as f64 / 1000.0,
+        h.value_at_quantile(0.99) as f64 / 1000.0,
+    )
+}

@@ -1,0 +1,601 @@
+//! `cargo bench --bench portal`: ingest and consent-filtered search against the machine's own
+//! ceilings, measured in the same run. Prints a table and writes JSON
+//! (`target/bench/portal-<engine>.json`, or `SLUIS_BENCH_OUT`). PostgreSQL runs too when
+//! `SLUIS_TEST_POSTGRES_URL` is set. `SLUIS_BENCH_SCALE=0.1` makes a small, quick run.
+//! See docs/performance.md.
+
+mod data;
+mod load;
+
+use serde_json::{Value, json};
+use sluis::access::{Access, Decision, Role, SectionSet};
+use sluis::search::params::{self, Counts};
+use sluis::search::sql;
+use sluis::store::{Db, Sql};
+use std::collections::BTreeMap;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const ADMIN: &str = "bench-admin-token";
+const NOW: &str = "2026-11-23T09:00:00Z";
+const OLD: &str = "2026-09-01T09:00:00Z";
+const RECENT: &str = "2026-11-20T09:00:00Z";
+
+struct Server {
+    child: Child,
+    base: String,
+    http: reqwest::Client,
+    token: String,
+    source_token: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+async fn start(dir: &std::path::Path, database: &str) -> Server {
+    let port = free_port();
+    let config = format!(
+        r#"
+[server]
+listen = "127.0.0.1:{port}"
+public_base_url = "http://127.0.0.1:{port}"
+[database]
+url = "{database}"
+max_connections = 8
+[organization]
+terms_version = "2026-01"
+[admin]
+token = "{ADMIN}"
+[dev]
+clock_override = true
+[limits]
+max_count = 500
+[[clients]]
+id = "portal"
+kind = "portal"
+auth = "client_secret"
+secret = "portal-secret"
+[[clients]]
+id = "ecd"
+kind = "source"
+auth = "client_secret"
+secret = "ecd-secret-1"
+source = "ecd"
+[[sources]]
+id = "ecd"
+"#
+    );
+    let path = dir.join(format!("bench-{port}.toml"));
+    std::fs::write(&path, config).unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_sluis"))
+        .args(["serve", "--config", path.to_str().unwrap()])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start sluis");
+    let base = format!("http://127.0.0.1:{port}");
+    let http = reqwest::Client::builder().pool_max_idle_per_host(256).build().unwrap();
+    for _ in 0..300 {
+        if http.get(format!("{base}/readyz")).send().await.is_ok_and(|r| r.status().is_success()) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut server = Server { child, base, http, token: String::new(), source_token: String::new() };
+    server.set_clock(NOW).await;
+    server.token = server.token_of("portal", "portal-secret").await;
+    server.source_token = server.token_of("ecd", "ecd-secret-1").await;
+    server
+}
+
+impl Server {
+    async fn token_of(&self, id: &str, secret: &str) -> String {
+        let r = self
+            .http
+            .post(format!("{}/auth/token", self.base))
+            .basic_auth(id, Some(secret))
+            .form(&[("grant_type", "client_credentials")])
+            .send()
+            .await
+            .unwrap();
+        r.json::<Value>().await.unwrap()["access_token"].as_str().unwrap().to_string()
+    }
+
+    async fn set_clock(&self, now: &str) {
+        let r = self.http.put(format!("{}/admin/clock", self.base)).bearer_auth(ADMIN).json(&json!({"now": now})).send().await.unwrap();
+        assert!(r.status().is_success());
+    }
+
+    async fn push(&self, body: Vec<u8>) -> bool {
+        let r = self
+            .http
+            .post(format!("{}/ingest/ecd", self.base))
+            .bearer_auth(&self.source_token)
+            .header("content-type", "application/fhir+json")
+            .body(body)
+            .send()
+            .await;
+        match r {
+            Ok(r) if r.status().is_success() => r.bytes().await.is_ok(),
+            Ok(r) => {
+                eprintln!("push failed: {} {}", r.status(), r.text().await.unwrap_or_default().chars().take(400).collect::<String>());
+                false
+            }
+            Err(e) => {
+                eprintln!("push failed: {e}");
+                false
+            }
+        }
+    }
+
+    async fn get(&self, url: &str, user: &str) -> Value {
+        self.http.get(url).bearer_auth(&self.token).header("x-portal-user", user).send().await.unwrap().json().await.unwrap_or(Value::Null)
+    }
+
+    fn rss_mb(&self) -> (f64, f64) {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap_or_default();
+        let field = |name: &str| {
+            status
+                .lines()
+                .find(|l| l.starts_with(name))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse::<f64>().ok())
+                .unwrap_or(0.0)
+                / 1024.0
+        };
+        (field("VmRSS:"), field("VmHWM:"))
+    }
+}
+
+fn percentile(sorted: &[f64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    sorted[((sorted.len() - 1) as f64 * q).round() as usize]
+}
+
+/// Pushes every Bundle with `workers` concurrent clients: old ones first, then recent ones.
+async fn ingest(server: &Server, dataset: &data::Dataset, workers: usize) -> Value {
+    server.set_clock(OLD).await;
+    assert!(server.push(dataset.shared.clone()).await);
+    let mut phases: [Vec<Vec<u8>>; 2] = [Vec::new(), Vec::new()];
+    for c in &dataset.clients {
+        for (b, recent) in c.bundles.iter().zip(&c.recent) {
+            phases[usize::from(*recent)].push(b.clone());
+        }
+    }
+    let bundles = phases[0].len() + phases[1].len();
+    let bytes: usize = phases.iter().flatten().map(Vec::len).sum();
+    let mut latencies = Vec::new();
+    let started = Instant::now();
+    for (phase, list) in phases.into_iter().enumerate() {
+        server.set_clock(if phase == 0 { OLD } else { RECENT }).await;
+        let queue = Arc::new(std::sync::Mutex::new(list));
+        let mut tasks = Vec::new();
+        for _ in 0..workers {
+            let queue = queue.clone();
+            let (http, base, token) = (server.http.clone(), server.base.clone(), server.source_token.clone());
+            tasks.push(tokio::spawn(async move {
+                let mut lat = Vec::new();
+                loop {
+                    let Some(body) = queue.lock().unwrap().pop() else { break };
+                    let t = Instant::now();
+                    let r = http.post(format!("{base}/ingest/ecd")).bearer_auth(&token).header("content-type", "application/fhir+json").body(body).send().await;
+                    let ok = matches!(&r, Ok(r) if r.status().is_success());
+                    if let Ok(r) = r {
+                        let _ = r.bytes().await;
+                    }
+                    assert!(ok, "a push failed");
+                    lat.push(t.elapsed().as_secs_f64() * 1000.0);
+                }
+                lat
+            }));
+        }
+        for t in tasks {
+            latencies.extend(t.await.unwrap());
+        }
+    }
+    let secs = started.elapsed().as_secs_f64();
+    server.set_clock(NOW).await;
+    latencies.sort_by(f64::total_cmp);
+    let resources = dataset.resources - 55;
+    json!({
+        "workers": workers, "bundles": bundles, "resources": resources, "seconds": secs,
+        "resources_per_s": resources as f64 / secs, "mb_per_s": bytes as f64 / 1e6 / secs,
+        "bundle_p50_ms": percentile(&latencies, 0.5), "bundle_p99_ms": percentile(&latencies, 0.99),
+    })
+}
+
+/// JSON parse and serialize of the same resources, single-threaded.
+fn json_ceiling(dataset: &data::Dataset) -> Value {
+    let t = Instant::now();
+    let values: Vec<Value> = dataset.resource_bytes.iter().map(|b| serde_json::from_slice(b).unwrap()).collect();
+    let parse = t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    let mut out = 0usize;
+    for v in &values {
+        out += serde_json::to_vec(v).unwrap().len();
+    }
+    let serialize = t.elapsed().as_secs_f64();
+    let mb = dataset.bytes as f64 / 1e6;
+    json!({
+        "parse_mb_per_s": mb / parse, "parse_resources_per_s": values.len() as f64 / parse,
+        "serialize_mb_per_s": out as f64 / 1e6 / serialize, "serialize_resources_per_s": values.len() as f64 / serialize,
+    })
+}
+
+/// A plain SQLite insert of the same bytes and the same number of index rows, in the same
+/// batches, through the same driver: the ceiling ingest is measured against.
+async fn sqlite_ceiling(dir: &std::path::Path, dataset: &data::Dataset, batch: usize) -> Value {
+    let url = format!("sqlite://{}", dir.join("ceiling.db").display());
+    let db = Db::connect(&url, 1).await.unwrap();
+    db.execute(&Sql::new("CREATE TABLE raw (id INTEGER PRIMARY KEY, type TEXT NOT NULL, rid TEXT NOT NULL, body TEXT NOT NULL)")).await.unwrap();
+    db.execute(&Sql::new("CREATE TABLE idx (rowref INTEGER NOT NULL, k TEXT NOT NULL, v TEXT NOT NULL, PRIMARY KEY (rowref, k, v)) WITHOUT ROWID")).await.unwrap();
+    // The index rows ingest makes for each resource: tokens, dates and references.
+    let rows: Vec<(String, String, Vec<(String, String)>, String)> = dataset
+        .resource_bytes
+        .iter()
+        .map(|b| {
+            let v: Value = serde_json::from_slice(b).unwrap();
+            let ty = v["resourceType"].as_str().unwrap().to_string();
+            let id = v["id"].as_str().unwrap().to_string();
+            let ix = sluis::ingest::index::index(&ty, &id, &v);
+            let mut keys: Vec<(String, String)> = ix.tokens.iter().map(|(p, s, c)| (p.to_string(), format!("{s}|{c}"))).collect();
+            keys.extend(ix.dates.iter().map(|(p, lo, hi)| (p.to_string(), format!("{lo}-{hi}"))));
+            keys.extend(ix.refs.iter().map(|(t, i)| ("ref".to_string(), format!("{t}/{i}"))));
+            keys.sort();
+            keys.dedup();
+            (ty, id, keys, String::from_utf8(b.clone()).unwrap())
+        })
+        .collect();
+    let index_rows: usize = rows.iter().map(|r| r.2.len()).sum();
+    let started = Instant::now();
+    let mut next_id: i64 = 1;
+    for chunk in rows.chunks(batch) {
+        let mut tx = db.begin().await.unwrap();
+        let mut insert = Sql::new("INSERT INTO raw (id, type, rid, body) VALUES ");
+        let mut idx_rows: Vec<(i64, &str, &str)> = Vec::new();
+        for (i, (ty, id, keys, body)) in chunk.iter().enumerate() {
+            if i > 0 {
+                insert.push(", ");
+            }
+            insert.push("(").bind(next_id).push(", ").bind(ty.as_str()).push(", ").bind(id.as_str()).push(", ").bind(body.as_str()).push(")");
+            for (k, v) in keys {
+                idx_rows.push((next_id, k, v));
+            }
+            next_id += 1;
+        }
+        tx.execute(&insert).await.unwrap();
+        for part in idx_rows.chunks(400) {
+            let mut sql = Sql::new("INSERT INTO idx (rowref, k, v) VALUES ");
+            for (i, (r, k, v)) in part.iter().enumerate() {
+                if i > 0 {
+                    sql.push(", ");
+                }
+                sql.push("(").bind(*r).push(", ").bind(*k).push(", ").bind(*v).push(")");
+            }
+            tx.execute(&sql).await.unwrap();
+        }
+        tx.commit().await.unwrap();
+    }
+    let secs = started.elapsed().as_secs_f64();
+    json!({
+        "resources_per_s": rows.len() as f64 / secs, "mb_per_s": dataset.bytes as f64 / 1e6 / secs,
+        "index_rows_per_resource": index_rows as f64 / rows.len() as f64, "seconds": secs,
+    })
+}
+
+/// Links a holder to every client and a member to some; terms accepted.
+async fn link_users(server: &Server, dataset: &data::Dataset) {
+    let http = &server.http;
+    let tasks: Vec<_> = dataset
+        .clients
+        .iter()
+        .map(|c| {
+            let (id, has_member) = (c.id.clone(), c.has_member);
+            let (base, token, http) = (server.base.clone(), server.token.clone(), http.clone());
+            async move {
+                let code: Value = http.post(format!("{base}/admin/activation-codes")).bearer_auth(ADMIN)
+                    .json(&json!({"patient": id, "relationship": "self"})).send().await.unwrap().json().await.unwrap();
+                let holder = format!("h-{id}");
+                let post = |path: &str, user: &str, body: Value| {
+                    http.post(format!("{base}{path}")).bearer_auth(&token).header("x-portal-user", user.to_string()).json(&body).send()
+                };
+                post("/portal/link", &holder, json!({"code": code["code"], "birth_date": "1960-01-01"})).await.unwrap();
+                post("/portal/terms", &holder, json!({"version": "2026-01"})).await.unwrap();
+                if has_member {
+                    let inv: Value = post("/portal/invitations", &holder, json!({"patient": id, "sections": ["metingen", "agenda"], "name": "Dochter", "relationship": "DAUC"}))
+                        .await.unwrap().json().await.unwrap();
+                    let member = format!("m-{id}");
+                    post("/portal/link", &member, json!({"code": inv["code"], "birth_date": "1965-01-01"})).await.unwrap();
+                    post("/portal/terms", &member, json!({"version": "2026-01"})).await.unwrap();
+                }
+            }
+        })
+        .collect();
+    let mut pending = tasks.into_iter();
+    loop {
+        let batch: Vec<_> = pending.by_ref().take(16).map(tokio::spawn).collect();
+        if batch.is_empty() {
+            break;
+        }
+        for h in batch {
+            h.await.unwrap();
+        }
+    }
+}
+
+fn next_link(bundle: &Value) -> Option<String> {
+    bundle["link"].as_array()?.iter().find(|l| l["relation"] == "next").map(|l| l["url"].as_str().unwrap().to_string())
+}
+
+/// The portal's queries at fixed rates.
+async fn search(server: &Server, dataset: &data::Dataset, rate: f64, secs: u64) -> Vec<load::Run> {
+    let base = server.base.clone();
+    let regular: Vec<String> = dataset.clients.iter().skip(1).map(|c| c.id.clone()).collect();
+    let members: Vec<String> = dataset.clients.iter().filter(|c| c.has_member).map(|c| c.id.clone()).collect();
+    let d = Duration::from_secs(secs);
+    let mut runs = Vec::new();
+    // Warm up.
+    for c in regular.iter().take(50) {
+        server.get(&format!("{base}/fhir/Observation?patient={c}&category=vital-signs&_count=50"), &format!("h-{c}")).await;
+    }
+    let portal = |who: char, ids: Vec<String>, extra: &'static str| {
+        let base = base.clone();
+        move |i: u64| {
+            let c = &ids[(i as usize * 7919) % ids.len()];
+            (format!("{base}/fhir/Observation?patient={c}&category=vital-signs&_count=50{extra}"), format!("{who}-{c}"))
+        }
+    };
+    runs.push(load::fixed_rate("portal query, holder", &server.http, &server.token, rate, d, portal('h', regular.clone(), "")).await);
+    runs.push(load::fixed_rate("portal query, member", &server.http, &server.token, rate, d, portal('m', members.clone(), "")).await);
+    // Next pages: page 2 of each client.
+    let mut page2 = Vec::new();
+    for c in regular.iter().take(200) {
+        let b = server.get(&format!("{base}/fhir/Observation?patient={c}&category=vital-signs&_count=20"), &format!("h-{c}")).await;
+        if let Some(n) = next_link(&b) {
+            page2.push((n, format!("h-{c}")));
+        }
+    }
+    runs.push(load::fixed_rate("next page", &server.http, &server.token, rate, d, |i| page2[(i as usize) % page2.len()].clone()).await);
+    let poll = {
+        let (base, ids) = (base.clone(), regular.clone());
+        move |i: u64| {
+            let c = &ids[(i as usize * 7919) % ids.len()];
+            (format!("{base}/fhir/Observation?_lastUpdated=gt2026-11-19T00:00:00Z&_count=50"), format!("h-{c}"))
+        }
+    };
+    runs.push(load::fixed_rate("_lastUpdated poll", &server.http, &server.token, rate, d, poll).await);
+    runs.push(load::fixed_rate("_include performer", &server.http, &server.token, rate, d, portal('h', regular.clone(), "&_include=Observation:performer")).await);
+    // The heavy client: page 1 and page 20.
+    let heavy = "h-heavy".to_string();
+    let first = format!("{base}/fhir/Observation?patient=heavy&_count=50");
+    let mut url = first.clone();
+    for _ in 0..19 {
+        let b = server.get(&url, &heavy).await;
+        url = next_link(&b).expect("heavy client has 20 pages");
+    }
+    let heavy_rate = rate / 5.0;
+    let (f, h) = (first.clone(), heavy.clone());
+    runs.push(load::fixed_rate("heavy client, page 1", &server.http, &server.token, heavy_rate, d, move |_| (f.clone(), h.clone())).await);
+    let (p20, h) = (url.clone(), heavy.clone());
+    runs.push(load::fixed_rate("heavy client, page 20", &server.http, &server.token, heavy_rate, d, move |_| (p20.clone(), h.clone())).await);
+    runs
+}
+
+/// The cost of the consent and delay filters: the same portal query as SQL with the decision
+/// pushed in, against the same criteria for a user who sees everything and nothing embargoed.
+async fn filter_cost(db: Db, dataset: &data::Dataset, secs: u64) -> Value {
+    let ids: Vec<String> = dataset.clients.iter().skip(1).map(|c| c.id.clone()).collect();
+    let ids = Arc::new(ids);
+    let now = sluis::time::to_micros(sluis::time::parse_instant(NOW).unwrap());
+    let query = |c: &str| {
+        let pairs = vec![("patient".to_string(), c.to_string()), ("category".to_string(), "vital-signs".to_string()), ("_count".to_string(), "50".to_string())];
+        params::parse("Observation", &pairs, Counts { default: 50, max: 500 }).unwrap()
+    };
+    let decision = |c: &str, member: bool| Decision {
+        user_id: 1,
+        allowed: vec![Access {
+            link_id: 1,
+            patient_id: c.to_string(),
+            role: if member { Role::Member } else { Role::Holder },
+            sections: if member { SectionSet::Only(["metingen".to_string(), "agenda".to_string()].into()) } else { SectionSet::All },
+            can_post: false,
+        }],
+        refused: BTreeMap::new(),
+    };
+    let unfiltered = |q: &params::Query| {
+        let mut s = Sql::new("SELECT v.id, v.type, v.fhir_id, v.version_no, v.release_at, v.sort_date, v.patient_id, v.section, v.body, v.withdrawn FROM versions v WHERE ");
+        sql::criteria(&mut s, "v", q);
+        s.push(" ORDER BY v.release_at ASC, v.id ASC LIMIT 51");
+        let mut c = Sql::new("SELECT COUNT(*) AS n FROM versions v WHERE ");
+        sql::criteria(&mut c, "v", q);
+        (s, c)
+    };
+    #[derive(sqlx::FromRow)]
+    struct N {
+        #[allow(dead_code)]
+        n: i64,
+    }
+    let d = Duration::from_secs(secs);
+    let mut out = json!({});
+    for (name, member) in [("holder", false), ("member", true)] {
+        let (db1, ids1) = (db.clone(), ids.clone());
+        let filtered = load::closed_loop(4, d, move |i| {
+            let (db, ids) = (db1.clone(), ids1.clone());
+            async move {
+                let c = &ids[(i as usize * 7919) % ids.len()];
+                let q = query(c);
+                let dec = decision(c, member);
+                let a = db.fetch_all::<sql::Hit>(&sql::page_sql(&q, &dec, now)).await.is_ok();
+                let b = db.fetch_all::<N>(&sql::count_sql(&q, &dec, now)).await.is_ok();
+                a && b
+            }
+        })
+        .await;
+        let (db2, ids2) = (db.clone(), ids.clone());
+        let plain = load::closed_loop(4, d, move |i| {
+            let (db, ids) = (db2.clone(), ids2.clone());
+            async move {
+                let c = &ids[(i as usize * 7919) % ids.len()];
+                let (p, c) = unfiltered(&query(c));
+                db.fetch_all::<sql::Hit>(&p).await.is_ok() && db.fetch_all::<N>(&c).await.is_ok()
+            }
+        })
+        .await;
+        out[name] = json!({
+            "filtered_per_s": filtered.0, "filtered_p50_ms": filtered.1, "filtered_p99_ms": filtered.2,
+            "unfiltered_per_s": plain.0, "unfiltered_p50_ms": plain.1, "unfiltered_p99_ms": plain.2,
+            "throughput_cost": 1.0 - filtered.0 / plain.0, "p50_cost_ms": filtered.1 - plain.1,
+        });
+    }
+    out
+}
+
+async fn storage(db: &Db, file: Option<&std::path::Path>, dataset: &data::Dataset) -> Value {
+    let bytes = match (db, file) {
+        (Db::Sqlite { .. }, Some(f)) => {
+            let _ = db.execute(&Sql::new("PRAGMA wal_checkpoint(TRUNCATE)")).await;
+            std::fs::metadata(f).map(|m| m.len()).unwrap_or(0) as f64
+        }
+        _ => {
+            #[derive(sqlx::FromRow)]
+            struct S {
+                n: i64,
+            }
+            let s: S = db.fetch_one(&Sql::new("SELECT (SELECT COALESCE(SUM(pg_total_relation_size(c.oid)), 0) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = current_schema() AND c.relkind = 'r')::bigint AS n")).await.unwrap();
+            s.n as f64
+        }
+    };
+    json!({"bytes": bytes, "raw_json_bytes": dataset.bytes, "ratio_to_raw": bytes / dataset.bytes as f64, "bytes_per_resource": bytes / dataset.resources as f64})
+}
+
+fn print_table(engine: &str, r: &Value) {
+    println!("\n== sluis benchmark, {engine} ==");
+    let c = &r["ceilings"];
+    println!("ceilings: JSON parse {:.0} MB/s ({:.0} res/s), serialize {:.0} MB/s; plain SQLite insert {:.0} res/s, {:.1} MB/s ({:.1} index rows/resource)",
+        c["json"]["parse_mb_per_s"].as_f64().unwrap_or(0.0), c["json"]["parse_resources_per_s"].as_f64().unwrap_or(0.0),
+        c["json"]["serialize_mb_per_s"].as_f64().unwrap_or(0.0), c["sqlite_insert"]["resources_per_s"].as_f64().unwrap_or(0.0),
+        c["sqlite_insert"]["mb_per_s"].as_f64().unwrap_or(0.0), c["sqlite_insert"]["index_rows_per_resource"].as_f64().unwrap_or(0.0));
+    for i in r["ingest"].as_array().into_iter().flatten() {
+        println!("ingest, {} client(s): {:.0} res/s, {:.1} MB/s, bundle p50 {:.1} ms p99 {:.1} ms, {:.2}x the SQLite ceiling",
+            i["workers"], i["resources_per_s"].as_f64().unwrap_or(0.0), i["mb_per_s"].as_f64().unwrap_or(0.0),
+            i["bundle_p50_ms"].as_f64().unwrap_or(0.0), i["bundle_p99_ms"].as_f64().unwrap_or(0.0), i["ratio_to_ceiling"].as_f64().unwrap_or(0.0));
+    }
+    let s = &r["storage"];
+    println!("storage: {:.0} bytes/resource, {:.2}x the raw JSON", s["bytes_per_resource"].as_f64().unwrap_or(0.0), s["ratio_to_raw"].as_f64().unwrap_or(0.0));
+    println!("{:<26} {:>7} {:>8} {:>7} {:>8} {:>8} {:>8} {:>8}", "search", "rate/s", "done/s", "errors", "p50 ms", "p95 ms", "p99 ms", "max ms");
+    for run in r["search"].as_array().into_iter().flatten() {
+        println!("{:<26} {:>7.0} {:>8.0} {:>7} {:>8.2} {:>8.2} {:>8.2} {:>8.1}", run["name"].as_str().unwrap_or(""), run["rate"].as_f64().unwrap_or(0.0),
+            run["achieved_per_s"].as_f64().unwrap_or(0.0), run["errors"], run["p50_ms"].as_f64().unwrap_or(0.0), run["p95_ms"].as_f64().unwrap_or(0.0),
+            run["p99_ms"].as_f64().unwrap_or(0.0), run["max_ms"].as_f64().unwrap_or(0.0));
+    }
+    for who in ["holder", "member"] {
+        let f = &r["filters"][who];
+        println!("filters ({who}): {:.0} vs {:.0} queries/s unfiltered ({:.1}% cost), p50 {:.2} vs {:.2} ms (+{:.2} ms)",
+            f["filtered_per_s"].as_f64().unwrap_or(0.0), f["unfiltered_per_s"].as_f64().unwrap_or(0.0), f["throughput_cost"].as_f64().unwrap_or(0.0) * 100.0,
+            f["filtered_p50_ms"].as_f64().unwrap_or(0.0), f["unfiltered_p50_ms"].as_f64().unwrap_or(0.0), f["p50_cost_ms"].as_f64().unwrap_or(0.0));
+    }
+    println!("memory: server peak RSS {:.0} MB", r["memory"]["peak_rss_mb"].as_f64().unwrap_or(0.0));
+}
+
+async fn run_engine(engine: &str, dir: &std::path::Path, dataset: &data::Dataset, ceilings: &Value, scale: f64) -> Value {
+    let database = |name: &str| -> (String, Option<std::path::PathBuf>) {
+        match engine {
+            "sqlite" => {
+                let f = dir.join(format!("{name}.db"));
+                (format!("sqlite://{}", f.display()), Some(f))
+            }
+            _ => (postgres_schema(name), None),
+        }
+    };
+    let ceiling = ceilings["sqlite_insert"]["resources_per_s"].as_f64().unwrap_or(1.0);
+    let mut ingests = Vec::new();
+    // One client, into its own database.
+    let (url1, _) = database("ingest1");
+    {
+        let s = start(dir, &url1).await;
+        let mut i = ingest(&s, dataset, 1).await;
+        i["ratio_to_ceiling"] = json!(i["resources_per_s"].as_f64().unwrap_or(0.0) / ceiling);
+        ingests.push(i);
+    }
+    // Four clients; this database serves the searches.
+    let (url4, file) = database("ingest4");
+    let server = start(dir, &url4).await;
+    let mut i = ingest(&server, dataset, 4).await;
+    i["ratio_to_ceiling"] = json!(i["resources_per_s"].as_f64().unwrap_or(0.0) / ceiling);
+    ingests.push(i);
+    let (_, peak_after_ingest) = server.rss_mb();
+    link_users(&server, dataset).await;
+    let rate = 1000.0 * scale.max(0.2);
+    let secs = if scale < 1.0 { 2 } else { 5 };
+    let runs = search(&server, dataset, rate, secs).await;
+    let (rss, peak) = server.rss_mb();
+    let db = Db::connect(&url4, 4).await.unwrap();
+    let filters = filter_cost(db.clone(), dataset, secs).await;
+    let storage = storage(&db, file.as_deref(), dataset).await;
+    json!({
+        "engine": engine,
+        "ceilings": ceilings,
+        "ingest": ingests,
+        "search": runs.iter().map(load::Run::json).collect::<Vec<_>>(),
+        "filters": filters,
+        "storage": storage,
+        "memory": {"rss_mb": rss, "peak_rss_mb": peak, "peak_rss_after_ingest_mb": peak_after_ingest},
+    })
+}
+
+fn postgres_schema(name: &str) -> String {
+    let base = std::env::var("SLUIS_TEST_POSTGRES_URL").unwrap();
+    let schema = format!("sluis_bench_{name}");
+    let status = Command::new("psql")
+        .args([base.as_str(), "-q", "-c", &format!("DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema};")])
+        .status();
+    assert!(status.is_ok_and(|s| s.success()), "psql could not prepare the schema");
+    let sep = if base.contains('?') { '&' } else { '?' };
+    format!("{base}{sep}options%5Bsearch_path%5D={schema}")
+}
+
+#[tokio::main(flavor = "multi_thread")]
+async fn main() {
+    let scale: f64 = std::env::var("SLUIS_BENCH_SCALE").ok().and_then(|s| s.parse().ok()).unwrap_or(1.0);
+    let clients = ((500.0 * scale) as usize).max(20);
+    let heavy = ((20_000.0 * scale) as usize).max(1200);
+    let started = Instant::now();
+    let dataset = data::generate(42, clients, heavy, 100);
+    println!(
+        "dataset: {} clients, {} resources, {:.1} MB of JSON, heavy client {} Observations, {} Bundles (generated in {:.1} s)",
+        dataset.clients.len(),
+        dataset.resources,
+        dataset.bytes as f64 / 1e6,
+        dataset.clients[0].observations,
+        dataset.clients.iter().map(|c| c.bundles.len()).sum::<usize>(),
+        started.elapsed().as_secs_f64()
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let ceilings = json!({"json": json_ceiling(&dataset), "sqlite_insert": sqlite_ceiling(dir.path(), &dataset, 100).await});
+    let mut engines = vec!["sqlite"];
+    if std::env::var("SLUIS_TEST_POSTGRES_URL").is_ok() {
+        engines.push("postgres");
+    }
+    let out_dir = std::path::PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/target/bench"));
+    let _ = std::fs::create_dir_all(&out_dir);
+    for engine in engines {
+        let result = run_engine(engine, dir.path(), &dataset, &ceilings, scale).await;
+        print_table(engine, &result);
+        let path = std::env::var("SLUIS_BENCH_OUT").map(std::path::PathBuf::from).unwrap_or_else(|_| out_dir.join(format!("portal-{engine}.json")));
+        std::fs::write(&path, serde_json::to_string_pretty(&result).unwrap()).unwrap();
+        println!("written: {}", path.display());
+    }
+    println!("total {:.0} s", started.elapsed().as_secs_f64());
+}
