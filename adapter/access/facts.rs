@@ -1,8 +1,8 @@
 //! Loads the facts of the access decision for one request, straight from the store.
 //!
 //! Nothing here is cached: a grant change, block or new terms version must act on the very
-//! next request (R3, R7, R5). Two indexed lookups per request: the user with their links, and
-//! the status of the linked clients.
+//! next request (R3, R7, R5). [`for_user`] reads all of it in one round trip: the user, their
+//! links, and the care, life and block status of the clients they are linked to.
 
 use super::decision::{ClientFacts, Episode, LinkFacts, Role, UserFacts};
 use crate::store::db::{Db, Sql};
@@ -116,4 +116,101 @@ pub async fn clients(
             )
         })
         .collect())
+}
+
+/// One row of [`for_user`]'s query; `kind` says which columns mean what.
+#[derive(sqlx::FromRow)]
+struct FactRow {
+    kind: String,
+    id: Option<i64>,
+    a: Option<i64>,
+    b: Option<i64>,
+    c: Option<i64>,
+    s1: Option<String>,
+    s2: Option<String>,
+    s3: Option<String>,
+}
+
+/// Everything the decision needs about one portal user, in one query.
+pub async fn for_user(
+    db: &Db,
+    client_id: &str,
+    external_id: &str,
+) -> Result<
+    (
+        Option<UserFacts>,
+        Vec<LinkFacts>,
+        BTreeMap<String, ClientFacts>,
+    ),
+    sqlx::Error,
+> {
+    let sql = Sql::new(
+        "WITH u AS (SELECT id, birth_date, terms_version, blocked_at, blocked_until FROM users \
+                    WHERE client_id = $1 AND external_id = $2), \
+              l AS (SELECT l.id, l.patient_id, l.role, l.sections, l.can_post, l.ended_at, l.changed_at \
+                    FROM links l JOIN u ON l.user_id = u.id), \
+              p AS (SELECT DISTINCT patient_id FROM l WHERE ended_at IS NULL) \
+         SELECT 'user' AS kind, id, blocked_at AS a, blocked_until AS b, CAST(NULL AS BIGINT) AS c, \
+                birth_date AS s1, terms_version AS s2, CAST(NULL AS TEXT) AS s3 FROM u \
+         UNION ALL SELECT 'link', id, can_post, ended_at, changed_at, patient_id, role, sections FROM l \
+         UNION ALL SELECT 'episode', e.resource_id, e.start_at, e.end_at, e.recorded_at, e.patient_id, e.status, NULL \
+                   FROM care_episodes e WHERE e.patient_id IN (SELECT patient_id FROM p) \
+         UNION ALL SELECT 'deceased', NULL, d.deceased_at, NULL, NULL, d.patient_id, NULL, NULL \
+                   FROM client_life d WHERE d.patient_id IN (SELECT patient_id FROM p) \
+         UNION ALL SELECT 'blocked', NULL, k.blocked_at, NULL, NULL, k.patient_id, NULL, NULL \
+                   FROM client_blocks k WHERE k.patient_id IN (SELECT patient_id FROM p)",
+    )
+    .arg(client_id)
+    .arg(external_id);
+    let rows: Vec<FactRow> = db.fetch_all(&sql).await?;
+    let mut user = None;
+    let mut links = Vec::new();
+    let mut clients: BTreeMap<String, ClientFacts> = BTreeMap::new();
+    for r in rows {
+        match r.kind.as_str() {
+            "user" => {
+                user = Some(UserFacts {
+                    id: r.id.unwrap_or_default(),
+                    birth_date: r
+                        .s1
+                        .as_deref()
+                        .and_then(|d| NaiveDate::parse_from_str(d, "%Y-%m-%d").ok()),
+                    terms_version: r.s2,
+                    blocked: r.a.is_some(),
+                    blocked_until: r.b.map(from_micros),
+                })
+            }
+            "link" => {
+                if let (Some(id), Some(patient_id), Some(role)) =
+                    (r.id, r.s1, r.s2.as_deref().and_then(Role::parse))
+                {
+                    links.push(LinkFacts {
+                        id,
+                        patient_id,
+                        role,
+                        sections: r.s3.as_deref().map(parse_sections),
+                        can_post: r.a.unwrap_or(0) != 0,
+                        ended: r.b.is_some(),
+                        changed_at: r.c.map(from_micros),
+                    });
+                }
+            }
+            kind => {
+                let Some(patient) = r.s1 else { continue };
+                let facts = clients.entry(patient).or_default();
+                match kind {
+                    "episode" => facts.episodes.push(Episode {
+                        status: r.s2.unwrap_or_default(),
+                        start: r.a.map(from_micros),
+                        end: r.b.map(from_micros),
+                        recorded: from_micros(r.c.unwrap_or_default()),
+                    }),
+                    "deceased" => facts.deceased_at = r.a.map(from_micros),
+                    _ => facts.blocked = true,
+                }
+            }
+        }
+    }
+    links.sort_by_key(|l| l.id);
+    Ok((user, links, clients))
 }

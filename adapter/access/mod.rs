@@ -32,14 +32,8 @@ impl AppState {
 
 /// Steps 2–6 for the calling portal user, from fresh facts; a refusal is a 403 with its reason.
 pub async fn decide_for(state: &AppState, user: &PortalUser) -> ApiResult<Decision> {
-    let (facts, links) =
-        facts::user_and_links(&state.db, &user.client_id, &user.external_id).await?;
-    let patients: Vec<&str> = links
-        .iter()
-        .filter(|l| !l.ended)
-        .map(|l| l.patient_id.as_str())
-        .collect();
-    let clients = facts::clients(&state.db, &patients).await?;
+    let (facts, links, clients) =
+        facts::for_user(&state.db, &user.client_id, &user.external_id).await?;
     decision::decide(
         facts.as_ref(),
         &links,

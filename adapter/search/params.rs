@@ -53,12 +53,17 @@ pub struct Sort {
 pub struct Cursor {
     pub key: i64,
     pub version_id: i64,
+    /// The `total` counted for the first page, carried to the next ones (not counted again).
+    pub total: Option<i64>,
 }
 
 impl Cursor {
     pub fn encode(&self) -> String {
-        base64::engine::general_purpose::URL_SAFE_NO_PAD
-            .encode(format!("{}.{}", self.key, self.version_id))
+        let text = match self.total {
+            Some(t) => format!("{}.{}.{t}", self.key, self.version_id),
+            None => format!("{}.{}", self.key, self.version_id),
+        };
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(text)
     }
 
     pub fn decode(text: &str) -> Option<Self> {
@@ -66,11 +71,16 @@ impl Cursor {
             .decode(text)
             .ok()?;
         let raw = String::from_utf8(raw).ok()?;
-        let (key, id) = raw.split_once('.')?;
-        Some(Self {
-            key: key.parse().ok()?,
-            version_id: id.parse().ok()?,
-        })
+        let mut parts = raw.split('.');
+        let cursor = Self {
+            key: parts.next()?.parse().ok()?,
+            version_id: parts.next()?.parse().ok()?,
+            total: match parts.next() {
+                Some(t) => Some(t.parse().ok()?),
+                None => None,
+            },
+        };
+        parts.next().is_none().then_some(cursor)
     }
 }
 
@@ -480,7 +490,14 @@ mod tests {
         let c = Cursor {
             key: -5,
             version_id: 42,
+            total: None,
         };
         assert_eq!(Cursor::decode(&c.encode()), Some(c));
+        let t = Cursor {
+            key: 7,
+            version_id: 1,
+            total: Some(300),
+        };
+        assert_eq!(Cursor::decode(&t.encode()), Some(t));
     }
 }

@@ -351,9 +351,42 @@ pub async fn page(
     db.fetch_all(&page_sql(q, decision, now)).await
 }
 
+/// The first page with its `total`, in one statement (the count is an uncorrelated subquery
+/// that both engines evaluate once). Hits and the total; with no hits the total is 0.
+pub async fn page_with_total(
+    db: &Db,
+    q: &Query,
+    decision: &Decision,
+    now: Micros,
+) -> Result<(Vec<Hit>, i64), sqlx::Error> {
+    #[derive(sqlx::FromRow)]
+    struct Row {
+        #[sqlx(flatten)]
+        hit: Hit,
+        total: i64,
+    }
+    let mut count = Sql::new("SELECT COUNT(*) FROM versions v");
+    search_where(&mut count, q, decision, now);
+    let rows: Vec<Row> = db
+        .fetch_all(&page_statement(q, decision, now, Some(count)))
+        .await?;
+    let total = rows.first().map_or(0, |r| r.total);
+    Ok((rows.into_iter().map(|r| r.hit).collect(), total))
+}
+
 /// The statement of [`page`] (also for looking at its query plan).
 pub fn page_sql(q: &Query, decision: &Decision, now: Micros) -> Sql {
-    let mut sql = Sql::new(format!("SELECT {HIT_COLUMNS} FROM versions v"));
+    page_statement(q, decision, now, None)
+}
+
+fn page_statement(q: &Query, decision: &Decision, now: Micros, count: Option<Sql>) -> Sql {
+    let mut sql = Sql::new(format!("SELECT {HIT_COLUMNS}"));
+    if let Some(count) = count {
+        sql.push(", (");
+        sql.append(count);
+        sql.push(") AS total");
+    }
+    sql.push(" FROM versions v");
     search_where(&mut sql, q, decision, now);
     let (key, column) = match q.sort.key {
         SortKey::LastUpdated => ("release_at", "v.release_at"),

@@ -59,7 +59,10 @@ pub fn served_text(hit: &Hit) -> String {
     }
     let body = hit.body.as_str();
     let meta = meta_members(hit);
-    let head = format!("{{\"resourceType\":\"{}\",\"id\":\"{}\"", hit.resource_type, hit.fhir_id);
+    let head = format!(
+        "{{\"resourceType\":\"{}\",\"id\":\"{}\"",
+        hit.resource_type, hit.fhir_id
+    );
     let mut out = String::with_capacity(body.len() + meta.len() + 16);
     match body.strip_prefix(head.as_str()) {
         Some(rest) if rest.starts_with(',') || rest.starts_with('}') => {
@@ -93,9 +96,17 @@ pub fn resource(hit: &Hit) -> Value {
             for (k, v) in stored {
                 meta.insert(k, v);
             }
-            meta.shift_insert(0, "versionId".into(), Value::String(hit.version_no.to_string()));
+            meta.shift_insert(
+                0,
+                "versionId".into(),
+                Value::String(hit.version_no.to_string()),
+            );
             if let Some(at) = hit.release_at {
-                meta.shift_insert(1, "lastUpdated".into(), Value::String(instant(from_micros(at))));
+                meta.shift_insert(
+                    1,
+                    "lastUpdated".into(),
+                    Value::String(instant(from_micros(at))),
+                );
             }
         }
     }
@@ -151,7 +162,12 @@ impl SearchSet<'_> {
             next.push(("_cursor".into(), cursor));
             links.push(json!({"relation": "next", "url": link_url(&next)}));
         }
-        let size: usize = self.matches.iter().chain(&self.includes).map(|e| e.text.len() + 160).sum();
+        let size: usize = self
+            .matches
+            .iter()
+            .chain(&self.includes)
+            .map(|e| e.text.len() + 160)
+            .sum();
         let mut out = String::with_capacity(size + 512);
         let _ = write!(
             out,
@@ -207,7 +223,10 @@ mod tests {
 
     #[test]
     fn meta_is_spliced_after_the_id_and_keeps_the_sources_members() {
-        let h = hit(r#"{"resourceType":"Observation","id":"o1","status":"final","valueQuantity":{"value":1.50}}"#, Some(r#"{"profile":["http://x"]}"#));
+        let h = hit(
+            r#"{"resourceType":"Observation","id":"o1","status":"final","valueQuantity":{"value":1.50}}"#,
+            Some(r#"{"profile":["http://x"]}"#),
+        );
         let text = served_text(&h);
         assert_eq!(
             text,
@@ -220,7 +239,10 @@ mod tests {
         let v: Value = serde_json::from_str(&served_text(&odd)).unwrap();
         assert_eq!(v["meta"]["versionId"], "3");
         // A body stored with its meta inside is merged by parsing.
-        let legacy = hit(r#"{"resourceType":"Observation","id":"o1","meta":{"versionId":"9","tag":[{"code":"x"}]}}"#, None);
+        let legacy = hit(
+            r#"{"resourceType":"Observation","id":"o1","meta":{"versionId":"9","tag":[{"code":"x"}]}}"#,
+            None,
+        );
         let v: Value = serde_json::from_str(&served_text(&legacy)).unwrap();
         assert_eq!(v["meta"]["versionId"], "3");
         assert_eq!(v["meta"]["tag"][0]["code"], "x");

@@ -88,6 +88,7 @@ pub async fn history(
                 Cursor {
                     key: last.release_at.unwrap_or_default(),
                     version_id: last.id,
+                    total: None,
                 }
                 .encode(),
             ));

@@ -104,15 +104,25 @@ pub async fn search(
     };
     let now = state.clock.now();
     let now_micros = to_micros(now);
-    let total = if q.summary_count || q.total == Total::Accurate {
-        Some(sql::count(&state.db, &q, &decision, now_micros).await?)
-    } else {
-        None
-    };
+    let carried = q.cursor.and_then(|c| c.total);
+    let first_page = q.cursor.is_none();
+    let mut total = None;
+    if q.summary_count || (q.total == Total::Accurate && carried.is_none() && !first_page) {
+        total = Some(sql::count(&state.db, &q, &decision, now_micros).await?);
+    } else if q.total == Total::Accurate {
+        total = carried;
+    }
     let (matches, includes, next_cursor) = if q.summary_count {
         (Vec::new(), Vec::new(), None)
     } else {
-        let mut hits = sql::page(&state.db, &q, &decision, now_micros).await?;
+        let mut hits = if first_page && q.total == Total::Accurate {
+            let (hits, counted) =
+                sql::page_with_total(&state.db, &q, &decision, now_micros).await?;
+            total = Some(counted);
+            hits
+        } else {
+            sql::page(&state.db, &q, &decision, now_micros).await?
+        };
         let next = if hits.len() > q.count as usize {
             hits.truncate(q.count as usize);
             hits.last().map(|h| {
@@ -122,6 +132,7 @@ pub async fn search(
                         SortKey::Date => h.sort_date,
                     },
                     version_id: h.id,
+                    total,
                 }
                 .encode()
             })

@@ -121,14 +121,18 @@ pub async fn status(db: &Db, patient_ids: &[&str]) -> Result<Status, sqlx::Error
     sql.push(")");
     for r in db.fetch_all::<Row>(&sql).await? {
         match r.kind.as_str() {
-            "episode" => out.episodes.entry(r.patient_id.clone()).or_default().push(Episode {
-                resource_id: r.resource_id.unwrap_or_default(),
-                patient_id: r.patient_id,
-                status: r.status.unwrap_or_default(),
-                start_at: r.a,
-                end_at: r.b,
-                recorded_at: r.c.unwrap_or_default(),
-            }),
+            "episode" => out
+                .episodes
+                .entry(r.patient_id.clone())
+                .or_default()
+                .push(Episode {
+                    resource_id: r.resource_id.unwrap_or_default(),
+                    patient_id: r.patient_id,
+                    status: r.status.unwrap_or_default(),
+                    start_at: r.a,
+                    end_at: r.b,
+                    recorded_at: r.c.unwrap_or_default(),
+                }),
             "deceased" => {
                 out.deceased.insert(r.patient_id, r.a.unwrap_or_default());
             }

@@ -98,6 +98,35 @@ impl Sql {
         self
     }
 
+    /// Appends another statement (e.g. a subquery), renumbering its placeholders after ours.
+    pub fn append(&mut self, other: Sql) -> &mut Self {
+        let offset = self.args.len();
+        let bytes = other.text.as_bytes();
+        let mut i = 0;
+        let mut last = 0;
+        while i < bytes.len() {
+            if bytes[i] == b'$' {
+                let start = i + 1;
+                let mut end = start;
+                while end < bytes.len() && bytes[end].is_ascii_digit() {
+                    end += 1;
+                }
+                if let Ok(n) = other.text[start..end].parse::<usize>() {
+                    self.text.push_str(&other.text[last..i]);
+                    self.text.push('$');
+                    self.text.push_str(&(n + offset).to_string());
+                    last = end;
+                    i = end;
+                    continue;
+                }
+            }
+            i += 1;
+        }
+        self.text.push_str(&other.text[last..]);
+        self.args.extend(other.args);
+        self
+    }
+
     /// Adds an argument for a placeholder already written in the text (`$n` in order).
     pub fn arg(mut self, value: impl Into<Arg>) -> Self {
         self.args.push(value.into());
@@ -440,10 +469,20 @@ mod tests {
     #[test]
     fn sequential_placeholders_become_anonymous_on_sqlite() {
         let mut sql = Sql::new("SELECT a FROM t WHERE a = ");
-        sql.bind(1).push(" AND b IN (").bind_list(["x", "y"]).push(")");
-        assert_eq!(sql.sqlite_text(), "SELECT a FROM t WHERE a = ? AND b IN (?, ?)");
+        sql.bind(1)
+            .push(" AND b IN (")
+            .bind_list(["x", "y"])
+            .push(")");
+        assert_eq!(
+            sql.sqlite_text(),
+            "SELECT a FROM t WHERE a = ? AND b IN (?, ?)"
+        );
         let reused = Sql::new("UPDATE t SET a = $1, b = $1 WHERE c = $2");
-        assert_eq!(reused.sqlite_text(), reused.text, "a reused number stays named");
+        assert_eq!(
+            reused.sqlite_text(),
+            reused.text,
+            "a reused number stays named"
+        );
         let unordered = Sql::new("SELECT $2, $1");
         assert_eq!(unordered.sqlite_text(), unordered.text);
     }

@@ -217,7 +217,11 @@ pub async fn write(
     let updated: Vec<i64> = heads
         .iter()
         .filter(|v| v.version_no > 1)
-        .filter_map(|v| resource_ids.get(&(v.resource_type.clone(), v.fhir_id.clone())).copied())
+        .filter_map(|v| {
+            resource_ids
+                .get(&(v.resource_type.clone(), v.fhir_id.clone()))
+                .copied()
+        })
         .collect();
     for chunk in updated.chunks(CHUNK) {
         let mut sql = Sql::new(

@@ -59,11 +59,20 @@ const LABS: &[(&str, &str, &str, f64)] = &[
 
 fn day(base: i64) -> String {
     // A date in 2024–2026 from a day number.
-    let d = chrono::NaiveDate::from_ymd_opt(2024, 1, 1).unwrap() + chrono::Duration::days(base.rem_euclid(1000));
+    let d = chrono::NaiveDate::from_ymd_opt(2024, 1, 1).unwrap()
+        + chrono::Duration::days(base.rem_euclid(1000));
     d.to_string()
 }
 
-fn observation(id: String, patient: &str, category: &str, code: (&str, &str, &str, f64), when: &str, performer: &str, rng: &mut Rng) -> Value {
+fn observation(
+    id: String,
+    patient: &str,
+    category: &str,
+    code: (&str, &str, &str, f64),
+    when: &str,
+    performer: &str,
+    rng: &mut Rng,
+) -> Value {
     let value = code.3 * (0.8 + (rng.below(400) as f64) / 1000.0);
     json!({
         "resourceType": "Observation", "id": id, "status": "final",
@@ -78,7 +87,11 @@ fn observation(id: String, patient: &str, category: &str, code: (&str, &str, &st
 }
 
 fn entry(r: Value) -> Value {
-    let url = format!("{}/{}", r["resourceType"].as_str().unwrap(), r["id"].as_str().unwrap());
+    let url = format!(
+        "{}/{}",
+        r["resourceType"].as_str().unwrap(),
+        r["id"].as_str().unwrap()
+    );
     json!({"fullUrl": format!("urn:uuid:{}", uuid_of(&url)), "resource": r, "request": {"method": "PUT", "url": url}})
 }
 
@@ -88,22 +101,37 @@ fn uuid_of(text: &str) -> String {
         h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
     }
     let h2 = h.rotate_left(17) ^ 0x5555_aaaa_5555_aaaa;
-    format!("{:08x}-{:04x}-4{:03x}-8{:03x}-{:012x}", h >> 32, (h >> 16) & 0xffff, h & 0xfff, h2 & 0xfff, h2 >> 16 & 0xffff_ffff_ffff)
+    format!(
+        "{:08x}-{:04x}-4{:03x}-8{:03x}-{:012x}",
+        h >> 32,
+        (h >> 16) & 0xffff,
+        h & 0xfff,
+        h2 & 0xfff,
+        h2 >> 16 & 0xffff_ffff_ffff
+    )
 }
 
 fn bundle(entries: Vec<Value>) -> Vec<u8> {
-    serde_json::to_vec(&json!({"resourceType": "Bundle", "type": "transaction", "entry": entries})).unwrap()
+    serde_json::to_vec(&json!({"resourceType": "Bundle", "type": "transaction", "entry": entries}))
+        .unwrap()
 }
 
 /// Generates the dataset. `clients` regular clients plus one heavy client.
-pub fn generate(seed: u64, clients: usize, heavy_observations: usize, bundle_size: usize) -> Dataset {
+pub fn generate(
+    seed: u64,
+    clients: usize,
+    heavy_observations: usize,
+    bundle_size: usize,
+) -> Dataset {
     let mut rng = Rng::new(seed);
     let mut resource_bytes = Vec::new();
     let mut shared = Vec::new();
     for k in 0..50 {
-        shared.push(json!({"resourceType": "Practitioner", "id": format!("pr{k}"), "active": true,
+        shared.push(
+            json!({"resourceType": "Practitioner", "id": format!("pr{k}"), "active": true,
             "name": [{"family": format!("Arts{k}"), "given": ["Jan"], "prefix": ["dr."]}],
-            "telecom": [{"system": "phone", "value": format!("030-{k:07}"), "use": "work"}]}));
+            "telecom": [{"system": "phone", "value": format!("030-{k:07}"), "use": "work"}]}),
+        );
     }
     for k in 0..5 {
         shared.push(json!({"resourceType": "Organization", "id": format!("org{k}"), "active": true, "name": format!("Zorggroep {k}")}));
@@ -114,7 +142,11 @@ pub fn generate(seed: u64, clients: usize, heavy_observations: usize, bundle_siz
     let shared_bundle = bundle(shared.into_iter().map(entry).collect());
     let mut out = Vec::new();
     for c in 0..=clients {
-        let id = if c == 0 { "heavy".to_string() } else { format!("c{c:04}") };
+        let id = if c == 0 {
+            "heavy".to_string()
+        } else {
+            format!("c{c:04}")
+        };
         let mut resources: Vec<Value> = Vec::new();
         resources.push(json!({"resourceType": "Patient", "id": id, "active": true,
             "identifier": [{"system": "http://fhir.nl/fhir/NamingSystem/bsn", "value": format!("9999{:05}", c)}],
@@ -132,19 +164,40 @@ pub fn generate(seed: u64, clients: usize, heavy_observations: usize, bundle_siz
                 "subject": {"reference": format!("Patient/{id}")}, "period": {"start": format!("{}T09:00:00+01:00", day(e * 30)), "end": format!("{}T09:30:00+01:00", day(e * 30))}}));
         }
         // Observations in panels sharing their moment.
-        let wanted = if c == 0 { heavy_observations } else { 100 + rng.below(40) as usize };
+        let wanted = if c == 0 {
+            heavy_observations
+        } else {
+            100 + rng.below(40) as usize
+        };
         let mut n = 0;
         let mut panel = 0i64;
         while n < wanted {
-            let when = format!("{}T{:02}:{:02}:00+01:00", day(panel / 3), 8 + panel % 3 * 4, rng.below(4) * 15);
+            let when = format!(
+                "{}T{:02}:{:02}:00+01:00",
+                day(panel / 3),
+                8 + panel % 3 * 4,
+                rng.below(4) * 15
+            );
             let performer = format!("pr{}", rng.below(50));
             let set: &[(&str, &str, &str, f64)] = if panel % 4 == 3 { LABS } else { VITALS };
-            let category = if panel % 4 == 3 { "laboratory" } else { "vital-signs" };
+            let category = if panel % 4 == 3 {
+                "laboratory"
+            } else {
+                "vital-signs"
+            };
             for code in set {
                 if n == wanted {
                     break;
                 }
-                resources.push(observation(format!("{id}-obs-{n}"), &id, category, *code, &when, &performer, &mut rng));
+                resources.push(observation(
+                    format!("{id}-obs-{n}"),
+                    &id,
+                    category,
+                    *code,
+                    &when,
+                    &performer,
+                    &mut rng,
+                ));
                 n += 1;
             }
             panel += 1;
@@ -190,10 +243,25 @@ pub fn generate(seed: u64, clients: usize, heavy_observations: usize, bundle_siz
         // The Patient and its episode come first, in the first (never recent) Bundle.
         let chunks: Vec<Vec<Value>> = resources.chunks(bundle_size).map(|c| c.to_vec()).collect();
         let recent: Vec<bool> = (0..chunks.len()).map(|_| rng.below(10) == 0).collect();
-        let bundles = chunks.into_iter().map(|c| bundle(c.into_iter().map(entry).collect())).collect();
-        out.push(Client { id, bundles, recent, observations, has_member: c % 10 == 5 });
+        let bundles = chunks
+            .into_iter()
+            .map(|c| bundle(c.into_iter().map(entry).collect()))
+            .collect();
+        out.push(Client {
+            id,
+            bundles,
+            recent,
+            observations,
+            has_member: c % 10 == 5,
+        });
     }
     let resources = resource_bytes.len();
     let bytes = resource_bytes.iter().map(Vec::len).sum();
-    Dataset { clients: out, shared: shared_bundle, resources, bytes, resource_bytes }
+    Dataset {
+        clients: out,
+        shared: shared_bundle,
+        resources,
+        bytes,
+        resource_bytes,
+    }
 }

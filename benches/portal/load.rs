@@ -43,7 +43,9 @@ pub async fn fixed_rate(
     duration: Duration,
     make: impl Fn(u64) -> Request,
 ) -> Run {
-    let hist = Arc::new(Mutex::new(Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).unwrap()));
+    let hist = Arc::new(Mutex::new(
+        Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).unwrap(),
+    ));
     let errors = Arc::new(Mutex::new(0u64));
     let total = (rate * duration.as_secs_f64()) as u64;
     let start = Instant::now() + Duration::from_millis(20);
@@ -52,9 +54,20 @@ pub async fn fixed_rate(
         let scheduled = start + Duration::from_secs_f64(i as f64 / rate);
         tokio::time::sleep_until(scheduled.into()).await;
         let (url, user) = make(i);
-        let (http, token, hist, errors) = (http.clone(), token.to_string(), hist.clone(), errors.clone());
+        let (http, token, hist, errors) = (
+            http.clone(),
+            token.to_string(),
+            hist.clone(),
+            errors.clone(),
+        );
         tasks.push(tokio::spawn(async move {
-            let ok = match http.get(&url).bearer_auth(&token).header("x-portal-user", user).send().await {
+            let ok = match http
+                .get(&url)
+                .bearer_auth(&token)
+                .header("x-portal-user", user)
+                .send()
+                .await
+            {
                 Ok(r) => {
                     let ok = r.status().is_success();
                     ok && r.bytes().await.is_ok()
@@ -97,7 +110,9 @@ where
     Fut: std::future::Future<Output = bool> + Send,
 {
     let op = Arc::new(op);
-    let hist = Arc::new(Mutex::new(Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).unwrap()));
+    let hist = Arc::new(Mutex::new(
+        Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).unwrap(),
+    ));
     let deadline = Instant::now() + duration;
     let mut tasks = Vec::new();
     for w in 0..workers {

@@ -38,7 +38,11 @@ impl Drop for Server {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 async fn start(dir: &std::path::Path, database: &str) -> Server {
@@ -84,14 +88,28 @@ id = "ecd"
         .spawn()
         .expect("start sluis");
     let base = format!("http://127.0.0.1:{port}");
-    let http = reqwest::Client::builder().pool_max_idle_per_host(256).build().unwrap();
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(256)
+        .build()
+        .unwrap();
     for _ in 0..300 {
-        if http.get(format!("{base}/readyz")).send().await.is_ok_and(|r| r.status().is_success()) {
+        if http
+            .get(format!("{base}/readyz"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success())
+        {
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let mut server = Server { child, base, http, token: String::new(), source_token: String::new() };
+    let mut server = Server {
+        child,
+        base,
+        http,
+        token: String::new(),
+        source_token: String::new(),
+    };
     server.set_clock(NOW).await;
     server.token = server.token_of("portal", "portal-secret").await;
     server.source_token = server.token_of("ecd", "ecd-secret-1").await;
@@ -108,11 +126,21 @@ impl Server {
             .send()
             .await
             .unwrap();
-        r.json::<Value>().await.unwrap()["access_token"].as_str().unwrap().to_string()
+        r.json::<Value>().await.unwrap()["access_token"]
+            .as_str()
+            .unwrap()
+            .to_string()
     }
 
     async fn set_clock(&self, now: &str) {
-        let r = self.http.put(format!("{}/admin/clock", self.base)).bearer_auth(ADMIN).json(&json!({"now": now})).send().await.unwrap();
+        let r = self
+            .http
+            .put(format!("{}/admin/clock", self.base))
+            .bearer_auth(ADMIN)
+            .json(&json!({"now": now}))
+            .send()
+            .await
+            .unwrap();
         assert!(r.status().is_success());
     }
 
@@ -128,7 +156,16 @@ impl Server {
         match r {
             Ok(r) if r.status().is_success() => r.bytes().await.is_ok(),
             Ok(r) => {
-                eprintln!("push failed: {} {}", r.status(), r.text().await.unwrap_or_default().chars().take(400).collect::<String>());
+                eprintln!(
+                    "push failed: {} {}",
+                    r.status(),
+                    r.text()
+                        .await
+                        .unwrap_or_default()
+                        .chars()
+                        .take(400)
+                        .collect::<String>()
+                );
                 false
             }
             Err(e) => {
@@ -139,11 +176,21 @@ impl Server {
     }
 
     async fn get(&self, url: &str, user: &str) -> Value {
-        self.http.get(url).bearer_auth(&self.token).header("x-portal-user", user).send().await.unwrap().json().await.unwrap_or(Value::Null)
+        self.http
+            .get(url)
+            .bearer_auth(&self.token)
+            .header("x-portal-user", user)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap_or(Value::Null)
     }
 
     fn rss_mb(&self) -> (f64, f64) {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap_or_default();
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .unwrap_or_default();
         let field = |name: &str| {
             status
                 .lines()
@@ -179,18 +226,32 @@ async fn ingest(server: &Server, dataset: &data::Dataset, workers: usize) -> Val
     let mut latencies = Vec::new();
     let started = Instant::now();
     for (phase, list) in phases.into_iter().enumerate() {
-        server.set_clock(if phase == 0 { OLD } else { RECENT }).await;
+        server
+            .set_clock(if phase == 0 { OLD } else { RECENT })
+            .await;
         let queue = Arc::new(std::sync::Mutex::new(list));
         let mut tasks = Vec::new();
         for _ in 0..workers {
             let queue = queue.clone();
-            let (http, base, token) = (server.http.clone(), server.base.clone(), server.source_token.clone());
+            let (http, base, token) = (
+                server.http.clone(),
+                server.base.clone(),
+                server.source_token.clone(),
+            );
             tasks.push(tokio::spawn(async move {
                 let mut lat = Vec::new();
                 loop {
-                    let Some(body) = queue.lock().unwrap().pop() else { break };
+                    let Some(body) = queue.lock().unwrap().pop() else {
+                        break;
+                    };
                     let t = Instant::now();
-                    let r = http.post(format!("{base}/ingest/ecd")).bearer_auth(&token).header("content-type", "application/fhir+json").body(body).send().await;
+                    let r = http
+                        .post(format!("{base}/ingest/ecd"))
+                        .bearer_auth(&token)
+                        .header("content-type", "application/fhir+json")
+                        .body(body)
+                        .send()
+                        .await;
                     let ok = matches!(&r, Ok(r) if r.status().is_success());
                     if let Ok(r) = r {
                         let _ = r.bytes().await;
@@ -219,7 +280,11 @@ async fn ingest(server: &Server, dataset: &data::Dataset, workers: usize) -> Val
 /// JSON parse and serialize of the same resources, single-threaded.
 fn json_ceiling(dataset: &data::Dataset) -> Value {
     let t = Instant::now();
-    let values: Vec<Value> = dataset.resource_bytes.iter().map(|b| serde_json::from_slice(b).unwrap()).collect();
+    let values: Vec<Value> = dataset
+        .resource_bytes
+        .iter()
+        .map(|b| serde_json::from_slice(b).unwrap())
+        .collect();
     let parse = t.elapsed().as_secs_f64();
     let t = Instant::now();
     let mut out = 0usize;
@@ -250,9 +315,21 @@ async fn sqlite_ceiling(dir: &std::path::Path, dataset: &data::Dataset, batch: u
             let ty = v["resourceType"].as_str().unwrap().to_string();
             let id = v["id"].as_str().unwrap().to_string();
             let ix = sluis::ingest::index::index(&ty, &id, &v);
-            let mut keys: Vec<(String, String)> = ix.tokens.iter().map(|(p, s, c)| (p.to_string(), format!("{s}|{c}"))).collect();
-            keys.extend(ix.dates.iter().map(|(p, lo, hi)| (p.to_string(), format!("{lo}-{hi}"))));
-            keys.extend(ix.refs.iter().map(|(t, i)| ("ref".to_string(), format!("{t}/{i}"))));
+            let mut keys: Vec<(String, String)> = ix
+                .tokens
+                .iter()
+                .map(|(p, s, c)| (p.to_string(), format!("{s}|{c}")))
+                .collect();
+            keys.extend(
+                ix.dates
+                    .iter()
+                    .map(|(p, lo, hi)| (p.to_string(), format!("{lo}-{hi}"))),
+            );
+            keys.extend(
+                ix.refs
+                    .iter()
+                    .map(|(t, i)| ("ref".to_string(), format!("{t}/{i}"))),
+            );
             keys.sort();
             keys.dedup();
             (ty, id, keys, String::from_utf8(b.clone()).unwrap())
@@ -269,7 +346,16 @@ async fn sqlite_ceiling(dir: &std::path::Path, dataset: &data::Dataset, batch: u
             if i > 0 {
                 insert.push(", ");
             }
-            insert.push("(").bind(next_id).push(", ").bind(ty.as_str()).push(", ").bind(id.as_str()).push(", ").bind(body.as_str()).push(")");
+            insert
+                .push("(")
+                .bind(next_id)
+                .push(", ")
+                .bind(ty.as_str())
+                .push(", ")
+                .bind(id.as_str())
+                .push(", ")
+                .bind(body.as_str())
+                .push(")");
             for (k, v) in keys {
                 idx_rows.push((next_id, k, v));
             }
@@ -282,7 +368,13 @@ async fn sqlite_ceiling(dir: &std::path::Path, dataset: &data::Dataset, batch: u
                 if i > 0 {
                     sql.push(", ");
                 }
-                sql.push("(").bind(*r).push(", ").bind(*k).push(", ").bind(*v).push(")");
+                sql.push("(")
+                    .bind(*r)
+                    .push(", ")
+                    .bind(*k)
+                    .push(", ")
+                    .bind(*v)
+                    .push(")");
             }
             tx.execute(&sql).await.unwrap();
         }
@@ -336,47 +428,124 @@ async fn link_users(server: &Server, dataset: &data::Dataset) {
 }
 
 fn next_link(bundle: &Value) -> Option<String> {
-    bundle["link"].as_array()?.iter().find(|l| l["relation"] == "next").map(|l| l["url"].as_str().unwrap().to_string())
+    bundle["link"]
+        .as_array()?
+        .iter()
+        .find(|l| l["relation"] == "next")
+        .map(|l| l["url"].as_str().unwrap().to_string())
 }
 
 /// The portal's queries at fixed rates.
 async fn search(server: &Server, dataset: &data::Dataset, rate: f64, secs: u64) -> Vec<load::Run> {
     let base = server.base.clone();
-    let regular: Vec<String> = dataset.clients.iter().skip(1).map(|c| c.id.clone()).collect();
-    let members: Vec<String> = dataset.clients.iter().filter(|c| c.has_member).map(|c| c.id.clone()).collect();
+    let regular: Vec<String> = dataset
+        .clients
+        .iter()
+        .skip(1)
+        .map(|c| c.id.clone())
+        .collect();
+    let members: Vec<String> = dataset
+        .clients
+        .iter()
+        .filter(|c| c.has_member)
+        .map(|c| c.id.clone())
+        .collect();
     let d = Duration::from_secs(secs);
     let mut runs = Vec::new();
     // Warm up.
     for c in regular.iter().take(50) {
-        server.get(&format!("{base}/fhir/Observation?patient={c}&category=vital-signs&_count=50"), &format!("h-{c}")).await;
+        server
+            .get(
+                &format!("{base}/fhir/Observation?patient={c}&category=vital-signs&_count=50"),
+                &format!("h-{c}"),
+            )
+            .await;
     }
     let portal = |who: char, ids: Vec<String>, extra: &'static str| {
         let base = base.clone();
         move |i: u64| {
             let c = &ids[(i as usize * 7919) % ids.len()];
-            (format!("{base}/fhir/Observation?patient={c}&category=vital-signs&_count=50{extra}"), format!("{who}-{c}"))
+            (
+                format!(
+                    "{base}/fhir/Observation?patient={c}&category=vital-signs&_count=50{extra}"
+                ),
+                format!("{who}-{c}"),
+            )
         }
     };
-    runs.push(load::fixed_rate("portal query, holder", &server.http, &server.token, rate, d, portal('h', regular.clone(), "")).await);
-    runs.push(load::fixed_rate("portal query, member", &server.http, &server.token, rate, d, portal('m', members.clone(), "")).await);
+    runs.push(
+        load::fixed_rate(
+            "portal query, holder",
+            &server.http,
+            &server.token,
+            rate,
+            d,
+            portal('h', regular.clone(), ""),
+        )
+        .await,
+    );
+    runs.push(
+        load::fixed_rate(
+            "portal query, member",
+            &server.http,
+            &server.token,
+            rate,
+            d,
+            portal('m', members.clone(), ""),
+        )
+        .await,
+    );
     // Next pages: page 2 of each client.
     let mut page2 = Vec::new();
     for c in regular.iter().take(200) {
-        let b = server.get(&format!("{base}/fhir/Observation?patient={c}&category=vital-signs&_count=20"), &format!("h-{c}")).await;
+        let b = server
+            .get(
+                &format!("{base}/fhir/Observation?patient={c}&category=vital-signs&_count=20"),
+                &format!("h-{c}"),
+            )
+            .await;
         if let Some(n) = next_link(&b) {
             page2.push((n, format!("h-{c}")));
         }
     }
-    runs.push(load::fixed_rate("next page", &server.http, &server.token, rate, d, |i| page2[(i as usize) % page2.len()].clone()).await);
+    runs.push(
+        load::fixed_rate("next page", &server.http, &server.token, rate, d, |i| {
+            page2[(i as usize) % page2.len()].clone()
+        })
+        .await,
+    );
     let poll = {
         let (base, ids) = (base.clone(), regular.clone());
         move |i: u64| {
             let c = &ids[(i as usize * 7919) % ids.len()];
-            (format!("{base}/fhir/Observation?_lastUpdated=gt2026-11-19T00:00:00Z&_count=50"), format!("h-{c}"))
+            (
+                format!("{base}/fhir/Observation?_lastUpdated=gt2026-11-19T00:00:00Z&_count=50"),
+                format!("h-{c}"),
+            )
         }
     };
-    runs.push(load::fixed_rate("_lastUpdated poll", &server.http, &server.token, rate, d, poll).await);
-    runs.push(load::fixed_rate("_include performer", &server.http, &server.token, rate, d, portal('h', regular.clone(), "&_include=Observation:performer")).await);
+    runs.push(
+        load::fixed_rate(
+            "_lastUpdated poll",
+            &server.http,
+            &server.token,
+            rate,
+            d,
+            poll,
+        )
+        .await,
+    );
+    runs.push(
+        load::fixed_rate(
+            "_include performer",
+            &server.http,
+            &server.token,
+            rate,
+            d,
+            portal('h', regular.clone(), "&_include=Observation:performer"),
+        )
+        .await,
+    );
     // The heavy client: page 1 and page 20.
     let heavy = "h-heavy".to_string();
     let first = format!("{base}/fhir/Observation?patient=heavy&_count=50");
@@ -387,21 +556,58 @@ async fn search(server: &Server, dataset: &data::Dataset, rate: f64, secs: u64) 
     }
     let heavy_rate = rate / 5.0;
     let (f, h) = (first.clone(), heavy.clone());
-    runs.push(load::fixed_rate("heavy client, page 1", &server.http, &server.token, heavy_rate, d, move |_| (f.clone(), h.clone())).await);
+    runs.push(
+        load::fixed_rate(
+            "heavy client, page 1",
+            &server.http,
+            &server.token,
+            heavy_rate,
+            d,
+            move |_| (f.clone(), h.clone()),
+        )
+        .await,
+    );
     let (p20, h) = (url.clone(), heavy.clone());
-    runs.push(load::fixed_rate("heavy client, page 20", &server.http, &server.token, heavy_rate, d, move |_| (p20.clone(), h.clone())).await);
+    runs.push(
+        load::fixed_rate(
+            "heavy client, page 20",
+            &server.http,
+            &server.token,
+            heavy_rate,
+            d,
+            move |_| (p20.clone(), h.clone()),
+        )
+        .await,
+    );
     runs
 }
 
 /// The cost of the consent and delay filters: the same portal query as SQL with the decision
 /// pushed in, against the same criteria for a user who sees everything and nothing embargoed.
 async fn filter_cost(db: Db, dataset: &data::Dataset, secs: u64) -> Value {
-    let ids: Vec<String> = dataset.clients.iter().skip(1).map(|c| c.id.clone()).collect();
+    let ids: Vec<String> = dataset
+        .clients
+        .iter()
+        .skip(1)
+        .map(|c| c.id.clone())
+        .collect();
     let ids = Arc::new(ids);
     let now = sluis::time::to_micros(sluis::time::parse_instant(NOW).unwrap());
     let query = |c: &str| {
-        let pairs = vec![("patient".to_string(), c.to_string()), ("category".to_string(), "vital-signs".to_string()), ("_count".to_string(), "50".to_string())];
-        params::parse("Observation", &pairs, Counts { default: 50, max: 500 }).unwrap()
+        let pairs = vec![
+            ("patient".to_string(), c.to_string()),
+            ("category".to_string(), "vital-signs".to_string()),
+            ("_count".to_string(), "50".to_string()),
+        ];
+        params::parse(
+            "Observation",
+            &pairs,
+            Counts {
+                default: 50,
+                max: 500,
+            },
+        )
+        .unwrap()
     };
     let decision = |c: &str, member: bool| Decision {
         user_id: 1,
@@ -409,13 +615,19 @@ async fn filter_cost(db: Db, dataset: &data::Dataset, secs: u64) -> Value {
             link_id: 1,
             patient_id: c.to_string(),
             role: if member { Role::Member } else { Role::Holder },
-            sections: if member { SectionSet::Only(["metingen".to_string(), "agenda".to_string()].into()) } else { SectionSet::All },
+            sections: if member {
+                SectionSet::Only(["metingen".to_string(), "agenda".to_string()].into())
+            } else {
+                SectionSet::All
+            },
             can_post: false,
         }],
         refused: BTreeMap::new(),
     };
     let unfiltered = |q: &params::Query| {
-        let mut s = Sql::new("SELECT v.id, v.type, v.fhir_id, v.version_no, v.release_at, v.sort_date, v.patient_id, v.section, v.body, v.withdrawn FROM versions v WHERE ");
+        let mut s = Sql::new(
+            "SELECT v.id, v.type, v.fhir_id, v.version_no, v.release_at, v.sort_date, v.patient_id, v.section, v.body, v.withdrawn, v.meta FROM versions v WHERE ",
+        );
         sql::criteria(&mut s, "v", q);
         s.push(" ORDER BY v.release_at ASC, v.id ASC LIMIT 51");
         let mut c = Sql::new("SELECT COUNT(*) AS n FROM versions v WHERE ");
@@ -437,8 +649,14 @@ async fn filter_cost(db: Db, dataset: &data::Dataset, secs: u64) -> Value {
                 let c = &ids[(i as usize * 7919) % ids.len()];
                 let q = query(c);
                 let dec = decision(c, member);
-                let a = db.fetch_all::<sql::Hit>(&sql::page_sql(&q, &dec, now)).await.is_ok();
-                let b = db.fetch_all::<N>(&sql::count_sql(&q, &dec, now)).await.is_ok();
+                let a = db
+                    .fetch_all::<sql::Hit>(&sql::page_sql(&q, &dec, now))
+                    .await
+                    .is_ok();
+                let b = db
+                    .fetch_all::<N>(&sql::count_sql(&q, &dec, now))
+                    .await
+                    .is_ok();
                 a && b
             }
         })
@@ -465,7 +683,9 @@ async fn filter_cost(db: Db, dataset: &data::Dataset, secs: u64) -> Value {
 async fn storage(db: &Db, file: Option<&std::path::Path>, dataset: &data::Dataset) -> Value {
     let bytes = match (db, file) {
         (Db::Sqlite { .. }, Some(f)) => {
-            let _ = db.execute(&Sql::new("PRAGMA wal_checkpoint(TRUNCATE)")).await;
+            let _ = db
+                .execute(&Sql::new("PRAGMA wal_checkpoint(TRUNCATE)"))
+                .await;
             std::fs::metadata(f).map(|m| m.len()).unwrap_or(0) as f64
         }
         _ => {
@@ -483,33 +703,78 @@ async fn storage(db: &Db, file: Option<&std::path::Path>, dataset: &data::Datase
 fn print_table(engine: &str, r: &Value) {
     println!("\n== sluis benchmark, {engine} ==");
     let c = &r["ceilings"];
-    println!("ceilings: JSON parse {:.0} MB/s ({:.0} res/s), serialize {:.0} MB/s; plain SQLite insert {:.0} res/s, {:.1} MB/s ({:.1} index rows/resource)",
-        c["json"]["parse_mb_per_s"].as_f64().unwrap_or(0.0), c["json"]["parse_resources_per_s"].as_f64().unwrap_or(0.0),
-        c["json"]["serialize_mb_per_s"].as_f64().unwrap_or(0.0), c["sqlite_insert"]["resources_per_s"].as_f64().unwrap_or(0.0),
-        c["sqlite_insert"]["mb_per_s"].as_f64().unwrap_or(0.0), c["sqlite_insert"]["index_rows_per_resource"].as_f64().unwrap_or(0.0));
+    println!(
+        "ceilings: JSON parse {:.0} MB/s ({:.0} res/s), serialize {:.0} MB/s; plain SQLite insert {:.0} res/s, {:.1} MB/s ({:.1} index rows/resource)",
+        c["json"]["parse_mb_per_s"].as_f64().unwrap_or(0.0),
+        c["json"]["parse_resources_per_s"].as_f64().unwrap_or(0.0),
+        c["json"]["serialize_mb_per_s"].as_f64().unwrap_or(0.0),
+        c["sqlite_insert"]["resources_per_s"]
+            .as_f64()
+            .unwrap_or(0.0),
+        c["sqlite_insert"]["mb_per_s"].as_f64().unwrap_or(0.0),
+        c["sqlite_insert"]["index_rows_per_resource"]
+            .as_f64()
+            .unwrap_or(0.0)
+    );
     for i in r["ingest"].as_array().into_iter().flatten() {
-        println!("ingest, {} client(s): {:.0} res/s, {:.1} MB/s, bundle p50 {:.1} ms p99 {:.1} ms, {:.2}x the SQLite ceiling",
-            i["workers"], i["resources_per_s"].as_f64().unwrap_or(0.0), i["mb_per_s"].as_f64().unwrap_or(0.0),
-            i["bundle_p50_ms"].as_f64().unwrap_or(0.0), i["bundle_p99_ms"].as_f64().unwrap_or(0.0), i["ratio_to_ceiling"].as_f64().unwrap_or(0.0));
+        println!(
+            "ingest, {} client(s): {:.0} res/s, {:.1} MB/s, bundle p50 {:.1} ms p99 {:.1} ms, {:.2}x the SQLite ceiling",
+            i["workers"],
+            i["resources_per_s"].as_f64().unwrap_or(0.0),
+            i["mb_per_s"].as_f64().unwrap_or(0.0),
+            i["bundle_p50_ms"].as_f64().unwrap_or(0.0),
+            i["bundle_p99_ms"].as_f64().unwrap_or(0.0),
+            i["ratio_to_ceiling"].as_f64().unwrap_or(0.0)
+        );
     }
     let s = &r["storage"];
-    println!("storage: {:.0} bytes/resource, {:.2}x the raw JSON", s["bytes_per_resource"].as_f64().unwrap_or(0.0), s["ratio_to_raw"].as_f64().unwrap_or(0.0));
-    println!("{:<26} {:>7} {:>8} {:>7} {:>8} {:>8} {:>8} {:>8}", "search", "rate/s", "done/s", "errors", "p50 ms", "p95 ms", "p99 ms", "max ms");
+    println!(
+        "storage: {:.0} bytes/resource, {:.2}x the raw JSON",
+        s["bytes_per_resource"].as_f64().unwrap_or(0.0),
+        s["ratio_to_raw"].as_f64().unwrap_or(0.0)
+    );
+    println!(
+        "{:<26} {:>7} {:>8} {:>7} {:>8} {:>8} {:>8} {:>8}",
+        "search", "rate/s", "done/s", "errors", "p50 ms", "p95 ms", "p99 ms", "max ms"
+    );
     for run in r["search"].as_array().into_iter().flatten() {
-        println!("{:<26} {:>7.0} {:>8.0} {:>7} {:>8.2} {:>8.2} {:>8.2} {:>8.1}", run["name"].as_str().unwrap_or(""), run["rate"].as_f64().unwrap_or(0.0),
-            run["achieved_per_s"].as_f64().unwrap_or(0.0), run["errors"], run["p50_ms"].as_f64().unwrap_or(0.0), run["p95_ms"].as_f64().unwrap_or(0.0),
-            run["p99_ms"].as_f64().unwrap_or(0.0), run["max_ms"].as_f64().unwrap_or(0.0));
+        println!(
+            "{:<26} {:>7.0} {:>8.0} {:>7} {:>8.2} {:>8.2} {:>8.2} {:>8.1}",
+            run["name"].as_str().unwrap_or(""),
+            run["rate"].as_f64().unwrap_or(0.0),
+            run["achieved_per_s"].as_f64().unwrap_or(0.0),
+            run["errors"],
+            run["p50_ms"].as_f64().unwrap_or(0.0),
+            run["p95_ms"].as_f64().unwrap_or(0.0),
+            run["p99_ms"].as_f64().unwrap_or(0.0),
+            run["max_ms"].as_f64().unwrap_or(0.0)
+        );
     }
     for who in ["holder", "member"] {
         let f = &r["filters"][who];
-        println!("filters ({who}): {:.0} vs {:.0} queries/s unfiltered ({:.1}% cost), p50 {:.2} vs {:.2} ms (+{:.2} ms)",
-            f["filtered_per_s"].as_f64().unwrap_or(0.0), f["unfiltered_per_s"].as_f64().unwrap_or(0.0), f["throughput_cost"].as_f64().unwrap_or(0.0) * 100.0,
-            f["filtered_p50_ms"].as_f64().unwrap_or(0.0), f["unfiltered_p50_ms"].as_f64().unwrap_or(0.0), f["p50_cost_ms"].as_f64().unwrap_or(0.0));
+        println!(
+            "filters ({who}): {:.0} vs {:.0} queries/s unfiltered ({:.1}% cost), p50 {:.2} vs {:.2} ms (+{:.2} ms)",
+            f["filtered_per_s"].as_f64().unwrap_or(0.0),
+            f["unfiltered_per_s"].as_f64().unwrap_or(0.0),
+            f["throughput_cost"].as_f64().unwrap_or(0.0) * 100.0,
+            f["filtered_p50_ms"].as_f64().unwrap_or(0.0),
+            f["unfiltered_p50_ms"].as_f64().unwrap_or(0.0),
+            f["p50_cost_ms"].as_f64().unwrap_or(0.0)
+        );
     }
-    println!("memory: server peak RSS {:.0} MB", r["memory"]["peak_rss_mb"].as_f64().unwrap_or(0.0));
+    println!(
+        "memory: server peak RSS {:.0} MB",
+        r["memory"]["peak_rss_mb"].as_f64().unwrap_or(0.0)
+    );
 }
 
-async fn run_engine(engine: &str, dir: &std::path::Path, dataset: &data::Dataset, ceilings: &Value, scale: f64) -> Value {
+async fn run_engine(
+    engine: &str,
+    dir: &std::path::Path,
+    dataset: &data::Dataset,
+    ceilings: &Value,
+    scale: f64,
+) -> Value {
     let database = |name: &str| -> (String, Option<std::path::PathBuf>) {
         match engine {
             "sqlite" => {
@@ -519,7 +784,9 @@ async fn run_engine(engine: &str, dir: &std::path::Path, dataset: &data::Dataset
             _ => (postgres_schema(name), None),
         }
     };
-    let ceiling = ceilings["sqlite_insert"]["resources_per_s"].as_f64().unwrap_or(1.0);
+    let ceiling = ceilings["sqlite_insert"]["resources_per_s"]
+        .as_f64()
+        .unwrap_or(1.0);
     let mut ingests = Vec::new();
     // One client, into its own database.
     let (url1, _) = database("ingest1");
@@ -559,16 +826,27 @@ fn postgres_schema(name: &str) -> String {
     let base = std::env::var("SLUIS_TEST_POSTGRES_URL").unwrap();
     let schema = format!("sluis_bench_{name}");
     let status = Command::new("psql")
-        .args([base.as_str(), "-q", "-c", &format!("DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema};")])
+        .args([
+            base.as_str(),
+            "-q",
+            "-c",
+            &format!("DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema};"),
+        ])
         .status();
-    assert!(status.is_ok_and(|s| s.success()), "psql could not prepare the schema");
+    assert!(
+        status.is_ok_and(|s| s.success()),
+        "psql could not prepare the schema"
+    );
     let sep = if base.contains('?') { '&' } else { '?' };
     format!("{base}{sep}options%5Bsearch_path%5D={schema}")
 }
 
 #[tokio::main(flavor = "multi_thread")]
 async fn main() {
-    let scale: f64 = std::env::var("SLUIS_BENCH_SCALE").ok().and_then(|s| s.parse().ok()).unwrap_or(1.0);
+    let scale: f64 = std::env::var("SLUIS_BENCH_SCALE")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1.0);
     let clients = ((500.0 * scale) as usize).max(20);
     let heavy = ((20_000.0 * scale) as usize).max(1200);
     let started = Instant::now();
@@ -579,7 +857,11 @@ async fn main() {
         dataset.resources,
         dataset.bytes as f64 / 1e6,
         dataset.clients[0].observations,
-        dataset.clients.iter().map(|c| c.bundles.len()).sum::<usize>(),
+        dataset
+            .clients
+            .iter()
+            .map(|c| c.bundles.len())
+            .sum::<usize>(),
         started.elapsed().as_secs_f64()
     );
     let dir = tempfile::tempdir().unwrap();
@@ -593,7 +875,9 @@ async fn main() {
     for engine in engines {
         let result = run_engine(engine, dir.path(), &dataset, &ceilings, scale).await;
         print_table(engine, &result);
-        let path = std::env::var("SLUIS_BENCH_OUT").map(std::path::PathBuf::from).unwrap_or_else(|_| out_dir.join(format!("portal-{engine}.json")));
+        let path = std::env::var("SLUIS_BENCH_OUT")
+            .map(std::path::PathBuf::from)
+            .unwrap_or_else(|_| out_dir.join(format!("portal-{engine}.json")));
         std::fs::write(&path, serde_json::to_string_pretty(&result).unwrap()).unwrap();
         println!("written: {}", path.display());
     }

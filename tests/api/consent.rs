@@ -541,15 +541,26 @@ on_both!(r4_representatives_and_their_ranks, |b| async move {
     // ...until the first contact person is designated instead: one holder at a time.
     let (_, linked, contact) = app.link_as("contact", "p1", "first-contact").await;
     assert_eq!(linked["role"], "holder");
-    assert_eq!(reason(&notarial.get("/fhir/Patient/p1").await.1), "not-linked");
+    assert_eq!(
+        reason(&notarial.get("/fhir/Patient/p1").await.1),
+        "not-linked"
+    );
     // A court-appointed curator ends the first contact's link (§6).
     let (_, linked, curator) = app.link_as("curator", "p1", "curator").await;
     assert_eq!(linked["role"], "holder");
-    assert_eq!(reason(&contact.get("/fhir/Patient/p1").await.1), "not-linked");
+    assert_eq!(
+        reason(&contact.get("/fhir/Patient/p1").await.1),
+        "not-linked"
+    );
     assert_eq!(curator.get("/fhir/Patient/p1").await.0, 200);
     // The client links later: reads, without holder powers.
     let (_, linked, _) = app.link_as("client", "p1", "self").await;
     assert_eq!(linked["role"], "reader");
-    let (status, _) = app.admin_post("/admin/activation-codes", &json!({"patient": "p1", "relationship": "buurman"})).await;
+    let (status, _) = app
+        .admin_post(
+            "/admin/activation-codes",
+            &json!({"patient": "p1", "relationship": "buurman"}),
+        )
+        .await;
     assert_eq!(status, 400, "only the relationships of contract §6");
 });

@@ -31,7 +31,6 @@ fn json_files(dir: PathBuf) -> Vec<PathBuf> {
 const SYNTHEA: &str = "[embargo]\ndefault = \"immediate\"\n[organization]\nterms_version = \"2026-01\"\n\
                        assume_active_care = true\ndeceased_grace = \"P200Y\"\n";
 
-
 on_both!(
     every_synthea_bundle_ingests_and_pages_exactly,
     |b| async move {
