@@ -294,9 +294,14 @@ pub fn criteria(sql: &mut Sql, alias: &str, q: &Query) {
     sql.push(&format!("{alias}.type = "));
     sql.bind(q.resource_type.as_str());
     for ids in &q.ids {
-        sql.push(&format!(" AND {alias}.fhir_id IN ("));
+        // Through the resources' (type, id) key, then the versions of those resources.
+        sql.push(&format!(
+            " AND {alias}.resource_id IN (SELECT r.id FROM resources r WHERE r.type = "
+        ));
+        sql.bind(q.resource_type.as_str());
+        sql.push(" AND r.fhir_id IN (");
         sql.bind_list(ids.iter().map(String::as_str));
-        sql.push(")");
+        sql.push("))");
     }
     for patients in &q.patients {
         sql.push(&format!(" AND {alias}.patient_id IN ("));
@@ -336,6 +341,9 @@ fn search_where(sql: &mut Sql, q: &Query, decision: &Decision, now: Micros) {
             sql.bind_list(clients);
             sql.push(")");
         }
+    } else {
+        // Outside the compartment: stored without a client, on the same index.
+        sql.push(" AND v.patient_id IS NULL");
     }
     sql.push(" AND ");
     visible_as(sql, "v", &q.resource_type, decision, now, by_release);
@@ -447,9 +455,11 @@ pub async fn included(
         "SELECT {HIT_COLUMNS} FROM versions v WHERE v.type = "
     ));
     sql.bind(resource_type);
-    sql.push(" AND v.fhir_id IN (");
+    sql.push(" AND v.resource_id IN (SELECT r.id FROM resources r WHERE r.type = ");
+    sql.bind(resource_type);
+    sql.push(" AND r.fhir_id IN (");
     sql.bind_list(ids.iter().map(String::as_str));
-    sql.push(") AND ");
+    sql.push(")) AND ");
     served(&mut sql, "v", now);
     if in_compartment(resource_type) {
         sql.push(" AND ");
@@ -554,6 +564,38 @@ pub async fn current_matches(
          AND r.last_version = v.version_no WHERE ",
     );
     criteria(&mut sql, "v", q);
+    // Start from the token index (the versions table has no index by type alone).
+    if let Some(f) = q.tokens.first() {
+        sql.push(" AND v.id IN (SELECT t.version_id FROM search_tokens t WHERE t.param = ");
+        sql.bind(f.param);
+        sql.push(" AND (");
+        for (i, value) in f.values.iter().enumerate() {
+            if i > 0 {
+                sql.push(" OR ");
+            }
+            match (&value.code, &value.system) {
+                (Some(code), Some(system)) => {
+                    sql.push("(t.code = ");
+                    sql.bind(code.as_str());
+                    sql.push(" AND t.system = ");
+                    sql.bind(system.as_str());
+                    sql.push(")");
+                }
+                (Some(code), None) => {
+                    sql.push("t.code = ");
+                    sql.bind(code.as_str());
+                }
+                (None, Some(system)) => {
+                    sql.push("t.system = ");
+                    sql.bind(system.as_str());
+                }
+                (None, None) => {
+                    sql.push("1 = 1");
+                }
+            }
+        }
+        sql.push("))");
+    }
     sql.push(" AND v.withdrawn = 0 LIMIT ");
     sql.bind(limit);
     #[derive(sqlx::FromRow)]

@@ -224,11 +224,13 @@ impl Db {
                 .journal_mode(SqliteJournalMode::Wal)
                 .synchronous(SqliteSynchronous::Normal)
                 .busy_timeout(Duration::from_secs(10))
-                .pragma("cache_size", "-32000")
+                // A small page cache per connection: the operating system caches the file for
+                // all of them, and eight private 32 MB caches would each hold the same pages.
+                .pragma("cache_size", "-4000")
                 .pragma("temp_store", "memory");
             let write = SqlitePoolOptions::new()
                 .max_connections(1)
-                .connect_with(options.clone())
+                .connect_with(options.clone().pragma("cache_size", "-16000"))
                 .await?;
             let read = SqlitePoolOptions::new()
                 .max_connections(max_connections)

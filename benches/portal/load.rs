@@ -61,6 +61,7 @@ pub async fn fixed_rate(
             errors.clone(),
         );
         tasks.push(tokio::spawn(async move {
+            let sent = Instant::now();
             let ok = match http
                 .get(&url)
                 .bearer_auth(&token)
@@ -74,7 +75,11 @@ pub async fn fixed_rate(
                 }
                 Err(_) => false,
             };
-            let micros = scheduled.elapsed().as_micros().max(1) as u64;
+            let micros = if std::env::var("SLUIS_BENCH_FROM_SEND").is_ok() {
+                sent.elapsed().as_micros().max(1) as u64
+            } else {
+                scheduled.elapsed().as_micros().max(1) as u64
+            };
             if let Ok(mut h) = hist.lock() {
                 let _ = h.record(micros.min(60_000_000));
             }

@@ -47,6 +47,10 @@ fn free_port() -> u16 {
 
 async fn start(dir: &std::path::Path, database: &str) -> Server {
     let port = free_port();
+    let conns: u32 = std::env::var("SLUIS_BENCH_CONNECTIONS")
+        .ok()
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(8);
     let config = format!(
         r#"
 [server]
@@ -54,7 +58,7 @@ listen = "127.0.0.1:{port}"
 public_base_url = "http://127.0.0.1:{port}"
 [database]
 url = "{database}"
-max_connections = 8
+max_connections = {conns}
 [organization]
 terms_version = "2026-01"
 [admin]
@@ -804,6 +808,16 @@ async fn run_engine(
     ingests.push(i);
     let (_, peak_after_ingest) = server.rss_mb();
     link_users(&server, dataset).await;
+    if let Some(secs) = std::env::var("SLUIS_BENCH_PAUSE")
+        .ok()
+        .and_then(|s| s.parse::<u64>().ok())
+    {
+        println!(
+            "paused {secs} s: {} token {} users h-<client>, m-<client>",
+            server.base, server.token
+        );
+        tokio::time::sleep(Duration::from_secs(secs)).await;
+    }
     let rate = 1000.0 * scale.max(0.2);
     let secs = if scale < 1.0 { 2 } else { 5 };
     let runs = search(&server, dataset, rate, secs).await;
@@ -841,8 +855,26 @@ fn postgres_schema(name: &str) -> String {
     format!("{base}{sep}options%5Bsearch_path%5D={schema}")
 }
 
-#[tokio::main(flavor = "multi_thread")]
+#[tokio::main(flavor = "current_thread")]
 async fn main() {
+    // Probe mode: the load generator alone against a running adapter, to compare with wrk.
+    if let (Ok(url), Ok(token), Ok(user)) = (
+        std::env::var("SLUIS_BENCH_TARGET"),
+        std::env::var("SLUIS_BENCH_TOKEN"),
+        std::env::var("SLUIS_BENCH_USER"),
+    ) {
+        let rate: f64 = std::env::var("SLUIS_BENCH_RATE")
+            .ok()
+            .and_then(|r| r.parse().ok())
+            .unwrap_or(200.0);
+        let http = reqwest::Client::new();
+        let run = load::fixed_rate("probe", &http, &token, rate, Duration::from_secs(5), |_| {
+            (url.clone(), user.clone())
+        })
+        .await;
+        println!("{}", run.json());
+        return;
+    }
     let scale: f64 = std::env::var("SLUIS_BENCH_SCALE")
         .ok()
         .and_then(|s| s.parse().ok())
