@@ -335,7 +335,7 @@ impl Db {
     pub async fn execute(&self, sql: &Sql) -> Result<u64, sqlx::Error> {
         match self {
             Db::Sqlite { write, .. } => Ok(sqlx::query_with(
-                AssertSqlSafe(sql.text.clone()),
+                AssertSqlSafe(sql.sqlite_text()),
                 sql.sqlite_args()?,
             )
             .execute(write)
@@ -440,7 +440,7 @@ impl Tx {
     pub async fn execute(&mut self, sql: &Sql) -> Result<u64, sqlx::Error> {
         match self {
             Tx::Sqlite(tx) => Ok(sqlx::query_with(
-                AssertSqlSafe(sql.text.clone()),
+                AssertSqlSafe(sql.sqlite_text()),
                 sql.sqlite_args()?,
             )
             .execute(&mut **tx)
