@@ -175,9 +175,31 @@ async fn includes(
         return Ok(Vec::new());
     }
     let mut wanted: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    // Only the elements the include paths start from are parsed, not the whole resource.
+    let firsts: Vec<&str> = q
+        .includes
+        .iter()
+        .flat_map(|i| i.paths.iter())
+        .filter_map(|p| p.segments.first().map(|s| s.trim_end_matches("[x]")))
+        .collect();
     let parsed: Vec<Value> = matches
         .iter()
-        .filter_map(|m| serde_json::from_str(&m.text).ok())
+        .filter_map(|m| {
+            let top: std::collections::HashMap<&str, &serde_json::value::RawValue> =
+                serde_json::from_str(&m.text).ok()?;
+            let mut partial = serde_json::Map::new();
+            partial.insert("resourceType".into(), Value::String(m.resource_type.clone()));
+            for (key, raw) in top {
+                let wanted = firsts.iter().any(|f| {
+                    key.strip_prefix(f)
+                        .is_some_and(|rest| rest.is_empty() || rest.starts_with(|c: char| c.is_ascii_uppercase()))
+                });
+                if wanted && let Ok(v) = serde_json::from_str::<Value>(raw.get()) {
+                    partial.insert(key.to_string(), v);
+                }
+            }
+            Some(Value::Object(partial))
+        })
         .collect();
     for m in &parsed {
         for include in &q.includes {
