@@ -27,6 +27,8 @@ pub struct Inner {
     pub tokens: auth::TokenKeys,
     /// The serialized CapabilityStatement (it depends only on config and mappings).
     pub capability: Vec<u8>,
+    /// The access decision's facts, while no write has made them stale.
+    pub facts: crate::access::facts::FactsCache,
 }
 
 /// The shared state, cheap to clone.
@@ -77,6 +79,7 @@ impl AppState {
             mappings,
             tokens,
             capability,
+            facts: Default::default(),
         }));
         if let Some(n) = crate::release::recompute::after_rule_change(&state).await? {
             tracing::info!(

@@ -214,3 +214,60 @@ pub async fn for_user(
     links.sort_by_key(|l| l.id);
     Ok((user, links, clients))
 }
+
+/// The facts of one user, as [`for_user`] reads them.
+pub type UserFactsSet = (
+    Option<UserFacts>,
+    Vec<LinkFacts>,
+    BTreeMap<String, ClientFacts>,
+);
+
+/// Facts read since the last write, so that a user's requests do not read them again.
+///
+/// Exact, not a time-based cache: an entry is used only while no write has been committed since
+/// it was read (`Db::write_generation`), so a grant change, block or new episode acts on the
+/// next request. Only where this process sees every write (SQLite); on PostgreSQL, where other
+/// processes write too, facts are always read fresh. The decision itself is always made anew
+/// (it depends on the moment).
+#[derive(Default)]
+pub struct FactsCache {
+    entries: std::sync::Mutex<
+        std::collections::HashMap<(String, String), (u64, std::sync::Arc<UserFactsSet>)>,
+    >,
+}
+
+const CACHE_LIMIT: usize = 20_000;
+
+impl FactsCache {
+    /// The facts of `(client_id, external_id)`, from the cache when still exact.
+    pub async fn get(
+        &self,
+        db: &Db,
+        client_id: &str,
+        external_id: &str,
+    ) -> Result<std::sync::Arc<UserFactsSet>, sqlx::Error> {
+        let Some(generation) = db.write_generation() else {
+            return Ok(std::sync::Arc::new(
+                for_user(db, client_id, external_id).await?,
+            ));
+        };
+        let key = (client_id.to_string(), external_id.to_string());
+        if let Ok(entries) = self.entries.lock()
+            && let Some((g, facts)) = entries.get(&key)
+            && *g == generation
+        {
+            return Ok(facts.clone());
+        }
+        let facts = std::sync::Arc::new(for_user(db, client_id, external_id).await?);
+        // Kept only if nothing was written while reading.
+        if db.write_generation() == Some(generation)
+            && let Ok(mut entries) = self.entries.lock()
+        {
+            if entries.len() >= CACHE_LIMIT {
+                entries.clear();
+            }
+            entries.insert(key, (generation, facts.clone()));
+        }
+        Ok(facts)
+    }
+}

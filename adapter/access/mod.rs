@@ -32,12 +32,15 @@ impl AppState {
 
 /// Steps 2–6 for the calling portal user, from fresh facts; a refusal is a 403 with its reason.
 pub async fn decide_for(state: &AppState, user: &PortalUser) -> ApiResult<Decision> {
-    let (facts, links, clients) =
-        facts::for_user(&state.db, &user.client_id, &user.external_id).await?;
+    let set = state
+        .facts
+        .get(&state.db, &user.client_id, &user.external_id)
+        .await?;
+    let (facts, links, clients) = &*set;
     decision::decide(
         facts.as_ref(),
-        &links,
-        &clients,
+        links,
+        clients,
         &state.policy(),
         state.clock.now(),
     )

@@ -370,7 +370,9 @@ pub async fn page_with_total(
 ) -> Result<(Vec<Hit>, i64), sqlx::Error> {
     let mut count = Sql::new("SELECT COUNT(*) FROM versions v");
     search_where(&mut count, q, decision, now);
-    let row: Packed = db.fetch_one(&packed_page(q, decision, now, Some(count))).await?;
+    let row: Packed = db
+        .fetch_one(&packed_page(q, decision, now, Some(count)))
+        .await?;
     Ok((unpack(row.hits.as_deref()), row.total.unwrap_or(0)))
 }
 

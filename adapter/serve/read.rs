@@ -188,11 +188,15 @@ async fn includes(
             let top: std::collections::HashMap<&str, &serde_json::value::RawValue> =
                 serde_json::from_str(&m.text).ok()?;
             let mut partial = serde_json::Map::new();
-            partial.insert("resourceType".into(), Value::String(m.resource_type.clone()));
+            partial.insert(
+                "resourceType".into(),
+                Value::String(m.resource_type.clone()),
+            );
             for (key, raw) in top {
                 let wanted = firsts.iter().any(|f| {
-                    key.strip_prefix(f)
-                        .is_some_and(|rest| rest.is_empty() || rest.starts_with(|c: char| c.is_ascii_uppercase()))
+                    key.strip_prefix(f).is_some_and(|rest| {
+                        rest.is_empty() || rest.starts_with(|c: char| c.is_ascii_uppercase())
+                    })
                 });
                 if wanted && let Ok(v) = serde_json::from_str::<Value>(raw.get()) {
                     partial.insert(key.to_string(), v);

@@ -12,6 +12,8 @@ use sqlx::sqlite::{
 };
 use sqlx::{Arguments, AssertSqlSafe, FromRow, PgPool, Postgres, Sqlite, SqlitePool, Transaction};
 use std::str::FromStr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 /// Which engine a handle talks to.
@@ -211,7 +213,15 @@ impl<T> Row for T where T: for<'r> FromRow<'r, SqliteRow> + for<'r> FromRow<'r, 
 /// The database: a pool per engine.
 #[derive(Debug, Clone)]
 pub enum Db {
-    Sqlite { read: SqlitePool, write: SqlitePool },
+    Sqlite {
+        read: SqlitePool,
+        write: SqlitePool,
+        /// Counts committed writes: whatever was read before a write may be stale after it.
+        writes: Arc<AtomicU64>,
+        /// The WAL index (`-shm`), whose header changes with every commit by any process
+        /// (e.g. a `sluis import` beside `sluis serve`).
+        shm: Option<Arc<std::fs::File>>,
+    },
     Postgres(PgPool),
 }
 
@@ -236,7 +246,22 @@ impl Db {
                 .max_connections(max_connections)
                 .connect_with(options)
                 .await?;
-            Ok(Db::Sqlite { read, write })
+            let file = url
+                .trim_start_matches("sqlite://")
+                .trim_start_matches("sqlite:")
+                .split('?')
+                .next()
+                .unwrap_or_default()
+                .to_string();
+            let shm = std::fs::File::open(format!("{file}-shm"))
+                .ok()
+                .map(Arc::new);
+            Ok(Db::Sqlite {
+                read,
+                write,
+                writes: Arc::new(AtomicU64::new(0)),
+                shm,
+            })
         } else {
             let options = PgConnectOptions::from_str(url)?;
             let pool = PgPoolOptions::new()
@@ -245,6 +270,33 @@ impl Db {
                 .connect_with(options)
                 .await?;
             Ok(Db::Postgres(pool))
+        }
+    }
+
+    /// The number of writes committed so far, where this process sees every write (SQLite);
+    /// `None` where other processes write too (PostgreSQL).
+    pub fn write_generation(&self) -> Option<u64> {
+        use std::os::unix::fs::FileExt;
+        match self {
+            Db::Sqlite {
+                writes,
+                shm: Some(shm),
+                ..
+            } => {
+                // The WAL-index header: a change counter, the last frame, checksums and salts.
+                let mut header = [0u8; 48];
+                shm.read_exact_at(&mut header, 0).ok()?;
+                let mut g = writes.load(Ordering::Acquire);
+                for chunk in header.chunks(8) {
+                    let mut word = [0u8; 8];
+                    word[..chunk.len()].copy_from_slice(chunk);
+                    g = (g ^ u64::from_le_bytes(word))
+                        .wrapping_mul(0x0100_0000_01b3)
+                        .rotate_left(17);
+                }
+                Some(g)
+            }
+            _ => None,
         }
     }
 
@@ -334,13 +386,14 @@ impl Db {
     /// Runs a statement that changes data (through the writer on SQLite); rows affected.
     pub async fn execute(&self, sql: &Sql) -> Result<u64, sqlx::Error> {
         match self {
-            Db::Sqlite { write, .. } => Ok(sqlx::query_with(
-                AssertSqlSafe(sql.sqlite_text()),
-                sql.sqlite_args()?,
-            )
-            .execute(write)
-            .await?
-            .rows_affected()),
+            Db::Sqlite { write, writes, .. } => {
+                let n = sqlx::query_with(AssertSqlSafe(sql.sqlite_text()), sql.sqlite_args()?)
+                    .execute(write)
+                    .await?
+                    .rows_affected();
+                writes.fetch_add(1, Ordering::AcqRel);
+                Ok(n)
+            }
             Db::Postgres(pool) => Ok(sqlx::query_with(
                 AssertSqlSafe(sql.text.clone()),
                 sql.pg_args()?,
@@ -387,7 +440,9 @@ impl Db {
     /// Starts a write transaction.
     pub async fn begin(&self) -> Result<Tx, sqlx::Error> {
         match self {
-            Db::Sqlite { write, .. } => Ok(Tx::Sqlite(write.begin().await?)),
+            Db::Sqlite { write, writes, .. } => {
+                Ok(Tx::Sqlite(write.begin().await?, writes.clone()))
+            }
             Db::Postgres(pool) => Ok(Tx::Postgres(pool.begin().await?)),
         }
     }
@@ -395,21 +450,21 @@ impl Db {
 
 /// A write transaction; dropped without `commit`, it rolls back.
 pub enum Tx {
-    Sqlite(Transaction<'static, Sqlite>),
+    Sqlite(Transaction<'static, Sqlite>, Arc<AtomicU64>),
     Postgres(Transaction<'static, Postgres>),
 }
 
 impl Tx {
     pub fn engine(&self) -> Engine {
         match self {
-            Tx::Sqlite(_) => Engine::Sqlite,
+            Tx::Sqlite(..) => Engine::Sqlite,
             Tx::Postgres(_) => Engine::Postgres,
         }
     }
 
     pub async fn fetch_all<T: Row>(&mut self, sql: &Sql) -> Result<Vec<T>, sqlx::Error> {
         match self {
-            Tx::Sqlite(tx) => {
+            Tx::Sqlite(tx, _) => {
                 sqlx::query_as_with::<_, T, _>(AssertSqlSafe(sql.sqlite_text()), sql.sqlite_args()?)
                     .fetch_all(&mut **tx)
                     .await
@@ -424,7 +479,7 @@ impl Tx {
 
     pub async fn fetch_optional<T: Row>(&mut self, sql: &Sql) -> Result<Option<T>, sqlx::Error> {
         match self {
-            Tx::Sqlite(tx) => {
+            Tx::Sqlite(tx, _) => {
                 sqlx::query_as_with::<_, T, _>(AssertSqlSafe(sql.sqlite_text()), sql.sqlite_args()?)
                     .fetch_optional(&mut **tx)
                     .await
@@ -439,7 +494,7 @@ impl Tx {
 
     pub async fn execute(&mut self, sql: &Sql) -> Result<u64, sqlx::Error> {
         match self {
-            Tx::Sqlite(tx) => Ok(sqlx::query_with(
+            Tx::Sqlite(tx, _) => Ok(sqlx::query_with(
                 AssertSqlSafe(sql.sqlite_text()),
                 sql.sqlite_args()?,
             )
@@ -458,7 +513,11 @@ impl Tx {
 
     pub async fn commit(self) -> Result<(), sqlx::Error> {
         match self {
-            Tx::Sqlite(tx) => tx.commit().await,
+            Tx::Sqlite(tx, writes) => {
+                tx.commit().await?;
+                writes.fetch_add(1, Ordering::AcqRel);
+                Ok(())
+            }
             Tx::Postgres(tx) => tx.commit().await,
         }
     }

@@ -743,10 +743,16 @@ fn print_table(engine: &str, r: &Value) {
         c["json"]["parse_mb_per_s"].as_f64().unwrap_or(0.0),
         c["json"]["parse_resources_per_s"].as_f64().unwrap_or(0.0),
         c["json"]["serialize_mb_per_s"].as_f64().unwrap_or(0.0),
-        c["sqlite_insert"]["resources_per_s"].as_f64().unwrap_or(0.0),
+        c["sqlite_insert"]["resources_per_s"]
+            .as_f64()
+            .unwrap_or(0.0),
         c["sqlite_insert"]["mb_per_s"].as_f64().unwrap_or(0.0),
-        c["sqlite_insert"]["row_by_row_resources_per_s"].as_f64().unwrap_or(0.0),
-        c["sqlite_insert"]["index_rows_per_resource"].as_f64().unwrap_or(0.0)
+        c["sqlite_insert"]["row_by_row_resources_per_s"]
+            .as_f64()
+            .unwrap_or(0.0),
+        c["sqlite_insert"]["index_rows_per_resource"]
+            .as_f64()
+            .unwrap_or(0.0)
     );
     for i in r["ingest"].as_array().into_iter().flatten() {
         println!(
@@ -819,8 +825,12 @@ async fn run_engine(
     };
     let ratios = |i: &mut Value| {
         let rate = i["resources_per_s"].as_f64().unwrap_or(0.0);
-        let batched = ceilings["sqlite_insert"]["resources_per_s"].as_f64().unwrap_or(1.0);
-        let row = ceilings["sqlite_insert"]["row_by_row_resources_per_s"].as_f64().unwrap_or(1.0);
+        let batched = ceilings["sqlite_insert"]["resources_per_s"]
+            .as_f64()
+            .unwrap_or(1.0);
+        let row = ceilings["sqlite_insert"]["row_by_row_resources_per_s"]
+            .as_f64()
+            .unwrap_or(1.0);
         i["ratio_to_ceiling"] = json!(rate / batched);
         i["ratio_to_row_by_row"] = json!(rate / row);
     };

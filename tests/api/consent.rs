@@ -564,3 +564,42 @@ on_both!(r4_representatives_and_their_ranks, |b| async move {
         .await;
     assert_eq!(status, 400, "only the relationships of contract §6");
 });
+
+on_both!(
+    a_change_made_by_another_process_acts_on_the_next_request,
+    |b| async move {
+        let app = TestApp::spawn_with(b, IMMEDIATE).await;
+        dossier(&app).await;
+        let holder = app.holder("holder", "p1").await;
+        assert_eq!(holder.get("/fhir/Patient/p1").await.0, 200);
+        assert_eq!(
+            holder.get("/fhir/Patient/p1").await.0,
+            200,
+            "read twice, so its facts are known"
+        );
+        // A second process on the same database (as `sluis import` or a second `serve`).
+        let other = app.restart_with(IMMEDIATE, T0).await;
+        let (status, _) = other
+            .admin_post(
+                "/admin/users/caren/holder/block",
+                &json!({"reason": "twijfel"}),
+            )
+            .await;
+        assert_eq!(status, 200);
+        let (status, outcome) = holder.get("/fhir/Patient/p1").await;
+        assert_eq!((status, reason(&outcome)), (403, "user-blocked"));
+        other
+            .push_ok(&transaction(&[episode(
+                "eoc9",
+                "p2",
+                "active",
+                "2025-01-01",
+                None,
+            )]))
+            .await;
+        other
+            .admin_post("/admin/users/caren/holder/unblock", &json!({}))
+            .await;
+        assert_eq!(holder.get("/fhir/Patient/p1").await.0, 200);
+    }
+);
