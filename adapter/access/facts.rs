@@ -231,10 +231,13 @@ pub type UserFactsSet = (
 /// (it depends on the moment).
 #[derive(Default)]
 pub struct FactsCache {
-    entries: std::sync::Mutex<
-        std::collections::HashMap<(String, String), (u64, std::sync::Arc<UserFactsSet>)>,
-    >,
+    entries: std::sync::Mutex<std::collections::HashMap<UserKey, CachedFacts>>,
 }
+
+/// `(portal client, portal user)`.
+type UserKey = (String, String);
+/// The write generation the facts were read at, and the facts.
+type CachedFacts = (u64, std::sync::Arc<UserFactsSet>);
 
 const CACHE_LIMIT: usize = 20_000;
 

@@ -303,6 +303,9 @@ fn json_ceiling(dataset: &data::Dataset) -> Value {
     })
 }
 
+/// One resource as the ceiling inserts it: type, id, index keys `(param, value)`, body.
+type CeilingRow = (String, String, Vec<(String, String)>, String);
+
 /// A plain SQLite insert of the same bytes and the same number of index rows, in the same
 /// batches, through the same driver: the ceiling ingest is measured against.
 async fn sqlite_ceiling(dir: &std::path::Path, dataset: &data::Dataset, batch: usize) -> Value {
@@ -311,7 +314,7 @@ async fn sqlite_ceiling(dir: &std::path::Path, dataset: &data::Dataset, batch: u
     db.execute(&Sql::new("CREATE TABLE raw (id INTEGER PRIMARY KEY, type TEXT NOT NULL, rid TEXT NOT NULL, body TEXT NOT NULL)")).await.unwrap();
     db.execute(&Sql::new("CREATE TABLE idx (rowref INTEGER NOT NULL, k TEXT NOT NULL, v TEXT NOT NULL, PRIMARY KEY (rowref, k, v)) WITHOUT ROWID")).await.unwrap();
     // The index rows ingest makes for each resource: tokens, dates and references.
-    let rows: Vec<(String, String, Vec<(String, String)>, String)> = dataset
+    let rows: Vec<CeilingRow> = dataset
         .resource_bytes
         .iter()
         .map(|b| {
