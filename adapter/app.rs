@@ -65,6 +65,9 @@ impl AppState {
                 )
             })?;
         db.migrate().await.context("cannot apply migrations")?;
+        db.analyze()
+            .await
+            .context("cannot update the planner's statistics")?;
         let tokens = auth::TokenKeys::load_or_create(&db).await?;
         let capability = serde_json::to_vec(&serve::metadata::capability_statement(
             &config.organization.name,

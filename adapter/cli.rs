@@ -209,6 +209,7 @@ async fn import(path: &Path, source: &str, paths: &[PathBuf]) -> anyhow::Result<
             }
         }
     }
+    state.db.analyze().await?;
     if failed > 0 {
         anyhow::bail!("{failed} file(s) were not imported");
     }

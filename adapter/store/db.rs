@@ -210,6 +210,46 @@ pub trait Row: for<'r> FromRow<'r, SqliteRow> + for<'r> FromRow<'r, PgRow> + Sen
 impl<T> Row for T where T: for<'r> FromRow<'r, SqliteRow> + for<'r> FromRow<'r, PgRow> + Send + Unpin
 {}
 
+/// Sets `TCP_NODELAY` on this process's TCP sockets to the database's port.
+///
+/// sqlx 0.9.0 stopped setting it (its issue 4335, fixed after that release). Without it, a
+/// statement whose message goes out in two writes (a multi-row insert of a Bundle, with its
+/// hundreds of parameters) waits for the server's delayed acknowledgement: about 40 ms per
+/// statement, which made PostgreSQL ingest ten times slower. sqlx gives no access to its
+/// socket, so after each new connection the sockets are found by peer port. Remove with the
+/// sqlx release that sets the option again.
+#[cfg(target_os = "linux")]
+fn no_delay_to(port: u16) {
+    let Ok(dir) = std::fs::read_dir("/proc/self/fd") else {
+        return;
+    };
+    for entry in dir.flatten() {
+        let Some(raw) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        // SAFETY: the descriptor is only borrowed for the two calls below. Should another
+        // thread close it meanwhile, they fail (EBADF, ENOTSOCK) or touch a socket of this same
+        // process, where TCP_NODELAY is harmless.
+        let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(raw) };
+        let socket = socket2::SockRef::from(&fd);
+        let to_db = socket
+            .peer_addr()
+            .ok()
+            .and_then(|a| a.as_socket())
+            .is_some_and(|a| a.port() == port);
+        if to_db {
+            let _ = socket.set_tcp_nodelay(true);
+        }
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn no_delay_to(_port: u16) {}
+
 /// The database: a pool per engine.
 #[derive(Debug, Clone)]
 pub enum Db {
@@ -264,9 +304,16 @@ impl Db {
             })
         } else {
             let options = PgConnectOptions::from_str(url)?;
+            let port = options.get_port();
             let pool = PgPoolOptions::new()
                 .max_connections(max_connections)
                 .acquire_timeout(Duration::from_secs(10))
+                .after_connect(move |_, _| {
+                    Box::pin(async move {
+                        no_delay_to(port);
+                        Ok(())
+                    })
+                })
                 .connect_with(options)
                 .await?;
             Ok(Db::Postgres(pool))
@@ -304,6 +351,27 @@ impl Db {
         match self {
             Db::Sqlite { .. } => Engine::Sqlite,
             Db::Postgres(_) => Engine::Postgres,
+        }
+    }
+
+    /// Brings PostgreSQL's planner statistics up to date for the tables searches read.
+    ///
+    /// Without statistics (a fresh load, or autovacuum turned off) PostgreSQL guesses that a
+    /// client has one row and may probe `search_tokens` by code for every row of a page, which
+    /// turns a 2 ms portal query into seconds. Run at start and after `sluis import`; between
+    /// those, autovacuum keeps them current. SQLite's statements are written to plan well
+    /// without statistics (`docs/query-plans.md`), so there this does nothing.
+    pub async fn analyze(&self) -> Result<(), sqlx::Error> {
+        match self {
+            Db::Sqlite { .. } => Ok(()),
+            Db::Postgres(pool) => {
+                sqlx::query(
+                    "ANALYZE resources, versions, search_tokens, search_dates, refs, users, links, care_episodes",
+                )
+                .execute(pool)
+                .await?;
+                Ok(())
+            }
         }
     }
 
@@ -526,6 +594,19 @@ impl Tx {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn sockets_to_the_database_port_get_no_delay() {
+        let db = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let other = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let to_db = std::net::TcpStream::connect(db.local_addr().unwrap()).unwrap();
+        let to_other = std::net::TcpStream::connect(other.local_addr().unwrap()).unwrap();
+        assert!(!to_db.nodelay().unwrap() && !to_other.nodelay().unwrap());
+        no_delay_to(db.local_addr().unwrap().port());
+        assert!(to_db.nodelay().unwrap());
+        assert!(!to_other.nodelay().unwrap(), "only sockets to the database");
+    }
 
     #[test]
     fn sequential_placeholders_become_anonymous_on_sqlite() {

@@ -854,6 +854,11 @@ async fn run_engine(
     ingests.push(i);
     let (_, peak_after_ingest) = server.rss_mb();
     link_users(&server, dataset).await;
+    // Planner statistics, as autovacuum (or the next start) makes them after a load: on
+    // PostgreSQL a freshly loaded database has none. Nothing on SQLite.
+    let stats = Db::connect(&url4, 1).await.unwrap();
+    stats.analyze().await.unwrap();
+    drop(stats);
     if let Some(secs) = std::env::var("SLUIS_BENCH_PAUSE")
         .ok()
         .and_then(|s| s.parse::<u64>().ok())

@@ -139,3 +139,33 @@ on_both!(portal_queries_run_on_indexes, |b| async move {
         );
     }
 });
+
+// Without planner statistics PostgreSQL guesses a client has one row and may probe
+// `search_tokens` by code for each row of a page (seconds instead of milliseconds on a loaded
+// database). The adapter updates them at start and after `sluis import`.
+on_both!(postgres_statistics_are_updated_at_start, |b| async move {
+    if matches!(b, Backend::Sqlite) {
+        return;
+    }
+    let app = TestApp::spawn(b).await;
+    let mut resources = vec![patient("p0")];
+    for i in 0..300 {
+        resources.push(observation(&format!("o{i}"), "p0", "29463-7", "2026-02-01"));
+    }
+    app.push_ok(&transaction(&resources)).await;
+    let app = app.restart_with("", "2026-04-01T00:00:00Z").await;
+    #[derive(sqlx::FromRow)]
+    struct N {
+        n: i64,
+    }
+    let stats: N = app
+        .state
+        .db
+        .fetch_one(&sluis::store::Sql::new(
+            "SELECT COUNT(*) AS n FROM pg_stats WHERE schemaname = current_schema() \
+             AND tablename IN ('versions', 'search_tokens')",
+        ))
+        .await
+        .unwrap();
+    assert!(stats.n > 0, "no statistics for versions and search_tokens");
+});
