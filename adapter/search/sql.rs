@@ -486,13 +486,7 @@ pub async fn count(
     decision: &Decision,
     now: Micros,
 ) -> Result<i64, sqlx::Error> {
-    let mut sql = Sql::new("SELECT COUNT(*) AS n FROM versions v");
-    search_where(&mut sql, q, decision, now);
-    #[derive(sqlx::FromRow)]
-    struct N {
-        n: i64,
-    }
-    Ok(db.fetch_one::<N>(&sql).await?.n)
+    db.fetch_count(&count_sql(q, decision, now)).await
 }
 
 /// The statement of [`count`].
@@ -576,11 +570,7 @@ pub async fn history_count(
 ) -> Result<i64, sqlx::Error> {
     let mut sql = Sql::new("SELECT COUNT(*) AS n FROM versions v WHERE ");
     history_where(&mut sql, since, decision, now);
-    #[derive(sqlx::FromRow)]
-    struct N {
-        n: i64,
-    }
-    Ok(db.fetch_one::<N>(&sql).await?.n)
+    db.fetch_count(&sql).await
 }
 
 fn history_where(sql: &mut Sql, since: Micros, decision: &Decision, now: Micros) {

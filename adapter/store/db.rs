@@ -407,12 +407,17 @@ impl Db {
                 Sql::new("SELECT COUNT(*) AS n FROM _sqlx_migrations WHERE success"),
             ),
         };
+        let n = self.fetch_count(&sql).await?;
+        Ok(usize::try_from(n).unwrap_or(0) >= expected)
+    }
+
+    /// The number a `SELECT COUNT(*) AS n …` statement gives.
+    pub async fn fetch_count(&self, sql: &Sql) -> Result<i64, sqlx::Error> {
         #[derive(sqlx::FromRow)]
         struct N {
             n: i64,
         }
-        let n: N = self.fetch_one(&sql).await?;
-        Ok(usize::try_from(n.n).unwrap_or(0) >= expected)
+        Ok(self.fetch_one::<N>(sql).await?.n)
     }
 
     pub async fn fetch_all<T: Row>(&self, sql: &Sql) -> Result<Vec<T>, sqlx::Error> {

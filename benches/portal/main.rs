@@ -672,11 +672,6 @@ async fn filter_cost(db: Db, dataset: &data::Dataset, secs: u64) -> Value {
         sql::criteria(&mut c, "v", q);
         (s, c)
     };
-    #[derive(sqlx::FromRow)]
-    struct N {
-        #[allow(dead_code)]
-        n: i64,
-    }
     let d = Duration::from_secs(secs);
     let mut out = json!({});
     for (name, member) in [("holder", false), ("member", true)] {
@@ -691,10 +686,7 @@ async fn filter_cost(db: Db, dataset: &data::Dataset, secs: u64) -> Value {
                     .fetch_all::<sql::Hit>(&sql::page_sql(&q, &dec, now))
                     .await
                     .is_ok();
-                let b = db
-                    .fetch_all::<N>(&sql::count_sql(&q, &dec, now))
-                    .await
-                    .is_ok();
+                let b = db.fetch_count(&sql::count_sql(&q, &dec, now)).await.is_ok();
                 a && b
             }
         })
@@ -705,7 +697,7 @@ async fn filter_cost(db: Db, dataset: &data::Dataset, secs: u64) -> Value {
             async move {
                 let c = &ids[(i as usize * 7919) % ids.len()];
                 let (p, c) = unfiltered(&query(c));
-                db.fetch_all::<sql::Hit>(&p).await.is_ok() && db.fetch_all::<N>(&c).await.is_ok()
+                db.fetch_all::<sql::Hit>(&p).await.is_ok() && db.fetch_count(&c).await.is_ok()
             }
         })
         .await;
