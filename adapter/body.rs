@@ -62,8 +62,18 @@ pub async fn json_body(headers: &HeaderMap, body: Body, limit: usize) -> ApiResu
         ));
     }
     let bytes = read_limited(body, limit).await?;
-    parse_json(&bytes)
+    if bytes.len() < LARGE {
+        return parse_json(&bytes);
+    }
+    // A Bundle takes milliseconds to parse: off the async threads, so that it does not hold
+    // up the requests (and the write transactions) waiting to run on them.
+    tokio::task::spawn_blocking(move || parse_json(&bytes))
+        .await
+        .map_err(|e| ApiError::internal(e.into()))?
 }
+
+/// Bodies at least this large are parsed on a blocking thread.
+const LARGE: usize = 16 * 1024;
 
 /// Parses JSON, naming line and column of a syntax error.
 pub fn parse_json(bytes: &[u8]) -> ApiResult<Value> {

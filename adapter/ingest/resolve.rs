@@ -63,8 +63,44 @@ fn matches_in_bundle(q: &Query, resource_type: &str, id: &str, resource: &Value)
     })
 }
 
-/// Resolves ids and references of all entries; nothing is written here.
-pub(super) async fn resolve(tx: &mut Tx, mode: Mode, entries: Vec<Entry>) -> ApiResult<Vec<Ready>> {
+/// Whether resolving these entries reads the store: an `ifNoneExist`, or a conditional
+/// reference (`Type?criteria`). Without either, [`resolve`] needs no transaction.
+pub(super) fn needs_store(entries: &[Entry]) -> bool {
+    entries.iter().any(|e| {
+        (e.method == Method::Create && e.if_none_exist.is_some())
+            || e.resource.as_ref().is_some_and(has_conditional)
+    })
+}
+
+fn has_conditional(value: &Value) -> bool {
+    match value {
+        Value::Object(map) => {
+            map.get("reference")
+                .and_then(Value::as_str)
+                .is_some_and(is_conditional)
+                || map.values().any(has_conditional)
+        }
+        Value::Array(items) => items.iter().any(has_conditional),
+        _ => false,
+    }
+}
+
+/// The transaction lookups run in; `None` only where [`needs_store`] said none are needed.
+fn lookup<'a>(tx: &'a mut Option<&mut Tx>) -> ApiResult<&'a mut Tx> {
+    tx.as_deref_mut().ok_or_else(|| {
+        ApiError::internal(anyhow::anyhow!(
+            "ingest: a lookup was needed without a transaction"
+        ))
+    })
+}
+
+/// Resolves ids and references of all entries; nothing is written here. `tx` may be `None`
+/// when [`needs_store`] is false.
+pub(super) async fn resolve(
+    mut tx: Option<&mut Tx>,
+    mode: Mode,
+    entries: Vec<Entry>,
+) -> ApiResult<Vec<Ready>> {
     let mut ready = Vec::with_capacity(entries.len());
     let mut by_url: HashMap<String, String> = HashMap::new();
     for e in entries {
@@ -95,7 +131,7 @@ pub(super) async fn resolve(tx: &mut Tx, mode: Mode, entries: Vec<Entry>) -> Api
                     format!("ifNoneExist: {m}"),
                 )
             })?;
-            let found = sql::current_matches(tx, &q, 2).await?;
+            let found = sql::current_matches(lookup(&mut tx)?, &q, 2).await?;
             match found.as_slice() {
                 [] => {}
                 [one] => {
@@ -179,7 +215,7 @@ pub(super) async fn resolve(tx: &mut Tx, mode: Mode, entries: Vec<Entry>) -> Api
             })
             .map(|(_, r)| r.id.clone())
             .collect();
-        for id in sql::current_matches(tx, &q, 2).await? {
+        for id in sql::current_matches(lookup(&mut tx)?, &q, 2).await? {
             if !found.contains(&id) {
                 found.push(id);
             }

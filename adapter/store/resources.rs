@@ -126,6 +126,15 @@ pub async fn write(
         }
     }
 
+    let ids: HashMap<(&str, &str), i64> = resource_ids
+        .iter()
+        .map(|((t, f), id)| ((t.as_str(), f.as_str()), *id))
+        .collect();
+    let id_of = |v: &NewVersion| {
+        ids.get(&(v.resource_type.as_str(), v.fhir_id.as_str()))
+            .copied()
+            .ok_or(sqlx::Error::RowNotFound)
+    };
     let mut version_ids: HashMap<(i64, i64), i64> = HashMap::new();
     for chunk in versions.chunks(CHUNK) {
         let mut sql = Sql::new(
@@ -133,10 +142,7 @@ pub async fn write(
              arrived_at, release_at, rule, withdrawn, sort_date, body, tagged, meta) VALUES ",
         );
         for (i, v) in chunk.iter().enumerate() {
-            let resource_id = resource_ids
-                .get(&(v.resource_type.clone(), v.fhir_id.clone()))
-                .copied()
-                .ok_or(sqlx::Error::RowNotFound)?;
+            let resource_id = id_of(v)?;
             if i > 0 {
                 sql.push(", ");
             }
@@ -178,10 +184,7 @@ pub async fn write(
     let mut dates: Vec<[Arg; 4]> = Vec::new();
     let mut refs: Vec<[Arg; 3]> = Vec::new();
     for v in versions {
-        let resource_id = resource_ids
-            .get(&(v.resource_type.clone(), v.fhir_id.clone()))
-            .copied()
-            .ok_or(sqlx::Error::RowNotFound)?;
+        let resource_id = id_of(v)?;
         let version_id = version_ids
             .get(&(resource_id, v.version_no))
             .copied()
@@ -217,11 +220,7 @@ pub async fn write(
     let updated: Vec<i64> = heads
         .iter()
         .filter(|v| v.version_no > 1)
-        .filter_map(|v| {
-            resource_ids
-                .get(&(v.resource_type.clone(), v.fhir_id.clone()))
-                .copied()
-        })
+        .filter_map(|v| id_of(v).ok())
         .collect();
     for chunk in updated.chunks(CHUNK) {
         let mut sql = Sql::new(

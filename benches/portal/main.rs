@@ -86,7 +86,10 @@ id = "ecd"
     std::fs::write(&path, config).unwrap();
     let child = Command::new(env!("CARGO_BIN_EXE_sluis"))
         .args(["serve", "--config", path.to_str().unwrap()])
-        .env("RUST_LOG", "warn")
+        .env(
+            "RUST_LOG",
+            std::env::var("SLUIS_BENCH_LOG").unwrap_or_else(|_| "warn".into()),
+        )
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
         .spawn()
@@ -672,35 +675,92 @@ async fn filter_cost(db: Db, dataset: &data::Dataset, secs: u64) -> Value {
         sql::criteria(&mut c, "v", q);
         (s, c)
     };
-    let d = Duration::from_secs(secs);
-    let mut out = json!({});
-    for (name, member) in [("holder", false), ("member", true)] {
-        let (db1, ids1) = (db.clone(), ids.clone());
-        let filtered = load::closed_loop(4, d, move |i| {
-            let (db, ids) = (db1.clone(), ids1.clone());
+    // Filtered and unfiltered take turns in slices (ABBA), after a warm-up of both, so that
+    // neither is favoured by warm caches or by the machine's drift.
+    let run = |filtered: bool, member: bool, d: Duration| {
+        let (db, ids) = (db.clone(), ids.clone());
+        load::closed_loop(4, d, move |i| {
+            let (db, ids) = (db.clone(), ids.clone());
             async move {
                 let c = &ids[(i as usize * 7919) % ids.len()];
                 let q = query(c);
-                let dec = decision(c, member);
-                let a = db
-                    .fetch_all::<sql::Hit>(&sql::page_sql(&q, &dec, now))
-                    .await
-                    .is_ok();
-                let b = db.fetch_count(&sql::count_sql(&q, &dec, now)).await.is_ok();
-                a && b
+                if filtered {
+                    let dec = decision(c, member);
+                    let a = db
+                        .fetch_all::<sql::Hit>(&sql::page_sql(&q, &dec, now))
+                        .await
+                        .is_ok();
+                    let b = db.fetch_count(&sql::count_sql(&q, &dec, now)).await.is_ok();
+                    a && b
+                } else {
+                    let (p, c) = unfiltered(&q);
+                    db.fetch_all::<sql::Hit>(&p).await.is_ok() && db.fetch_count(&c).await.is_ok()
+                }
             }
         })
-        .await;
-        let (db2, ids2) = (db.clone(), ids.clone());
-        let plain = load::closed_loop(4, d, move |i| {
-            let (db, ids) = (db2.clone(), ids2.clone());
-            async move {
-                let c = &ids[(i as usize * 7919) % ids.len()];
-                let (p, c) = unfiltered(&query(c));
-                db.fetch_all::<sql::Hit>(&p).await.is_ok() && db.fetch_count(&c).await.is_ok()
+    };
+    // SLUIS_BENCH_SQL=1: the statements compared and their plans on this database.
+    if std::env::var("SLUIS_BENCH_SQL").is_ok() {
+        let c = &ids[0];
+        let (p, n) = unfiltered(&query(c));
+        let mut statements = vec![("unfiltered page", p), ("unfiltered total", n)];
+        for (who, member) in [("holder", false), ("member", true)] {
+            let (q, d) = (query(c), decision(c, member));
+            statements.push((who, sql::page_sql(&q, &d, now)));
+            statements.push((who, sql::count_sql(&q, &d, now)));
+        }
+        for (name, statement) in statements {
+            let plan = db.explain(&statement).await.unwrap_or_default();
+            eprintln!("-- {name}\n{}\n{}", statement.text, plan.join("\n"));
+        }
+        // One at a time, per client: what each statement costs without concurrency.
+        for (who, member) in [("unfiltered", false), ("holder", false), ("member", true)] {
+            for round in 0..2 {
+                let started = Instant::now();
+                for c in ids.iter().take(400) {
+                    let q = query(c);
+                    if who == "unfiltered" {
+                        let (p, n) = unfiltered(&q);
+                        db.fetch_all::<sql::Hit>(&p).await.unwrap();
+                        db.fetch_count(&n).await.unwrap();
+                    } else {
+                        let d = decision(c, member);
+                        db.fetch_all::<sql::Hit>(&sql::page_sql(&q, &d, now))
+                            .await
+                            .unwrap();
+                        db.fetch_count(&sql::count_sql(&q, &d, now)).await.unwrap();
+                    }
+                }
+                eprintln!(
+                    "SEQ {who} round {round}: {:.3} ms per page + total",
+                    started.elapsed().as_secs_f64() * 1000.0 / 400.0
+                );
             }
-        })
-        .await;
+        }
+    }
+    let slice = Duration::from_secs_f64(secs as f64 / 4.0);
+    let mut out = json!({});
+    for (name, member) in [("holder", false), ("member", true)] {
+        run(true, member, Duration::from_secs(1)).await;
+        run(false, member, Duration::from_secs(1)).await;
+        let (mut filtered, mut plain) = (Vec::new(), Vec::new());
+        for turn in [true, false, false, true, true, false, false, true] {
+            let r = run(turn, member, slice).await;
+            if turn {
+                filtered.push(r);
+            } else {
+                plain.push(r);
+            }
+        }
+        let summary = |runs: &[(f64, f64, f64)]| {
+            let per_s = runs.iter().map(|r| r.0).sum::<f64>() / runs.len() as f64;
+            let mut p50: Vec<f64> = runs.iter().map(|r| r.1).collect();
+            let mut p99: Vec<f64> = runs.iter().map(|r| r.2).collect();
+            p50.sort_by(f64::total_cmp);
+            p99.sort_by(f64::total_cmp);
+            (per_s, percentile(&p50, 0.5), percentile(&p99, 0.5))
+        };
+        let (filtered, plain) = (summary(&filtered), summary(&plain));
         out[name] = json!({
             "filtered_per_s": filtered.0, "filtered_p50_ms": filtered.1, "filtered_p99_ms": filtered.2,
             "unfiltered_per_s": plain.0, "unfiltered_p50_ms": plain.1, "unfiltered_p99_ms": plain.2,
@@ -845,6 +905,14 @@ async fn run_engine(
     ratios(&mut i);
     ingests.push(i);
     let (_, peak_after_ingest) = server.rss_mb();
+    if std::env::var("SLUIS_BENCH_ONLY").is_ok_and(|o| o == "ingest") {
+        let db = Db::connect(&url4, 1).await.unwrap();
+        return json!({
+            "engine": engine, "ceilings": ceilings, "ingest": ingests,
+            "storage": storage(&db, file.as_deref(), dataset).await,
+            "memory": {"peak_rss_after_ingest_mb": peak_after_ingest},
+        });
+    }
     link_users(&server, dataset).await;
     // Planner statistics, as autovacuum (or the next start) makes them after a load: on
     // PostgreSQL a freshly loaded database has none. Nothing on SQLite.
