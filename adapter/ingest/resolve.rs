@@ -351,4 +351,26 @@ mod tests {
         assert!(!is_conditional("http://x.org/fhir/Patient?x=1"));
         assert!(!is_conditional("#contained"));
     }
+
+    #[test]
+    fn only_ifnoneexist_and_conditional_references_need_the_store() {
+        let entry = |method, if_none_exist: Option<&str>, resource: Value| Entry {
+            index: 0,
+            full_url: Some("urn:uuid:1".into()),
+            method,
+            target: None,
+            if_none_exist: if_none_exist.map(str::to_string),
+            resource: Some(resource),
+        };
+        let plain = json!({"resourceType": "Observation",
+            "subject": {"reference": "urn:uuid:2"}, "performer": [{"reference": "Practitioner/d"}]});
+        assert!(!needs_store(&[entry(Method::Create, None, plain.clone())]));
+        assert!(needs_store(&[
+            entry(Method::Update, None, plain.clone()),
+            entry(Method::Create, Some("identifier=x|1"), plain.clone()),
+        ]));
+        let nested = json!({"resourceType": "Observation", "performer": [
+            {"reference": "Practitioner/d"}, {"reference": "Organization?identifier=x|1"}]});
+        assert!(needs_store(&[entry(Method::Update, None, nested)]));
+    }
 }
