@@ -226,9 +226,9 @@ pub type UserFactsSet = (
 ///
 /// Exact, not a time-based cache: an entry is used only while no write has been committed since
 /// it was read (`Db::write_generation`), so a grant change, block or new episode acts on the
-/// next request. Only where this process sees every write (SQLite); on PostgreSQL, where other
-/// processes write too, facts are always read fresh. The decision itself is always made anew
-/// (it depends on the moment).
+/// next request, also when another process (`sluis import`, a second `serve`) wrote it. On
+/// SQLite only, where every commit changes the WAL index header; on PostgreSQL facts are
+/// always read fresh. The decision itself is always made anew (it depends on the moment).
 #[derive(Default)]
 pub struct FactsCache {
     entries: std::sync::Mutex<std::collections::HashMap<UserKey, CachedFacts>>,

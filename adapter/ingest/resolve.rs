@@ -72,17 +72,22 @@ pub(super) fn needs_store(entries: &[Entry]) -> bool {
     })
 }
 
-fn has_conditional(value: &Value) -> bool {
+/// Whether `found` holds for some `reference` string in `value`; the walk stops at the first.
+fn any_reference(value: &Value, found: &mut impl FnMut(&str) -> bool) -> bool {
     match value {
         Value::Object(map) => {
             map.get("reference")
                 .and_then(Value::as_str)
-                .is_some_and(is_conditional)
-                || map.values().any(has_conditional)
+                .is_some_and(&mut *found)
+                || map.values().any(|v| any_reference(v, found))
         }
-        Value::Array(items) => items.iter().any(has_conditional),
+        Value::Array(items) => items.iter().any(|v| any_reference(v, found)),
         _ => false,
     }
+}
+
+fn has_conditional(value: &Value) -> bool {
+    any_reference(value, &mut is_conditional)
 }
 
 /// The transaction lookups run in; `None` only where [`needs_store`] said none are needed.
@@ -259,18 +264,12 @@ pub(super) async fn resolve(
 }
 
 fn collect_conditional(value: &Value, out: &mut HashMap<String, Option<String>>) {
-    match value {
-        Value::Object(map) => {
-            if let Some(Value::String(r)) = map.get("reference")
-                && is_conditional(r)
-            {
-                out.entry(r.clone()).or_insert(None);
-            }
-            map.values().for_each(|v| collect_conditional(v, out));
+    any_reference(value, &mut |r| {
+        if is_conditional(r) {
+            out.entry(r.to_string()).or_insert(None);
         }
-        Value::Array(items) => items.iter().for_each(|v| collect_conditional(v, out)),
-        _ => {}
-    }
+        false
+    });
 }
 
 /// `Type?criteria` (the criteria may hold URLs; the part before `?` may not).
@@ -282,14 +281,7 @@ fn is_conditional(reference: &str) -> bool {
 }
 
 fn mentions(value: &Value, reference: &str) -> bool {
-    match value {
-        Value::Object(map) => {
-            map.get("reference").and_then(Value::as_str) == Some(reference)
-                || map.values().any(|v| mentions(v, reference))
-        }
-        Value::Array(items) => items.iter().any(|v| mentions(v, reference)),
-        _ => false,
-    }
+    any_reference(value, &mut |r| r == reference)
 }
 
 /// Replaces references to entries (by fullUrl) and conditional references; an unresolved

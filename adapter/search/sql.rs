@@ -199,8 +199,15 @@ fn visible_as(
 
 fn token_filter(sql: &mut Sql, alias: &str, f: &TokenFilter) {
     sql.push(&format!(
-        "EXISTS (SELECT 1 FROM search_tokens t WHERE t.version_id = {alias}.id AND t.param = "
+        "EXISTS (SELECT 1 FROM search_tokens t WHERE t.version_id = {alias}.id AND "
     ));
+    token_test(sql, f);
+    sql.push(")");
+}
+
+/// `t.param = … AND (…)`: a row `t` of `search_tokens` matches one of the filter's values.
+fn token_test(sql: &mut Sql, f: &TokenFilter) {
+    sql.push("t.param = ");
     sql.bind(f.param);
     sql.push(" AND (");
     for (i, v) in f.values.iter().enumerate() {
@@ -227,7 +234,7 @@ fn token_filter(sql: &mut Sql, alias: &str, f: &TokenFilter) {
         }
         sql.push(")");
     }
-    sql.push("))");
+    sql.push(")");
 }
 
 /// The range test of a prefix against a stored `[lo, hi)`.
@@ -382,14 +389,16 @@ fn search_where(sql: &mut Sql, q: &Query, decision: &Decision, now: Micros) {
     let narrowed;
     let (decision, pinned) = match &named {
         Some(named) => {
+            // Only `allowed` is read below.
             narrowed = Decision {
+                user_id: decision.user_id,
                 allowed: decision
                     .allowed
                     .iter()
                     .filter(|a| named.contains(&a.patient_id.as_str()))
                     .cloned()
                     .collect(),
-                ..decision.clone()
+                refused: Default::default(),
             };
             let pinned =
                 !narrowed.allowed.is_empty() && named.iter().all(|p| narrowed.access(p).is_some());
@@ -437,8 +446,7 @@ pub async fn page_with_total(
     decision: &Decision,
     now: Micros,
 ) -> Result<(Vec<Hit>, i64), sqlx::Error> {
-    let mut count = Sql::new("SELECT COUNT(*) FROM versions v");
-    search_where(&mut count, q, decision, now);
+    let count = count_sql(q, decision, now);
     let row: Packed = db
         .fetch_one(&packed_page(q, decision, now, Some(count)))
         .await?;
@@ -685,35 +693,9 @@ pub async fn current_matches(
     criteria(&mut sql, "v", q);
     // Start from the token index (the versions table has no index by type alone).
     if let Some(f) = q.tokens.first() {
-        sql.push(" AND v.id IN (SELECT t.version_id FROM search_tokens t WHERE t.param = ");
-        sql.bind(f.param);
-        sql.push(" AND (");
-        for (i, value) in f.values.iter().enumerate() {
-            if i > 0 {
-                sql.push(" OR ");
-            }
-            match (&value.code, &value.system) {
-                (Some(code), Some(system)) => {
-                    sql.push("(t.code = ");
-                    sql.bind(code.as_str());
-                    sql.push(" AND t.system = ");
-                    sql.bind(system.as_str());
-                    sql.push(")");
-                }
-                (Some(code), None) => {
-                    sql.push("t.code = ");
-                    sql.bind(code.as_str());
-                }
-                (None, Some(system)) => {
-                    sql.push("t.system = ");
-                    sql.bind(system.as_str());
-                }
-                (None, None) => {
-                    sql.push("1 = 1");
-                }
-            }
-        }
-        sql.push("))");
+        sql.push(" AND v.id IN (SELECT t.version_id FROM search_tokens t WHERE ");
+        token_test(&mut sql, f);
+        sql.push(")");
     }
     sql.push(" AND v.withdrawn = 0 LIMIT ");
     sql.bind(limit);

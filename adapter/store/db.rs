@@ -320,8 +320,9 @@ impl Db {
         }
     }
 
-    /// The number of writes committed so far, where this process sees every write (SQLite);
-    /// `None` where other processes write too (PostgreSQL).
+    /// A value that changes with every write committed, by this process or another: this
+    /// process's commits and the WAL index header (SQLite). `None` on PostgreSQL, where no
+    /// such value is at hand.
     pub fn write_generation(&self) -> Option<u64> {
         use std::os::unix::fs::FileExt;
         match self {
