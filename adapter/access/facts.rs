@@ -10,7 +10,7 @@ use crate::time::from_micros;
 use chrono::NaiveDate;
 use std::collections::{BTreeMap, BTreeSet};
 
-#[derive(sqlx::FromRow)]
+#[derive(sqlx::FromRow, serde::Deserialize)]
 struct UserLinkRow {
     user_id: i64,
     birth_date: Option<String>,
@@ -31,7 +31,7 @@ pub async fn user_and_links(
     db: &Db,
     client_id: &str,
     external_id: &str,
-) -> Result<(Option<UserFacts>, Vec<LinkFacts>), sqlx::Error> {
+) -> Result<(Option<UserFacts>, Vec<LinkFacts>), crate::store::Error> {
     let sql = Sql::new(
         "SELECT u.id AS user_id, u.birth_date, u.terms_version, u.blocked_at, u.blocked_until, \
                 l.id AS link_id, l.patient_id, l.role, l.sections, l.can_post, l.ended_at, l.changed_at \
@@ -89,7 +89,7 @@ pub fn format_sections(sections: &BTreeSet<String>) -> String {
 pub async fn clients(
     db: &Db,
     patient_ids: &[&str],
-) -> Result<BTreeMap<String, ClientFacts>, sqlx::Error> {
+) -> Result<BTreeMap<String, ClientFacts>, crate::store::Error> {
     let mut status = crate::store::clients::status(db, patient_ids).await?;
     Ok(patient_ids
         .iter()
@@ -119,7 +119,7 @@ pub async fn clients(
 }
 
 /// One row of [`for_user`]'s query; `kind` says which columns mean what.
-#[derive(sqlx::FromRow)]
+#[derive(sqlx::FromRow, serde::Deserialize)]
 struct FactRow {
     kind: String,
     id: Option<i64>,
@@ -142,7 +142,7 @@ pub async fn for_user(
         Vec<LinkFacts>,
         BTreeMap<String, ClientFacts>,
     ),
-    sqlx::Error,
+    crate::store::Error,
 > {
     let sql = Sql::new(
         "WITH u AS (SELECT id, birth_date, terms_version, blocked_at, blocked_until FROM users \
@@ -248,7 +248,7 @@ impl FactsCache {
         db: &Db,
         client_id: &str,
         external_id: &str,
-    ) -> Result<std::sync::Arc<UserFactsSet>, sqlx::Error> {
+    ) -> Result<std::sync::Arc<UserFactsSet>, crate::store::Error> {
         let Some(generation) = db.write_generation() else {
             return Ok(std::sync::Arc::new(
                 for_user(db, client_id, external_id).await?,

@@ -57,7 +57,7 @@ impl TokenKeys {
             .arg(encoded),
         )
         .await?;
-        #[derive(sqlx::FromRow)]
+        #[derive(sqlx::FromRow, serde::Deserialize)]
         struct Row {
             value: String,
         }

@@ -310,7 +310,7 @@ async fn client_facts(
     tx: &mut crate::store::db::Tx,
     versions: &[NewVersion],
     ids: &std::collections::HashMap<(String, String), i64>,
-) -> Result<(), sqlx::Error> {
+) -> Result<(), crate::store::Error> {
     use crate::search::dates::{OPEN_HI, OPEN_LO};
     use crate::store::clients;
     for v in versions {

@@ -71,10 +71,11 @@ pub fn coverage(m: &Mappings) -> String {
 }
 
 /// Stored resources that no section rule mapped, per type and code, with counts.
-pub async fn stored_unmapped(db: &Db) -> Result<String, sqlx::Error> {
-    #[derive(sqlx::FromRow)]
+pub async fn stored_unmapped(db: &Db) -> Result<String, crate::store::Error> {
+    #[derive(sqlx::FromRow, serde::Deserialize)]
     struct Row {
         #[sqlx(rename = "type")]
+        #[serde(rename = "type")]
         resource_type: String,
         system: Option<String>,
         code: Option<String>,

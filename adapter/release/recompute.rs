@@ -18,7 +18,7 @@ pub async fn resources(
     tx: &mut Tx,
     resource_ids: &[i64],
     now: Micros,
-) -> Result<usize, sqlx::Error> {
+) -> Result<usize, crate::store::Error> {
     let versions = store::versions_of(tx, resource_ids).await?;
     let waiting: Vec<i64> = versions
         .values()
@@ -152,7 +152,7 @@ pub fn rules_fingerprint(state: &AppState) -> String {
 /// At start: when the rules changed since the last start, recomputes every version not shown
 /// yet. Returns the number of versions rescheduled (`None` when the rules are unchanged).
 pub async fn after_rule_change(state: &AppState) -> anyhow::Result<Option<usize>> {
-    #[derive(sqlx::FromRow)]
+    #[derive(sqlx::FromRow, serde::Deserialize)]
     struct Row {
         value: String,
     }

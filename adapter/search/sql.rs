@@ -13,10 +13,11 @@ use crate::store::db::{Db, Sql, Tx};
 use crate::time::Micros;
 
 /// A resource version as search returns it.
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone, sqlx::FromRow, serde::Deserialize)]
 pub struct Hit {
     pub id: i64,
     #[sqlx(rename = "type")]
+    #[serde(rename = "type")]
     pub resource_type: String,
     pub fhir_id: String,
     pub version_no: i64,
@@ -433,7 +434,7 @@ pub async fn page(
     q: &Query,
     decision: &Decision,
     now: Micros,
-) -> Result<Vec<Hit>, sqlx::Error> {
+) -> Result<Vec<Hit>, crate::store::Error> {
     let row: Packed = db.fetch_one(&packed_page(q, decision, now, None)).await?;
     Ok(unpack(row.hits.as_deref()))
 }
@@ -445,7 +446,7 @@ pub async fn page_with_total(
     q: &Query,
     decision: &Decision,
     now: Micros,
-) -> Result<(Vec<Hit>, i64), sqlx::Error> {
+) -> Result<(Vec<Hit>, i64), crate::store::Error> {
     let count = count_sql(q, decision, now);
     let row: Packed = db
         .fetch_one(&packed_page(q, decision, now, Some(count)))
@@ -456,7 +457,7 @@ pub async fn page_with_total(
 /// A page packed into one row: the engines' drivers pay per row returned (on SQLite a thread
 /// hand-off per row), so the page's hits travel as one string. Fields are separated by U+0002,
 /// hits by U+0001, and U+0003 stands for NULL; JSON text never holds these raw.
-#[derive(sqlx::FromRow)]
+#[derive(sqlx::FromRow, serde::Deserialize)]
 struct Packed {
     hits: Option<String>,
     total: Option<i64>,
@@ -562,7 +563,7 @@ pub async fn count(
     q: &Query,
     decision: &Decision,
     now: Micros,
-) -> Result<i64, sqlx::Error> {
+) -> Result<i64, crate::store::Error> {
     db.fetch_count(&count_sql(q, decision, now)).await
 }
 
@@ -581,7 +582,7 @@ pub async fn included(
     ids: &[String],
     decision: &Decision,
     now: Micros,
-) -> Result<Vec<Hit>, sqlx::Error> {
+) -> Result<Vec<Hit>, crate::store::Error> {
     let mut sql = Sql::new(format!(
         "SELECT {HIT_COLUMNS} FROM versions v WHERE v.type = "
     ));
@@ -609,7 +610,7 @@ pub async fn history(
     limit: i64,
     decision: &Decision,
     now: Micros,
-) -> Result<Vec<Hit>, sqlx::Error> {
+) -> Result<Vec<Hit>, crate::store::Error> {
     db.fetch_all(&history_sql(since, cursor, limit, decision, now))
         .await
 }
@@ -644,7 +645,7 @@ pub async fn history_count(
     since: Micros,
     decision: &Decision,
     now: Micros,
-) -> Result<i64, sqlx::Error> {
+) -> Result<i64, crate::store::Error> {
     let mut sql = Sql::new("SELECT COUNT(*) AS n FROM versions v WHERE ");
     history_where(&mut sql, since, decision, now);
     db.fetch_count(&sql).await
@@ -685,7 +686,7 @@ pub async fn current_matches(
     tx: &mut Tx,
     q: &Query,
     limit: i64,
-) -> Result<Vec<String>, sqlx::Error> {
+) -> Result<Vec<String>, crate::store::Error> {
     let mut sql = Sql::new(
         "SELECT v.fhir_id FROM versions v JOIN resources r ON r.id = v.resource_id \
          AND r.last_version = v.version_no WHERE ",
@@ -699,7 +700,7 @@ pub async fn current_matches(
     }
     sql.push(" AND v.withdrawn = 0 LIMIT ");
     sql.bind(limit);
-    #[derive(sqlx::FromRow)]
+    #[derive(sqlx::FromRow, serde::Deserialize)]
     struct Row {
         fhir_id: String,
     }

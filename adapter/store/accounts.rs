@@ -4,7 +4,7 @@ use super::db::{Db, Sql, Tx};
 use crate::time::Micros;
 
 /// A stored activation or invitation code.
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone, sqlx::FromRow, serde::Deserialize)]
 pub struct Code {
     pub code_hash: String,
     pub kind: String,
@@ -37,7 +37,7 @@ pub struct NewCode<'a> {
     pub invited_by: Option<i64>,
 }
 
-pub async fn insert_code(db: &Db, c: &NewCode<'_>) -> Result<(), sqlx::Error> {
+pub async fn insert_code(db: &Db, c: &NewCode<'_>) -> Result<(), crate::store::Error> {
     let sql = Sql::new(
         "INSERT INTO codes (code_hash, kind, patient_id, relationship, name, sections, can_post, \
          created_by, created_at, expires_at, invited_by) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
@@ -57,7 +57,10 @@ pub async fn insert_code(db: &Db, c: &NewCode<'_>) -> Result<(), sqlx::Error> {
 }
 
 /// The code with this hash, locked for redemption on PostgreSQL.
-pub async fn code_for_update(tx: &mut Tx, code_hash: &str) -> Result<Option<Code>, sqlx::Error> {
+pub async fn code_for_update(
+    tx: &mut Tx,
+    code_hash: &str,
+) -> Result<Option<Code>, crate::store::Error> {
     let mut text = "SELECT code_hash, kind, patient_id, relationship, name, sections, can_post, \
                     created_by, created_at, expires_at, used_at, invited_by FROM codes WHERE code_hash = $1"
         .to_string();
@@ -72,7 +75,7 @@ pub async fn mark_code_used(
     code_hash: &str,
     user_id: i64,
     now: Micros,
-) -> Result<(), sqlx::Error> {
+) -> Result<(), crate::store::Error> {
     let sql = Sql::new("UPDATE codes SET used_at = $1, used_by = $2 WHERE code_hash = $3")
         .arg(now)
         .arg(user_id)
@@ -80,7 +83,7 @@ pub async fn mark_code_used(
     tx.execute(&sql).await.map(|_| ())
 }
 
-#[derive(sqlx::FromRow)]
+#[derive(sqlx::FromRow, serde::Deserialize)]
 struct Id {
     id: i64,
 }
@@ -92,7 +95,7 @@ pub async fn upsert_user(
     external_id: &str,
     birth_date: Option<&str>,
     now: Micros,
-) -> Result<i64, sqlx::Error> {
+) -> Result<i64, crate::store::Error> {
     let sql = Sql::new(
         "INSERT INTO users (client_id, external_id, birth_date, created_at) VALUES ($1, $2, $3, $4) \
          ON CONFLICT (client_id, external_id) DO UPDATE SET birth_date = COALESCE(excluded.birth_date, users.birth_date) \
@@ -103,7 +106,7 @@ pub async fn upsert_user(
     .arg(birth_date)
     .arg(now);
     let row: Option<Id> = tx.fetch_optional(&sql).await?;
-    row.map(|r| r.id).ok_or(sqlx::Error::RowNotFound)
+    row.map(|r| r.id).ok_or(crate::store::Error::NotFound)
 }
 
 /// A new link.
@@ -120,7 +123,7 @@ pub struct NewLink<'a> {
     pub invited_by: Option<i64>,
 }
 
-pub async fn insert_link(tx: &mut Tx, l: &NewLink<'_>) -> Result<i64, sqlx::Error> {
+pub async fn insert_link(tx: &mut Tx, l: &NewLink<'_>) -> Result<i64, crate::store::Error> {
     let sql = Sql::new(
         "INSERT INTO links (user_id, patient_id, role, relationship, name, sections, can_post, created_at, changed_at, invited_by) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8, $9) RETURNING id",
@@ -135,7 +138,7 @@ pub async fn insert_link(tx: &mut Tx, l: &NewLink<'_>) -> Result<i64, sqlx::Erro
     .arg(l.now)
     .arg(l.invited_by);
     let row: Option<Id> = tx.fetch_optional(&sql).await?;
-    row.map(|r| r.id).ok_or(sqlx::Error::RowNotFound)
+    row.map(|r| r.id).ok_or(crate::store::Error::NotFound)
 }
 
 /// Records acceptance of a terms version, creating the user if needed.
@@ -145,7 +148,7 @@ pub async fn accept_terms(
     external_id: &str,
     version: &str,
     now: Micros,
-) -> Result<(), sqlx::Error> {
+) -> Result<(), crate::store::Error> {
     let sql = Sql::new(
         "INSERT INTO users (client_id, external_id, terms_version, terms_accepted_at, created_at) \
          VALUES ($1, $2, $3, $4, $4) ON CONFLICT (client_id, external_id) DO UPDATE \
@@ -159,7 +162,7 @@ pub async fn accept_terms(
 }
 
 /// Whether a client (a stored, not withdrawn Patient) exists.
-pub async fn patient_exists(db: &Db, patient_id: &str) -> Result<bool, sqlx::Error> {
+pub async fn patient_exists(db: &Db, patient_id: &str) -> Result<bool, crate::store::Error> {
     let sql = Sql::new(
         "SELECT r.id FROM resources r JOIN versions v ON v.resource_id = r.id AND v.version_no = r.last_version \
          WHERE r.type = 'Patient' AND r.fhir_id = $1 AND v.withdrawn = 0",
@@ -169,7 +172,7 @@ pub async fn patient_exists(db: &Db, patient_id: &str) -> Result<bool, sqlx::Err
 }
 
 /// A link as stored.
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone, sqlx::FromRow, serde::Deserialize)]
 pub struct LinkRow {
     pub id: i64,
     pub user_id: i64,
@@ -193,7 +196,7 @@ const LINK_COLUMNS: &str = "id, user_id, patient_id, role, relationship, name, s
 pub async fn active_links_for_update(
     tx: &mut Tx,
     patient_id: &str,
-) -> Result<Vec<LinkRow>, sqlx::Error> {
+) -> Result<Vec<LinkRow>, crate::store::Error> {
     let mut text = format!(
         "SELECT {LINK_COLUMNS} FROM links WHERE patient_id = $1 AND ended_at IS NULL ORDER BY id"
     );
@@ -204,7 +207,10 @@ pub async fn active_links_for_update(
 }
 
 /// All links of a client, ended ones too, oldest first.
-pub async fn links_of_patient(db: &Db, patient_id: &str) -> Result<Vec<LinkRow>, sqlx::Error> {
+pub async fn links_of_patient(
+    db: &Db,
+    patient_id: &str,
+) -> Result<Vec<LinkRow>, crate::store::Error> {
     db.fetch_all(
         &Sql::new(format!(
             "SELECT {LINK_COLUMNS} FROM links WHERE patient_id = $1 ORDER BY id"
@@ -215,7 +221,7 @@ pub async fn links_of_patient(db: &Db, patient_id: &str) -> Result<Vec<LinkRow>,
 }
 
 /// One link.
-pub async fn link(db: &Db, id: i64) -> Result<Option<LinkRow>, sqlx::Error> {
+pub async fn link(db: &Db, id: i64) -> Result<Option<LinkRow>, crate::store::Error> {
     db.fetch_optional(&Sql::new(format!("SELECT {LINK_COLUMNS} FROM links WHERE id = $1")).arg(id))
         .await
 }
@@ -226,7 +232,7 @@ pub async fn end_link(
     id: i64,
     reason: &str,
     now: Micros,
-) -> Result<bool, sqlx::Error> {
+) -> Result<bool, crate::store::Error> {
     let sql = Sql::new(
         "UPDATE links SET ended_at = $1, ended_reason = $2, changed_at = $1 WHERE id = $3 AND ended_at IS NULL",
     )
@@ -237,7 +243,12 @@ pub async fn end_link(
 }
 
 /// Changes a link's role (a `self` holder becoming a reader).
-pub async fn set_role(tx: &mut Tx, id: i64, role: &str, now: Micros) -> Result<(), sqlx::Error> {
+pub async fn set_role(
+    tx: &mut Tx,
+    id: i64,
+    role: &str,
+    now: Micros,
+) -> Result<(), crate::store::Error> {
     let sql = Sql::new("UPDATE links SET role = $1, changed_at = $2 WHERE id = $3")
         .arg(role)
         .arg(now)
@@ -252,7 +263,7 @@ pub async fn set_grant(
     sections: &str,
     can_post: bool,
     now: Micros,
-) -> Result<(), sqlx::Error> {
+) -> Result<(), crate::store::Error> {
     let sql = Sql::new("UPDATE links SET sections = $1, can_post = $2, changed_at = $3 WHERE id = $4 AND ended_at IS NULL")
         .arg(sections)
         .arg(can_post)
@@ -266,7 +277,7 @@ pub async fn open_invitations(
     db: &Db,
     patient_id: &str,
     now: Micros,
-) -> Result<Vec<Code>, sqlx::Error> {
+) -> Result<Vec<Code>, crate::store::Error> {
     db.fetch_all(
         &Sql::new(
             "SELECT code_hash, kind, patient_id, relationship, name, sections, can_post, created_by, \
@@ -288,7 +299,7 @@ pub async fn block_user(
     until: Option<Micros>,
     actor: &str,
     now: Micros,
-) -> Result<Option<i64>, sqlx::Error> {
+) -> Result<Option<i64>, crate::store::Error> {
     let sql = Sql::new(
         "UPDATE users SET blocked_at = $1, blocked_reason = $2, blocked_until = $3, blocked_by = $4 \
          WHERE client_id = $5 AND external_id = $6 RETURNING id",
@@ -310,7 +321,7 @@ pub async fn unblock_user(
     db: &Db,
     client_id: &str,
     external_id: &str,
-) -> Result<Option<i64>, sqlx::Error> {
+) -> Result<Option<i64>, crate::store::Error> {
     let sql = Sql::new(
         "UPDATE users SET blocked_at = NULL, blocked_reason = NULL, blocked_until = NULL, blocked_by = NULL \
          WHERE client_id = $1 AND external_id = $2 RETURNING id",
@@ -334,7 +345,7 @@ pub struct Event<'a> {
     pub detail: Option<String>,
 }
 
-pub async fn event(tx: &mut Tx, e: &Event<'_>, now: Micros) -> Result<(), sqlx::Error> {
+pub async fn event(tx: &mut Tx, e: &Event<'_>, now: Micros) -> Result<(), crate::store::Error> {
     let sql = Sql::new(
         "INSERT INTO account_events (at, actor, kind, user_id, patient_id, link_id, detail) \
          VALUES ($1, $2, $3, $4, $5, $6, $7)",
@@ -354,7 +365,7 @@ pub async fn user_id(
     db: &Db,
     client_id: &str,
     external_id: &str,
-) -> Result<Option<i64>, sqlx::Error> {
+) -> Result<Option<i64>, crate::store::Error> {
     let sql = Sql::new("SELECT id FROM users WHERE client_id = $1 AND external_id = $2")
         .arg(client_id)
         .arg(external_id);

@@ -6,7 +6,7 @@ use crate::time::Micros;
 use std::collections::HashMap;
 
 /// One EpisodeOfCare as its newest version says.
-#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow, serde::Deserialize)]
 pub struct Episode {
     pub resource_id: i64,
     pub patient_id: String,
@@ -21,7 +21,7 @@ pub async fn set_episode(
     tx: &mut Tx,
     resource_id: i64,
     episode: Option<&Episode>,
-) -> Result<(), sqlx::Error> {
+) -> Result<(), crate::store::Error> {
     tx.execute(&Sql::new("DELETE FROM care_episodes WHERE resource_id = $1").arg(resource_id))
         .await?;
     if let Some(e) = episode {
@@ -45,7 +45,7 @@ pub async fn set_deceased(
     tx: &mut Tx,
     patient_id: &str,
     deceased_at: Option<Micros>,
-) -> Result<(), sqlx::Error> {
+) -> Result<(), crate::store::Error> {
     match deceased_at {
         None => tx
             .execute(&Sql::new("DELETE FROM client_life WHERE patient_id = $1").arg(patient_id))
@@ -66,8 +66,11 @@ pub async fn set_deceased(
 }
 
 /// The recorded moment of death of a client, if any.
-pub async fn deceased_at(tx: &mut Tx, patient_id: &str) -> Result<Option<Micros>, sqlx::Error> {
-    #[derive(sqlx::FromRow)]
+pub async fn deceased_at(
+    tx: &mut Tx,
+    patient_id: &str,
+) -> Result<Option<Micros>, crate::store::Error> {
+    #[derive(sqlx::FromRow, serde::Deserialize)]
     struct Row {
         deceased_at: i64,
     }
@@ -87,13 +90,13 @@ pub struct Status {
     pub blocked: HashMap<String, Micros>,
 }
 
-pub async fn status(db: &Db, patient_ids: &[&str]) -> Result<Status, sqlx::Error> {
+pub async fn status(db: &Db, patient_ids: &[&str]) -> Result<Status, crate::store::Error> {
     let mut out = Status::default();
     if patient_ids.is_empty() {
         return Ok(out);
     }
     // One round trip for all three kinds of facts.
-    #[derive(sqlx::FromRow)]
+    #[derive(sqlx::FromRow, serde::Deserialize)]
     struct Row {
         kind: String,
         patient_id: String,
@@ -151,7 +154,7 @@ pub async fn block(
     reason: Option<&str>,
     actor: &str,
     now: Micros,
-) -> Result<(), sqlx::Error> {
+) -> Result<(), crate::store::Error> {
     let sql = Sql::new(
         "INSERT INTO client_blocks (patient_id, blocked_at, reason, actor) VALUES ($1, $2, $3, $4) \
          ON CONFLICT (patient_id) DO NOTHING",
@@ -164,7 +167,7 @@ pub async fn block(
 }
 
 /// Lifts a client block; whether there was one.
-pub async fn unblock(db: &Db, patient_id: &str) -> Result<bool, sqlx::Error> {
+pub async fn unblock(db: &Db, patient_id: &str) -> Result<bool, crate::store::Error> {
     Ok(db
         .execute(&Sql::new("DELETE FROM client_blocks WHERE patient_id = $1").arg(patient_id))
         .await?

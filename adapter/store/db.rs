@@ -1,19 +1,22 @@
 //! The database handle: SQLite (embedded default) or PostgreSQL (production), one API.
 //!
 //! SQL is written once with `$1`-style placeholders, which both engines accept, and built with
-//! [`Sql`] where it is dynamic. Rows are decoded with `sqlx::FromRow` into plain structs that
-//! both engines can fill. On SQLite all writes go through a single connection (SQLite has one
-//! writer anyway; this avoids lock upgrades), reads through a pool in WAL mode.
+//! [`Sql`] where it is dynamic. Rows are decoded into plain structs that both engines can fill
+//! (`sqlx::FromRow` for PostgreSQL, `serde::Deserialize` by column name for SQLite).
+//! PostgreSQL is reached through sqlx's pool; SQLite by direct calls (`store::sqlite`), with
+//! all writes through a single connection (SQLite has one writer anyway; this avoids lock
+//! upgrades) and reads on read-only connections in WAL mode.
 
+use super::error::Error;
+use super::sqlite::{self, Sqlite, SqliteTx};
+use serde::de::DeserializeOwned;
 use sqlx::postgres::{PgArguments, PgConnectOptions, PgPoolOptions, PgRow};
-use sqlx::sqlite::{
-    SqliteArguments, SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow,
-    SqliteSynchronous,
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode};
+use sqlx::{
+    Arguments, AssertSqlSafe, ConnectOptions, Connection, FromRow, PgPool, Postgres, Transaction,
 };
-use sqlx::{Arguments, AssertSqlSafe, FromRow, PgPool, Postgres, Sqlite, SqlitePool, Transaction};
 use std::str::FromStr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 /// Which engine a handle talks to.
@@ -149,7 +152,7 @@ impl Sql {
     /// The text for SQLite: `$1, $2, …` used once each and in order become `?`. SQLite looks up
     /// named parameters by a linear search per parameter, which makes a statement with hundreds
     /// of `$n` (a multi-row insert) quadratic to bind; anonymous `?` bind in order for free.
-    fn sqlite_text(&self) -> String {
+    pub(crate) fn sqlite_text(&self) -> String {
         let bytes = self.text.as_bytes();
         let mut out = String::with_capacity(self.text.len());
         let mut expected = 1usize;
@@ -180,18 +183,6 @@ impl Sql {
         out
     }
 
-    fn sqlite_args(&self) -> Result<SqliteArguments, sqlx::Error> {
-        let mut a = SqliteArguments::default();
-        for arg in &self.args {
-            match arg {
-                Arg::Int(v) => a.add(*v),
-                Arg::Text(v) => a.add(v.clone()),
-            }
-            .map_err(sqlx::Error::Encode)?;
-        }
-        Ok(a)
-    }
-
     fn pg_args(&self) -> Result<PgArguments, sqlx::Error> {
         let mut a = PgArguments::default();
         for arg in &self.args {
@@ -205,10 +196,10 @@ impl Sql {
     }
 }
 
-/// A row type both engines can decode.
-pub trait Row: for<'r> FromRow<'r, SqliteRow> + for<'r> FromRow<'r, PgRow> + Send + Unpin {}
-impl<T> Row for T where T: for<'r> FromRow<'r, SqliteRow> + for<'r> FromRow<'r, PgRow> + Send + Unpin
-{}
+/// A row type both engines can decode: by sqlx on PostgreSQL, by its column names (serde)
+/// on SQLite.
+pub trait Row: DeserializeOwned + for<'r> FromRow<'r, PgRow> + Send + Unpin {}
+impl<T> Row for T where T: DeserializeOwned + for<'r> FromRow<'r, PgRow> + Send + Unpin {}
 
 /// Sets `TCP_NODELAY` on this process's TCP sockets to the database's port.
 ///
@@ -250,58 +241,18 @@ fn no_delay_to(port: u16) {
 #[cfg(not(target_os = "linux"))]
 fn no_delay_to(_port: u16) {}
 
-/// The database: a pool per engine.
+/// The database: SQLite by direct calls, or a PostgreSQL pool.
 #[derive(Debug, Clone)]
 pub enum Db {
-    Sqlite {
-        read: SqlitePool,
-        write: SqlitePool,
-        /// Counts committed writes: whatever was read before a write may be stale after it.
-        writes: Arc<AtomicU64>,
-        /// The WAL index (`-shm`), whose header changes with every commit by any process
-        /// (e.g. a `sluis import` beside `sluis serve`).
-        shm: Option<Arc<std::fs::File>>,
-    },
+    Sqlite(Arc<Sqlite>),
     Postgres(PgPool),
 }
 
 impl Db {
     /// Connects to `url` (`sqlite://file.db` or `postgres://…`), creating a SQLite file if absent.
-    pub async fn connect(url: &str, max_connections: u32) -> Result<Self, sqlx::Error> {
+    pub async fn connect(url: &str, max_connections: u32) -> Result<Self, Error> {
         if url.starts_with("sqlite:") {
-            let options = SqliteConnectOptions::from_str(url)?
-                .create_if_missing(true)
-                .journal_mode(SqliteJournalMode::Wal)
-                .synchronous(SqliteSynchronous::Normal)
-                .busy_timeout(Duration::from_secs(10))
-                // A small page cache per connection: the operating system caches the file for
-                // all of them, and eight private 32 MB caches would each hold the same pages.
-                .pragma("cache_size", "-4000")
-                .pragma("temp_store", "memory");
-            let write = SqlitePoolOptions::new()
-                .max_connections(1)
-                .connect_with(options.clone().pragma("cache_size", "-16000"))
-                .await?;
-            let read = SqlitePoolOptions::new()
-                .max_connections(max_connections)
-                .connect_with(options)
-                .await?;
-            let file = url
-                .trim_start_matches("sqlite://")
-                .trim_start_matches("sqlite:")
-                .split('?')
-                .next()
-                .unwrap_or_default()
-                .to_string();
-            let shm = std::fs::File::open(format!("{file}-shm"))
-                .ok()
-                .map(Arc::new);
-            Ok(Db::Sqlite {
-                read,
-                write,
-                writes: Arc::new(AtomicU64::new(0)),
-                shm,
-            })
+            Ok(Db::Sqlite(Arc::new(Sqlite::connect(url, max_connections)?)))
         } else {
             let options = PgConnectOptions::from_str(url)?;
             let port = options.get_port();
@@ -324,33 +275,15 @@ impl Db {
     /// process's commits and the WAL index header (SQLite). `None` on PostgreSQL, where no
     /// such value is at hand.
     pub fn write_generation(&self) -> Option<u64> {
-        use std::os::unix::fs::FileExt;
         match self {
-            Db::Sqlite {
-                writes,
-                shm: Some(shm),
-                ..
-            } => {
-                // The WAL-index header: a change counter, the last frame, checksums and salts.
-                let mut header = [0u8; 48];
-                shm.read_exact_at(&mut header, 0).ok()?;
-                let mut g = writes.load(Ordering::Acquire);
-                for chunk in header.chunks(8) {
-                    let mut word = [0u8; 8];
-                    word[..chunk.len()].copy_from_slice(chunk);
-                    g = (g ^ u64::from_le_bytes(word))
-                        .wrapping_mul(0x0100_0000_01b3)
-                        .rotate_left(17);
-                }
-                Some(g)
-            }
-            _ => None,
+            Db::Sqlite(s) => s.write_generation(),
+            Db::Postgres(_) => None,
         }
     }
 
     pub fn engine(&self) -> Engine {
         match self {
-            Db::Sqlite { .. } => Engine::Sqlite,
+            Db::Sqlite(_) => Engine::Sqlite,
             Db::Postgres(_) => Engine::Postgres,
         }
     }
@@ -362,9 +295,9 @@ impl Db {
     /// turns a 2 ms portal query into seconds. Run at start and after `sluis import`; between
     /// those, autovacuum keeps them current. SQLite's statements are written to plan well
     /// without statistics (`docs/query-plans.md`), so there this does nothing.
-    pub async fn analyze(&self) -> Result<(), sqlx::Error> {
+    pub async fn analyze(&self) -> Result<(), Error> {
         match self {
-            Db::Sqlite { .. } => Ok(()),
+            Db::Sqlite(_) => Ok(()),
             Db::Postgres(pool) => {
                 sqlx::query(
                     "ANALYZE resources, versions, search_tokens, search_dates, refs, users, links, care_episodes",
@@ -376,98 +309,80 @@ impl Db {
         }
     }
 
-    /// Applies the engine's migrations (idempotent).
-    pub async fn migrate(&self) -> Result<(), sqlx::migrate::MigrateError> {
+    /// Applies the engine's migrations (idempotent). On SQLite through a connection of sqlx's
+    /// own, which keeps the `_sqlx_migrations` table.
+    pub async fn migrate(&self) -> Result<(), Error> {
         match self {
-            Db::Sqlite { write, .. } => {
-                sqlx::migrate!("adapter/store/migrations/sqlite")
-                    .run(write)
-                    .await
+            Db::Sqlite(s) => {
+                let options = SqliteConnectOptions::from_str(s.url())?
+                    .create_if_missing(true)
+                    .journal_mode(SqliteJournalMode::Wal)
+                    .busy_timeout(Duration::from_secs(10));
+                let mut conn = options.connect().await?;
+                let result = sqlx::migrate!("adapter/store/migrations/sqlite")
+                    .run(&mut conn)
+                    .await;
+                let _ = conn.close().await;
+                Ok(result?)
             }
-            Db::Postgres(pool) => {
-                sqlx::migrate!("adapter/store/migrations/postgres")
-                    .run(pool)
-                    .await
-            }
+            Db::Postgres(pool) => Ok(sqlx::migrate!("adapter/store/migrations/postgres")
+                .run(pool)
+                .await?),
         }
     }
 
     /// Whether every migration this binary knows has been applied.
-    pub async fn is_migrated(&self) -> Result<bool, sqlx::Error> {
-        let (expected, sql) = match self {
-            Db::Sqlite { .. } => (
-                sqlx::migrate!("adapter/store/migrations/sqlite")
-                    .iter()
-                    .count(),
-                Sql::new("SELECT COUNT(*) AS n FROM _sqlx_migrations WHERE success"),
-            ),
-            Db::Postgres(_) => (
-                sqlx::migrate!("adapter/store/migrations/postgres")
-                    .iter()
-                    .count(),
-                Sql::new("SELECT COUNT(*) AS n FROM _sqlx_migrations WHERE success"),
-            ),
+    pub async fn is_migrated(&self) -> Result<bool, Error> {
+        let expected = match self {
+            Db::Sqlite(_) => sqlx::migrate!("adapter/store/migrations/sqlite")
+                .iter()
+                .count(),
+            Db::Postgres(_) => sqlx::migrate!("adapter/store/migrations/postgres")
+                .iter()
+                .count(),
         };
+        let sql = Sql::new("SELECT COUNT(*) AS n FROM _sqlx_migrations WHERE success");
         let n = self.fetch_count(&sql).await?;
         Ok(usize::try_from(n).unwrap_or(0) >= expected)
     }
 
     /// The number a `SELECT COUNT(*) AS n …` statement gives.
-    pub async fn fetch_count(&self, sql: &Sql) -> Result<i64, sqlx::Error> {
-        #[derive(sqlx::FromRow)]
-        struct N {
-            n: i64,
-        }
-        Ok(self.fetch_one::<N>(sql).await?.n)
+    pub async fn fetch_count(&self, sql: &Sql) -> Result<i64, Error> {
+        Ok(self.fetch_one::<Count>(sql).await?.n)
     }
 
-    pub async fn fetch_all<T: Row>(&self, sql: &Sql) -> Result<Vec<T>, sqlx::Error> {
+    pub async fn fetch_all<T: Row>(&self, sql: &Sql) -> Result<Vec<T>, Error> {
         match self {
-            Db::Sqlite { read, .. } => {
-                sqlx::query_as_with::<_, T, _>(AssertSqlSafe(sql.sqlite_text()), sql.sqlite_args()?)
-                    .fetch_all(read)
-                    .await
-            }
-            Db::Postgres(pool) => {
-                sqlx::query_as_with::<_, T, _>(AssertSqlSafe(sql.text.clone()), sql.pg_args()?)
-                    .fetch_all(pool)
-                    .await
-            }
+            Db::Sqlite(s) => s.read(|c| sqlite::fetch_all(c, sql)),
+            Db::Postgres(pool) => Ok(sqlx::query_as_with::<_, T, _>(
+                AssertSqlSafe(sql.text.clone()),
+                sql.pg_args()?,
+            )
+            .fetch_all(pool)
+            .await?),
         }
     }
 
-    pub async fn fetch_optional<T: Row>(&self, sql: &Sql) -> Result<Option<T>, sqlx::Error> {
+    pub async fn fetch_optional<T: Row>(&self, sql: &Sql) -> Result<Option<T>, Error> {
         match self {
-            Db::Sqlite { read, .. } => {
-                sqlx::query_as_with::<_, T, _>(AssertSqlSafe(sql.sqlite_text()), sql.sqlite_args()?)
-                    .fetch_optional(read)
-                    .await
-            }
-            Db::Postgres(pool) => {
-                sqlx::query_as_with::<_, T, _>(AssertSqlSafe(sql.text.clone()), sql.pg_args()?)
-                    .fetch_optional(pool)
-                    .await
-            }
+            Db::Sqlite(s) => s.read(|c| sqlite::fetch_optional(c, sql)),
+            Db::Postgres(pool) => Ok(sqlx::query_as_with::<_, T, _>(
+                AssertSqlSafe(sql.text.clone()),
+                sql.pg_args()?,
+            )
+            .fetch_optional(pool)
+            .await?),
         }
     }
 
-    pub async fn fetch_one<T: Row>(&self, sql: &Sql) -> Result<T, sqlx::Error> {
-        self.fetch_optional(sql)
-            .await?
-            .ok_or(sqlx::Error::RowNotFound)
+    pub async fn fetch_one<T: Row>(&self, sql: &Sql) -> Result<T, Error> {
+        self.fetch_optional(sql).await?.ok_or(Error::NotFound)
     }
 
     /// Runs a statement that changes data (through the writer on SQLite); rows affected.
-    pub async fn execute(&self, sql: &Sql) -> Result<u64, sqlx::Error> {
+    pub async fn execute(&self, sql: &Sql) -> Result<u64, Error> {
         match self {
-            Db::Sqlite { write, writes, .. } => {
-                let n = sqlx::query_with(AssertSqlSafe(sql.sqlite_text()), sql.sqlite_args()?)
-                    .execute(write)
-                    .await?
-                    .rows_affected();
-                writes.fetch_add(1, Ordering::AcqRel);
-                Ok(n)
-            }
+            Db::Sqlite(s) => sqlite::execute_alone(s, sql).await,
             Db::Postgres(pool) => Ok(sqlx::query_with(
                 AssertSqlSafe(sql.text.clone()),
                 sql.pg_args()?,
@@ -479,13 +394,13 @@ impl Db {
     }
 
     /// The engine's query plan of `sql`, one line per step (for docs and tests).
-    pub async fn explain(&self, sql: &Sql) -> Result<Vec<String>, sqlx::Error> {
-        #[derive(sqlx::FromRow)]
+    pub async fn explain(&self, sql: &Sql) -> Result<Vec<String>, Error> {
+        #[derive(serde::Deserialize, sqlx::FromRow)]
         struct SqlitePlan {
             detail: String,
         }
         match self {
-            Db::Sqlite { .. } => {
+            Db::Sqlite(_) => {
                 let plan = Sql {
                     text: format!("EXPLAIN QUERY PLAN {}", sql.text),
                     args: sql.args.clone(),
@@ -512,69 +427,82 @@ impl Db {
     }
 
     /// Starts a write transaction.
-    pub async fn begin(&self) -> Result<Tx, sqlx::Error> {
+    pub async fn begin(&self) -> Result<Tx, Error> {
         match self {
-            Db::Sqlite { write, writes, .. } => {
-                Ok(Tx::Sqlite(write.begin().await?, writes.clone()))
-            }
+            Db::Sqlite(s) => Ok(Tx::Sqlite(SqliteTx::begin(s.clone()).await?)),
             Db::Postgres(pool) => Ok(Tx::Postgres(pool.begin().await?)),
         }
     }
 }
 
+/// Parameters per multi-row statement on PostgreSQL; well under its limit of 65,535.
+const PARAMETERS: usize = 1600;
+
+/// `{head} VALUES (…), (…) {tail}` statements of at most [`PARAMETERS`] placeholders.
+fn multi_row<const N: usize>(head: &str, rows: &[[Arg; N]], tail: &str) -> Vec<Sql> {
+    rows.chunks((PARAMETERS / N.max(1)).max(1))
+        .map(|chunk| {
+            let mut sql = Sql::new(format!("{head} VALUES "));
+            for (i, row) in chunk.iter().enumerate() {
+                if i > 0 {
+                    sql.push(", ");
+                }
+                sql.push("(");
+                sql.bind_list(row.iter().cloned());
+                sql.push(")");
+            }
+            sql.push(" ").push(tail);
+            sql
+        })
+        .collect()
+}
+
+#[derive(serde::Deserialize, sqlx::FromRow)]
+struct Count {
+    n: i64,
+}
+
 /// A write transaction; dropped without `commit`, it rolls back.
 pub enum Tx {
-    Sqlite(Transaction<'static, Sqlite>, Arc<AtomicU64>),
+    Sqlite(SqliteTx),
     Postgres(Transaction<'static, Postgres>),
 }
 
 impl Tx {
     pub fn engine(&self) -> Engine {
         match self {
-            Tx::Sqlite(..) => Engine::Sqlite,
+            Tx::Sqlite(_) => Engine::Sqlite,
             Tx::Postgres(_) => Engine::Postgres,
         }
     }
 
-    pub async fn fetch_all<T: Row>(&mut self, sql: &Sql) -> Result<Vec<T>, sqlx::Error> {
+    pub async fn fetch_all<T: Row>(&mut self, sql: &Sql) -> Result<Vec<T>, Error> {
         match self {
-            Tx::Sqlite(tx, _) => {
-                sqlx::query_as_with::<_, T, _>(AssertSqlSafe(sql.sqlite_text()), sql.sqlite_args()?)
-                    .fetch_all(&mut **tx)
-                    .await
-            }
-            Tx::Postgres(tx) => {
-                sqlx::query_as_with::<_, T, _>(AssertSqlSafe(sql.text.clone()), sql.pg_args()?)
-                    .fetch_all(&mut **tx)
-                    .await
-            }
-        }
-    }
-
-    pub async fn fetch_optional<T: Row>(&mut self, sql: &Sql) -> Result<Option<T>, sqlx::Error> {
-        match self {
-            Tx::Sqlite(tx, _) => {
-                sqlx::query_as_with::<_, T, _>(AssertSqlSafe(sql.sqlite_text()), sql.sqlite_args()?)
-                    .fetch_optional(&mut **tx)
-                    .await
-            }
-            Tx::Postgres(tx) => {
-                sqlx::query_as_with::<_, T, _>(AssertSqlSafe(sql.text.clone()), sql.pg_args()?)
-                    .fetch_optional(&mut **tx)
-                    .await
-            }
-        }
-    }
-
-    pub async fn execute(&mut self, sql: &Sql) -> Result<u64, sqlx::Error> {
-        match self {
-            Tx::Sqlite(tx, _) => Ok(sqlx::query_with(
-                AssertSqlSafe(sql.sqlite_text()),
-                sql.sqlite_args()?,
+            Tx::Sqlite(tx) => tx.with(|c| sqlite::fetch_all(c, sql)),
+            Tx::Postgres(tx) => Ok(sqlx::query_as_with::<_, T, _>(
+                AssertSqlSafe(sql.text.clone()),
+                sql.pg_args()?,
             )
-            .execute(&mut **tx)
-            .await?
-            .rows_affected()),
+            .fetch_all(&mut **tx)
+            .await?),
+        }
+    }
+
+    pub async fn fetch_optional<T: Row>(&mut self, sql: &Sql) -> Result<Option<T>, Error> {
+        match self {
+            Tx::Sqlite(tx) => tx.with(|c| sqlite::fetch_optional(c, sql)),
+            Tx::Postgres(tx) => Ok(sqlx::query_as_with::<_, T, _>(
+                AssertSqlSafe(sql.text.clone()),
+                sql.pg_args()?,
+            )
+            .fetch_optional(&mut **tx)
+            .await?),
+        }
+    }
+
+    pub async fn execute(&mut self, sql: &Sql) -> Result<u64, Error> {
+        match self {
+            Tx::Sqlite(tx) => tx.with(|c| sqlite::execute(c, sql)),
             Tx::Postgres(tx) => Ok(sqlx::query_with(
                 AssertSqlSafe(sql.text.clone()),
                 sql.pg_args()?,
@@ -585,14 +513,54 @@ impl Tx {
         }
     }
 
-    pub async fn commit(self) -> Result<(), sqlx::Error> {
+    /// Inserts `rows` as `{head} VALUES (…) {tail}`; rows changed. On SQLite one prepared
+    /// statement runs per row (no statement text to build or parse per call); on PostgreSQL
+    /// multi-row statements carry the rows in a few round trips.
+    pub async fn insert<const N: usize>(
+        &mut self,
+        head: &str,
+        rows: &[[Arg; N]],
+        tail: &str,
+    ) -> Result<u64, Error> {
         match self {
-            Tx::Sqlite(tx, writes) => {
-                tx.commit().await?;
-                writes.fetch_add(1, Ordering::AcqRel);
-                Ok(())
+            Tx::Sqlite(tx) => Ok(tx
+                .with(|c| sqlite::insert_each::<Count, N>(c, head, rows, tail, false))?
+                .0),
+            Tx::Postgres(_) => {
+                let mut n = 0;
+                for sql in multi_row(head, rows, tail) {
+                    n += self.execute(&sql).await?;
+                }
+                Ok(n)
             }
-            Tx::Postgres(tx) => tx.commit().await,
+        }
+    }
+
+    /// [`Tx::insert`] with `RETURNING …` in `tail`: the returned rows.
+    pub async fn insert_returning<T: Row, const N: usize>(
+        &mut self,
+        head: &str,
+        rows: &[[Arg; N]],
+        tail: &str,
+    ) -> Result<Vec<T>, Error> {
+        match self {
+            Tx::Sqlite(tx) => Ok(tx
+                .with(|c| sqlite::insert_each::<T, N>(c, head, rows, tail, true))?
+                .1),
+            Tx::Postgres(_) => {
+                let mut out = Vec::new();
+                for sql in multi_row(head, rows, tail) {
+                    out.extend(self.fetch_all::<T>(&sql).await?);
+                }
+                Ok(out)
+            }
+        }
+    }
+
+    pub async fn commit(self) -> Result<(), Error> {
+        match self {
+            Tx::Sqlite(tx) => tx.commit().await,
+            Tx::Postgres(tx) => Ok(tx.commit().await?),
         }
     }
 }

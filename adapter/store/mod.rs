@@ -1,4 +1,5 @@
-//! The store (sqlx): SQLite as the embedded default, PostgreSQL for production.
+//! The store: SQLite as the embedded default (by direct calls), PostgreSQL for production
+//! (through sqlx).
 //!
 //! One module per table family. Every version of every resource is kept; search values live
 //! in indexed tables beside the versions. Migrations for both engines are in `migrations/`
@@ -7,7 +8,10 @@
 pub mod accounts;
 pub mod clients;
 pub mod db;
+pub mod error;
 pub mod release;
 pub mod resources;
+pub mod sqlite;
 
 pub use db::{Db, Sql};
+pub use error::Error;

@@ -7,12 +7,13 @@ use crate::time::Micros;
 use std::collections::{BTreeSet, HashMap};
 
 /// A stored version as the release computation sees it.
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone, sqlx::FromRow, serde::Deserialize)]
 pub struct StoredVersion {
     pub id: i64,
     pub resource_id: i64,
     pub version_no: i64,
     #[sqlx(rename = "type")]
+    #[serde(rename = "type")]
     pub resource_type: String,
     pub fhir_id: String,
     pub patient_id: Option<String>,
@@ -31,7 +32,7 @@ const COLUMNS: &str = "id, resource_id, version_no, type, fhir_id, patient_id, s
 pub async fn versions_of(
     tx: &mut Tx,
     resource_ids: &[i64],
-) -> Result<HashMap<i64, Vec<StoredVersion>>, sqlx::Error> {
+) -> Result<HashMap<i64, Vec<StoredVersion>>, crate::store::Error> {
     let mut out: HashMap<i64, Vec<StoredVersion>> = HashMap::new();
     for chunk in resource_ids.chunks(500) {
         let mut sql = Sql::new(format!(
@@ -51,8 +52,8 @@ pub async fn waiting_resources(
     db: &Db,
     now: Micros,
     patient_id: Option<&str>,
-) -> Result<Vec<i64>, sqlx::Error> {
-    #[derive(sqlx::FromRow)]
+) -> Result<Vec<i64>, crate::store::Error> {
+    #[derive(sqlx::FromRow, serde::Deserialize)]
     struct Row {
         resource_id: i64,
     }
@@ -78,8 +79,8 @@ pub async fn resource_id(
     db: &Db,
     resource_type: &str,
     fhir_id: &str,
-) -> Result<Option<i64>, sqlx::Error> {
-    #[derive(sqlx::FromRow)]
+) -> Result<Option<i64>, crate::store::Error> {
+    #[derive(sqlx::FromRow, serde::Deserialize)]
     struct Row {
         id: i64,
     }
@@ -93,8 +94,8 @@ pub async fn resource_id(
 pub async fn rule_tokens(
     tx: &mut Tx,
     version_ids: &[i64],
-) -> Result<HashMap<i64, Vec<(String, String, String)>>, sqlx::Error> {
-    #[derive(sqlx::FromRow)]
+) -> Result<HashMap<i64, Vec<(String, String, String)>>, crate::store::Error> {
+    #[derive(sqlx::FromRow, serde::Deserialize)]
     struct Row {
         version_id: i64,
         param: String,
@@ -119,7 +120,7 @@ pub async fn rule_tokens(
 }
 
 /// A recorded staff action.
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone, sqlx::FromRow, serde::Deserialize)]
 pub struct ActionRow {
     pub resource_type: String,
     pub fhir_id: String,
@@ -147,7 +148,7 @@ impl ActionRow {
 pub async fn actions_for(
     tx: &mut Tx,
     keys: &[(String, String)],
-) -> Result<HashMap<(String, String), Vec<ActionRow>>, sqlx::Error> {
+) -> Result<HashMap<(String, String), Vec<ActionRow>>, crate::store::Error> {
     let mut out: HashMap<(String, String), Vec<ActionRow>> = HashMap::new();
     for chunk in keys.chunks(400) {
         let mut sql = Sql::new(
@@ -185,7 +186,7 @@ pub struct NewAction<'a> {
 }
 
 /// Records a staff action.
-pub async fn insert_action(tx: &mut Tx, a: &NewAction<'_>) -> Result<(), sqlx::Error> {
+pub async fn insert_action(tx: &mut Tx, a: &NewAction<'_>) -> Result<(), crate::store::Error> {
     let sql = Sql::new(
         "INSERT INTO release_actions (resource_type, fhir_id, action, until, actor, note, at) \
          VALUES ($1, $2, $3, $4, $5, $6, $7)",
@@ -204,8 +205,8 @@ pub async fn insert_action(tx: &mut Tx, a: &NewAction<'_>) -> Result<(), sqlx::E
 pub async fn waivers_for(
     tx: &mut Tx,
     patient_ids: &[String],
-) -> Result<HashMap<String, BTreeSet<String>>, sqlx::Error> {
-    #[derive(sqlx::FromRow)]
+) -> Result<HashMap<String, BTreeSet<String>>, crate::store::Error> {
+    #[derive(sqlx::FromRow, serde::Deserialize)]
     struct Row {
         patient_id: String,
         sections: String,
@@ -232,8 +233,8 @@ pub async fn waivers_for(
 pub async fn current_waiver(
     db: &Db,
     patient_id: &str,
-) -> Result<Option<(BTreeSet<String>, i64, i64)>, sqlx::Error> {
-    #[derive(sqlx::FromRow)]
+) -> Result<Option<(BTreeSet<String>, i64, i64)>, crate::store::Error> {
+    #[derive(sqlx::FromRow, serde::Deserialize)]
     struct Row {
         sections: String,
         user_id: i64,
@@ -259,7 +260,7 @@ pub async fn insert_waiver(
     sections: &str,
     user_id: i64,
     at: Micros,
-) -> Result<(), sqlx::Error> {
+) -> Result<(), crate::store::Error> {
     let sql = Sql::new(
         "INSERT INTO waivers (patient_id, sections, user_id, made_at) VALUES ($1, $2, $3, $4)",
     )
@@ -280,7 +281,10 @@ pub struct Rescheduled {
 }
 
 /// Writes new moments in a few statements.
-pub async fn write_rescheduled(tx: &mut Tx, rows: &[Rescheduled]) -> Result<(), sqlx::Error> {
+pub async fn write_rescheduled(
+    tx: &mut Tx,
+    rows: &[Rescheduled],
+) -> Result<(), crate::store::Error> {
     for chunk in rows.chunks(300) {
         let mut sql = Sql::new("WITH u (id, release_at, section, rule) AS (VALUES ");
         for (i, r) in chunk.iter().enumerate() {

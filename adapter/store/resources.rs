@@ -7,10 +7,11 @@ use crate::time::Micros;
 use std::collections::HashMap;
 
 /// The head of a stored resource: what ingest needs before writing a new version.
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone, sqlx::FromRow, serde::Deserialize)]
 pub struct Current {
     pub id: i64,
     #[sqlx(rename = "type")]
+    #[serde(rename = "type")]
     pub resource_type: String,
     pub fhir_id: String,
     pub last_version: i64,
@@ -24,7 +25,7 @@ const CHUNK: usize = 400;
 pub async fn current(
     tx: &mut Tx,
     keys: &[(String, String)],
-) -> Result<HashMap<(String, String), Current>, sqlx::Error> {
+) -> Result<HashMap<(String, String), Current>, crate::store::Error> {
     let mut out = HashMap::new();
     for chunk in keys.chunks(CHUNK) {
         let mut sql = Sql::new(
@@ -75,7 +76,7 @@ pub struct NewVersion {
 pub async fn write(
     tx: &mut Tx,
     versions: &[NewVersion],
-) -> Result<HashMap<(String, String), i64>, sqlx::Error> {
+) -> Result<HashMap<(String, String), i64>, crate::store::Error> {
     if versions.is_empty() {
         return Ok(HashMap::new());
     }
@@ -92,39 +93,39 @@ pub async fn write(
             }
         }
     }
-    let mut resource_ids: HashMap<(String, String), i64> = HashMap::new();
-    for chunk in heads.chunks(CHUNK) {
-        let mut sql = Sql::new(
-            "INSERT INTO resources (type, fhir_id, source, last_version, last_hash) VALUES ",
-        );
-        for (i, v) in chunk.iter().enumerate() {
-            if i > 0 {
-                sql.push(", ");
-            }
-            sql.push("(");
-            sql.bind(v.resource_type.as_str()).push(", ");
-            sql.bind(v.fhir_id.as_str()).push(", ");
-            sql.bind(v.source.as_str()).push(", ");
-            sql.bind(v.version_no).push(", ");
-            sql.bind(v.hash.as_str()).push(")");
-        }
-        sql.push(
-            " ON CONFLICT (type, fhir_id) DO UPDATE SET source = excluded.source, \
+    #[derive(sqlx::FromRow, serde::Deserialize)]
+    struct ResourceRow {
+        id: i64,
+        #[sqlx(rename = "type")]
+        #[serde(rename = "type")]
+        resource_type: String,
+        fhir_id: String,
+    }
+    let rows: Vec<[Arg; 5]> = heads
+        .iter()
+        .map(|v| {
+            [
+                v.resource_type.as_str().into(),
+                v.fhir_id.as_str().into(),
+                v.source.as_str().into(),
+                v.version_no.into(),
+                v.hash.as_str().into(),
+            ]
+        })
+        .collect();
+    let written: Vec<ResourceRow> = tx
+        .insert_returning(
+            "INSERT INTO resources (type, fhir_id, source, last_version, last_hash)",
+            &rows,
+            "ON CONFLICT (type, fhir_id) DO UPDATE SET source = excluded.source, \
              last_version = excluded.last_version, last_hash = excluded.last_hash \
              RETURNING id, type, fhir_id",
-        );
-        #[derive(sqlx::FromRow)]
-        struct Row {
-            id: i64,
-            #[sqlx(rename = "type")]
-            resource_type: String,
-            fhir_id: String,
-        }
-        let rows: Vec<Row> = tx.fetch_all(&sql).await?;
-        for r in rows {
-            resource_ids.insert((r.resource_type, r.fhir_id), r.id);
-        }
-    }
+        )
+        .await?;
+    let resource_ids: HashMap<(String, String), i64> = written
+        .into_iter()
+        .map(|r| ((r.resource_type, r.fhir_id), r.id))
+        .collect();
 
     let ids: HashMap<(&str, &str), i64> = resource_ids
         .iter()
@@ -133,52 +134,47 @@ pub async fn write(
     let id_of = |v: &NewVersion| {
         ids.get(&(v.resource_type.as_str(), v.fhir_id.as_str()))
             .copied()
-            .ok_or(sqlx::Error::RowNotFound)
+            .ok_or(crate::store::Error::NotFound)
     };
-    let mut version_ids: HashMap<(i64, i64), i64> = HashMap::new();
-    for chunk in versions.chunks(CHUNK) {
-        let mut sql = Sql::new(
-            "INSERT INTO versions (resource_id, version_no, type, fhir_id, source, patient_id, section, \
-             arrived_at, release_at, rule, withdrawn, sort_date, body, tagged, meta) VALUES ",
-        );
-        for (i, v) in chunk.iter().enumerate() {
-            let resource_id = id_of(v)?;
-            if i > 0 {
-                sql.push(", ");
-            }
-            sql.push("(");
-            let values: [Arg; 15] = [
-                resource_id.into(),
-                v.version_no.into(),
-                v.resource_type.as_str().into(),
-                v.fhir_id.as_str().into(),
-                v.source.as_str().into(),
-                v.indexed.patient_id.clone().into(),
-                v.section.clone().into(),
-                v.arrived_at.into(),
-                v.release_at.into(),
-                v.rule.as_str().into(),
-                v.withdrawn.into(),
-                v.indexed.sort_date.into(),
-                v.body.as_str().into(),
-                v.tagged.into(),
-                v.meta.as_str().into(),
-            ];
-            sql.bind_list(values);
-            sql.push(")");
-        }
-        sql.push(" RETURNING id, resource_id, version_no");
-        #[derive(sqlx::FromRow)]
-        struct Row {
-            id: i64,
-            resource_id: i64,
-            version_no: i64,
-        }
-        let rows: Vec<Row> = tx.fetch_all(&sql).await?;
-        for r in rows {
-            version_ids.insert((r.resource_id, r.version_no), r.id);
-        }
+    let mut rows: Vec<[Arg; 15]> = Vec::with_capacity(versions.len());
+    for v in versions {
+        rows.push([
+            id_of(v)?.into(),
+            v.version_no.into(),
+            v.resource_type.as_str().into(),
+            v.fhir_id.as_str().into(),
+            v.source.as_str().into(),
+            v.indexed.patient_id.clone().into(),
+            v.section.clone().into(),
+            v.arrived_at.into(),
+            v.release_at.into(),
+            v.rule.as_str().into(),
+            v.withdrawn.into(),
+            v.indexed.sort_date.into(),
+            v.body.as_str().into(),
+            v.tagged.into(),
+            v.meta.as_str().into(),
+        ]);
     }
+    #[derive(sqlx::FromRow, serde::Deserialize)]
+    struct VersionRow {
+        id: i64,
+        resource_id: i64,
+        version_no: i64,
+    }
+    let written: Vec<VersionRow> = tx
+        .insert_returning(
+            "INSERT INTO versions (resource_id, version_no, type, fhir_id, source, patient_id, section, \
+             arrived_at, release_at, rule, withdrawn, sort_date, body, tagged, meta)",
+            &rows,
+            "RETURNING id, resource_id, version_no",
+        )
+        .await?;
+    drop(rows);
+    let version_ids: HashMap<(i64, i64), i64> = written
+        .into_iter()
+        .map(|r| ((r.resource_id, r.version_no), r.id))
+        .collect();
 
     let mut tokens: Vec<[Arg; 4]> = Vec::new();
     let mut dates: Vec<[Arg; 4]> = Vec::new();
@@ -188,7 +184,7 @@ pub async fn write(
         let version_id = version_ids
             .get(&(resource_id, v.version_no))
             .copied()
-            .ok_or(sqlx::Error::RowNotFound)?;
+            .ok_or(crate::store::Error::NotFound)?;
         for (param, system, code) in &v.indexed.tokens {
             tokens.push([
                 version_id.into(),
@@ -209,51 +205,55 @@ pub async fn write(
             refs.push([ty.into(), id.into(), version_id.into()]);
         }
     }
-    insert_rows(
-        tx,
-        "search_tokens (version_id, param, system, code)",
-        tokens,
+    const NOTHING: &str = "ON CONFLICT DO NOTHING";
+    tx.insert(
+        "INSERT INTO search_tokens (version_id, param, system, code)",
+        &tokens,
+        NOTHING,
     )
     .await?;
-    insert_rows(tx, "search_dates (version_id, param, lo, hi)", dates).await?;
+    tx.insert(
+        "INSERT INTO search_dates (version_id, param, lo, hi)",
+        &dates,
+        NOTHING,
+    )
+    .await?;
+    tx.insert(
+        "INSERT INTO refs (target_type, target_id, version_id)",
+        &refs,
+        NOTHING,
+    )
+    .await?;
     // Earlier versions of updated resources now have a newer one.
-    let updated: Vec<i64> = heads
+    let updated: Vec<(i64, i64)> = heads
         .iter()
         .filter(|v| v.version_no > 1)
-        .filter_map(|v| id_of(v).ok())
+        .filter_map(|v| id_of(v).ok().map(|id| (id, v.version_no)))
         .collect();
-    for chunk in updated.chunks(CHUNK) {
-        let mut sql = Sql::new(
-            "UPDATE versions SET has_newer = 1 WHERE has_newer = 0 AND id IN (SELECT v.id FROM versions v \
-             JOIN resources r ON r.id = v.resource_id WHERE v.version_no < r.last_version AND v.resource_id IN (",
-        );
-        sql.bind_list(chunk.iter().copied());
-        sql.push("))");
-        tx.execute(&sql).await?;
-    }
-    insert_rows(tx, "refs (target_type, target_id, version_id)", refs).await?;
-    Ok(resource_ids)
-}
-
-async fn insert_rows<const N: usize>(
-    tx: &mut Tx,
-    table: &str,
-    rows: Vec<[Arg; N]>,
-) -> Result<(), sqlx::Error> {
-    let per_chunk = (CHUNK * 4 / N).max(1);
-    let mut rows = rows.into_iter().peekable();
-    while rows.peek().is_some() {
-        let mut sql = Sql::new(format!("INSERT INTO {table} VALUES "));
-        for (i, row) in rows.by_ref().take(per_chunk).enumerate() {
-            if i > 0 {
-                sql.push(", ");
+    match tx.engine() {
+        // One prepared statement per resource.
+        Engine::Sqlite => {
+            for (resource_id, last) in updated {
+                let sql = Sql::new(
+                    "UPDATE versions SET has_newer = 1 WHERE resource_id = $1 AND version_no < $2 \
+                     AND has_newer = 0",
+                )
+                .arg(resource_id)
+                .arg(last);
+                tx.execute(&sql).await?;
             }
-            sql.push("(");
-            sql.bind_list(row);
-            sql.push(")");
         }
-        sql.push(" ON CONFLICT DO NOTHING");
-        tx.execute(&sql).await?;
+        Engine::Postgres => {
+            for chunk in updated.chunks(CHUNK) {
+                let mut sql = Sql::new(
+                    "UPDATE versions SET has_newer = 1 WHERE has_newer = 0 AND id IN (SELECT v.id FROM versions v \
+                     JOIN resources r ON r.id = v.resource_id WHERE v.version_no < r.last_version AND v.resource_id IN (",
+                );
+                sql.bind_list(chunk.iter().map(|(id, _)| *id));
+                sql.push("))");
+                tx.execute(&sql).await?;
+            }
+        }
     }
-    Ok(())
+    Ok(resource_ids)
 }

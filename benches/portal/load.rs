@@ -19,6 +19,9 @@ pub struct Run {
     pub max_ms: f64,
     /// Requests completed per second of wall time.
     pub achieved: f64,
+    /// The server's CPU time (user and system, all threads) per request, in microseconds;
+    /// 0 when the server's process is not known.
+    pub server_cpu_us: f64,
 }
 
 impl Run {
@@ -26,7 +29,7 @@ impl Run {
         serde_json::json!({
             "name": self.name, "rate": self.rate, "requests": self.requests, "errors": self.errors,
             "p50_ms": self.p50_ms, "p95_ms": self.p95_ms, "p99_ms": self.p99_ms, "max_ms": self.max_ms,
-            "achieved_per_s": self.achieved,
+            "achieved_per_s": self.achieved, "server_cpu_us_per_request": self.server_cpu_us,
         })
     }
 }
@@ -34,15 +37,30 @@ impl Run {
 /// A request to make: URL and portal user.
 pub type Request = (String, String);
 
-/// Fires `make(i)` at `rate` per second for `duration`, each on its own task.
+/// CPU seconds (user and system) a process has used so far.
+pub fn process_cpu_secs(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which is in parentheses and may hold spaces).
+    let rest = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let utime: f64 = fields.get(11)?.parse().ok()?;
+    let stime: f64 = fields.get(12)?.parse().ok()?;
+    // Clock ticks; 100 per second on Linux.
+    Some((utime + stime) / 100.0)
+}
+
+/// Fires `make(i)` at `rate` per second for `duration`, each on its own task; `server` is the
+/// process whose CPU time is charged to the requests.
 pub async fn fixed_rate(
     name: &str,
     http: &reqwest::Client,
     token: &str,
     rate: f64,
     duration: Duration,
+    server: Option<u32>,
     make: impl Fn(u64) -> Request,
 ) -> Run {
+    let cpu_before = server.and_then(process_cpu_secs);
     let hist = Arc::new(Mutex::new(
         Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).unwrap(),
     ));
@@ -92,6 +110,10 @@ pub async fn fixed_rate(
         let _ = t.await;
     }
     let wall = start.elapsed().as_secs_f64();
+    let cpu = match (cpu_before, server.and_then(process_cpu_secs)) {
+        (Some(a), Some(b)) if total > 0 => (b - a) * 1e6 / total as f64,
+        _ => 0.0,
+    };
     let h = hist.lock().unwrap();
     let ms = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
     Run {
@@ -104,6 +126,7 @@ pub async fn fixed_rate(
         p99_ms: ms(0.99),
         max_ms: h.max() as f64 / 1000.0,
         achieved: total as f64 / wall,
+        server_cpu_us: cpu,
     }
 }
 

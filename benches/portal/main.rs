@@ -11,6 +11,7 @@ use serde_json::{Value, json};
 use sluis::access::{Access, Decision, Role, SectionSet};
 use sluis::search::params::{self, Counts};
 use sluis::search::sql;
+use sluis::store::db::Arg;
 use sluis::store::{Db, Sql};
 use std::collections::BTreeMap;
 use std::process::{Child, Command, Stdio};
@@ -231,6 +232,7 @@ async fn ingest(server: &Server, dataset: &data::Dataset, workers: usize) -> Val
     let bundles = phases[0].len() + phases[1].len();
     let bytes: usize = phases.iter().flatten().map(Vec::len).sum();
     let mut latencies = Vec::new();
+    let cpu_before = load::process_cpu_secs(server.child.id());
     let started = Instant::now();
     for (phase, list) in phases.into_iter().enumerate() {
         server
@@ -274,6 +276,9 @@ async fn ingest(server: &Server, dataset: &data::Dataset, workers: usize) -> Val
         }
     }
     let secs = started.elapsed().as_secs_f64();
+    let cpu = cpu_before
+        .zip(load::process_cpu_secs(server.child.id()))
+        .map_or(0.0, |(a, b)| b - a);
     server.set_clock(NOW).await;
     latencies.sort_by(f64::total_cmp);
     let resources = dataset.resources - 55;
@@ -281,6 +286,7 @@ async fn ingest(server: &Server, dataset: &data::Dataset, workers: usize) -> Val
         "workers": workers, "bundles": bundles, "resources": resources, "seconds": secs,
         "resources_per_s": resources as f64 / secs, "mb_per_s": bytes as f64 / 1e6 / secs,
         "bundle_p50_ms": percentile(&latencies, 0.5), "bundle_p99_ms": percentile(&latencies, 0.99),
+        "server_cpu_us_per_resource": cpu * 1e6 / resources as f64,
     })
 }
 
@@ -391,30 +397,29 @@ async fn sqlite_ceiling(dir: &std::path::Path, dataset: &data::Dataset, batch: u
         tx.commit().await.unwrap();
     }
     let secs = started.elapsed().as_secs_f64();
-    // The same again row by row (a statement per row, a transaction per Bundle), as a plain
-    // insert loop writes it.
+    // The same again row by row (one prepared statement per table, run once per row, a
+    // transaction per batch), as a plain insert loop writes it and as ingest does on SQLite.
     db.execute(&Sql::new("DELETE FROM raw")).await.unwrap();
     db.execute(&Sql::new("DELETE FROM idx")).await.unwrap();
     let started = Instant::now();
     let mut next_id: i64 = 1;
     for chunk in rows.chunks(batch) {
         let mut tx = db.begin().await.unwrap();
+        let mut raw: Vec<[Arg; 4]> = Vec::with_capacity(chunk.len());
+        let mut idx: Vec<[Arg; 3]> = Vec::new();
         for (ty, id, keys, body) in chunk {
-            let insert = Sql::new("INSERT INTO raw (id, type, rid, body) VALUES ($1, $2, $3, $4)")
-                .arg(next_id)
-                .arg(ty.as_str())
-                .arg(id.as_str())
-                .arg(body.as_str());
-            tx.execute(&insert).await.unwrap();
+            raw.push([next_id.into(), ty.into(), id.into(), body.into()]);
             for (k, v) in keys {
-                let row = Sql::new("INSERT INTO idx (rowref, k, v) VALUES ($1, $2, $3)")
-                    .arg(next_id)
-                    .arg(k.as_str())
-                    .arg(v.as_str());
-                tx.execute(&row).await.unwrap();
+                idx.push([next_id.into(), k.into(), v.into()]);
             }
             next_id += 1;
         }
+        tx.insert("INSERT INTO raw (id, type, rid, body)", &raw, "")
+            .await
+            .unwrap();
+        tx.insert("INSERT INTO idx (rowref, k, v)", &idx, "")
+            .await
+            .unwrap();
         tx.commit().await.unwrap();
     }
     let row_secs = started.elapsed().as_secs_f64();
@@ -519,6 +524,7 @@ async fn search(server: &Server, dataset: &data::Dataset, rate: f64, secs: u64) 
             &server.token,
             rate,
             d,
+            Some(server.child.id()),
             portal('h', regular.clone(), ""),
         )
         .await,
@@ -530,6 +536,7 @@ async fn search(server: &Server, dataset: &data::Dataset, rate: f64, secs: u64) 
             &server.token,
             rate,
             d,
+            Some(server.child.id()),
             portal('m', members.clone(), ""),
         )
         .await,
@@ -548,9 +555,15 @@ async fn search(server: &Server, dataset: &data::Dataset, rate: f64, secs: u64) 
         }
     }
     runs.push(
-        load::fixed_rate("next page", &server.http, &server.token, rate, d, |i| {
-            page2[(i as usize) % page2.len()].clone()
-        })
+        load::fixed_rate(
+            "next page",
+            &server.http,
+            &server.token,
+            rate,
+            d,
+            Some(server.child.id()),
+            |i| page2[(i as usize) % page2.len()].clone(),
+        )
         .await,
     );
     let poll = {
@@ -570,6 +583,7 @@ async fn search(server: &Server, dataset: &data::Dataset, rate: f64, secs: u64) 
             &server.token,
             rate,
             d,
+            Some(server.child.id()),
             poll,
         )
         .await,
@@ -581,6 +595,7 @@ async fn search(server: &Server, dataset: &data::Dataset, rate: f64, secs: u64) 
             &server.token,
             rate,
             d,
+            Some(server.child.id()),
             portal('h', regular.clone(), "&_include=Observation:performer"),
         )
         .await,
@@ -604,6 +619,7 @@ async fn search(server: &Server, dataset: &data::Dataset, rate: f64, secs: u64) 
             &server.token,
             heavy_rate,
             d,
+            Some(server.child.id()),
             move |_| (f.clone(), h.clone()),
         )
         .await,
@@ -616,6 +632,7 @@ async fn search(server: &Server, dataset: &data::Dataset, rate: f64, secs: u64) 
             &server.token,
             heavy_rate,
             d,
+            Some(server.child.id()),
             move |_| (p20.clone(), h.clone()),
         )
         .await,
@@ -779,7 +796,7 @@ async fn storage(db: &Db, file: Option<&std::path::Path>, dataset: &data::Datase
             std::fs::metadata(f).map(|m| m.len()).unwrap_or(0) as f64
         }
         _ => {
-            #[derive(sqlx::FromRow)]
+            #[derive(sqlx::FromRow, serde::Deserialize)]
             struct S {
                 n: i64,
             }
@@ -811,14 +828,15 @@ fn print_table(engine: &str, r: &Value) {
     );
     for i in r["ingest"].as_array().into_iter().flatten() {
         println!(
-            "ingest, {} client(s): {:.0} res/s, {:.1} MB/s, bundle p50 {:.1} ms p99 {:.1} ms; {:.2}x the batched SQLite ceiling, {:.2}x row by row",
+            "ingest, {} client(s): {:.0} res/s, {:.1} MB/s, bundle p50 {:.1} ms p99 {:.1} ms; {:.2}x the batched SQLite ceiling, {:.2}x row by row; server CPU {:.0} µs/resource",
             i["workers"],
             i["resources_per_s"].as_f64().unwrap_or(0.0),
             i["mb_per_s"].as_f64().unwrap_or(0.0),
             i["bundle_p50_ms"].as_f64().unwrap_or(0.0),
             i["bundle_p99_ms"].as_f64().unwrap_or(0.0),
             i["ratio_to_ceiling"].as_f64().unwrap_or(0.0),
-            i["ratio_to_row_by_row"].as_f64().unwrap_or(0.0)
+            i["ratio_to_row_by_row"].as_f64().unwrap_or(0.0),
+            i["server_cpu_us_per_resource"].as_f64().unwrap_or(0.0)
         );
     }
     let s = &r["storage"];
@@ -828,12 +846,20 @@ fn print_table(engine: &str, r: &Value) {
         s["ratio_to_raw"].as_f64().unwrap_or(0.0)
     );
     println!(
-        "{:<26} {:>7} {:>8} {:>7} {:>8} {:>8} {:>8} {:>8}",
-        "search", "rate/s", "done/s", "errors", "p50 ms", "p95 ms", "p99 ms", "max ms"
+        "{:<26} {:>7} {:>8} {:>7} {:>8} {:>8} {:>8} {:>8} {:>10}",
+        "search",
+        "rate/s",
+        "done/s",
+        "errors",
+        "p50 ms",
+        "p95 ms",
+        "p99 ms",
+        "max ms",
+        "cpu µs/req"
     );
     for run in r["search"].as_array().into_iter().flatten() {
         println!(
-            "{:<26} {:>7.0} {:>8.0} {:>7} {:>8.2} {:>8.2} {:>8.2} {:>8.1}",
+            "{:<26} {:>7.0} {:>8.0} {:>7} {:>8.2} {:>8.2} {:>8.2} {:>8.1} {:>10.0}",
             run["name"].as_str().unwrap_or(""),
             run["rate"].as_f64().unwrap_or(0.0),
             run["achieved_per_s"].as_f64().unwrap_or(0.0),
@@ -841,7 +867,8 @@ fn print_table(engine: &str, r: &Value) {
             run["p50_ms"].as_f64().unwrap_or(0.0),
             run["p95_ms"].as_f64().unwrap_or(0.0),
             run["p99_ms"].as_f64().unwrap_or(0.0),
-            run["max_ms"].as_f64().unwrap_or(0.0)
+            run["max_ms"].as_f64().unwrap_or(0.0),
+            run["server_cpu_us_per_request"].as_f64().unwrap_or(0.0)
         );
     }
     for who in ["holder", "member"] {
@@ -979,9 +1006,15 @@ async fn main() {
             .and_then(|r| r.parse().ok())
             .unwrap_or(200.0);
         let http = reqwest::Client::new();
-        let run = load::fixed_rate("probe", &http, &token, rate, Duration::from_secs(5), |_| {
-            (url.clone(), user.clone())
-        })
+        let run = load::fixed_rate(
+            "probe",
+            &http,
+            &token,
+            rate,
+            Duration::from_secs(5),
+            None,
+            |_| (url.clone(), user.clone()),
+        )
         .await;
         println!("{}", run.json());
         return;

@@ -1,0 +1,332 @@
+//! SQLite by direct calls (rusqlite): a statement runs on the thread that asks for it.
+//!
+//! A driver that keeps each connection on a thread of its own pays a hand-off between threads
+//! for every statement and every row; under load that, not SQLite, was most of the time a
+//! portal query or a Bundle took. Here a read runs at once on the caller's thread, on a
+//! connection taken from a small stack of idle ones (read-only, WAL). Writes go through one
+//! writer connection (SQLite has one writer anyway): a transaction holds it through an async
+//! lock, and its statements also run at once. Only what can wait on another process (`BEGIN
+//! IMMEDIATE` while `sluis import` writes beside `sluis serve`, or a checkpoint at `COMMIT`)
+//! runs on a blocking thread. Statements are prepared once per connection and cached by text.
+//! Migrations are applied by sqlx (`Db::migrate`), which keeps its own bookkeeping table.
+
+use super::db::{Arg, Sql};
+use super::error::Error;
+use rusqlite::{Connection, OpenFlags, Statement};
+use serde::de::DeserializeOwned;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::OwnedMutexGuard;
+
+/// Prepared statements kept per connection. Search builds statements whose text depends on
+/// the query's shape (how many clients, sections, values), so a portal's working set is a
+/// few dozen texts.
+const STATEMENT_CACHE: usize = 256;
+
+/// Statements slower than this are logged as a warning.
+const SLOW: Duration = Duration::from_secs(1);
+
+/// An embedded SQLite database: one writer, idle readers.
+#[derive(Debug)]
+pub struct Sqlite {
+    url: String,
+    path: PathBuf,
+    /// Readers not in use; at most `max_idle` are kept.
+    idle: Mutex<Vec<Connection>>,
+    max_idle: usize,
+    writer: Arc<tokio::sync::Mutex<Connection>>,
+    /// Counts committed writes: whatever was read before a write may be stale after it.
+    writes: AtomicU64,
+    /// The WAL index (`-shm`), whose header changes with every commit by any process
+    /// (e.g. a `sluis import` beside `sluis serve`).
+    shm: Option<std::fs::File>,
+}
+
+/// The file of a `sqlite://file.db` or `sqlite:file.db` URL (options after `?` are not used).
+pub fn file_of(url: &str) -> &str {
+    url.trim_start_matches("sqlite://")
+        .trim_start_matches("sqlite:")
+        .split('?')
+        .next()
+        .unwrap_or_default()
+}
+
+fn open(path: &Path, writer: bool) -> Result<Connection, Error> {
+    let mode = if writer {
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE
+    } else {
+        OpenFlags::SQLITE_OPEN_READ_ONLY
+    };
+    let conn = Connection::open_with_flags(path, mode | OpenFlags::SQLITE_OPEN_NO_MUTEX)?;
+    conn.busy_timeout(Duration::from_secs(10))?;
+    // A small page cache per reader: the operating system caches the file for all of them,
+    // and eight private 32 MB caches would each hold the same pages.
+    let cache = if writer { "-16000" } else { "-4000" };
+    let mut pragmas = format!(
+        "PRAGMA foreign_keys = ON; PRAGMA temp_store = memory; PRAGMA cache_size = {cache};"
+    );
+    if writer {
+        pragmas.push_str(" PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;");
+    }
+    conn.execute_batch(&pragmas)?;
+    conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+    Ok(conn)
+}
+
+impl Sqlite {
+    /// Opens (creating if absent) the database at `url`, in WAL mode.
+    pub fn connect(url: &str, max_connections: u32) -> Result<Self, Error> {
+        let path = PathBuf::from(file_of(url));
+        let writer = open(&path, true)?;
+        let shm = std::fs::File::open(format!("{}-shm", path.display())).ok();
+        Ok(Self {
+            url: url.to_string(),
+            path,
+            idle: Mutex::new(Vec::new()),
+            max_idle: max_connections.max(1) as usize,
+            writer: Arc::new(tokio::sync::Mutex::new(writer)),
+            writes: AtomicU64::new(0),
+            shm,
+        })
+    }
+
+    /// The URL it was opened with.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// `f` on an idle reader (opened if none is idle), on this thread.
+    pub fn read<R>(&self, f: impl FnOnce(&Connection) -> Result<R, Error>) -> Result<R, Error> {
+        let idle = self.idle.lock().ok().and_then(|mut idle| idle.pop());
+        let conn = match idle {
+            Some(conn) => conn,
+            None => open(&self.path, false)?,
+        };
+        let out = f(&conn);
+        if let Ok(mut idle) = self.idle.lock()
+            && idle.len() < self.max_idle
+        {
+            idle.push(conn);
+        }
+        out
+    }
+
+    /// The writer, once no other transaction holds it.
+    pub async fn writer(&self) -> OwnedMutexGuard<Connection> {
+        self.writer.clone().lock_owned().await
+    }
+
+    /// Notes a committed write.
+    pub fn wrote(&self) {
+        self.writes.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// A value that changes with every write committed, by this process or another: this
+    /// process's commits and the WAL index header.
+    pub fn write_generation(&self) -> Option<u64> {
+        use std::os::unix::fs::FileExt;
+        let shm = self.shm.as_ref()?;
+        // The WAL-index header: a change counter, the last frame, checksums and salts.
+        let mut header = [0u8; 48];
+        shm.read_exact_at(&mut header, 0).ok()?;
+        let mut g = self.writes.load(Ordering::Acquire);
+        for chunk in header.chunks(8) {
+            let mut word = [0u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            g = (g ^ u64::from_le_bytes(word))
+                .wrapping_mul(0x0100_0000_01b3)
+                .rotate_left(17);
+        }
+        Some(g)
+    }
+}
+
+/// Binds `sql`'s arguments: in order for `?`, by number for `$n`.
+fn bind(stmt: &mut Statement<'_>, sql: &Sql) -> Result<(), Error> {
+    for i in 1..=stmt.parameter_count() {
+        let arg = match stmt.parameter_name(i) {
+            None => sql.args.get(i - 1),
+            Some(name) => name
+                .strip_prefix('$')
+                .and_then(|n| n.parse::<usize>().ok())
+                .and_then(|n| n.checked_sub(1))
+                .and_then(|n| sql.args.get(n)),
+        };
+        match arg {
+            Some(Arg::Int(v)) => stmt.raw_bind_parameter(i, v)?,
+            Some(Arg::Text(v)) => stmt.raw_bind_parameter(i, v.as_deref())?,
+            None => return Err(Error::Unbound(i)),
+        }
+    }
+    Ok(())
+}
+
+fn logged<R>(text: &str, started: Instant, out: R) -> R {
+    let elapsed = started.elapsed();
+    if elapsed >= SLOW {
+        tracing::warn!(target: "sluis::sql", elapsed_ms = elapsed.as_millis() as u64, statement = text, "slow statement");
+    } else {
+        tracing::debug!(target: "sluis::sql", elapsed_us = elapsed.as_micros() as u64, statement = text);
+    }
+    out
+}
+
+/// The rows of `sql`, each decoded by its column names.
+pub fn fetch_all<T: DeserializeOwned>(conn: &Connection, sql: &Sql) -> Result<Vec<T>, Error> {
+    let started = Instant::now();
+    let text = sql.sqlite_text();
+    let mut stmt = conn.prepare_cached(&text)?;
+    bind(&mut stmt, sql)?;
+    let columns: Vec<String> = stmt.column_names().into_iter().map(String::from).collect();
+    let mut rows = stmt.raw_query();
+    let mut out = Vec::new();
+    while let Some(row) = rows.next()? {
+        out.push(serde_rusqlite::from_row_with_columns::<T>(row, &columns)?);
+    }
+    Ok(logged(&text, started, out))
+}
+
+/// The first row of `sql`, if any.
+pub fn fetch_optional<T: DeserializeOwned>(
+    conn: &Connection,
+    sql: &Sql,
+) -> Result<Option<T>, Error> {
+    let started = Instant::now();
+    let text = sql.sqlite_text();
+    let mut stmt = conn.prepare_cached(&text)?;
+    bind(&mut stmt, sql)?;
+    let columns: Vec<String> = stmt.column_names().into_iter().map(String::from).collect();
+    let mut rows = stmt.raw_query();
+    let out = match rows.next()? {
+        Some(row) => Some(serde_rusqlite::from_row_with_columns::<T>(row, &columns)?),
+        None => None,
+    };
+    Ok(logged(&text, started, out))
+}
+
+/// Runs a statement that changes data; rows changed.
+pub fn execute(conn: &Connection, sql: &Sql) -> Result<u64, Error> {
+    let started = Instant::now();
+    let text = sql.sqlite_text();
+    let mut stmt = conn.prepare_cached(&text)?;
+    bind(&mut stmt, sql)?;
+    let mut rows = stmt.raw_query();
+    while rows.next()?.is_some() {}
+    drop(rows);
+    Ok(logged(&text, started, conn.changes()))
+}
+
+/// `{head} VALUES (?, …) {tail}` run once per row on one prepared statement; rows changed,
+/// and the rows the statement returns (`tail` with `RETURNING`) decoded as `T`.
+pub fn insert_each<T: DeserializeOwned, const N: usize>(
+    conn: &Connection,
+    head: &str,
+    rows: &[[Arg; N]],
+    tail: &str,
+    returning: bool,
+) -> Result<(u64, Vec<T>), Error> {
+    let started = Instant::now();
+    let mut text = String::with_capacity(head.len() + tail.len() + 3 * N + 16);
+    text.push_str(head);
+    text.push_str(" VALUES (");
+    for i in 0..N {
+        text.push_str(if i == 0 { "?" } else { ", ?" });
+    }
+    text.push_str(") ");
+    text.push_str(tail);
+    let mut stmt = conn.prepare_cached(&text)?;
+    let columns: Vec<String> = stmt.column_names().into_iter().map(String::from).collect();
+    let (mut changed, mut out) = (0u64, Vec::new());
+    for row in rows {
+        for (i, arg) in row.iter().enumerate() {
+            match arg {
+                Arg::Int(v) => stmt.raw_bind_parameter(i + 1, v)?,
+                Arg::Text(v) => stmt.raw_bind_parameter(i + 1, v.as_deref())?,
+            }
+        }
+        let mut result = stmt.raw_query();
+        while let Some(r) = result.next()? {
+            if returning {
+                out.push(serde_rusqlite::from_row_with_columns::<T>(r, &columns)?);
+            }
+        }
+        drop(result);
+        changed += conn.changes();
+    }
+    Ok(logged(&text, started, (changed, out)))
+}
+
+/// A write transaction on the writer; dropped without [`SqliteTx::commit`], it rolls back.
+pub struct SqliteTx {
+    conn: Option<OwnedMutexGuard<Connection>>,
+    store: Arc<Sqlite>,
+}
+
+impl SqliteTx {
+    /// Takes the writer and starts an immediate transaction (it waits, off the async threads,
+    /// while another process writes).
+    pub async fn begin(store: Arc<Sqlite>) -> Result<Self, Error> {
+        let conn = store.writer().await;
+        let conn = tokio::task::spawn_blocking(move || {
+            conn.execute_batch("BEGIN IMMEDIATE")?;
+            Ok::<_, Error>(conn)
+        })
+        .await
+        .map_err(|e| Error::Worker(e.to_string()))??;
+        Ok(Self {
+            conn: Some(conn),
+            store,
+        })
+    }
+
+    /// `f` on the transaction's connection, on this thread.
+    pub fn with<R>(&self, f: impl FnOnce(&Connection) -> Result<R, Error>) -> Result<R, Error> {
+        match &self.conn {
+            Some(conn) => f(conn),
+            None => Err(Error::Worker("the transaction has ended".into())),
+        }
+    }
+
+    /// Commits (a checkpoint may run with it, so off the async threads).
+    pub async fn commit(mut self) -> Result<(), Error> {
+        let Some(conn) = self.conn.take() else {
+            return Err(Error::Worker("the transaction has ended".into()));
+        };
+        let result = tokio::task::spawn_blocking(move || {
+            let result = conn.execute_batch("COMMIT");
+            if result.is_err() && !conn.is_autocommit() {
+                let _ = conn.execute_batch("ROLLBACK");
+            }
+            result
+        })
+        .await
+        .map_err(|e| Error::Worker(e.to_string()))?;
+        result?;
+        self.store.wrote();
+        Ok(())
+    }
+}
+
+impl Drop for SqliteTx {
+    fn drop(&mut self) {
+        if let Some(conn) = self.conn.take()
+            && !conn.is_autocommit()
+        {
+            let _ = conn.execute_batch("ROLLBACK");
+        }
+    }
+}
+
+/// Runs one statement outside a transaction on the writer (off the async threads: it may
+/// wait for another process, or checkpoint).
+pub async fn execute_alone(store: &Arc<Sqlite>, sql: &Sql) -> Result<u64, Error> {
+    let conn = store.writer().await;
+    let sql = sql.clone();
+    let n = tokio::task::spawn_blocking(move || execute(&conn, &sql))
+        .await
+        .map_err(|e| Error::Worker(e.to_string()))??;
+    store.wrote();
+    Ok(n)
+}
