@@ -29,6 +29,10 @@ pub struct Hit {
     pub withdrawn: i64,
     /// `meta` kept beside the body; `None` for a body that still holds its own.
     pub meta: Option<String>,
+    /// The number of matches, on the rows of a first page ([`page_with_total`]).
+    #[sqlx(default)]
+    #[serde(default)]
+    pub total: Option<i64>,
 }
 
 const HIT_COLUMNS: &str = "v.id, v.type, v.fhir_id, v.version_no, v.release_at, v.sort_date, v.patient_id, \
@@ -435,97 +439,37 @@ pub async fn page(
     decision: &Decision,
     now: Micros,
 ) -> Result<Vec<Hit>, crate::store::Error> {
-    let row: Packed = db.fetch_one(&packed_page(q, decision, now, None)).await?;
-    Ok(unpack(row.hits.as_deref()))
+    db.fetch_all(&page_sql(q, decision, now)).await
 }
 
-/// The first page with its `total`, in one statement (the count is an uncorrelated subquery
-/// that both engines evaluate once). Hits and the total.
+/// The first page with its `total`, in one statement: the count is an uncorrelated scalar
+/// subquery, which both engines evaluate once, and rides on every row. Hits and the total.
 pub async fn page_with_total(
     db: &Db,
     q: &Query,
     decision: &Decision,
     now: Micros,
 ) -> Result<(Vec<Hit>, i64), crate::store::Error> {
-    let count = count_sql(q, decision, now);
-    let row: Packed = db
-        .fetch_one(&packed_page(q, decision, now, Some(count)))
-        .await?;
-    Ok((unpack(row.hits.as_deref()), row.total.unwrap_or(0)))
-}
-
-/// A page packed into one row: the engines' drivers pay per row returned (on SQLite a thread
-/// hand-off per row), so the page's hits travel as one string. Fields are separated by U+0002,
-/// hits by U+0001, and U+0003 stands for NULL; JSON text never holds these raw.
-#[derive(sqlx::FromRow, serde::Deserialize)]
-struct Packed {
-    hits: Option<String>,
-    total: Option<i64>,
-}
-
-const FIELD: char = '\u{2}';
-const HIT: char = '\u{1}';
-const NULL: &str = "\u{3}";
-
-const PACKED_HIT: &str = "CAST(v.id AS TEXT) || '\u{2}' || v.type || '\u{2}' || v.fhir_id || '\u{2}' || \
-    CAST(v.version_no AS TEXT) || '\u{2}' || COALESCE(CAST(v.release_at AS TEXT), '\u{3}') || '\u{2}' || \
-    CAST(v.sort_date AS TEXT) || '\u{2}' || COALESCE(v.patient_id, '\u{3}') || '\u{2}' || \
-    COALESCE(v.section, '\u{3}') || '\u{2}' || CAST(v.withdrawn AS TEXT) || '\u{2}' || \
-    COALESCE(v.meta, '\u{3}') || '\u{2}' || v.body";
-
-fn packed_page(q: &Query, decision: &Decision, now: Micros, count: Option<Sql>) -> Sql {
-    let dir = if q.sort.descending { "DESC" } else { "ASC" };
-    let mut sql = Sql::new("SELECT ");
-    match count {
-        Some(count) => {
-            sql.push("(");
-            sql.append(count);
-            sql.push(") AS total");
-        }
-        None => {
-            sql.push("CAST(NULL AS BIGINT) AS total");
-        }
-    }
-    sql.push(&format!(
-        ", (SELECT string_agg(p.x, '\u{1}' ORDER BY p.k {dir}, p.kid {dir}) FROM (SELECT {PACKED_HIT} AS x, "
-    ));
-    let key = match q.sort.key {
-        SortKey::LastUpdated => "v.release_at",
-        SortKey::Date => "v.sort_date",
+    let hits: Vec<Hit> = db.fetch_all(&page_with_total_sql(q, decision, now)).await?;
+    let total = match hits.first() {
+        Some(hit) => hit.total.unwrap_or(0),
+        // No row to carry it: a first page is empty only when nothing matches, but count to
+        // be sure.
+        None => count(db, q, decision, now).await?,
     };
-    sql.push(&format!("{key} AS k, v.id AS kid FROM versions v"));
+    Ok((hits, total))
+}
+
+/// The statement of [`page_with_total`].
+pub fn page_with_total_sql(q: &Query, decision: &Decision, now: Micros) -> Sql {
+    let mut sql = Sql::new("SELECT (");
+    sql.append(count_sql(q, decision, now));
+    sql.push(&format!(") AS total, {HIT_COLUMNS} FROM versions v"));
     page_rest(&mut sql, q, decision, now);
-    sql.push(") p) AS hits");
     sql
 }
 
-fn unpack(packed: Option<&str>) -> Vec<Hit> {
-    let Some(packed) = packed else {
-        return Vec::new();
-    };
-    let opt = |s: &str| (s != NULL).then(|| s.to_string());
-    packed
-        .split(HIT)
-        .filter_map(|h| {
-            let mut f = h.splitn(11, FIELD);
-            Some(Hit {
-                id: f.next()?.parse().ok()?,
-                resource_type: f.next()?.to_string(),
-                fhir_id: f.next()?.to_string(),
-                version_no: f.next()?.parse().ok()?,
-                release_at: f.next().and_then(|s| s.parse().ok()),
-                sort_date: f.next()?.parse().ok()?,
-                patient_id: f.next().and_then(opt),
-                section: f.next().and_then(opt),
-                withdrawn: f.next()?.parse().ok()?,
-                meta: f.next().and_then(opt),
-                body: f.next()?.to_string(),
-            })
-        })
-        .collect()
-}
-
-/// The statement of [`page`], one row per hit (for looking at its query plan).
+/// The statement of [`page`].
 pub fn page_sql(q: &Query, decision: &Decision, now: Micros) -> Sql {
     let mut sql = Sql::new(format!("SELECT {HIT_COLUMNS} FROM versions v"));
     page_rest(&mut sql, q, decision, now);
@@ -553,8 +497,16 @@ fn page_rest(sql: &mut Sql, q: &Query, decision: &Decision, now: Micros) {
         sql.bind(c.version_id);
         sql.push("))");
     }
-    sql.push(&format!(" ORDER BY v.{key} {dir}, v.id {dir} LIMIT "));
-    sql.bind(i64::from(q.count) + 1);
+    sql.push(&format!(" ORDER BY v.{key} {dir}, v.id {dir} "));
+    limit(sql, i64::from(q.count) + 1);
+}
+
+/// `LIMIT n`, written into the text rather than bound: SQLite plans an ORDER BY with the
+/// limit's value, so a bound limit expires the prepared statement at every new binding and
+/// each execution prepared it again (most of a portal query's time in SQLite). The value is
+/// ours (a page size), never the caller's text.
+fn limit(sql: &mut Sql, n: i64) {
+    sql.push(&format!("LIMIT {n}"));
 }
 
 /// The number of visible matches.
@@ -634,8 +586,8 @@ pub fn history_sql(
         sql.bind(c.version_id);
         sql.push("))");
     }
-    sql.push(" ORDER BY v.release_at, v.id LIMIT ");
-    sql.bind(limit);
+    sql.push(" ORDER BY v.release_at, v.id ");
+    self::limit(&mut sql, limit);
     sql
 }
 
@@ -698,8 +650,8 @@ pub async fn current_matches(
         token_test(&mut sql, f);
         sql.push(")");
     }
-    sql.push(" AND v.withdrawn = 0 LIMIT ");
-    sql.bind(limit);
+    sql.push(" AND v.withdrawn = 0 ");
+    self::limit(&mut sql, limit);
     #[derive(sqlx::FromRow, serde::Deserialize)]
     struct Row {
         fhir_id: String,

@@ -218,6 +218,7 @@ mod tests {
             body: body.into(),
             withdrawn: 0,
             meta: meta.map(str::to_string),
+            total: None,
         }
     }
 

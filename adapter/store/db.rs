@@ -426,6 +426,15 @@ impl Db {
         }
     }
 
+    /// On SQLite, how often `sql` was prepared again when it ran twice ([`sqlite::prepared_again`]);
+    /// `None` on PostgreSQL. For tests: a portal query must be prepared once per connection.
+    pub async fn prepared_again(&self, sql: &Sql) -> Result<Option<u64>, Error> {
+        match self {
+            Db::Sqlite(s) => s.read(|c| sqlite::prepared_again(c, sql)).map(Some),
+            Db::Postgres(_) => Ok(None),
+        }
+    }
+
     /// Starts a write transaction.
     pub async fn begin(&self) -> Result<Tx, Error> {
         match self {

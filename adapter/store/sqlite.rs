@@ -80,6 +80,8 @@ impl Sqlite {
     pub fn connect(url: &str, max_connections: u32) -> Result<Self, Error> {
         let path = PathBuf::from(file_of(url));
         let writer = open(&path, true)?;
+        // A first read opens the WAL index (`-shm`), which SQLite creates lazily.
+        writer.query_row("SELECT COUNT(*) FROM sqlite_master", [], |_| Ok(()))?;
         let shm = std::fs::File::open(format!("{}-shm", path.display())).ok();
         Ok(Self {
             url: url.to_string(),
@@ -141,6 +143,21 @@ impl Sqlite {
         }
         Some(g)
     }
+}
+
+/// How often SQLite prepared `sql` again when it ran twice on one connection: 0 for a
+/// statement whose plan does not depend on its arguments' values. (A bound `LIMIT` does:
+/// SQLite then expires the statement at every new binding.)
+pub fn prepared_again(conn: &Connection, sql: &Sql) -> Result<u64, Error> {
+    let text = sql.sqlite_text();
+    for _ in 0..2 {
+        let mut stmt = conn.prepare_cached(&text)?;
+        bind(&mut stmt, sql)?;
+        let mut rows = stmt.raw_query();
+        while rows.next()?.is_some() {}
+    }
+    let stmt = conn.prepare_cached(&text)?;
+    Ok(stmt.get_status(rusqlite::StatementStatus::RePrepare) as u64)
 }
 
 /// Binds `sql`'s arguments: in order for `?`, by number for `$n`.
@@ -329,4 +346,92 @@ pub async fn execute_alone(store: &Arc<Sqlite>, sql: &Sql) -> Result<u64, Error>
         .map_err(|e| Error::Worker(e.to_string()))??;
     store.wrote();
     Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn url(dir: &tempfile::TempDir) -> String {
+        format!("sqlite://{}", dir.path().join("t.db").display())
+    }
+
+    #[tokio::test]
+    async fn write_generation_changes_with_every_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Sqlite::connect(&url(&dir), 2).unwrap());
+        let g0 = store.write_generation().expect("the WAL index is open");
+        assert_eq!(store.write_generation(), Some(g0), "stable without writes");
+        execute_alone(&store, &Sql::new("CREATE TABLE t (a INTEGER)"))
+            .await
+            .unwrap();
+        let g1 = store.write_generation().unwrap();
+        assert_ne!(g0, g1);
+        let tx = SqliteTx::begin(store.clone()).await.unwrap();
+        tx.with(|c| execute(c, &Sql::new("INSERT INTO t VALUES ($1)").arg(1)))
+            .unwrap();
+        tx.commit().await.unwrap();
+        assert_ne!(store.write_generation(), Some(g1));
+        // Another connection's commit (as another process's would) changes it too.
+        let g2 = store.write_generation().unwrap();
+        let other = open(&store.path, true).unwrap();
+        other.execute_batch("INSERT INTO t VALUES (2)").unwrap();
+        assert_ne!(store.write_generation(), Some(g2));
+    }
+
+    #[tokio::test]
+    async fn a_dropped_transaction_rolls_back_and_frees_the_writer() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Sqlite::connect(&url(&dir), 2).unwrap());
+        execute_alone(&store, &Sql::new("CREATE TABLE t (a INTEGER)"))
+            .await
+            .unwrap();
+        {
+            let tx = SqliteTx::begin(store.clone()).await.unwrap();
+            tx.with(|c| execute(c, &Sql::new("INSERT INTO t VALUES (1)")))
+                .unwrap();
+        }
+        let tx = SqliteTx::begin(store.clone()).await.unwrap();
+        tx.commit().await.unwrap();
+        #[derive(serde::Deserialize)]
+        struct N {
+            n: i64,
+        }
+        let n: Vec<N> = store
+            .read(|c| fetch_all(c, &Sql::new("SELECT COUNT(*) AS n FROM t")))
+            .unwrap();
+        assert_eq!(n[0].n, 0);
+    }
+
+    #[test]
+    fn placeholders_bind_by_number_and_unbound_ones_are_an_error() {
+        let conn = Connection::open_in_memory().unwrap();
+        #[derive(serde::Deserialize)]
+        struct Row {
+            a: i64,
+            b: String,
+            c: Option<String>,
+        }
+        // `$2` before `$1`, and `$1` twice: bound by number, not by position.
+        let sql = Sql::new("SELECT $2 + $1 AS a, $3 AS b, $1 || 'x' AS c")
+            .arg(1)
+            .arg(2)
+            .arg("three");
+        let rows: Vec<Row> = fetch_all(&conn, &sql).unwrap();
+        assert_eq!((rows[0].a, rows[0].b.as_str()), (3, "three"));
+        assert_eq!(rows[0].c.as_deref(), Some("1x"));
+        let missing = Sql::new("SELECT $1 AS a");
+        assert!(matches!(
+            fetch_all::<Row>(&conn, &missing),
+            Err(Error::Unbound(1))
+        ));
+    }
+
+    #[test]
+    fn a_reader_cannot_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Sqlite::connect(&url(&dir), 1).unwrap();
+        let result = store.read(|c| execute(c, &Sql::new("CREATE TABLE t (a INTEGER)")));
+        assert!(result.is_err(), "readers are opened read-only");
+    }
 }

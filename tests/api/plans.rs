@@ -92,6 +92,17 @@ on_both!(portal_queries_run_on_indexes, |b| async move {
         ),
     ];
     for (name, q, d) in cases {
+        // Prepared once per connection: nothing in these statements (a bound LIMIT did) makes
+        // SQLite prepare them again for every execution.
+        for statement in [
+            sql::page_sql(&q, &d, now),
+            sql::page_with_total_sql(&q, &d, now),
+            sql::count_sql(&q, &d, now),
+        ] {
+            if let Some(n) = db.prepared_again(&statement).await.unwrap() {
+                assert_eq!(n, 0, "{name}: prepared again: {}", statement.text);
+            }
+        }
         let plan = db.explain(&sql::page_sql(&q, &d, now)).await.unwrap();
         eprintln!("-- {name}\n{}", plan.join("\n"));
         if sqlite {
