@@ -6,13 +6,13 @@ use super::{Outcome, ingest, wrong_source};
 use crate::app::AppState;
 use crate::auth::SourceClient;
 use crate::body::json_body;
-use crate::error::{ApiError, ApiResult, fhir_json};
+use crate::error::{ApiError, ApiResult, fhir_json, fhir_raw};
 use crate::fhir::definitions;
 use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde_json::{Value, json};
+use serde_json::Value;
 
 fn check_source(state: &AppState, caller: &SourceClient, source: &str) -> ApiResult<()> {
     if !state.config.has_source(source) {
@@ -147,13 +147,26 @@ fn respond(mode: Mode, mut outcomes: Vec<Outcome>) -> Response {
             } else {
                 "batch-response"
             };
-            let entries: Vec<Value> = outcomes
-                .iter()
-                .map(|o| json!({"response": o.response()}))
-                .collect();
-            fhir_json(
+            #[derive(serde::Serialize)]
+            struct Bundle<'a> {
+                #[serde(rename = "resourceType")]
+                resource_type: &'static str,
+                #[serde(rename = "type")]
+                kind: &'static str,
+                entry: Vec<Response<'a>>,
+            }
+            #[derive(serde::Serialize)]
+            struct Response<'a> {
+                response: &'a Outcome,
+            }
+            let bundle = Bundle {
+                resource_type: "Bundle",
+                kind,
+                entry: outcomes.iter().map(|response| Response { response }).collect(),
+            };
+            fhir_raw(
                 StatusCode::OK,
-                &json!({"resourceType": "Bundle", "type": kind, "entry": entries}),
+                serde_json::to_vec(&bundle).unwrap_or_default(),
             )
         }
     }

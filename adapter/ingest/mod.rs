@@ -22,7 +22,7 @@ use crate::store::resources::{self, NewVersion};
 use crate::time::{Micros, from_micros, instant};
 use axum::http::StatusCode;
 use entries::{Entry, Mode, Parsed, entry_path};
-use serde_json::{Value, json};
+use serde_json::Value;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 
@@ -51,21 +51,54 @@ impl Outcome {
 
     /// The `Bundle.entry.response` of a transaction-response or batch-response.
     pub fn response(&self) -> Value {
-        let mut r = json!({"status": status_line(self.status)});
+        serde_json::to_value(self).unwrap_or_default()
+    }
+}
+
+/// `Bundle.entry.response`, serialized straight from the outcome (a Bundle of a thousand
+/// entries is written without building a JSON tree first).
+impl serde::Serialize for Outcome {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut m = s.serialize_map(None)?;
+        m.serialize_entry("status", &status_line(self.status))?;
         if let Some(location) = &self.location {
-            r["location"] = Value::String(location.clone());
+            m.serialize_entry("location", location)?;
         }
         if let Some(v) = self.version {
-            r["etag"] = Value::String(format!("W/\"{v}\""));
+            m.serialize_entry("etag", &format!("W/\"{v}\""))?;
         }
         if let Some(e) = &self.error {
-            r["outcome"] = e.outcome();
+            m.serialize_entry("outcome", &e.outcome())?;
         } else if let Some(note) = &self.note {
-            r["outcome"] = json!({"resourceType": "OperationOutcome", "issue": [
-                {"severity": "information", "code": "informational", "diagnostics": note}]});
+            m.serialize_entry(
+                "outcome",
+                &Informational {
+                    resource_type: "OperationOutcome",
+                    issue: [Issue {
+                        severity: "information",
+                        code: "informational",
+                        diagnostics: note,
+                    }],
+                },
+            )?;
         }
-        r
+        m.end()
     }
+}
+
+#[derive(serde::Serialize)]
+struct Informational<'a> {
+    #[serde(rename = "resourceType")]
+    resource_type: &'static str,
+    issue: [Issue<'a>; 1],
+}
+
+#[derive(serde::Serialize)]
+struct Issue<'a> {
+    severity: &'static str,
+    code: &'static str,
+    diagnostics: &'a str,
 }
 
 fn status_line(status: StatusCode) -> String {
