@@ -162,7 +162,10 @@ fn respond(mode: Mode, mut outcomes: Vec<Outcome>) -> Response {
             let bundle = Bundle {
                 resource_type: "Bundle",
                 kind,
-                entry: outcomes.iter().map(|response| Response { response }).collect(),
+                entry: outcomes
+                    .iter()
+                    .map(|response| Response { response })
+                    .collect(),
             };
             fhir_raw(
                 StatusCode::OK,

@@ -777,11 +777,14 @@ async fn filter_cost(db: Db, dataset: &data::Dataset, secs: u64) -> Value {
             p99.sort_by(f64::total_cmp);
             (per_s, percentile(&p50, 0.5), percentile(&p99, 0.5))
         };
+        let filtered_slices: Vec<f64> = filtered.iter().map(|r| r.0).collect();
+        let plain_slices: Vec<f64> = plain.iter().map(|r| r.0).collect();
         let (filtered, plain) = (summary(&filtered), summary(&plain));
         out[name] = json!({
             "filtered_per_s": filtered.0, "filtered_p50_ms": filtered.1, "filtered_p99_ms": filtered.2,
             "unfiltered_per_s": plain.0, "unfiltered_p50_ms": plain.1, "unfiltered_p99_ms": plain.2,
             "throughput_cost": 1.0 - filtered.0 / plain.0, "p50_cost_ms": filtered.1 - plain.1,
+            "filtered_slices_per_s": filtered_slices, "unfiltered_slices_per_s": plain_slices,
         });
     }
     out
@@ -917,9 +920,10 @@ async fn run_engine(
         i["ratio_to_row_by_row"] = json!(rate / row);
     };
     let mut ingests = Vec::new();
+    let only = std::env::var("SLUIS_BENCH_ONLY").unwrap_or_default();
     // One client, into its own database.
     let (url1, _) = database("ingest1");
-    {
+    if only != "filters" {
         let s = start(dir, &url1).await;
         let mut i = ingest(&s, dataset, 1).await;
         ratios(&mut i);
@@ -932,7 +936,7 @@ async fn run_engine(
     ratios(&mut i);
     ingests.push(i);
     let (_, peak_after_ingest) = server.rss_mb();
-    if std::env::var("SLUIS_BENCH_ONLY").is_ok_and(|o| o == "ingest") {
+    if only == "ingest" {
         let db = Db::connect(&url4, 1).await.unwrap();
         return json!({
             "engine": engine, "ceilings": ceilings, "ingest": ingests,
@@ -958,7 +962,11 @@ async fn run_engine(
     }
     let rate = 1000.0 * scale.max(0.2);
     let secs = if scale < 1.0 { 2 } else { 5 };
-    let runs = search(&server, dataset, rate, secs).await;
+    let runs = if only == "filters" {
+        Vec::new()
+    } else {
+        search(&server, dataset, rate, secs).await
+    };
     let (rss, peak) = server.rss_mb();
     let db = Db::connect(&url4, 4).await.unwrap();
     let filters = filter_cost(db.clone(), dataset, secs).await;
