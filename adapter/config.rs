@@ -588,6 +588,17 @@ impl RawConfig {
                 "database.url",
                 format!("`{url}` must start with sqlite: or postgres://"),
             );
+        } else if url.starts_with("sqlite:") {
+            // The adapter opens several connections to one file; options are not read.
+            let file = crate::store::sqlite::file_of(&url);
+            if file.is_empty() || file == ":memory:" || url.contains('?') {
+                report(
+                    "database.url",
+                    format!(
+                        "`{url}` must name a database file, without options (e.g. sqlite://sluis.db)"
+                    ),
+                );
+            }
         }
         if self.database.max_connections == 0 {
             report("database.max_connections", "must be at least 1".into());
@@ -851,6 +862,28 @@ auth = "client_secret"
         assert!(keys.contains(&"organization.care_end_grace"), "{keys:?}");
         assert!(keys.contains(&"clients[0].secret"), "{keys:?}");
         assert!(problems.iter().all(|p| p.file == "test.toml"));
+    }
+
+    #[test]
+    fn a_sqlite_url_must_name_a_file_without_options() {
+        for url in [
+            "sqlite::memory:",
+            "sqlite://",
+            "sqlite://sluis.db?mode=ro",
+            "mysql://x",
+        ] {
+            let text = format!("{MINIMAL}[database]\nurl = \"{url}\"\n");
+            let problems = load(&text, &[]).unwrap_err().0;
+            assert_eq!(problems[0].key, "database.url", "{url}: {problems:?}");
+        }
+        for url in [
+            "sqlite://sluis.db",
+            "sqlite:data/sluis.db",
+            "sqlite:///var/lib/sluis.db",
+        ] {
+            let text = format!("{MINIMAL}[database]\nurl = \"{url}\"\n");
+            assert!(load(&text, &[]).is_ok(), "{url}");
+        }
     }
 
     #[test]

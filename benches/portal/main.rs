@@ -755,27 +755,43 @@ async fn filter_cost(db: Db, dataset: &data::Dataset, secs: u64) -> Value {
             }
         }
     }
-    let slice = Duration::from_secs_f64(secs as f64 / 4.0);
+    // Sixteen slices in pairs (filtered then plain, then plain then filtered, …): each pair
+    // ran side by side, so the ratio within a pair holds even when the machine's speed drifts
+    // between pairs; the cost is the median over the pairs, so one slice that a neighbour on
+    // the machine slowed down does not decide it.
+    let slice = Duration::from_secs_f64(secs as f64 / 8.0);
     let mut out = json!({});
     for (name, member) in [("holder", false), ("member", true)] {
         run(true, member, Duration::from_secs(1)).await;
         run(false, member, Duration::from_secs(1)).await;
         let (mut filtered, mut plain) = (Vec::new(), Vec::new());
-        for turn in [true, false, false, true, true, false, false, true] {
-            let r = run(turn, member, slice).await;
-            if turn {
-                filtered.push(r);
-            } else {
-                plain.push(r);
+        for pair in 0..8 {
+            let first_filtered = pair % 2 == 0;
+            for turn in [first_filtered, !first_filtered] {
+                let r = run(turn, member, slice).await;
+                if turn {
+                    filtered.push(r);
+                } else {
+                    plain.push(r);
+                }
             }
         }
+        let mut ratios: Vec<f64> = filtered
+            .iter()
+            .zip(&plain)
+            .map(|(f, p)| f.0 / p.0)
+            .collect();
+        ratios.sort_by(f64::total_cmp);
+        let median = |v: &[f64]| {
+            let mut v = v.to_vec();
+            v.sort_by(f64::total_cmp);
+            percentile(&v, 0.5)
+        };
         let summary = |runs: &[(f64, f64, f64)]| {
-            let per_s = runs.iter().map(|r| r.0).sum::<f64>() / runs.len() as f64;
-            let mut p50: Vec<f64> = runs.iter().map(|r| r.1).collect();
-            let mut p99: Vec<f64> = runs.iter().map(|r| r.2).collect();
-            p50.sort_by(f64::total_cmp);
-            p99.sort_by(f64::total_cmp);
-            (per_s, percentile(&p50, 0.5), percentile(&p99, 0.5))
+            let per_s: Vec<f64> = runs.iter().map(|r| r.0).collect();
+            let p50: Vec<f64> = runs.iter().map(|r| r.1).collect();
+            let p99: Vec<f64> = runs.iter().map(|r| r.2).collect();
+            (median(&per_s), median(&p50), median(&p99))
         };
         let filtered_slices: Vec<f64> = filtered.iter().map(|r| r.0).collect();
         let plain_slices: Vec<f64> = plain.iter().map(|r| r.0).collect();
@@ -783,7 +799,8 @@ async fn filter_cost(db: Db, dataset: &data::Dataset, secs: u64) -> Value {
         out[name] = json!({
             "filtered_per_s": filtered.0, "filtered_p50_ms": filtered.1, "filtered_p99_ms": filtered.2,
             "unfiltered_per_s": plain.0, "unfiltered_p50_ms": plain.1, "unfiltered_p99_ms": plain.2,
-            "throughput_cost": 1.0 - filtered.0 / plain.0, "p50_cost_ms": filtered.1 - plain.1,
+            "throughput_cost": 1.0 - median(&ratios), "p50_cost_ms": filtered.1 - plain.1,
+            "pair_cost_range": [1.0 - ratios[ratios.len() - 1], 1.0 - ratios[0]],
             "filtered_slices_per_s": filtered_slices, "unfiltered_slices_per_s": plain_slices,
         });
     }
@@ -877,10 +894,12 @@ fn print_table(engine: &str, r: &Value) {
     for who in ["holder", "member"] {
         let f = &r["filters"][who];
         println!(
-            "filters ({who}): {:.0} vs {:.0} queries/s unfiltered ({:.1}% cost), p50 {:.2} vs {:.2} ms (+{:.2} ms)",
+            "filters ({who}): {:.0} vs {:.0} queries/s unfiltered ({:.1}% cost, pairs {:.1}% to {:.1}%), p50 {:.2} vs {:.2} ms (+{:.2} ms)",
             f["filtered_per_s"].as_f64().unwrap_or(0.0),
             f["unfiltered_per_s"].as_f64().unwrap_or(0.0),
             f["throughput_cost"].as_f64().unwrap_or(0.0) * 100.0,
+            f["pair_cost_range"][0].as_f64().unwrap_or(0.0) * 100.0,
+            f["pair_cost_range"][1].as_f64().unwrap_or(0.0) * 100.0,
             f["filtered_p50_ms"].as_f64().unwrap_or(0.0),
             f["unfiltered_p50_ms"].as_f64().unwrap_or(0.0),
             f["p50_cost_ms"].as_f64().unwrap_or(0.0)
