@@ -401,6 +401,24 @@ async fn sqlite_ceiling(dir: &std::path::Path, dataset: &data::Dataset, batch: u
     // transaction per batch), as a plain insert loop writes it and as ingest does on SQLite.
     db.execute(&Sql::new("DELETE FROM raw")).await.unwrap();
     db.execute(&Sql::new("DELETE FROM idx")).await.unwrap();
+    let row_secs = row_by_row(&db, &rows, batch, "idx").await;
+    // And with the index rows in a B-tree keyed by their value, as an index that is searched
+    // has them: inserts land all over the tree instead of at its end.
+    db.execute(&Sql::new("DELETE FROM raw")).await.unwrap();
+    db.execute(&Sql::new("CREATE TABLE idx_by_value (rowref INTEGER NOT NULL, k TEXT NOT NULL, v TEXT NOT NULL, PRIMARY KEY (k, v, rowref)) WITHOUT ROWID")).await.unwrap();
+    let keyed_secs = row_by_row(&db, &rows, batch, "idx_by_value").await;
+    json!({
+        "keyed_by_value_resources_per_s": rows.len() as f64 / keyed_secs,
+        "row_by_row_resources_per_s": rows.len() as f64 / row_secs,
+        "row_by_row_mb_per_s": dataset.bytes as f64 / 1e6 / row_secs,
+        "resources_per_s": rows.len() as f64 / secs, "mb_per_s": dataset.bytes as f64 / 1e6 / secs,
+        "index_rows_per_resource": index_rows as f64 / rows.len() as f64, "seconds": secs,
+    })
+}
+
+/// The rows inserted one prepared statement per row, a transaction per `batch` resources,
+/// the index rows into `idx_table`; seconds taken.
+async fn row_by_row(db: &Db, rows: &[CeilingRow], batch: usize, idx_table: &str) -> f64 {
     let started = Instant::now();
     let mut next_id: i64 = 1;
     for chunk in rows.chunks(batch) {
@@ -417,18 +435,12 @@ async fn sqlite_ceiling(dir: &std::path::Path, dataset: &data::Dataset, batch: u
         tx.insert("INSERT INTO raw (id, type, rid, body)", &raw, "")
             .await
             .unwrap();
-        tx.insert("INSERT INTO idx (rowref, k, v)", &idx, "")
+        tx.insert(&format!("INSERT INTO {idx_table} (rowref, k, v)"), &idx, "")
             .await
             .unwrap();
         tx.commit().await.unwrap();
     }
-    let row_secs = started.elapsed().as_secs_f64();
-    json!({
-        "row_by_row_resources_per_s": rows.len() as f64 / row_secs,
-        "row_by_row_mb_per_s": dataset.bytes as f64 / 1e6 / row_secs,
-        "resources_per_s": rows.len() as f64 / secs, "mb_per_s": dataset.bytes as f64 / 1e6 / secs,
-        "index_rows_per_resource": index_rows as f64 / rows.len() as f64, "seconds": secs,
-    })
+    started.elapsed().as_secs_f64()
 }
 
 /// Links a holder to every client and a member to some; terms accepted.
@@ -831,7 +843,7 @@ fn print_table(engine: &str, r: &Value) {
     println!("\n== sluis benchmark, {engine} ==");
     let c = &r["ceilings"];
     println!(
-        "ceilings: JSON parse {:.0} MB/s ({:.0} res/s), serialize {:.0} MB/s; plain SQLite insert {:.0} res/s ({:.1} MB/s) batched, {:.0} res/s row by row ({:.1} index rows/resource)",
+        "ceilings: JSON parse {:.0} MB/s ({:.0} res/s), serialize {:.0} MB/s; plain SQLite insert {:.0} res/s ({:.1} MB/s) batched, {:.0} res/s row by row, {:.0} res/s with the index rows keyed by value ({:.1} index rows/resource)",
         c["json"]["parse_mb_per_s"].as_f64().unwrap_or(0.0),
         c["json"]["parse_resources_per_s"].as_f64().unwrap_or(0.0),
         c["json"]["serialize_mb_per_s"].as_f64().unwrap_or(0.0),
@@ -842,13 +854,16 @@ fn print_table(engine: &str, r: &Value) {
         c["sqlite_insert"]["row_by_row_resources_per_s"]
             .as_f64()
             .unwrap_or(0.0),
+        c["sqlite_insert"]["keyed_by_value_resources_per_s"]
+            .as_f64()
+            .unwrap_or(0.0),
         c["sqlite_insert"]["index_rows_per_resource"]
             .as_f64()
             .unwrap_or(0.0)
     );
     for i in r["ingest"].as_array().into_iter().flatten() {
         println!(
-            "ingest, {} client(s): {:.0} res/s, {:.1} MB/s, bundle p50 {:.1} ms p99 {:.1} ms; {:.2}x the batched SQLite ceiling, {:.2}x row by row; server CPU {:.0} µs/resource",
+            "ingest, {} client(s): {:.0} res/s, {:.1} MB/s, bundle p50 {:.1} ms p99 {:.1} ms; {:.2}x the batched SQLite ceiling, {:.2}x row by row, {:.2}x keyed by value; server CPU {:.0} µs/resource",
             i["workers"],
             i["resources_per_s"].as_f64().unwrap_or(0.0),
             i["mb_per_s"].as_f64().unwrap_or(0.0),
@@ -856,6 +871,7 @@ fn print_table(engine: &str, r: &Value) {
             i["bundle_p99_ms"].as_f64().unwrap_or(0.0),
             i["ratio_to_ceiling"].as_f64().unwrap_or(0.0),
             i["ratio_to_row_by_row"].as_f64().unwrap_or(0.0),
+            i["ratio_to_keyed_by_value"].as_f64().unwrap_or(0.0),
             i["server_cpu_us_per_resource"].as_f64().unwrap_or(0.0)
         );
     }
@@ -935,8 +951,12 @@ async fn run_engine(
         let row = ceilings["sqlite_insert"]["row_by_row_resources_per_s"]
             .as_f64()
             .unwrap_or(1.0);
+        let keyed = ceilings["sqlite_insert"]["keyed_by_value_resources_per_s"]
+            .as_f64()
+            .unwrap_or(1.0);
         i["ratio_to_ceiling"] = json!(rate / batched);
         i["ratio_to_row_by_row"] = json!(rate / row);
+        i["ratio_to_keyed_by_value"] = json!(rate / keyed);
     };
     let mut ingests = Vec::new();
     let only = std::env::var("SLUIS_BENCH_ONLY").unwrap_or_default();
