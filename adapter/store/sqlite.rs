@@ -192,17 +192,7 @@ fn logged<R>(text: &str, started: Instant, out: R) -> R {
 
 /// The rows of `sql`, each decoded by its column names.
 pub fn fetch_all<T: DeserializeOwned>(conn: &Connection, sql: &Sql) -> Result<Vec<T>, Error> {
-    let started = Instant::now();
-    let text = sql.sqlite_text();
-    let mut stmt = conn.prepare_cached(&text)?;
-    bind(&mut stmt, sql)?;
-    let columns: Vec<String> = stmt.column_names().into_iter().map(String::from).collect();
-    let mut rows = stmt.raw_query();
-    let mut out = Vec::new();
-    while let Some(row) = rows.next()? {
-        out.push(serde_rusqlite::from_row_with_columns::<T>(row, &columns)?);
-    }
-    Ok(logged(&text, started, out))
+    fetch(conn, sql, usize::MAX)
 }
 
 /// The first row of `sql`, if any.
@@ -210,16 +200,23 @@ pub fn fetch_optional<T: DeserializeOwned>(
     conn: &Connection,
     sql: &Sql,
 ) -> Result<Option<T>, Error> {
+    Ok(fetch(conn, sql, 1)?.pop())
+}
+
+/// At most `most` rows of `sql`.
+fn fetch<T: DeserializeOwned>(conn: &Connection, sql: &Sql, most: usize) -> Result<Vec<T>, Error> {
     let started = Instant::now();
     let text = sql.sqlite_text();
     let mut stmt = conn.prepare_cached(&text)?;
     bind(&mut stmt, sql)?;
     let columns: Vec<String> = stmt.column_names().into_iter().map(String::from).collect();
     let mut rows = stmt.raw_query();
-    let out = match rows.next()? {
-        Some(row) => Some(serde_rusqlite::from_row_with_columns::<T>(row, &columns)?),
-        None => None,
-    };
+    let mut out = Vec::new();
+    while out.len() < most
+        && let Some(row) = rows.next()?
+    {
+        out.push(serde_rusqlite::from_row_with_columns::<T>(row, &columns)?);
+    }
     Ok(logged(&text, started, out))
 }
 
