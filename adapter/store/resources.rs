@@ -1,5 +1,6 @@
 //! Resources and their versions: the current state of a set of resources, and writing new
-//! versions with their search values in a few multi-row statements (no per-row round trips).
+//! versions with their search values through [`Tx::insert`] (no per-row round trips: multi-row
+//! statements on PostgreSQL, one prepared statement per table on SQLite).
 
 use super::db::{Arg, Engine, Sql, Tx};
 use crate::ingest::index::Indexed;
