@@ -172,7 +172,10 @@ async fn check(path: &Path) -> anyhow::Result<ExitCode> {
         {
             match crate::mapping::report::stored_unmapped(&db).await {
                 Ok(text) => println!("{text}"),
-                Err(e) => problems.push(format!("cannot read the store: {e}")),
+                Err(e) => problems.push(format!(
+                    "cannot read the store: {:#}",
+                    anyhow::Error::from(e)
+                )),
             }
         }
     }

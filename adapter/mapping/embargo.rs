@@ -94,7 +94,7 @@ pub struct EmbargoRule {
 pub struct Applied {
     /// `rule[3]` or `default`.
     pub name: String,
-    /// A readable description: "metingen: Observation, code http://loinc.org|29463-7 → P7D".
+    /// A readable description: `"metingen: Observation, code http://loinc.org|29463-7 → P7D"`.
     pub description: String,
     pub delay: Delay,
 }

@@ -1,15 +1,16 @@
 //! What can go wrong in the store, on either engine.
 
-/// A store error. At the edge every one of these is a 500 (logged, never shown).
+/// A store error. At the edge every one of these is a 500 (logged, never shown). The wrapped
+/// error is the source, so that a report of the chain (`{:#}`) names it once.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("SQLite: {0}")]
+    #[error("SQLite")]
     Sqlite(#[from] rusqlite::Error),
-    #[error("SQLite row: {0}")]
+    #[error("a SQLite row did not decode")]
     Row(#[from] serde_rusqlite::Error),
-    #[error("PostgreSQL: {0}")]
+    #[error("PostgreSQL")]
     Postgres(#[from] sqlx::Error),
-    #[error("migrations: {0}")]
+    #[error("migrations")]
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("a statement returned no row where one was expected")]
     NotFound,
