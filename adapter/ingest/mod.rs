@@ -25,6 +25,7 @@ use entries::{Entry, Mode, Parsed, entry_path};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
+use std::time::{Duration, Instant};
 
 /// What happened to one entry.
 #[derive(Debug)]
@@ -175,6 +176,8 @@ async fn write_all(
     entries: Vec<Entry>,
     arrived_at: Option<Micros>,
 ) -> ApiResult<Vec<Outcome>> {
+    let started = Instant::now();
+    let resources = entries.len();
     // 1. Check every resource (CPU work, off the async threads, on every core).
     let checked = on_cores(entries, move |e: Entry| {
         let details = match &e.resource {
@@ -190,6 +193,7 @@ async fn write_all(
         (e, details)
     })
     .await?;
+    let checked_at = started.elapsed();
     let mut entries = Vec::with_capacity(checked.len());
     let mut details = Vec::new();
     for (e, d) in checked {
@@ -209,16 +213,19 @@ async fn write_all(
     //    lookup is needed and all of it happens before the write transaction starts, so that
     //    concurrent pushes hold the writer only for the statements; otherwise the lookups run
     //    in the transaction that writes, so that what they found still holds.
-    let (mut tx, prepared) = if resolve::needs_store(&entries) {
-        let mut tx = state.db.begin().await?;
+    let (mut tx, prepared, waited) = if resolve::needs_store(&entries) {
+        let (tx, waited) = begin(state).await?;
+        let mut tx = tx;
         let ready = resolve::resolve(Some(&mut tx), mode, entries).await?;
         let prepared = prepare_all(state, ready).await?;
-        (tx, prepared)
+        (tx, prepared, waited)
     } else {
         let ready = resolve::resolve(None, mode, entries).await?;
         let prepared = prepare_all(state, ready).await?;
-        (state.db.begin().await?, prepared)
+        let (tx, waited) = begin(state).await?;
+        (tx, prepared, waited)
     };
+    let began_at = started.elapsed();
 
     // 3. What is stored of these resources already, and what decides their release.
     let now = arrived_at.unwrap_or_else(|| crate::time::to_micros(state.clock.now()));
@@ -295,8 +302,27 @@ async fn write_all(
     }
     let ids = resources::write(&mut tx, &versions).await?;
     client_facts(&mut tx, &versions, &ids).await?;
+    let written_at = started.elapsed();
     tx.commit().await?;
+    let us = |d: Duration| d.as_micros() as u64;
+    tracing::debug!(
+        target: "sluis::ingest",
+        resources,
+        check_us = us(checked_at),
+        prepare_us = us(began_at.saturating_sub(checked_at + waited)),
+        writer_wait_us = us(waited),
+        write_us = us(written_at.saturating_sub(began_at)),
+        commit_us = us(started.elapsed().saturating_sub(written_at)),
+        "written"
+    );
     Ok(outcomes)
+}
+
+/// The write transaction, and how long it took to get the writer.
+async fn begin(state: &AppState) -> ApiResult<(crate::store::db::Tx, Duration)> {
+    let asked = Instant::now();
+    let tx = state.db.begin().await?;
+    Ok((tx, asked.elapsed()))
 }
 
 /// [`prepare_version`] of every resource, off the async threads.

@@ -6,10 +6,12 @@
 //! connection taken from a small stack of idle ones (read-only, WAL). Writes go through one
 //! writer connection (SQLite has one writer anyway): a transaction holds it through an async
 //! lock, and its statements also run at once. Only what can wait on another process (`BEGIN
-//! IMMEDIATE` while `sluis import` writes beside `sluis serve`, or a checkpoint at `COMMIT`)
-//! runs on a blocking thread. Statements are prepared once per connection and cached by text.
+//! IMMEDIATE` while `sluis import` writes beside `sluis serve`) and `COMMIT` run on a blocking
+//! thread; checkpoints run on a thread of their own (`checkpoint.rs`). Statements are prepared
+//! once per connection and cached by text.
 //! Migrations are applied by sqlx (`Db::migrate`), which keeps its own bookkeeping table.
 
+use super::checkpoint::{Checkpointer, Policy};
 use super::db::{Arg, Sql};
 use super::error::Error;
 use rusqlite::{Connection, OpenFlags, Statement};
@@ -42,6 +44,8 @@ pub struct Sqlite {
     /// The WAL index (`-shm`), whose header changes with every commit by any process
     /// (e.g. a `sluis import` beside `sluis serve`).
     shm: Option<std::fs::File>,
+    /// Copies the log into the database file after commits, off the writer's path.
+    checkpointer: Checkpointer,
 }
 
 /// The file of a `sqlite://file.db` or `sqlite:file.db` URL (options after `?` are not used).
@@ -68,7 +72,12 @@ fn open(path: &Path, writer: bool) -> Result<Connection, Error> {
         "PRAGMA foreign_keys = ON; PRAGMA temp_store = memory; PRAGMA cache_size = {cache};"
     );
     if writer {
-        pragmas.push_str(" PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;");
+        // Checkpoints run on their own thread (`checkpoint.rs`), not in a commit; a log that
+        // grew while a long read held it back is cut back to 64 MB once it is reused.
+        pragmas.push_str(
+            " PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
+             PRAGMA wal_autocheckpoint = 0; PRAGMA journal_size_limit = 67108864;",
+        );
     }
     conn.execute_batch(&pragmas)?;
     conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
@@ -78,19 +87,28 @@ fn open(path: &Path, writer: bool) -> Result<Connection, Error> {
 impl Sqlite {
     /// Opens (creating if absent) the database at `url`, in WAL mode.
     pub fn connect(url: &str, max_connections: u32) -> Result<Self, Error> {
+        Self::connect_with(url, max_connections, Policy::default())
+    }
+
+    /// [`Sqlite::connect`] with checkpoints as `policy` says.
+    pub fn connect_with(url: &str, max_connections: u32, policy: Policy) -> Result<Self, Error> {
         let path = PathBuf::from(file_of(url));
         let writer = open(&path, true)?;
         // A first read opens the WAL index (`-shm`), which SQLite creates lazily.
         writer.query_row("SELECT COUNT(*) FROM sqlite_master", [], |_| Ok(()))?;
         let shm = std::fs::File::open(format!("{}-shm", path.display())).ok();
+        let writer = Arc::new(tokio::sync::Mutex::new(writer));
+        let checkpointer = Checkpointer::start(open(&path, true)?, Arc::downgrade(&writer), policy)
+            .map_err(|e| Error::Worker(format!("cannot start the checkpoint thread: {e}")))?;
         Ok(Self {
             url: url.to_string(),
             path,
             idle: Mutex::new(Vec::new()),
             max_idle: max_connections.max(1) as usize,
-            writer: Arc::new(tokio::sync::Mutex::new(writer)),
+            writer,
             writes: AtomicU64::new(0),
             shm,
+            checkpointer,
         })
     }
 
@@ -123,6 +141,7 @@ impl Sqlite {
     /// Notes a committed write.
     pub fn wrote(&self) {
         self.writes.fetch_add(1, Ordering::AcqRel);
+        self.checkpointer.poke();
     }
 
     /// A value that changes with every write committed, by this process or another: this
@@ -303,7 +322,8 @@ impl SqliteTx {
         }
     }
 
-    /// Commits (a checkpoint may run with it, so off the async threads).
+    /// Commits (off the async threads: the log is written, and another process's
+    /// checkpoint may hold it up).
     pub async fn commit(mut self) -> Result<(), Error> {
         let Some(conn) = self.conn.take() else {
             return Err(Error::Worker("the transaction has ended".into()));
@@ -422,6 +442,74 @@ mod tests {
             fetch_all::<Row>(&conn, &missing),
             Err(Error::Unbound(1))
         ));
+    }
+
+    fn file_len(path: &Path) -> u64 {
+        std::fs::metadata(path).map_or(0, |m| m.len())
+    }
+
+    /// A transaction of `pages` pages of new rows.
+    async fn write_pages(store: &Arc<Sqlite>, pages: usize) {
+        let tx = SqliteTx::begin(store.clone()).await.unwrap();
+        tx.with(|c| {
+            let sql = Sql::new("INSERT INTO t (b) VALUES (randomblob(3900))");
+            for _ in 0..pages {
+                execute(c, &sql)?;
+            }
+            Ok(())
+        })
+        .unwrap();
+        tx.commit().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn commits_leave_checkpoints_to_the_thread() {
+        let dir = tempfile::tempdir().unwrap();
+        let policy = Policy {
+            pause: Duration::from_millis(5),
+            hold_frames: 1_000_000,
+        };
+        let store = Arc::new(Sqlite::connect_with(&url(&dir), 2, policy).unwrap());
+        let auto: i64 = store
+            .writer()
+            .await
+            .query_row("PRAGMA wal_autocheckpoint", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(auto, 0, "the writer's commits do not checkpoint");
+        execute_alone(&store, &Sql::new("CREATE TABLE t (b BLOB)"))
+            .await
+            .unwrap();
+        write_pages(&store, 1500).await;
+        // SQLite's own threshold is 1000 pages; the thread copies them into the file.
+        let file = store.path.clone();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while file_len(&file) < 1500 * 3900 {
+            assert!(Instant::now() < deadline, "no checkpoint after the commit");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn the_log_is_reused_under_writes_that_never_pause() {
+        let dir = tempfile::tempdir().unwrap();
+        let policy = Policy {
+            pause: Duration::from_millis(1),
+            hold_frames: 200,
+        };
+        let store = Arc::new(Sqlite::connect_with(&url(&dir), 2, policy).unwrap());
+        execute_alone(&store, &Sql::new("CREATE TABLE t (b BLOB)"))
+            .await
+            .unwrap();
+        // 6,000 pages back to back: without a held checkpoint the log would keep them all.
+        for _ in 0..300 {
+            write_pages(&store, 20).await;
+        }
+        let wal = PathBuf::from(format!("{}-wal", store.path.display()));
+        let frames = file_len(&wal) / 4096;
+        assert!(
+            frames < 2000,
+            "the log grew to {frames} pages instead of being reused"
+        );
     }
 
     #[test]
