@@ -881,34 +881,40 @@ fn print_table(engine: &str, r: &Value) {
         s["bytes_per_resource"].as_f64().unwrap_or(0.0),
         s["ratio_to_raw"].as_f64().unwrap_or(0.0)
     );
-    println!(
-        "{:<26} {:>7} {:>8} {:>7} {:>8} {:>8} {:>8} {:>8} {:>10}",
-        "search",
-        "rate/s",
-        "done/s",
-        "errors",
-        "p50 ms",
-        "p95 ms",
-        "p99 ms",
-        "max ms",
-        "cpu µs/req"
-    );
-    for run in r["search"].as_array().into_iter().flatten() {
+    // `SLUIS_BENCH_ONLY` runs leave out what they did not measure.
+    if r["search"].is_array() {
         println!(
-            "{:<26} {:>7.0} {:>8.0} {:>7} {:>8.2} {:>8.2} {:>8.2} {:>8.1} {:>10.0}",
-            run["name"].as_str().unwrap_or(""),
-            run["rate"].as_f64().unwrap_or(0.0),
-            run["achieved_per_s"].as_f64().unwrap_or(0.0),
-            run["errors"],
-            run["p50_ms"].as_f64().unwrap_or(0.0),
-            run["p95_ms"].as_f64().unwrap_or(0.0),
-            run["p99_ms"].as_f64().unwrap_or(0.0),
-            run["max_ms"].as_f64().unwrap_or(0.0),
-            run["server_cpu_us_per_request"].as_f64().unwrap_or(0.0)
+            "{:<26} {:>7} {:>8} {:>7} {:>8} {:>8} {:>8} {:>8} {:>10}",
+            "search",
+            "rate/s",
+            "done/s",
+            "errors",
+            "p50 ms",
+            "p95 ms",
+            "p99 ms",
+            "max ms",
+            "cpu µs/req"
         );
+        for run in r["search"].as_array().into_iter().flatten() {
+            println!(
+                "{:<26} {:>7.0} {:>8.0} {:>7} {:>8.2} {:>8.2} {:>8.2} {:>8.1} {:>10.0}",
+                run["name"].as_str().unwrap_or(""),
+                run["rate"].as_f64().unwrap_or(0.0),
+                run["achieved_per_s"].as_f64().unwrap_or(0.0),
+                run["errors"],
+                run["p50_ms"].as_f64().unwrap_or(0.0),
+                run["p95_ms"].as_f64().unwrap_or(0.0),
+                run["p99_ms"].as_f64().unwrap_or(0.0),
+                run["max_ms"].as_f64().unwrap_or(0.0),
+                run["server_cpu_us_per_request"].as_f64().unwrap_or(0.0)
+            );
+        }
     }
     for who in ["holder", "member"] {
         let f = &r["filters"][who];
+        if !f.is_object() {
+            continue;
+        }
         println!(
             "filters ({who}): {:.0} vs {:.0} queries/s unfiltered ({:.1}% cost, pairs {:.1}% to {:.1}%), p50 {:.2} vs {:.2} ms (+{:.2} ms)",
             f["filtered_per_s"].as_f64().unwrap_or(0.0),
@@ -921,10 +927,12 @@ fn print_table(engine: &str, r: &Value) {
             f["p50_cost_ms"].as_f64().unwrap_or(0.0)
         );
     }
-    println!(
-        "memory: server peak RSS {:.0} MB",
-        r["memory"]["peak_rss_mb"].as_f64().unwrap_or(0.0)
-    );
+    let m = &r["memory"];
+    if let Some(peak) = m["peak_rss_mb"].as_f64() {
+        println!("memory: server peak RSS {peak:.0} MB");
+    } else if let Some(peak) = m["peak_rss_after_ingest_mb"].as_f64() {
+        println!("memory: server peak RSS {peak:.0} MB (ingest)");
+    }
 }
 
 async fn run_engine(
