@@ -214,8 +214,7 @@ async fn write_all(
     //    concurrent pushes hold the writer only for the statements; otherwise the lookups run
     //    in the transaction that writes, so that what they found still holds.
     let (mut tx, prepared, waited) = if resolve::needs_store(&entries) {
-        let (tx, waited) = begin(state).await?;
-        let mut tx = tx;
+        let (mut tx, waited) = begin(state).await?;
         let ready = resolve::resolve(Some(&mut tx), mode, entries).await?;
         let prepared = prepare_all(state, ready).await?;
         (tx, prepared, waited)
