@@ -91,7 +91,7 @@ impl Sqlite {
     }
 
     /// [`Sqlite::connect`] with checkpoints as `policy` says.
-    pub fn connect_with(url: &str, max_connections: u32, policy: Policy) -> Result<Self, Error> {
+    fn connect_with(url: &str, max_connections: u32, policy: Policy) -> Result<Self, Error> {
         let path = PathBuf::from(file_of(url));
         let writer = open(&path, true)?;
         // A first read opens the WAL index (`-shm`), which SQLite creates lazily.
@@ -322,8 +322,8 @@ impl SqliteTx {
         }
     }
 
-    /// Commits (off the async threads: the log is written, and another process's
-    /// checkpoint may hold it up).
+    /// Commits (off the async threads: writing a Bundle's pages to the log takes
+    /// milliseconds).
     pub async fn commit(mut self) -> Result<(), Error> {
         let Some(conn) = self.conn.take() else {
             return Err(Error::Worker("the transaction has ended".into()));
@@ -448,6 +448,15 @@ mod tests {
         std::fs::metadata(path).map_or(0, |m| m.len())
     }
 
+    /// A store whose table `t` takes blobs, checkpointed as `policy` says.
+    async fn blob_store(dir: &tempfile::TempDir, policy: Policy) -> Arc<Sqlite> {
+        let store = Arc::new(Sqlite::connect_with(&url(dir), 2, policy).unwrap());
+        execute_alone(&store, &Sql::new("CREATE TABLE t (b BLOB)"))
+            .await
+            .unwrap();
+        store
+    }
+
     /// A transaction of `pages` pages of new rows.
     async fn write_pages(store: &Arc<Sqlite>, pages: usize) {
         let tx = SqliteTx::begin(store.clone()).await.unwrap();
@@ -469,16 +478,13 @@ mod tests {
             pause: Duration::from_millis(5),
             hold_frames: 1_000_000,
         };
-        let store = Arc::new(Sqlite::connect_with(&url(&dir), 2, policy).unwrap());
+        let store = blob_store(&dir, policy).await;
         let auto: i64 = store
             .writer()
             .await
             .query_row("PRAGMA wal_autocheckpoint", [], |r| r.get(0))
             .unwrap();
         assert_eq!(auto, 0, "the writer's commits do not checkpoint");
-        execute_alone(&store, &Sql::new("CREATE TABLE t (b BLOB)"))
-            .await
-            .unwrap();
         write_pages(&store, 1500).await;
         // SQLite's own threshold is 1000 pages; the thread copies them into the file.
         let file = store.path.clone();
@@ -496,10 +502,7 @@ mod tests {
             pause: Duration::from_millis(1),
             hold_frames: 200,
         };
-        let store = Arc::new(Sqlite::connect_with(&url(&dir), 2, policy).unwrap());
-        execute_alone(&store, &Sql::new("CREATE TABLE t (b BLOB)"))
-            .await
-            .unwrap();
+        let store = blob_store(&dir, policy).await;
         // 12,000 pages back to back: without a held checkpoint the log would keep them all.
         // With it, the log holds what is written while a checkpoint or two run (their fsyncs
         // take milliseconds to tens of them), far less than half.
