@@ -85,7 +85,10 @@ id = "ecd"
     );
     let path = dir.join(format!("bench-{port}.toml"));
     std::fs::write(&path, config).unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_sluis"))
+    // SLUIS_BENCH_SERVER: another build of the server, to compare two builds on the same data.
+    let server =
+        std::env::var("SLUIS_BENCH_SERVER").unwrap_or_else(|_| env!("CARGO_BIN_EXE_sluis").into());
+    let child = Command::new(server)
         .args(["serve", "--config", path.to_str().unwrap()])
         .env(
             "RUST_LOG",
