@@ -370,3 +370,112 @@ on_both!(a_delete_withdraws_at_once, |b| async move {
     app.put_resource(&eie).await;
     assert_eq!(holder.get("/fhir/Observation/o2").await.0, 404);
 });
+
+/// A transaction of `n` entries: Patient `patient` (fullUrl `urn:uuid:…01`) and Observations
+/// `o1…` that refer to it by that urn; `o5` comes twice, at entries 5 and 50 (when `n` > 50).
+fn large_transaction(n: usize, patient_id: &str) -> Value {
+    let url = "urn:uuid:6c1d1c4e-0000-4000-8000-000000000001";
+    let mut entries = vec![json!({"fullUrl": url, "resource": patient(patient_id),
+        "request": {"method": "PUT", "url": format!("Patient/{patient_id}")}})];
+    for i in 1..n {
+        let id = if i == 50 {
+            "o5".to_string()
+        } else {
+            format!("o{i}")
+        };
+        let mut o = observation(
+            &id,
+            patient_id,
+            "29463-7",
+            &format!("2026-03-01T08:{i:02}:00Z"),
+        );
+        o["subject"]["reference"] = json!(url);
+        entries.push(json!({"resource": o, "request": {"method": "PUT", "url": format!("Observation/{id}")}}));
+    }
+    json!({"resourceType": "Bundle", "type": "transaction", "entry": entries})
+}
+
+// A lone Bundle of more than one part is checked and written at the same time
+// (ingest/pipeline.rs): what it stores and answers, and what a refused one leaves, must be
+// what the one-step path gives.
+on_both!(
+    a_large_transaction_is_written_while_checked_and_stays_all_or_nothing,
+    |b| async move {
+        let app = TestApp::spawn_with(b, IMMEDIATE).await;
+        let out = app.push_ok(&large_transaction(60, "p1")).await;
+        let entries = out["entry"].as_array().unwrap();
+        assert_eq!(entries.len(), 60);
+        assert_eq!(entries[0]["response"]["status"], "201 Created");
+        assert_eq!(entries[0]["response"]["location"], "Patient/p1/_history/1");
+        assert_eq!(
+            entries[5]["response"]["location"],
+            "Observation/o5/_history/1"
+        );
+        // The second o5 is a second version, written in a later part of the same transaction.
+        assert_eq!(entries[50]["response"]["status"], "200 OK");
+        assert_eq!(
+            entries[50]["response"]["location"],
+            "Observation/o5/_history/2"
+        );
+        assert_eq!(
+            entries[59]["response"]["location"],
+            "Observation/o59/_history/1"
+        );
+        let holder = app.holder("u1", "p1").await;
+        let (status, o5) = holder.get("/fhir/Observation/o5").await;
+        assert_eq!(status, 200, "{o5}");
+        assert_eq!(o5["meta"]["versionId"], "2");
+        assert_eq!(o5["subject"]["reference"], "Patient/p1");
+        let (_, page) = holder.get("/fhir/Observation?patient=p1&_count=100").await;
+        assert_eq!(page["entry"].as_array().map(Vec::len), Some(58), "{page}");
+
+        // The same again, unchanged: every entry answers that nothing changed.
+        let again = app.push_ok(&large_transaction(60, "p1")).await;
+        assert_eq!(again["entry"][59]["response"]["status"], "200 OK");
+        assert_eq!(
+            again["entry"][59]["response"]["location"],
+            "Observation/o59/_history/1"
+        );
+
+        // Refused in a late part, after the first parts were written in the transaction: nothing
+        // of it is stored (a new client p2, a changed o1).
+        let mut bad = large_transaction(60, "p2");
+        bad["entry"][1]["resource"]["valueQuantity"]["value"] = json!(70.0);
+        bad["entry"][55]["resource"]["status"] = json!("maybe");
+        let (status, outcome) = app.push(&bad).await;
+        assert_eq!(status, 400, "{outcome}");
+        assert_eq!(reason(&outcome), "invalid-resource");
+        assert_eq!(
+            outcome["issue"][0]["expression"][0],
+            "Bundle.entry[55].resource.status"
+        );
+        // A reference to no entry of the Bundle, in a late part.
+        let mut unresolved = large_transaction(60, "p2");
+        unresolved["entry"][1]["resource"]["valueQuantity"]["value"] = json!(70.0);
+        unresolved["entry"][40]["resource"]["subject"]["reference"] =
+            json!("urn:uuid:6c1d1c4e-0000-4000-8000-0000000000ff");
+        let (status, outcome) = app.push(&unresolved).await;
+        assert_eq!(status, 400, "{outcome}");
+        let text = outcome.to_string();
+        assert!(text.contains("names no entry of this Bundle"), "{text}");
+        assert!(text.contains("Bundle.entry[40]"), "{text}");
+        // Both: the invalid entry is reported, as when the checks all come first.
+        unresolved["entry"][50]["resource"]["status"] = json!("maybe");
+        let (status, outcome) = app.push(&unresolved).await;
+        assert_eq!(status, 400, "{outcome}");
+        assert_eq!(
+            outcome["issue"][0]["expression"][0],
+            "Bundle.entry[50].resource.status"
+        );
+        let (_, o1) = holder.get("/fhir/Observation/o1").await;
+        assert_eq!(o1["meta"]["versionId"], "1", "{o1}");
+        assert_eq!(o1["valueQuantity"]["value"], json!(64.50));
+        let (status, _) = app
+            .admin_post(
+                "/admin/activation-codes",
+                &json!({"patient": "Patient/p2", "relationship": "self"}),
+            )
+            .await;
+        assert_eq!(status, 404);
+    }
+);
