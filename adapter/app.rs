@@ -29,8 +29,6 @@ pub struct Inner {
     pub capability: Vec<u8>,
     /// The access decision's facts, while no write has made them stale.
     pub facts: crate::access::facts::FactsCache,
-    /// Pushes being written: a lone one checks and writes at the same time (`ingest::pipeline`).
-    pub writes: ingest::Writes,
 }
 
 /// The shared state, cheap to clone.
@@ -85,7 +83,6 @@ impl AppState {
             tokens,
             capability,
             facts: Default::default(),
-            writes: Default::default(),
         }));
         if let Some(n) = crate::release::recompute::after_rule_change(&state).await? {
             tracing::info!(

@@ -9,11 +9,8 @@
 pub mod entries;
 pub mod http;
 pub mod index;
-mod pipeline;
 pub mod prepare;
 mod resolve;
-
-pub use pipeline::Writes;
 
 use crate::app::AppState;
 use crate::error::{ApiError, ApiResult, Detail, Reason};
@@ -179,15 +176,20 @@ async fn write_all(
     entries: Vec<Entry>,
     arrived_at: Option<Micros>,
 ) -> ApiResult<Vec<Outcome>> {
-    let writing = state.writes.start();
-    if pipeline::suits(mode, &entries, &writing) {
-        return pipeline::write(state, source, mode, entries, arrived_at).await;
-    }
     let started = Instant::now();
     let resources = entries.len();
     // 1. Check every resource (CPU work, off the async threads, on every core).
     let checked = on_cores(entries, move |e: Entry| {
-        let details = check_entry(mode, &e);
+        let details = match &e.resource {
+            Some(r) => {
+                let prefix = match mode {
+                    Mode::Single => String::new(),
+                    _ => format!("{}.resource", entry_path(mode, e.index)),
+                };
+                prepare::check(r, &prefix)
+            }
+            None => Vec::new(),
+        };
         (e, details)
     })
     .await?;
@@ -199,7 +201,11 @@ async fn write_all(
         details.extend(d);
     }
     if !details.is_empty() {
-        return Err(not_valid(mode, details));
+        let message = match mode {
+            Mode::Single => "the resource is not valid FHIR R4; nothing was stored",
+            _ => "the Bundle was not stored: an entry is not valid FHIR R4",
+        };
+        return Err(ApiError::invalid(message).with_details(details));
     }
 
     // 2. Ids and references, then what is stored of each resource: its JSON, hash, search
@@ -219,67 +225,18 @@ async fn write_all(
         (tx, prepared, waited)
     };
     let began_at = started.elapsed();
-    let now = arrived_at.unwrap_or_else(|| crate::time::to_micros(state.clock.now()));
-    let outcomes = write_prepared(state, &mut tx, source, prepared, now).await?;
-    let written_at = started.elapsed();
-    tx.commit().await?;
-    let us = |d: Duration| d.as_micros() as u64;
-    tracing::debug!(
-        target: "sluis::ingest",
-        resources,
-        check_us = us(checked_at),
-        prepare_us = us(began_at.saturating_sub(checked_at + waited)),
-        writer_wait_us = us(waited),
-        write_us = us(written_at.saturating_sub(began_at)),
-        commit_us = us(started.elapsed().saturating_sub(written_at)),
-        "written"
-    );
-    Ok(outcomes)
-}
 
-/// The problems of one entry's resource (none for a delete).
-fn check_entry(mode: Mode, e: &Entry) -> Vec<Detail> {
-    match &e.resource {
-        Some(r) => {
-            let prefix = match mode {
-                Mode::Single => String::new(),
-                _ => format!("{}.resource", entry_path(mode, e.index)),
-            };
-            prepare::check(r, &prefix)
-        }
-        None => Vec::new(),
-    }
-}
-
-/// The refusal of entries that are not valid, with every problem found.
-fn not_valid(mode: Mode, details: Vec<Detail>) -> ApiError {
-    let message = match mode {
-        Mode::Single => "the resource is not valid FHIR R4; nothing was stored",
-        _ => "the Bundle was not stored: an entry is not valid FHIR R4",
-    };
-    ApiError::invalid(message).with_details(details)
-}
-
-/// Writes prepared resources in `tx`: each one's new version with its release moment (or
-/// none, when nothing changed), and the client facts they carry. Versions written earlier in
-/// the same transaction count as stored.
-async fn write_prepared(
-    state: &AppState,
-    tx: &mut crate::store::db::Tx,
-    source: &str,
-    prepared: Vec<Prepared>,
-    now: Micros,
-) -> ApiResult<Vec<Outcome>> {
     // 3. What is stored of these resources already, and what decides their release.
+    let now = arrived_at.unwrap_or_else(|| crate::time::to_micros(state.clock.now()));
     let keys: Vec<(String, String)> = prepared
         .iter()
         .filter(|p| !p.matched_existing)
         .map(|p| (p.resource_type.clone(), p.id.clone()))
         .collect();
-    let heads = resources::current(tx, &keys).await?;
+    let heads = resources::current(&mut tx, &keys).await?;
     let resource_ids: Vec<i64> = heads.values().map(|c| c.id).collect();
-    let history = store_release::versions_of(tx, &resource_ids).await?;
-    let actions = store_release::actions_for(tx, &keys).await?;
+    let history = store_release::versions_of(&mut tx, &resource_ids).await?;
+    let actions = store_release::actions_for(&mut tx, &keys).await?;
     let waivers = if state.config.embargo.client_may_waive {
         let mut patients: Vec<String> = prepared
             .iter()
@@ -287,14 +244,14 @@ async fn write_prepared(
             .collect();
         patients.sort_unstable();
         patients.dedup();
-        store_release::waivers_for(tx, &patients).await?
+        store_release::waivers_for(&mut tx, &patients).await?
     } else {
         Default::default()
     };
 
     // 4. The new versions, each with its release moment.
     let mut versions: Vec<NewVersion> = Vec::new();
-    // Where in `versions` each resource's versions of this same call are.
+    // Where in `versions` each resource's versions of this same Bundle are.
     let mut written: HashMap<(String, String), Vec<usize>> = HashMap::new();
     let mut outcomes = Vec::with_capacity(prepared.len());
     for p in prepared {
@@ -309,7 +266,7 @@ async fn write_prepared(
             });
             continue;
         }
-        // Versions written earlier in this same call count as stored.
+        // Versions written earlier in this same Bundle count as stored.
         let mut prior: Vec<Prior> = heads
             .get(&key)
             .and_then(|c| history.get(&c.id))
@@ -342,8 +299,21 @@ async fn write_prepared(
         }
         outcomes.push(outcome);
     }
-    let ids = resources::write(tx, &versions).await?;
-    client_facts(tx, &versions, &ids).await?;
+    let ids = resources::write(&mut tx, &versions).await?;
+    client_facts(&mut tx, &versions, &ids).await?;
+    let written_at = started.elapsed();
+    tx.commit().await?;
+    let us = |d: Duration| d.as_micros() as u64;
+    tracing::debug!(
+        target: "sluis::ingest",
+        resources,
+        check_us = us(checked_at),
+        prepare_us = us(began_at.saturating_sub(checked_at + waited)),
+        writer_wait_us = us(waited),
+        write_us = us(written_at.saturating_sub(began_at)),
+        commit_us = us(started.elapsed().saturating_sub(written_at)),
+        "written"
+    );
     Ok(outcomes)
 }
 
@@ -360,12 +330,6 @@ async fn prepare_all(state: &AppState, ready: Vec<Ready>) -> ApiResult<Vec<Prepa
     on_cores(ready, move |r| prepare_version(&state, r)).await
 }
 
-/// The cores this process may use.
-fn cores() -> usize {
-    static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
-    *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
-}
-
 /// `f` of every item, in order, on blocking threads: the items split in as many parts as
 /// there are cores (a Bundle of 80 resources on 2 cores: two parts of 40).
 async fn on_cores<T, U, F>(items: Vec<T>, f: F) -> ApiResult<Vec<U>>
@@ -374,8 +338,10 @@ where
     U: Send + 'static,
     F: Fn(T) -> U + Send + Sync + 'static,
 {
+    static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    let cores = *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     // Parts of fewer than 8 items are not worth a thread hand-off.
-    let parts = cores().min(items.len().div_ceil(8)).max(1);
+    let parts = cores.min(items.len().div_ceil(8)).max(1);
     let size = items.len().div_ceil(parts).max(1);
     let f = std::sync::Arc::new(f);
     let mut items = items.into_iter();

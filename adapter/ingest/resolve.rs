@@ -109,7 +109,19 @@ pub(super) async fn resolve(
     let mut ready = Vec::with_capacity(entries.len());
     let mut by_url: HashMap<String, String> = HashMap::new();
     for e in entries {
-        let (resource_type, id) = target(&e);
+        let (resource_type, id) = match e.target.clone() {
+            Some(t) => t,
+            None => {
+                let ty = e
+                    .resource
+                    .as_ref()
+                    .and_then(|r| r.get("resourceType"))
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_string();
+                (ty, uuid::Uuid::new_v4().to_string())
+            }
+        };
         let mut matched_existing = false;
         let mut id = id;
         if e.method == Method::Create
@@ -144,9 +156,27 @@ pub(super) async fn resolve(
         if let Some(url) = &e.full_url {
             by_url.insert(url.clone(), format!("{resource_type}/{id}"));
         }
+        let mut body = e.resource;
+        if let Some(Value::Object(map)) = &mut body
+            && map.get("id").and_then(Value::as_str) != Some(id.as_str())
+        {
+            // Right after resourceType, where FHIR JSON writers put it.
+            map.shift_remove("id");
+            map.shift_insert(1.min(map.len()), "id".into(), Value::String(id.clone()));
+        }
         ready.push((
             e.index,
-            ready_entry(e, (resource_type, id), matched_existing),
+            Ready {
+                entry_index: e.index,
+                resource_type,
+                id,
+                body: if e.method == Method::Delete {
+                    None
+                } else {
+                    body
+                },
+                matched_existing,
+            },
         ));
     }
 
@@ -218,96 +248,19 @@ pub(super) async fn resolve(
     let mut out = Vec::with_capacity(ready.len());
     for (index, mut r) in ready {
         if let Some(body) = &mut r.body {
-            rewrite(body, &by_url, &conditional).map_err(|r| no_entry(mode, index, &r))?;
+            rewrite(body, &by_url, &conditional).map_err(|reference| {
+                problem(
+                    mode,
+                    index,
+                    StatusCode::BAD_REQUEST,
+                    format!("reference `{reference}` names no entry of this Bundle"),
+                )
+            })?;
         }
         debug_assert_eq!(index, r.entry_index);
         out.push(r);
     }
     Ok(out)
-}
-
-/// The type and id an entry writes: its target, or a new id for a POST without one.
-fn target(e: &Entry) -> (String, String) {
-    match e.target.clone() {
-        Some(t) => t,
-        None => {
-            let ty = e
-                .resource
-                .as_ref()
-                .and_then(|r| r.get("resourceType"))
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .to_string();
-            (ty, uuid::Uuid::new_v4().to_string())
-        }
-    }
-}
-
-fn set_id(body: &mut Option<Value>, id: &str) {
-    if let Some(Value::Object(map)) = body
-        && map.get("id").and_then(Value::as_str) != Some(id)
-    {
-        // Right after resourceType, where FHIR JSON writers put it.
-        map.shift_remove("id");
-        map.shift_insert(1.min(map.len()), "id".into(), Value::String(id.to_string()));
-    }
-}
-
-/// Where each entry's fullUrl points once written: what [`resolve`] works out from the whole
-/// Bundle before any reference is rewritten, for Bundles that need no lookup
-/// ([`needs_store`] false). With it, each entry is resolved on its own ([`resolve_one`]).
-pub(super) struct Targets {
-    by_url: HashMap<String, String>,
-}
-
-/// The `(type, id)` each entry writes, in order, and the [`Targets`] of entries that need no
-/// lookup.
-pub(super) fn targets(entries: &[Entry]) -> (Vec<(String, String)>, Targets) {
-    let of: Vec<(String, String)> = entries.iter().map(target).collect();
-    let by_url = entries
-        .iter()
-        .zip(&of)
-        .filter_map(|(e, (ty, id))| Some((e.full_url.clone()?, format!("{ty}/{id}"))))
-        .collect();
-    (of, Targets { by_url })
-}
-
-/// One entry of a Bundle that needs no lookup, resolved as [`resolve`] does it: its id set
-/// and its references to other entries rewritten.
-pub(super) fn resolve_one(
-    mode: Mode,
-    e: Entry,
-    (resource_type, id): (String, String),
-    targets: &Targets,
-) -> ApiResult<Ready> {
-    let index = e.index;
-    let mut ready = ready_entry(e, (resource_type, id), false);
-    if let Some(body) = &mut ready.body {
-        rewrite(body, &targets.by_url, &HashMap::new()).map_err(|r| no_entry(mode, index, &r))?;
-    }
-    Ok(ready)
-}
-
-/// An entry with its id set in its resource (none for a delete).
-fn ready_entry(e: Entry, (resource_type, id): (String, String), matched_existing: bool) -> Ready {
-    let mut body = e.resource.filter(|_| e.method != Method::Delete);
-    set_id(&mut body, &id);
-    Ready {
-        entry_index: e.index,
-        resource_type,
-        id,
-        body,
-        matched_existing,
-    }
-}
-
-fn no_entry(mode: Mode, index: usize, reference: &str) -> ApiError {
-    problem(
-        mode,
-        index,
-        StatusCode::BAD_REQUEST,
-        format!("reference `{reference}` names no entry of this Bundle"),
-    )
 }
 
 fn collect_conditional(value: &Value, out: &mut HashMap<String, Option<String>>) {

@@ -395,11 +395,11 @@ fn large_transaction(n: usize, patient_id: &str) -> Value {
     json!({"resourceType": "Bundle", "type": "transaction", "entry": entries})
 }
 
-// A lone Bundle of more than one part is checked and written at the same time
-// (ingest/pipeline.rs): what it stores and answers, and what a refused one leaves, must be
-// what the one-step path gives.
+// A Bundle larger than a part of the checks on the cores (ingest/mod.rs splits it in one part
+// per core), with the same resource twice and references across parts: what it stores and
+// answers, and that a problem in a late entry leaves nothing stored.
 on_both!(
-    a_large_transaction_is_written_while_checked_and_stays_all_or_nothing,
+    a_large_transaction_resolves_across_parts_and_stays_all_or_nothing,
     |b| async move {
         let app = TestApp::spawn_with(b, IMMEDIATE).await;
         let out = app.push_ok(&large_transaction(60, "p1")).await;
@@ -411,7 +411,7 @@ on_both!(
             entries[5]["response"]["location"],
             "Observation/o5/_history/1"
         );
-        // The second o5 is a second version, written in a later part of the same transaction.
+        // The second o5 is a second version, in the same transaction.
         assert_eq!(entries[50]["response"]["status"], "200 OK");
         assert_eq!(
             entries[50]["response"]["location"],
@@ -437,8 +437,7 @@ on_both!(
             "Observation/o59/_history/1"
         );
 
-        // Refused in a late part, after the first parts were written in the transaction: nothing
-        // of it is stored (a new client p2, a changed o1).
+        // Refused for a late entry: nothing of it is stored (a new client p2, a changed o1).
         let mut bad = large_transaction(60, "p2");
         bad["entry"][1]["resource"]["valueQuantity"]["value"] = json!(70.0);
         bad["entry"][55]["resource"]["status"] = json!("maybe");
@@ -459,7 +458,7 @@ on_both!(
         let text = outcome.to_string();
         assert!(text.contains("names no entry of this Bundle"), "{text}");
         assert!(text.contains("Bundle.entry[40]"), "{text}");
-        // Both: the invalid entry is reported, as when the checks all come first.
+        // Both: the invalid entry is reported (every entry is checked before references).
         unresolved["entry"][50]["resource"]["status"] = json!("maybe");
         let (status, outcome) = app.push(&unresolved).await;
         assert_eq!(status, 400, "{outcome}");
