@@ -150,7 +150,9 @@ pub fn rules_fingerprint(state: &AppState) -> String {
 }
 
 /// At start: when the rules changed since the last start, recomputes every version not shown
-/// yet. Returns the number of versions rescheduled (`None` when the rules are unchanged).
+/// yet. Returns the number of versions rescheduled: `None` when the rules are unchanged, and
+/// on a first start that found nothing to reschedule (a new database has no rules to compare
+/// with; one written before the rules were recorded may hold versions to reschedule).
 pub async fn after_rule_change(state: &AppState) -> anyhow::Result<Option<usize>> {
     #[derive(sqlx::FromRow, serde::Deserialize)]
     struct Row {
@@ -184,5 +186,5 @@ pub async fn after_rule_change(state: &AppState) -> anyhow::Result<Option<usize>
             .arg(fingerprint),
         )
         .await?;
-    Ok(Some(total))
+    Ok((stored.is_some() || total > 0).then_some(total))
 }

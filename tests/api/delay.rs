@@ -652,3 +652,37 @@ on_both!(
         assert!(seen.len() > 40, "{}", seen.len());
     }
 );
+
+// The start that logs "rules changed since the last start" does so only when they did, or
+// when a database from before the rules were recorded held entries to reschedule: not on the
+// first start of a new database (`sluis demo`'s first line).
+on_both!(
+    a_first_start_reports_no_rule_change_unless_entries_were_rescheduled,
+    |b| async move {
+        use sluis::release::recompute::after_rule_change;
+        let app = TestApp::spawn(b).await;
+        assert_eq!(after_rule_change(&app.state).await.unwrap(), None);
+        let forget = sluis::store::Sql::new("DELETE FROM settings WHERE key = 'rules_fingerprint'");
+        app.state.db.execute(&forget).await.unwrap();
+        assert_eq!(
+            after_rule_change(&app.state).await.unwrap(),
+            None,
+            "first start"
+        );
+        // Entries still waiting (the default delay), rescheduled by a start with a shorter
+        // delay for measurements.
+        app.push_ok(&transaction(&[
+            patient("p1"),
+            observation("o1", "p1", "29463-7", "2026-03-01"),
+        ]))
+        .await;
+        let mappings = app.mappings("[[rule]]\nsection = \"metingen\"\ndelay = \"P7D\"\n");
+        let shorter = app.restart_with(&mappings, T0).await;
+        assert_eq!(after_rule_change(&shorter.state).await.unwrap(), None);
+        // Back to the first rules, in a database that has lost them: reported.
+        app.state.db.execute(&forget).await.unwrap();
+        let rescheduled = after_rule_change(&app.state).await.unwrap();
+        assert_eq!(rescheduled, Some(1), "the Observation");
+        assert_eq!(after_rule_change(&app.state).await.unwrap(), None);
+    }
+);
