@@ -197,6 +197,52 @@ on_both!(
     }
 );
 
+// Only identifiers have an index by value; other criteria of `ifNoneExist` and conditional
+// references resolve the same, from the token rows.
+on_both!(
+    conditional_criteria_other_than_identifiers_resolve_too,
+    |b| async move {
+        let app = TestApp::spawn_with(b, IMMEDIATE).await;
+        app.push_ok(&transaction(&[
+            patient("p1"),
+            patient("p2"),
+            observation("weight", "p1", "29463-7", "2026-02-01"),
+            observation("height", "p2", "8302-2", "2026-02-01"),
+        ]))
+        .await;
+        let post = |criteria: &str| {
+            let mut new = observation("", "p1", "29463-7", "2026-02-01");
+            new.as_object_mut().unwrap().remove("id");
+            json!({"resourceType": "Bundle", "type": "transaction", "entry": [
+                {"resource": new,
+                 "request": {"method": "POST", "url": "Observation", "ifNoneExist": criteria}}]})
+        };
+        for (criteria, location) in [
+            ("code=http://loinc.org|29463-7", "Observation/weight"),
+            ("code=29463-7&status=final", "Observation/weight"),
+            ("code=http://loinc.org|8302-2", "Observation/height"),
+        ] {
+            let out = app.push_ok(&post(criteria)).await;
+            assert_eq!(
+                out["entry"][0]["response"]["location"], location,
+                "{criteria}: {out}"
+            );
+        }
+        let (status, outcome) = app.push(&post("status=final")).await;
+        assert_eq!(status, 412, "{outcome}");
+        let reference = json!({"resourceType": "Bundle", "type": "transaction", "entry": [
+            {"resource": {"resourceType": "Observation", "id": "o9", "status": "final", "code": {"text": "x"},
+                "subject": {"reference": "Patient/p2"},
+                "derivedFrom": [{"reference": "Observation?code=http://loinc.org|8302-2"}]},
+             "request": {"method": "PUT", "url": "Observation/o9"}}]});
+        app.push_ok(&reference).await;
+        let holder = app.holder("u2", "p2").await;
+        let (status, obs) = holder.get("/fhir/Observation/o9").await;
+        assert_eq!(status, 200, "{obs}");
+        assert_eq!(obs["derivedFrom"][0]["reference"], "Observation/height");
+    }
+);
+
 on_both!(bad_input_gets_a_clear_4xx_never_a_500, |b| async move {
     let app = TestApp::spawn_with(b, "[limits]\nmax_body_bytes = 2048\n").await;
     let token = app.token(SOURCE).await;

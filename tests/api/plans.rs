@@ -160,6 +160,36 @@ on_both!(portal_queries_run_on_indexes, |b| async move {
     }
 });
 
+// A conditional reference by identifier, across all clients, seeks the index of identifiers.
+on_both!(
+    conditional_lookups_by_identifier_run_on_their_index,
+    |b| async move {
+        let sqlite = matches!(b, Backend::Sqlite);
+        let app = TestApp::spawn(b).await;
+        let resources: Vec<_> = (0..200).map(|p| patient(&format!("p{p}"))).collect();
+        app.push_ok(&transaction(&resources)).await;
+        let q = query(
+            "Patient",
+            "identifier=http://fhir.nl/fhir/NamingSystem/bsn|999911120",
+        );
+        let plan = app
+            .state
+            .db
+            .explain(&sql::current_matches_sql(&q, 2))
+            .await
+            .unwrap();
+        eprintln!("-- conditional: Patient?identifier\n{}", plan.join("\n"));
+        if sqlite {
+            let text = plan.join("\n");
+            assert!(text.contains("search_tokens_by_identifier"), "{text}");
+            assert!(
+                !plan.iter().any(|l| l.trim_start().starts_with("SCAN")),
+                "{text}"
+            );
+        }
+    }
+);
+
 // Without planner statistics PostgreSQL guesses a client has one row and may probe
 // `search_tokens` by code for each row of a page (seconds instead of milliseconds on a loaded
 // database). The adapter updates them at start and after `sluis import`.
