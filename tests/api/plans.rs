@@ -187,6 +187,23 @@ on_both!(
                 "{text}"
             );
         }
+        // Other criteria read the token rows (no index by value), never the versions' rows.
+        let other = app
+            .state
+            .db
+            .explain(&sql::current_matches_sql(
+                &query("Observation", "code=http://loinc.org|29463-7"),
+                2,
+            ))
+            .await
+            .unwrap();
+        eprintln!("-- conditional: Observation?code\n{}", other.join("\n"));
+        if sqlite {
+            assert!(
+                !other.iter().any(|l| l.trim_start().starts_with("SCAN v")),
+                "{other:?}"
+            );
+        }
     }
 );
 
