@@ -299,7 +299,7 @@ async fn write_all(
         }
         outcomes.push(outcome);
     }
-    let ids = resources::write(&mut tx, &versions).await?;
+    let ids = resources::write(&mut tx, &versions, &heads).await?;
     client_facts(&mut tx, &versions, &ids).await?;
     let written_at = started.elapsed();
     tx.commit().await?;

@@ -566,6 +566,21 @@ impl Tx {
         }
     }
 
+    /// [`Tx::insert`] of new rows into a table keyed by `INTEGER PRIMARY KEY`: each row's key,
+    /// in order, as SQLite reports it (without `RETURNING`, which runs the statement into a
+    /// temporary table first). SQLite only: PostgreSQL does not promise `RETURNING` rows in
+    /// the order of the values, so callers there use [`Tx::insert_returning`] and a key.
+    pub async fn insert_ids<const N: usize>(
+        &mut self,
+        head: &str,
+        rows: &[[Arg; N]],
+    ) -> Result<Vec<i64>, Error> {
+        match self {
+            Tx::Sqlite(tx) => tx.with(|c| sqlite::insert_each_ids::<N>(c, head, rows)),
+            Tx::Postgres(_) => Err(Error::Unsupported("insert_ids on PostgreSQL")),
+        }
+    }
+
     pub async fn commit(self) -> Result<(), Error> {
         match self {
             Tx::Sqlite(tx) => tx.commit().await,

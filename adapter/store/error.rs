@@ -18,4 +18,6 @@ pub enum Error {
     Unbound(usize),
     #[error("the store's blocking task failed: {0}")]
     Worker(String),
+    #[error("{0} is not available on this engine")]
+    Unsupported(&'static str),
 }

@@ -73,10 +73,12 @@ pub struct NewVersion {
 }
 
 /// Writes versions (in order) and moves each resource's head to its last written version.
-/// Returns the resource ids of `(type, id)`.
+/// `stored` is [`current`] of these resources, read in this same transaction. Returns the
+/// resource ids of `(type, id)`.
 pub async fn write(
     tx: &mut Tx,
     versions: &[NewVersion],
+    stored: &HashMap<(String, String), Current>,
 ) -> Result<HashMap<(String, String), i64>, crate::store::Error> {
     if versions.is_empty() {
         return Ok(HashMap::new());
@@ -94,39 +96,73 @@ pub async fn write(
             }
         }
     }
-    #[derive(sqlx::FromRow, serde::Deserialize)]
-    struct ResourceRow {
-        id: i64,
-        #[sqlx(rename = "type")]
-        #[serde(rename = "type")]
-        resource_type: String,
-        fhir_id: String,
+    let head_row = |v: &NewVersion| -> [Arg; 5] {
+        [
+            v.resource_type.as_str().into(),
+            v.fhir_id.as_str().into(),
+            v.source.as_str().into(),
+            v.version_no.into(),
+            v.hash.as_str().into(),
+        ]
+    };
+    const RESOURCES: &str =
+        "INSERT INTO resources (type, fhir_id, source, last_version, last_hash)";
+    let mut resource_ids: HashMap<(String, String), i64> = HashMap::with_capacity(heads.len());
+    match tx.engine() {
+        // The writer is held since `stored` was read: new resources are inserted (their keys
+        // as SQLite reports them), stored ones updated by their key.
+        Engine::Sqlite => {
+            let key = |v: &NewVersion| (v.resource_type.clone(), v.fhir_id.clone());
+            let (known, new): (Vec<&NewVersion>, Vec<&NewVersion>) =
+                heads.iter().partition(|v| stored.contains_key(&key(v)));
+            let rows: Vec<[Arg; 5]> = new.iter().map(|v| head_row(v)).collect();
+            let ids = tx.insert_ids(RESOURCES, &rows).await?;
+            if ids.len() != new.len() {
+                return Err(crate::store::Error::NotFound);
+            }
+            resource_ids.extend(new.iter().map(|v| key(v)).zip(ids));
+            for v in known {
+                let id = stored
+                    .get(&key(v))
+                    .map(|c| c.id)
+                    .ok_or(crate::store::Error::NotFound)?;
+                let sql = Sql::new(
+                    "UPDATE resources SET source = $1, last_version = $2, last_hash = $3 WHERE id = $4",
+                )
+                .arg(v.source.as_str())
+                .arg(v.version_no)
+                .arg(v.hash.as_str())
+                .arg(id);
+                tx.execute(&sql).await?;
+                resource_ids.insert(key(v), id);
+            }
+        }
+        Engine::Postgres => {
+            #[derive(sqlx::FromRow, serde::Deserialize)]
+            struct ResourceRow {
+                id: i64,
+                #[sqlx(rename = "type")]
+                #[serde(rename = "type")]
+                resource_type: String,
+                fhir_id: String,
+            }
+            let rows: Vec<[Arg; 5]> = heads.iter().map(|v| head_row(v)).collect();
+            let written: Vec<ResourceRow> = tx
+                .insert_returning(
+                    RESOURCES,
+                    &rows,
+                    "ON CONFLICT (type, fhir_id) DO UPDATE SET source = excluded.source, \
+                     last_version = excluded.last_version, last_hash = excluded.last_hash \
+                     RETURNING id, type, fhir_id",
+                )
+                .await?;
+            resource_ids.extend(
+                written
+                    .into_iter()
+                    .map(|r| ((r.resource_type, r.fhir_id), r.id)),
+            );
+        }
     }
-    let rows: Vec<[Arg; 5]> = heads
-        .iter()
-        .map(|v| {
-            [
-                v.resource_type.as_str().into(),
-                v.fhir_id.as_str().into(),
-                v.source.as_str().into(),
-                v.version_no.into(),
-                v.hash.as_str().into(),
-            ]
-        })
-        .collect();
-    let written: Vec<ResourceRow> = tx
-        .insert_returning(
-            "INSERT INTO resources (type, fhir_id, source, last_version, last_hash)",
-            &rows,
-            "ON CONFLICT (type, fhir_id) DO UPDATE SET source = excluded.source, \
-             last_version = excluded.last_version, last_hash = excluded.last_hash \
-             RETURNING id, type, fhir_id",
-        )
-        .await?;
-    let resource_ids: HashMap<(String, String), i64> = written
-        .into_iter()
-        .map(|r| ((r.resource_type, r.fhir_id), r.id))
-        .collect();
 
     let ids: HashMap<(&str, &str), i64> = resource_ids
         .iter()
@@ -157,25 +193,40 @@ pub async fn write(
             v.meta.as_str().into(),
         ]);
     }
-    #[derive(sqlx::FromRow, serde::Deserialize)]
-    struct VersionRow {
-        id: i64,
-        resource_id: i64,
-        version_no: i64,
+    const VERSIONS: &str = "INSERT INTO versions (resource_id, version_no, type, fhir_id, source, \
+         patient_id, section, arrived_at, release_at, rule, withdrawn, sort_date, body, tagged, meta)";
+    let mut version_ids: HashMap<(i64, i64), i64> = HashMap::with_capacity(versions.len());
+    match tx.engine() {
+        // The key of each insert, in order (no `RETURNING`, which costs SQLite a temporary
+        // table per row).
+        Engine::Sqlite => {
+            let written = tx.insert_ids(VERSIONS, &rows).await?;
+            if written.len() != versions.len() {
+                return Err(crate::store::Error::NotFound);
+            }
+            for (v, id) in versions.iter().zip(written) {
+                version_ids.insert((id_of(v)?, v.version_no), id);
+            }
+        }
+        // Multi-row statements, whose `RETURNING` rows are matched by their key, not order.
+        Engine::Postgres => {
+            #[derive(sqlx::FromRow, serde::Deserialize)]
+            struct VersionRow {
+                id: i64,
+                resource_id: i64,
+                version_no: i64,
+            }
+            let written: Vec<VersionRow> = tx
+                .insert_returning(VERSIONS, &rows, "RETURNING id, resource_id, version_no")
+                .await?;
+            version_ids.extend(
+                written
+                    .into_iter()
+                    .map(|r| ((r.resource_id, r.version_no), r.id)),
+            );
+        }
     }
-    let written: Vec<VersionRow> = tx
-        .insert_returning(
-            "INSERT INTO versions (resource_id, version_no, type, fhir_id, source, patient_id, section, \
-             arrived_at, release_at, rule, withdrawn, sort_date, body, tagged, meta)",
-            &rows,
-            "RETURNING id, resource_id, version_no",
-        )
-        .await?;
     drop(rows);
-    let version_ids: HashMap<(i64, i64), i64> = written
-        .into_iter()
-        .map(|r| ((r.resource_id, r.version_no), r.id))
-        .collect();
 
     let mut tokens: Vec<[Arg; 4]> = Vec::new();
     let mut dates: Vec<[Arg; 4]> = Vec::new();

@@ -291,6 +291,36 @@ pub fn insert_each<T: DeserializeOwned, const N: usize>(
     Ok(logged(&text, started, (changed, out)))
 }
 
+/// `{head} VALUES (?, …)` run once per row on one prepared statement: the rowid of each
+/// inserted row, in order.
+pub fn insert_each_ids<const N: usize>(
+    conn: &Connection,
+    head: &str,
+    rows: &[[Arg; N]],
+) -> Result<Vec<i64>, Error> {
+    let started = Instant::now();
+    let mut text = String::with_capacity(head.len() + 3 * N + 16);
+    text.push_str(head);
+    text.push_str(" VALUES (");
+    for i in 0..N {
+        text.push_str(if i == 0 { "?" } else { ", ?" });
+    }
+    text.push(')');
+    let mut stmt = conn.prepare_cached(&text)?;
+    let mut ids = Vec::with_capacity(rows.len());
+    for row in rows {
+        for (i, arg) in row.iter().enumerate() {
+            match arg {
+                Arg::Int(v) => stmt.raw_bind_parameter(i + 1, v)?,
+                Arg::Text(v) => stmt.raw_bind_parameter(i + 1, v.as_deref())?,
+            }
+        }
+        stmt.raw_execute()?;
+        ids.push(conn.last_insert_rowid());
+    }
+    Ok(logged(&text, started, ids))
+}
+
 /// A write transaction on the writer; dropped without [`SqliteTx::commit`], it rolls back.
 pub struct SqliteTx {
     conn: Option<OwnedMutexGuard<Connection>>,
@@ -394,6 +424,33 @@ mod tests {
         let other = open(&store.path, true).unwrap();
         other.execute_batch("INSERT INTO t VALUES (2)").unwrap();
         assert_ne!(store.write_generation(), Some(g2));
+    }
+
+    #[test]
+    fn inserted_rows_report_their_keys_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = open(&dir.path().join("t.db"), true).unwrap();
+        conn.execute_batch("CREATE TABLE t (id INTEGER PRIMARY KEY, a TEXT NOT NULL UNIQUE)")
+            .unwrap();
+        conn.execute_batch("INSERT INTO t (id, a) VALUES (41, 'first')")
+            .unwrap();
+        let rows: Vec<[Arg; 1]> = ["x", "y", "z"].map(|a| [a.into()]).to_vec();
+        let ids = insert_each_ids(&conn, "INSERT INTO t (a)", &rows).unwrap();
+        assert_eq!(ids, [42, 43, 44]);
+        let stored: Vec<(i64, String)> = conn
+            .prepare("SELECT id, a FROM t WHERE id > 41 ORDER BY id")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(
+            stored,
+            [(42, "x".into()), (43, "y".into()), (44, "z".into())]
+        );
+        // A row that cannot be inserted is an error, not a key of an earlier row.
+        let rows: Vec<[Arg; 1]> = ["w", "x"].map(|a| [a.into()]).to_vec();
+        assert!(insert_each_ids(&conn, "INSERT INTO t (a)", &rows).is_err());
     }
 
     #[tokio::test]
