@@ -1,7 +1,8 @@
 //! `cargo bench --bench portal`: ingest and consent-filtered search against the machine's own
 //! ceilings, measured in the same run. Prints a table and writes JSON
 //! (`target/bench/portal-<engine>.json`, or `SLUIS_BENCH_OUT`). PostgreSQL runs too when
-//! `SLUIS_TEST_POSTGRES_URL` is set. `SLUIS_BENCH_SCALE=0.1` makes a small, quick run.
+//! `SLUIS_TEST_POSTGRES_URL` is set. `SLUIS_BENCH_SCALE=0.1` makes a small, quick run;
+//! `cargo test` makes a smoke run (no `--bench`: the smallest data, checked, not written).
 //! See docs/performance.md.
 
 mod data;
@@ -944,14 +945,15 @@ async fn run_engine(
     dataset: &data::Dataset,
     ceilings: &Value,
     scale: f64,
+    smoke: bool,
 ) -> Value {
-    let database = |name: &str| -> (String, Option<std::path::PathBuf>) {
+    let database = async |name: &str| -> (String, Option<std::path::PathBuf>) {
         match engine {
             "sqlite" => {
                 let f = dir.join(format!("{name}.db"));
                 (format!("sqlite://{}", f.display()), Some(f))
             }
-            _ => (postgres_schema(name), None),
+            _ => (postgres_schema(name).await, None),
         }
     };
     let ratios = |i: &mut Value| {
@@ -972,7 +974,7 @@ async fn run_engine(
     let mut ingests = Vec::new();
     let only = std::env::var("SLUIS_BENCH_ONLY").unwrap_or_default();
     // One client, into its own database.
-    let (url1, _) = database("ingest1");
+    let (url1, _) = database("ingest1").await;
     if only != "filters" {
         let s = start(dir, &url1).await;
         let mut i = ingest(&s, dataset, 1).await;
@@ -980,7 +982,7 @@ async fn run_engine(
         ingests.push(i);
     }
     // Four clients; this database serves the searches.
-    let (url4, file) = database("ingest4");
+    let (url4, file) = database("ingest4").await;
     let server = start(dir, &url4).await;
     let mut i = ingest(&server, dataset, 4).await;
     ratios(&mut i);
@@ -1010,8 +1012,13 @@ async fn run_engine(
         );
         tokio::time::sleep(Duration::from_secs(secs)).await;
     }
-    let rate = 1000.0 * scale.max(0.2);
-    let secs = if scale < 1.0 { 2 } else { 5 };
+    // A smoke run (`cargo test`, a debug server) only has to show that everything still runs.
+    let rate = if smoke { 50.0 } else { 1000.0 * scale.max(0.2) };
+    let secs = match (smoke, scale < 1.0) {
+        (true, _) => 1,
+        (false, true) => 2,
+        (false, false) => 5,
+    };
     let runs = if only == "filters" {
         Vec::new()
     } else {
@@ -1032,21 +1039,56 @@ async fn run_engine(
     })
 }
 
-fn postgres_schema(name: &str) -> String {
+/// What a smoke run must show: every part ran, every request was answered without error,
+/// and what was pushed was stored.
+fn smoke_checks(engine: &str, dataset: &data::Dataset, r: &Value) {
+    let ingests = r["ingest"].as_array().map_or(&[][..], Vec::as_slice);
+    assert_eq!(ingests.len(), 2, "{engine}: both ingests ran");
+    for i in ingests {
+        assert_eq!(
+            i["resources"].as_u64(),
+            Some(dataset.resources as u64 - 55),
+            "{engine}: {i}"
+        );
+        assert!(
+            i["resources_per_s"].as_f64().unwrap_or(0.0) > 0.0,
+            "{engine}: {i}"
+        );
+    }
+    let runs = r["search"].as_array().map_or(&[][..], Vec::as_slice);
+    assert_eq!(runs.len(), 7, "{engine}: every search ran");
+    for run in runs {
+        assert_eq!(run["errors"].as_u64(), Some(0), "{engine}: {run}");
+        assert!(run["requests"].as_u64().unwrap_or(0) > 0, "{engine}: {run}");
+    }
+    for who in ["holder", "member"] {
+        assert!(
+            r["filters"][who].is_object(),
+            "{engine}: the filter comparison ran for the {who}: {}",
+            r["filters"]
+        );
+    }
+    assert!(
+        r["storage"]["bytes_per_resource"].as_f64().unwrap_or(0.0) > 0.0,
+        "{engine}: {}",
+        r["storage"]
+    );
+    println!("smoke run on {engine}: every part ran (numbers of a debug build, not kept)");
+}
+
+async fn postgres_schema(name: &str) -> String {
+    use sqlx::{Connection, Executor};
     let base = std::env::var("SLUIS_TEST_POSTGRES_URL").unwrap();
     let schema = format!("sluis_bench_{name}");
-    let status = Command::new("psql")
-        .args([
-            base.as_str(),
-            "-q",
-            "-c",
-            &format!("DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema};"),
-        ])
-        .status();
-    assert!(
-        status.is_ok_and(|s| s.success()),
-        "psql could not prepare the schema"
-    );
+    let mut conn = sqlx::PgConnection::connect(&base)
+        .await
+        .expect("connect to SLUIS_TEST_POSTGRES_URL");
+    conn.execute(sqlx::AssertSqlSafe(format!(
+        "DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema};"
+    )))
+    .await
+    .expect("prepare the benchmark's schema");
+    let _ = conn.close().await;
     let sep = if base.contains('?') { '&' } else { '?' };
     format!("{base}{sep}options%5Bsearch_path%5D={schema}")
 }
@@ -1077,10 +1119,17 @@ async fn main() {
         println!("{}", run.json());
         return;
     }
-    let scale: f64 = std::env::var("SLUIS_BENCH_SCALE")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(1.0);
+    // `cargo test` runs this binary without `--bench`: a smoke run on the smallest data set,
+    // against the debug build of the server, so that the test suite fails when the benchmark
+    // breaks. Its numbers mean nothing and are not written where a real run writes them.
+    let smoke = !std::env::args().any(|a| a == "--bench");
+    let scale: f64 = match smoke {
+        true => 0.0,
+        false => std::env::var("SLUIS_BENCH_SCALE")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(1.0),
+    };
     let clients = ((500.0 * scale) as usize).max(20);
     let heavy = ((20_000.0 * scale) as usize).max(1200);
     let started = Instant::now();
@@ -1107,8 +1156,12 @@ async fn main() {
     let out_dir = std::path::PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/target/bench"));
     let _ = std::fs::create_dir_all(&out_dir);
     for engine in engines {
-        let result = run_engine(engine, dir.path(), &dataset, &ceilings, scale).await;
+        let result = run_engine(engine, dir.path(), &dataset, &ceilings, scale, smoke).await;
         print_table(engine, &result);
+        if smoke {
+            smoke_checks(engine, &dataset, &result);
+            continue;
+        }
         let path = std::env::var("SLUIS_BENCH_OUT")
             .map(std::path::PathBuf::from)
             .unwrap_or_else(|_| out_dir.join(format!("portal-{engine}.json")));
