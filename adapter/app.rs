@@ -29,6 +29,8 @@ pub struct Inner {
     pub capability: Vec<u8>,
     /// The access decision's facts, while no write has made them stale.
     pub facts: crate::access::facts::FactsCache,
+    /// Each portal user's requests per minute (R16).
+    pub limiter: auth::UserLimiter,
 }
 
 /// The shared state, cheap to clone.
@@ -75,6 +77,7 @@ impl AppState {
             &mappings.sections,
             &crate::time::instant(clock.now()),
         ))?;
+        let limiter = auth::UserLimiter::new(config.limits.user_requests_per_minute);
         let state = Self(Arc::new(Inner {
             config,
             db,
@@ -83,6 +86,7 @@ impl AppState {
             tokens,
             capability,
             facts: Default::default(),
+            limiter,
         }));
         if let Some(n) = crate::release::recompute::after_rule_change(&state).await? {
             tracing::info!(

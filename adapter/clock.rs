@@ -37,6 +37,15 @@ impl Clock {
         *guard = moment.map(|m| m.trunc_subsecs(6));
     }
 
+    /// Real time passed, in µs since the first call in this process; never pinned. For rates
+    /// (a user's requests per minute), which count time as it passes, whatever moment the
+    /// clock shows.
+    pub fn monotonic_micros(&self) -> i64 {
+        static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+        let start = START.get_or_init(std::time::Instant::now);
+        i64::try_from(start.elapsed().as_micros()).unwrap_or(i64::MAX)
+    }
+
     /// Whether the clock is pinned.
     pub fn is_pinned(&self) -> bool {
         match self.pinned.read() {

@@ -1,8 +1,9 @@
 //! Extractors that turn request headers into a checked caller, or an OperationOutcome.
 
 use crate::app::AppState;
-use crate::error::ApiError;
+use crate::error::{ApiError, Reason};
 use axum::extract::FromRequestParts;
+use axum::http::StatusCode;
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 
@@ -72,6 +73,22 @@ impl FromRequestParts<AppState> for PortalUser {
                     "X-Portal-User header missing: name the person using the portal",
                 )
             })?;
+        // R16: after the token (a stranger's requests count for no one), before anything else.
+        if let Err(seconds) = state
+            .limiter
+            .admit(&state.clock, &portal.client_id, external_id)
+        {
+            let mut error = ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                Reason::RateLimited,
+                format!(
+                    "more than limits.user_requests_per_minute ({}) requests of this user; retry in {seconds} s",
+                    state.config.limits.user_requests_per_minute
+                ),
+            );
+            error.retry_after = Some(seconds);
+            return Err(error);
+        }
         Ok(PortalUser {
             client_id: portal.client_id,
             external_id: external_id.to_string(),

@@ -6,7 +6,9 @@
 //! person may see is `access`'s decision, not this module's.
 
 pub mod extract;
+pub mod limit;
 pub mod token;
 
 pub use extract::{Admin, Portal, PortalUser, SourceClient};
+pub use limit::UserLimiter;
 pub use token::TokenKeys;

@@ -238,3 +238,64 @@ on_both!(token_endpoint_refuses_bad_clients, |b| async move {
         200
     );
 });
+
+// R16 (contract: `limits.user_requests_per_minute`): beyond the limit a user gets 429
+// `rate-limited` with Retry-After, counted in real time whatever the adapter's clock shows;
+// other users are not held up.
+on_both!(
+    a_user_beyond_the_request_limit_waits_and_no_one_else_does,
+    |b| async move {
+        let app = TestApp::spawn_with(b, "[limits]\nuser_requests_per_minute = 60\n").await;
+        app.push_ok(&transaction(&[patient("p1"), patient("p2")]))
+            .await;
+        let busy = app.holder("busy", "p1").await;
+        let calm = app.holder("calm", "p2").await;
+        let get = |u: &User, path: &str| {
+            u.http
+                .get(format!("{}{path}", u.base))
+                .bearer_auth(&u.token)
+                .header("x-portal-user", &u.id)
+                .send()
+        };
+        let mut refused = None;
+        for i in 0..80 {
+            let r = get(&busy, "/fhir/Patient/p1").await.unwrap();
+            if r.status() == 429 {
+                refused = Some((i, r));
+                break;
+            }
+            assert_eq!(r.status(), 200);
+        }
+        let (i, r) = refused.expect("no 429 within 80 requests at 60 a minute");
+        assert!(
+            i >= 50,
+            "refused after {i} requests, before the minute's worth"
+        );
+        let wait: u64 = r.headers()["retry-after"]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!((1..=60).contains(&wait), "Retry-After {wait}");
+        let outcome: serde_json::Value = r.json().await.unwrap();
+        assert_eq!(outcome["issue"][0]["code"], "throttled", "{outcome}");
+        assert_eq!(
+            outcome["issue"][0]["details"]["coding"][0]["code"], "rate-limited",
+            "{outcome}"
+        );
+        // Someone else is served at once; the same person is again after Retry-After.
+        assert_eq!(get(&calm, "/fhir/Patient/p2").await.unwrap().status(), 200);
+        tokio::time::sleep(std::time::Duration::from_secs(wait)).await;
+        assert_eq!(get(&busy, "/fhir/Patient/p1").await.unwrap().status(), 200);
+        // A request without a valid token counts for no one.
+        let stranger = app
+            .http
+            .get(app.url("/fhir/Patient/p1"))
+            .bearer_auth("nonsense")
+            .header("x-portal-user", &busy.id)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(stranger.status(), 401);
+    }
+);
