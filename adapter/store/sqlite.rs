@@ -251,6 +251,30 @@ pub fn execute(conn: &Connection, sql: &Sql) -> Result<u64, Error> {
     Ok(logged(&text, started, conn.changes()))
 }
 
+/// `{head} VALUES (?, …) {tail}`, for rows of `n` values.
+fn values_text(head: &str, n: usize, tail: &str) -> String {
+    let mut text = String::with_capacity(head.len() + tail.len() + 3 * n + 16);
+    text.push_str(head);
+    text.push_str(" VALUES (");
+    for i in 0..n {
+        text.push_str(if i == 0 { "?" } else { ", ?" });
+    }
+    text.push_str(") ");
+    text.push_str(tail);
+    text
+}
+
+/// Binds one row's values to the statement's parameters, in order.
+fn bind_row<const N: usize>(stmt: &mut Statement<'_>, row: &[Arg; N]) -> Result<(), Error> {
+    for (i, arg) in row.iter().enumerate() {
+        match arg {
+            Arg::Int(v) => stmt.raw_bind_parameter(i + 1, v)?,
+            Arg::Text(v) => stmt.raw_bind_parameter(i + 1, v.as_deref())?,
+        }
+    }
+    Ok(())
+}
+
 /// `{head} VALUES (?, …) {tail}` run once per row on one prepared statement; rows changed,
 /// and the rows the statement returns (`tail` with `RETURNING`) decoded as `T`.
 pub fn insert_each<T: DeserializeOwned, const N: usize>(
@@ -261,24 +285,12 @@ pub fn insert_each<T: DeserializeOwned, const N: usize>(
     returning: bool,
 ) -> Result<(u64, Vec<T>), Error> {
     let started = Instant::now();
-    let mut text = String::with_capacity(head.len() + tail.len() + 3 * N + 16);
-    text.push_str(head);
-    text.push_str(" VALUES (");
-    for i in 0..N {
-        text.push_str(if i == 0 { "?" } else { ", ?" });
-    }
-    text.push_str(") ");
-    text.push_str(tail);
+    let text = values_text(head, N, tail);
     let mut stmt = conn.prepare_cached(&text)?;
     let columns: Vec<String> = stmt.column_names().into_iter().map(String::from).collect();
     let (mut changed, mut out) = (0u64, Vec::new());
     for row in rows {
-        for (i, arg) in row.iter().enumerate() {
-            match arg {
-                Arg::Int(v) => stmt.raw_bind_parameter(i + 1, v)?,
-                Arg::Text(v) => stmt.raw_bind_parameter(i + 1, v.as_deref())?,
-            }
-        }
+        bind_row(&mut stmt, row)?;
         let mut result = stmt.raw_query();
         while let Some(r) = result.next()? {
             if returning {
@@ -299,22 +311,11 @@ pub fn insert_each_ids<const N: usize>(
     rows: &[[Arg; N]],
 ) -> Result<Vec<i64>, Error> {
     let started = Instant::now();
-    let mut text = String::with_capacity(head.len() + 3 * N + 16);
-    text.push_str(head);
-    text.push_str(" VALUES (");
-    for i in 0..N {
-        text.push_str(if i == 0 { "?" } else { ", ?" });
-    }
-    text.push(')');
+    let text = values_text(head, N, "");
     let mut stmt = conn.prepare_cached(&text)?;
     let mut ids = Vec::with_capacity(rows.len());
     for row in rows {
-        for (i, arg) in row.iter().enumerate() {
-            match arg {
-                Arg::Int(v) => stmt.raw_bind_parameter(i + 1, v)?,
-                Arg::Text(v) => stmt.raw_bind_parameter(i + 1, v.as_deref())?,
-            }
-        }
+        bind_row(&mut stmt, row)?;
         stmt.raw_execute()?;
         ids.push(conn.last_insert_rowid());
     }
