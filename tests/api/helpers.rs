@@ -56,7 +56,8 @@ macro_rules! on_both {
 static COUNTER: AtomicUsize = AtomicUsize::new(0);
 static CLEANED: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
 
-/// A fresh PostgreSQL schema for one test; schemas of earlier runs are dropped first.
+/// A fresh PostgreSQL schema for one test; schemas of earlier runs that have ended are dropped
+/// first.
 async fn postgres_schema(base: &str) -> String {
     use sqlx::Executor;
     let pool = sqlx::PgPool::connect(base)
@@ -72,7 +73,17 @@ async fn postgres_schema(base: &str) -> String {
             .await
             .unwrap_or_default();
             for (name,) in rows {
-                if !name.starts_with(&format!("sluis_t_{pid}_")) {
+                // Only the schemas of test runs that have ended: another run against the same
+                // database at the same time (a second checkout, CI beside a developer) keeps its
+                // own. Where `/proc` is missing every other run's schemas are dropped.
+                let owner = name
+                    .strip_prefix("sluis_t_")
+                    .and_then(|rest| rest.split('_').next())
+                    .and_then(|p| p.parse::<u32>().ok());
+                let running = owner.is_some_and(|p| {
+                    p == pid || std::path::Path::new(&format!("/proc/{p}")).exists()
+                });
+                if !running {
                     let _ = pool
                         .execute(sqlx::AssertSqlSafe(format!(
                             "DROP SCHEMA IF EXISTS {name} CASCADE"
