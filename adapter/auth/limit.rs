@@ -16,7 +16,14 @@ const MINUTE_US: f64 = 60_000_000.0;
 /// The buckets of all portal users.
 pub struct UserLimiter {
     per_minute: f64,
-    buckets: Mutex<HashMap<(String, String), Bucket>>,
+    buckets: Mutex<Buckets>,
+}
+
+struct Buckets {
+    by_user: HashMap<(String, String), Bucket>,
+    /// Prune when this many are kept: twice what the last pruning kept (at least
+    /// [`PRUNE_AT`]), so that many users active at once do not make every request prune.
+    prune_at: usize,
 }
 
 struct Bucket {
@@ -30,7 +37,10 @@ impl UserLimiter {
     pub fn new(per_minute: u32) -> Self {
         Self {
             per_minute: f64::from(per_minute.max(1)),
-            buckets: Mutex::new(HashMap::new()),
+            buckets: Mutex::new(Buckets {
+                by_user: HashMap::new(),
+                prune_at: PRUNE_AT,
+            }),
         }
     }
 
@@ -47,11 +57,14 @@ impl UserLimiter {
         };
         let per_us = self.per_minute / MINUTE_US;
         let full = self.per_minute;
-        if buckets.len() >= PRUNE_AT {
-            buckets.retain(|_, b| b.left + (now - b.at) as f64 * per_us < full);
+        if buckets.by_user.len() >= buckets.prune_at {
+            buckets
+                .by_user
+                .retain(|_, b| b.left + (now - b.at) as f64 * per_us < full);
+            buckets.prune_at = (2 * buckets.by_user.len()).max(PRUNE_AT);
         }
         let key = (client.to_string(), user.to_string());
-        let bucket = buckets.entry(key).or_insert(Bucket {
+        let bucket = buckets.by_user.entry(key).or_insert(Bucket {
             left: full,
             at: now,
         });
@@ -116,7 +129,18 @@ mod tests {
             assert!(limiter.admit_at(0, "c", &i.to_string()).is_ok());
         }
         assert!(limiter.admit_at(2 * 60 * SECOND, "c", "new").is_ok());
-        let kept = limiter.buckets.lock().unwrap().len();
-        assert_eq!(kept, 1);
+        assert_eq!(limiter.buckets.lock().unwrap().by_user.len(), 1);
+    }
+
+    #[test]
+    fn many_users_at_once_do_not_make_every_request_prune() {
+        let limiter = UserLimiter::new(60);
+        for i in 0..PRUNE_AT + 10 {
+            assert!(limiter.admit_at(0, "c", &i.to_string()).is_ok());
+        }
+        // All are still busy: none was dropped, and the next pruning waits for twice as many.
+        let buckets = limiter.buckets.lock().unwrap();
+        assert_eq!(buckets.by_user.len(), PRUNE_AT + 10);
+        assert_eq!(buckets.prune_at, 2 * PRUNE_AT);
     }
 }
