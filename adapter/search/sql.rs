@@ -659,8 +659,8 @@ pub async fn current_matches(
 }
 
 /// The statement of [`current_matches`]. An `identifier` starts from the index of identifiers
-/// (`search_tokens_by_identifier`); other tokens read the token rows (no index holds every token by value:
-/// searches start from a client, and such an index cost a seventh of ingest).
+/// (`search_tokens_by_identifier`); other tokens read the token rows (no index holds every
+/// token by value: searches start from a client, and such an index cost a seventh of ingest).
 pub fn current_matches_sql(q: &Query, limit: i64) -> Sql {
     let mut sql = Sql::new(
         "SELECT v.fhir_id FROM versions v JOIN resources r ON r.id = v.resource_id \

@@ -112,30 +112,29 @@ pub async fn write(
         // The writer is held since `stored` was read: new resources are inserted (their keys
         // as SQLite reports them), stored ones updated by their key.
         Engine::Sqlite => {
-            let key = |v: &NewVersion| (v.resource_type.clone(), v.fhir_id.clone());
-            let (known, new): (Vec<&NewVersion>, Vec<&NewVersion>) =
-                heads.iter().partition(|v| stored.contains_key(&key(v)));
-            let rows: Vec<[Arg; 5]> = new.iter().map(|v| head_row(v)).collect();
-            let ids = tx.insert_ids(RESOURCES, &rows).await?;
-            if ids.len() != new.len() {
-                return Err(crate::store::Error::NotFound);
-            }
-            resource_ids.extend(new.iter().map(|v| key(v)).zip(ids));
-            for v in known {
-                let id = stored
-                    .get(&key(v))
-                    .map(|c| c.id)
-                    .ok_or(crate::store::Error::NotFound)?;
+            let mut new: Vec<((String, String), [Arg; 5])> = Vec::new();
+            for v in &heads {
+                let key = (v.resource_type.clone(), v.fhir_id.clone());
+                let Some(head) = stored.get(&key) else {
+                    new.push((key, head_row(v)));
+                    continue;
+                };
                 let sql = Sql::new(
                     "UPDATE resources SET source = $1, last_version = $2, last_hash = $3 WHERE id = $4",
                 )
                 .arg(v.source.as_str())
                 .arg(v.version_no)
                 .arg(v.hash.as_str())
-                .arg(id);
+                .arg(head.id);
                 tx.execute(&sql).await?;
-                resource_ids.insert(key(v), id);
+                resource_ids.insert(key, head.id);
             }
+            let (keys, rows): (Vec<_>, Vec<_>) = new.into_iter().unzip();
+            let ids = tx.insert_ids(RESOURCES, &rows).await?;
+            if ids.len() != keys.len() {
+                return Err(crate::store::Error::NotFound);
+            }
+            resource_ids.extend(keys.into_iter().zip(ids));
         }
         Engine::Postgres => {
             #[derive(sqlx::FromRow, serde::Deserialize)]
