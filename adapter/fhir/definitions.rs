@@ -214,11 +214,14 @@ pub(super) fn is_primitive(ty: &str) -> bool {
 }
 
 /// Element owner by key (type name or backbone path).
+///
+/// The validator asks for an owner at every complex value and every inherited element, so
+/// the 662 owners are found through a hash map built on first use rather than by binary
+/// search over their names (which was the largest single item of ingest's checks).
 pub(super) fn owner(key: &str) -> Option<&'static T> {
-    OWNERS
-        .binary_search_by(|t| t.0.cmp(key))
-        .ok()
-        .map(|i| &OWNERS[i])
+    static BY_KEY: std::sync::LazyLock<rustc_hash::FxHashMap<&'static str, &'static T>> =
+        std::sync::LazyLock::new(|| OWNERS.iter().map(|t| (t.0, t)).collect());
+    BY_KEY.get(key).copied()
 }
 
 /// Codes of a value set with a required binding, per code system.

@@ -201,11 +201,7 @@ async fn write_all(
         details.extend(d);
     }
     if !details.is_empty() {
-        let message = match mode {
-            Mode::Single => "the resource is not valid FHIR R4; nothing was stored",
-            _ => "the Bundle was not stored: an entry is not valid FHIR R4",
-        };
-        return Err(ApiError::invalid(message).with_details(details));
+        return Err(ApiError::invalid(not_valid(mode)).with_details(details));
     }
 
     // 2. Ids and references, then what is stored of each resource: its JSON, hash, search
@@ -216,11 +212,11 @@ async fn write_all(
     let (mut tx, prepared, waited) = if resolve::needs_store(&entries) {
         let (mut tx, waited) = begin(state).await?;
         let ready = resolve::resolve(Some(&mut tx), mode, entries).await?;
-        let prepared = prepare_all(state, ready).await?;
+        let prepared = prepare_all(state, mode, ready).await?;
         (tx, prepared, waited)
     } else {
         let ready = resolve::resolve(None, mode, entries).await?;
-        let prepared = prepare_all(state, ready).await?;
+        let prepared = prepare_all(state, mode, ready).await?;
         let (tx, waited) = begin(state).await?;
         (tx, prepared, waited)
     };
@@ -324,10 +320,31 @@ async fn begin(state: &AppState) -> ApiResult<(crate::store::db::Tx, Duration)> 
     Ok((tx, asked.elapsed()))
 }
 
-/// [`prepare_version`] of every resource, off the async threads.
-async fn prepare_all(state: &AppState, ready: Vec<Ready>) -> ApiResult<Vec<Prepared>> {
+/// [`prepare_version`] of every resource, off the async threads; all or nothing.
+async fn prepare_all(state: &AppState, mode: Mode, ready: Vec<Ready>) -> ApiResult<Vec<Prepared>> {
     let state = state.clone();
-    on_cores(ready, move |r| prepare_version(&state, r)).await
+    let results = on_cores(ready, move |r| prepare_version(&state, mode, r)).await?;
+    let mut prepared = Vec::with_capacity(results.len());
+    let mut details = Vec::new();
+    for result in results {
+        match result {
+            Ok(p) => prepared.push(p),
+            Err(detail) => details.push(detail),
+        }
+    }
+    if details.is_empty() {
+        Ok(prepared)
+    } else {
+        Err(ApiError::invalid(not_valid(mode)).with_details(details))
+    }
+}
+
+/// The message of a write refused because a resource is not valid R4.
+fn not_valid(mode: Mode) -> &'static str {
+    match mode {
+        Mode::Single => "the resource is not valid FHIR R4; nothing was stored",
+        _ => "the Bundle was not stored: an entry is not valid FHIR R4",
+    }
 }
 
 /// `f` of every item, in order, on blocking threads: the items split in as many parts as
@@ -483,10 +500,10 @@ struct Prepared {
     tagged: bool,
 }
 
-/// Serializes, hashes, indexes and places one resource.
-fn prepare_version(state: &AppState, r: Ready) -> Prepared {
+/// Serializes, hashes, indexes and places one resource, and has fhirbolt check its body.
+fn prepare_version(state: &AppState, mode: Mode, r: Ready) -> Result<Prepared, Detail> {
     let Some(mut body) = r.body.filter(|_| !r.matched_existing) else {
-        return Prepared {
+        return Ok(Prepared {
             resource_type: r.resource_type,
             id: r.id,
             matched_existing: r.matched_existing,
@@ -494,7 +511,7 @@ fn prepare_version(state: &AppState, r: Ready) -> Prepared {
             indexed: None,
             placement: None,
             tagged: false,
-        };
+        });
     };
     let indexed = index::index(&r.resource_type, &r.id, &body);
     // The body is stored without `meta`, which is kept beside it, so that serving can put in
@@ -514,6 +531,14 @@ fn prepare_version(state: &AppState, r: Ready) -> Prepared {
         _ => String::new(),
     };
     let text = serde_json::to_string(&body).unwrap_or_default();
+    // fhirbolt consumes the tree: it gets the body itself, now that it is serialized.
+    let prefix = || match mode {
+        Mode::Single => String::new(),
+        _ => format!("{}.resource", entry_path(mode, r.entry_index)),
+    };
+    if let Some(problem) = prepare::check_structure(body, &r.resource_type, prefix) {
+        return Err(problem);
+    }
     let mut hasher = Sha256::new();
     hasher.update(text.as_bytes());
     hasher.update([0u8]);
@@ -533,7 +558,7 @@ fn prepare_version(state: &AppState, r: Ready) -> Prepared {
         .tags
         .iter()
         .any(|(s, c)| s == tag_system && c == tag_code);
-    Prepared {
+    Ok(Prepared {
         resource_type: r.resource_type,
         id: r.id,
         matched_existing: false,
@@ -541,7 +566,7 @@ fn prepare_version(state: &AppState, r: Ready) -> Prepared {
         indexed: Some(indexed),
         placement: Some(placement),
         tagged,
-    }
+    })
 }
 
 /// The version an entry makes (none when nothing changed) and its outcome.

@@ -318,6 +318,52 @@ fn json_ceiling(dataset: &data::Dataset) -> Value {
     })
 }
 
+/// The CPU of ingest's own steps per resource, one thread, over the same resources (the
+/// faster of two passes each): what the adapter's checks, fhirbolt's and the search values
+/// cost, so that a change to one of them can be measured without the noise of a push.
+fn cpu_steps(dataset: &data::Dataset) -> Value {
+    let values: Vec<Value> = dataset
+        .resource_bytes
+        .iter()
+        .map(|b| serde_json::from_slice(b).unwrap())
+        .collect();
+    let n = values.len() as f64;
+    let per_resource = |f: &dyn Fn(&Value) -> usize| -> f64 {
+        let mut best = f64::MAX;
+        for _ in 0..2 {
+            let t = Instant::now();
+            let mut sink = 0usize;
+            for v in &values {
+                sink = sink.wrapping_add(f(v));
+            }
+            std::hint::black_box(sink);
+            best = best.min(t.elapsed().as_secs_f64());
+        }
+        best * 1e6 / n
+    };
+    let checks = per_resource(&|v| sluis::fhir::validate::check_resource(v).len());
+    let copy = per_resource(&|v| usize::from(v.clone().is_object()));
+    // fhirbolt consumes the tree it checks; ingest hands it the body once it is serialized.
+    let mut fhirbolt = f64::MAX;
+    for _ in 0..2 {
+        let copies = values.clone();
+        let t = Instant::now();
+        let passed = copies
+            .into_iter()
+            .map(sluis_r4::check_structure)
+            .filter(Result::is_ok)
+            .count();
+        std::hint::black_box(passed);
+        fhirbolt = fhirbolt.min(t.elapsed().as_secs_f64() * 1e6 / n);
+    }
+    let index = per_resource(&|v| {
+        let ty = v["resourceType"].as_str().unwrap_or_default();
+        let id = v["id"].as_str().unwrap_or_default();
+        sluis::ingest::index::index(ty, id, v).tokens.len()
+    });
+    json!({"checks_us": checks, "fhirbolt_us": fhirbolt, "copy_us": copy, "index_us": index})
+}
+
 /// One resource as the ceiling inserts it: type, id, index keys `(param, value)`, body.
 type CeilingRow = (String, String, Vec<(String, String)>, String);
 
@@ -867,6 +913,13 @@ fn print_table(engine: &str, r: &Value) {
             .as_f64()
             .unwrap_or(0.0)
     );
+    println!(
+        "ingest's steps, one thread: the adapter's checks {:.1} µs/resource, fhirbolt's {:.1} (a copy of the tree {:.1}), search values {:.1}",
+        c["steps"]["checks_us"].as_f64().unwrap_or(0.0),
+        c["steps"]["fhirbolt_us"].as_f64().unwrap_or(0.0),
+        c["steps"]["copy_us"].as_f64().unwrap_or(0.0),
+        c["steps"]["index_us"].as_f64().unwrap_or(0.0)
+    );
     for i in r["ingest"].as_array().into_iter().flatten() {
         println!(
             "ingest, {} client(s): {:.0} res/s, {:.1} MB/s, bundle p50 {:.1} ms p99 {:.1} ms; {:.2}x the batched SQLite ceiling, {:.2}x row by row, {:.2}x keyed by value; server CPU {:.0} µs/resource",
@@ -1150,7 +1203,7 @@ async fn main() {
         started.elapsed().as_secs_f64()
     );
     let dir = tempfile::tempdir().unwrap();
-    let ceilings = json!({"json": json_ceiling(&dataset), "sqlite_insert": sqlite_ceiling(dir.path(), &dataset, 100).await});
+    let ceilings = json!({"json": json_ceiling(&dataset), "steps": cpu_steps(&dataset), "sqlite_insert": sqlite_ceiling(dir.path(), &dataset, 100).await});
     let mut engines = vec!["sqlite"];
     if std::env::var("SLUIS_TEST_POSTGRES_URL").is_ok() {
         engines.push("postgres");

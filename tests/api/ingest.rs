@@ -103,6 +103,57 @@ on_both!(
     }
 );
 
+// fhirbolt checks each body as it will be stored, after ids and references are resolved: an
+// entry only fhirbolt refuses (an `Extension.url` with a `_url` twin) still refuses the whole
+// transaction, in the plain path and in the one that looks references up in the store, and
+// only its own entry of a batch.
+on_both!(
+    an_entry_only_fhirbolt_refuses_is_refused_after_its_references_resolve,
+    |b| async move {
+        let app = TestApp::spawn_with(b, IMMEDIATE).await;
+        app.push_ok(&transaction(&[patient("p1")])).await;
+        let mut bad = observation("o2", "p1", "29463-7", "2026-03-01");
+        bad["extension"] = json!([{"url": "http://example.org/x", "_url": {"id": "u"},
+            "valueString": "x"}]);
+        let by_identifier = "Patient?identifier=http://fhir.nl/fhir/NamingSystem/bsn|999911120";
+        for subject in ["Patient/p1", by_identifier] {
+            bad["subject"]["reference"] = json!(subject);
+            let (status, outcome) = app
+                .push(&transaction(&[
+                    observation("o1", "p1", "29463-7", "2026-03-01"),
+                    bad.clone(),
+                ]))
+                .await;
+            assert_eq!(status, 400, "{outcome}");
+            assert_eq!(reason(&outcome), "invalid-resource");
+            assert_eq!(
+                outcome["issue"][0]["expression"][0], "Bundle.entry[1].resource",
+                "{outcome}"
+            );
+            let message = outcome["issue"][0]["diagnostics"].as_str().unwrap_or("");
+            assert!(message.contains("not a valid R4 Observation"), "{outcome}");
+        }
+        let holder = app.holder("u1", "p1").await;
+        let (status, _) = holder.get("/fhir/Observation/o1").await;
+        assert_eq!(
+            status, 404,
+            "nothing of the refused transactions was stored"
+        );
+
+        let mut batch = transaction(&[observation("o1", "p1", "29463-7", "2026-03-01"), bad]);
+        batch["type"] = json!("batch");
+        let out = app.push_ok(&batch).await;
+        assert_eq!(
+            out["entry"][0]["response"]["status"], "201 Created",
+            "{out}"
+        );
+        assert_eq!(
+            out["entry"][1]["response"]["status"], "400 Bad Request",
+            "{out}"
+        );
+    }
+);
+
 on_both!(
     the_same_version_delivered_twice_is_stored_once,
     |b| async move {
