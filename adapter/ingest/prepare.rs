@@ -23,6 +23,7 @@ pub fn check(resource: &Value, prefix: &str) -> Vec<Detail> {
 /// references resolved and its `meta` kept apart (which [`check`] has seen). The body is
 /// taken by value, as fhirbolt consumes it: ingest serializes the body first and hands it over
 /// instead of copying the tree.
+///
 /// `prefix` is asked for only when there is a problem.
 pub fn check_structure(
     body: Value,

@@ -33,6 +33,23 @@ fn decision(patient: &str, sections: Option<&[&str]>) -> Decision {
     }
 }
 
+/// The plan of `statement`, printed under `label` (the test's output shows every plan).
+async fn explained(
+    db: &sluis::store::Db,
+    label: &str,
+    statement: &sluis::store::Sql,
+) -> Vec<String> {
+    let plan = db.explain(statement).await.unwrap();
+    eprintln!("-- {label}\n{}", plan.join("\n"));
+    plan
+}
+
+/// True when a step of the plan scans a table whose alias starts with `alias` (SQLite).
+fn scans(plan: &[String], alias: &str) -> bool {
+    plan.iter()
+        .any(|l| l.trim_start().starts_with(&format!("SCAN {alias}")))
+}
+
 fn query(ty: &str, qs: &str) -> params::Query {
     let pairs: Vec<(String, String)> = form_urlencoded::parse(qs.as_bytes())
         .map(|(k, v)| (k.into_owned(), v.into_owned()))
@@ -103,8 +120,7 @@ on_both!(portal_queries_run_on_indexes, |b| async move {
                 assert_eq!(n, 0, "{name}: prepared again: {}", statement.text);
             }
         }
-        let plan = db.explain(&sql::page_sql(&q, &d, now)).await.unwrap();
-        eprintln!("-- {name}\n{}", plan.join("\n"));
+        let plan = explained(&db, name, &sql::page_sql(&q, &d, now)).await;
         if sqlite {
             let text = plan.join("\n");
             assert!(
@@ -123,13 +139,9 @@ on_both!(portal_queries_run_on_indexes, |b| async move {
                 "{name}: no full scans: {text}"
             );
         }
-        let count = db.explain(&sql::count_sql(&q, &d, now)).await.unwrap();
-        eprintln!("-- count: {name}\n{}", count.join("\n"));
+        let count = explained(&db, &format!("count: {name}"), &sql::count_sql(&q, &d, now)).await;
         if sqlite {
-            assert!(
-                !count.iter().any(|l| l.trim_start().starts_with("SCAN v")),
-                "{name}: {count:?}"
-            );
+            assert!(!scans(&count, "v"), "{name}: {count:?}");
             // `total` of a client's query counts on the index alone: it reads no version row.
             if name.contains("patient&category") {
                 assert!(
@@ -141,22 +153,14 @@ on_both!(portal_queries_run_on_indexes, |b| async move {
             }
         }
     }
-    let history = db
-        .explain(&sql::history_sql(
-            i64::MIN,
-            None,
-            51,
-            &decision("p0", None),
-            now,
-        ))
-        .await
-        .unwrap();
-    eprintln!("-- _history\n{}", history.join("\n"));
+    let history = explained(
+        &db,
+        "_history",
+        &sql::history_sql(i64::MIN, None, 51, &decision("p0", None), now),
+    )
+    .await;
     if sqlite {
-        assert!(
-            !history.iter().any(|l| l.trim_start().starts_with("SCAN v")),
-            "{history:?}"
-        );
+        assert!(!scans(&history, "v"), "{history:?}");
     }
 });
 
@@ -172,37 +176,27 @@ on_both!(
             "Patient",
             "identifier=http://fhir.nl/fhir/NamingSystem/bsn|999911120",
         );
-        let plan = app
-            .state
-            .db
-            .explain(&sql::current_matches_sql(&q, 2))
-            .await
-            .unwrap();
-        eprintln!("-- conditional: Patient?identifier\n{}", plan.join("\n"));
+        let db = &app.state.db;
+        let plan = explained(
+            db,
+            "conditional: Patient?identifier",
+            &sql::current_matches_sql(&q, 2),
+        )
+        .await;
         if sqlite {
             let text = plan.join("\n");
             assert!(text.contains("search_tokens_by_identifier"), "{text}");
-            assert!(
-                !plan.iter().any(|l| l.trim_start().starts_with("SCAN")),
-                "{text}"
-            );
+            assert!(!scans(&plan, ""), "{text}");
         }
         // Other criteria read the token rows (no index by value), never the versions' rows.
-        let other = app
-            .state
-            .db
-            .explain(&sql::current_matches_sql(
-                &query("Observation", "code=http://loinc.org|29463-7"),
-                2,
-            ))
-            .await
-            .unwrap();
-        eprintln!("-- conditional: Observation?code\n{}", other.join("\n"));
+        let other = explained(
+            db,
+            "conditional: Observation?code",
+            &sql::current_matches_sql(&query("Observation", "code=http://loinc.org|29463-7"), 2),
+        )
+        .await;
         if sqlite {
-            assert!(
-                !other.iter().any(|l| l.trim_start().starts_with("SCAN v")),
-                "{other:?}"
-            );
+            assert!(!scans(&other, "v"), "{other:?}");
         }
     }
 );
