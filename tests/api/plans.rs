@@ -120,7 +120,7 @@ on_both!(portal_queries_run_on_indexes, |b| async move {
                 assert_eq!(n, 0, "{name}: prepared again: {}", statement.text);
             }
         }
-        let plan = explained(&db, name, &sql::page_sql(&q, &d, now)).await;
+        let plan = explained(db, name, &sql::page_sql(&q, &d, now)).await;
         if sqlite {
             let text = plan.join("\n");
             assert!(
@@ -139,7 +139,7 @@ on_both!(portal_queries_run_on_indexes, |b| async move {
                 "{name}: no full scans: {text}"
             );
         }
-        let count = explained(&db, &format!("count: {name}"), &sql::count_sql(&q, &d, now)).await;
+        let count = explained(db, &format!("count: {name}"), &sql::count_sql(&q, &d, now)).await;
         if sqlite {
             assert!(!scans(&count, "v"), "{name}: {count:?}");
             // `total` of a client's query counts on the index alone: it reads no version row.
@@ -154,7 +154,7 @@ on_both!(portal_queries_run_on_indexes, |b| async move {
         }
     }
     let history = explained(
-        &db,
+        db,
         "_history",
         &sql::history_sql(i64::MIN, None, 51, &decision("p0", None), now),
     )
