@@ -1283,7 +1283,7 @@ async fn main() {
         .await;
         print_table(engine, &result);
         let verdicts = targets::verdicts(&result);
-        targets::print(engine, &verdicts);
+        targets::print(engine, smoke, &verdicts);
         result["targets"] = verdicts.iter().map(targets::Verdict::json).collect();
         if smoke {
             smoke_checks(engine, &dataset, &result);

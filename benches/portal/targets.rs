@@ -183,11 +183,11 @@ pub fn verdicts(r: &Value) -> Vec<Verdict> {
 }
 
 /// The verdicts as the table prints them.
-pub fn print(engine: &str, verdicts: &[Verdict]) {
-    let note = if engine == "sqlite" {
-        ""
-    } else {
-        " (the targets are set for SQLite; for comparison)"
+pub fn print(engine: &str, smoke: bool, verdicts: &[Verdict]) {
+    let note = match (smoke, engine) {
+        (true, _) => " (a smoke run: a debug build on the smallest data, so they mean nothing)",
+        (false, "sqlite") => "",
+        (false, _) => " (the targets are set for SQLite; for comparison)",
     };
     println!("targets{note}:");
     for v in verdicts {
