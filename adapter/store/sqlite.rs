@@ -337,17 +337,8 @@ impl SqliteTx {
     /// only when that is so (a hand-off to a blocking thread and back costs about 0.1 ms on a
     /// 2-vCPU machine, a tenth of a Bundle's statements).
     pub async fn begin(store: Arc<Sqlite>) -> Result<Self, Error> {
-        let conn = store.writer().await;
-        let conn = match at_once(&conn, "BEGIN IMMEDIATE") {
-            Ok(true) => conn,
-            Ok(false) => tokio::task::spawn_blocking(move || {
-                conn.execute_batch("BEGIN IMMEDIATE")?;
-                Ok::<_, Error>(conn)
-            })
-            .await
-            .map_err(|e| Error::Worker(e.to_string()))??,
-            Err(e) => return Err(e),
-        };
+        let (conn, result) = on_writer(store.writer().await, "BEGIN IMMEDIATE").await?;
+        result?;
         Ok(Self {
             conn: Some(conn),
             store,
@@ -370,28 +361,31 @@ impl SqliteTx {
         let Some(conn) = self.conn.take() else {
             return Err(Error::Worker("the transaction has ended".into()));
         };
-        let result = match at_once(&conn, "COMMIT") {
-            Ok(true) => Ok(()),
-            Ok(false) => tokio::task::spawn_blocking(move || {
-                let result = conn.execute_batch("COMMIT");
-                if result.is_err() && !conn.is_autocommit() {
-                    let _ = conn.execute_batch("ROLLBACK");
-                }
-                result
-            })
-            .await
-            .map_err(|e| Error::Worker(e.to_string()))?
-            .map_err(Error::from),
-            Err(e) => {
-                if !conn.is_autocommit() {
-                    let _ = conn.execute_batch("ROLLBACK");
-                }
-                Err(e)
-            }
-        };
+        let (conn, result) = on_writer(conn, "COMMIT").await?;
+        // Dropped with `self`: rolled back there if the commit failed.
+        self.conn = Some(conn);
         result?;
         self.store.wrote();
         Ok(())
+    }
+}
+
+/// `sql` on the writer: at once on this thread, or, when another process holds the write
+/// lock, on a blocking thread where it may wait for it. The connection comes back with the
+/// statement's result.
+async fn on_writer(
+    conn: OwnedMutexGuard<Connection>,
+    sql: &'static str,
+) -> Result<(OwnedMutexGuard<Connection>, Result<(), Error>), Error> {
+    match at_once(&conn, sql) {
+        Ok(true) => Ok((conn, Ok(()))),
+        Err(e) => Ok((conn, Err(e))),
+        Ok(false) => tokio::task::spawn_blocking(move || {
+            let result = conn.execute_batch(sql).map_err(Error::from);
+            (conn, result)
+        })
+        .await
+        .map_err(|e| Error::Worker(e.to_string())),
     }
 }
 
@@ -445,13 +439,19 @@ mod tests {
         format!("sqlite://{}", dir.path().join("t.db").display())
     }
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_write_waits_for_another_process_and_then_commits() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Arc::new(Sqlite::connect(&url(&dir), 2).unwrap());
+    /// A store in `dir` with an empty table `t (a INTEGER)`.
+    async fn with_table_t(dir: &tempfile::TempDir) -> Arc<Sqlite> {
+        let store = Arc::new(Sqlite::connect(&url(dir), 2).unwrap());
         execute_alone(&store, &Sql::new("CREATE TABLE t (a INTEGER)"))
             .await
             .unwrap();
+        store
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_write_waits_for_another_process_and_then_commits() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = with_table_t(&dir).await;
         // Another process's write transaction, ended a moment later.
         let other = open(&store.path, true).unwrap();
         other.execute_batch("BEGIN IMMEDIATE").unwrap();
@@ -537,10 +537,7 @@ mod tests {
     #[tokio::test]
     async fn a_dropped_transaction_rolls_back_and_frees_the_writer() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Arc::new(Sqlite::connect(&url(&dir), 2).unwrap());
-        execute_alone(&store, &Sql::new("CREATE TABLE t (a INTEGER)"))
-            .await
-            .unwrap();
+        let store = with_table_t(&dir).await;
         {
             let tx = SqliteTx::begin(store.clone()).await.unwrap();
             tx.with(|c| execute(c, &Sql::new("INSERT INTO t VALUES (1)")))
