@@ -322,3 +322,103 @@ fn mutations_are_reported_at_the_leaf() {
     }
     println!("mutations tried: {tried}");
 }
+
+/// Every leaf of `v` replaced by a value of the same shape (`sluis_r4::shape`): strings by
+/// other strings, numbers by other numbers of their class, booleans flipped; `pick` chooses
+/// among the candidates of the same shape. The values of `resourceType` stay.
+fn same_shape(v: &Value, pick: usize) -> Value {
+    use serde_json::json;
+    let candidates = [
+        json!(""),
+        json!("zz"),
+        json!("2026-13-45T99"),
+        json!(0),
+        json!(2_147_483_647),
+        json!(4_294_967_295u64),
+        json!(i64::MAX),
+        json!(u64::MAX),
+        json!(-1),
+        json!(i32::MIN),
+        json!(i64::MIN),
+        json!(0.25),
+        json!(12_345.5),
+        json!(true),
+        json!(false),
+    ];
+    match v {
+        Value::Object(m) => Value::Object(
+            m.iter()
+                .map(|(k, x)| {
+                    let keep = k == "resourceType" || k == "_resourceType";
+                    (
+                        k.clone(),
+                        if keep { x.clone() } else { same_shape(x, pick) },
+                    )
+                })
+                .collect(),
+        ),
+        Value::Array(a) => Value::Array(a.iter().map(|x| same_shape(x, pick)).collect()),
+        leaf => {
+            let shape = sluis_r4::shape(leaf);
+            let alike: Vec<&Value> = candidates
+                .iter()
+                .filter(|c| sluis_r4::shape(c) == shape && *c != leaf)
+                .collect();
+            if alike.is_empty() {
+                leaf.clone()
+            } else {
+                alike[pick % alike.len()].clone()
+            }
+        }
+    }
+}
+
+/// fhirbolt gives resources of the same shape the same verdict, which is what lets
+/// `sluis_r4::check_structure` remember verdicts by shape: every resource of the corpora (and
+/// each entry of their Bundles), with all its values changed twice within its shape, passes or
+/// fails fhirbolt as the resource itself does.
+#[test]
+fn fhirbolt_gives_every_resource_of_a_shape_the_same_verdict() {
+    let dirs = [
+        "hl7-r4-examples/examples",
+        "nictiz-zib2020/examples-json",
+        "synthea-r4/smart-generated-sample-data",
+    ];
+    let mut shapes = std::collections::HashSet::new();
+    let (mut resources, mut refused) = (0, 0);
+    for sub in dirs {
+        let Some(dir) = corpus(sub) else {
+            return;
+        };
+        for (name, file) in load_dir(&dir) {
+            // A Bundle's entries are checked one by one, as ingest checks them.
+            let entries = file["entry"].as_array();
+            let nested = entries.into_iter().flatten();
+            let nested = nested.filter_map(|e| e.get("resource")).cloned();
+            let whole = entries.is_none().then(|| file.clone());
+            for v in whole.into_iter().chain(nested) {
+                let verdict = sluis_r4::check_with_fhirbolt(v.clone()).is_ok();
+                for pick in [0, 1] {
+                    let variant = same_shape(&v, pick);
+                    assert_eq!(sluis_r4::shape(&variant), sluis_r4::shape(&v), "{name}");
+                    assert_eq!(
+                        sluis_r4::check_with_fhirbolt(variant.clone()).is_ok(),
+                        verdict,
+                        "{name}: {v} against {variant}"
+                    );
+                }
+                resources += 1;
+                refused += usize::from(!verdict);
+                if sub.starts_with("synthea") {
+                    shapes.insert(sluis_r4::shape(&v));
+                }
+            }
+        }
+    }
+    println!(
+        "fhirbolt: {resources} resources, {refused} refused, each in two other values of its \
+         shape; the Synthea resources have {} shapes",
+        shapes.len()
+    );
+    assert!(resources > 10_000);
+}

@@ -351,24 +351,27 @@ fn cpu_steps(dataset: &data::Dataset) -> Value {
     let checks = per_resource(&|v| sluis::fhir::validate::check_resource(v).len());
     let copy = per_resource(&|v| usize::from(v.clone().is_object()));
     // fhirbolt consumes the tree it checks; ingest hands it the body once it is serialized.
-    let mut fhirbolt = f64::MAX;
-    for _ in 0..2 {
-        let copies = values.clone();
-        let t = Instant::now();
-        let passed = copies
-            .into_iter()
-            .map(sluis_r4::check_structure)
-            .filter(Result::is_ok)
-            .count();
-        std::hint::black_box(passed);
-        fhirbolt = fhirbolt.min(t.elapsed().as_secs_f64() * 1e6 / n);
-    }
+    // Once by fhirbolt itself, and once as ingest checks: by the shapes fhirbolt has passed.
+    let consumed = |check: fn(Value) -> Result<(), String>| {
+        let mut best = f64::MAX;
+        for _ in 0..2 {
+            let copies = values.clone();
+            let t = Instant::now();
+            let passed = copies.into_iter().map(check).filter(Result::is_ok).count();
+            std::hint::black_box(passed);
+            best = best.min(t.elapsed().as_secs_f64() * 1e6 / n);
+        }
+        best
+    };
+    let fhirbolt = consumed(sluis_r4::check_with_fhirbolt);
+    let remembered = consumed(sluis_r4::check_structure);
     let index = per_resource(&|v| {
         let ty = v["resourceType"].as_str().unwrap_or_default();
         let id = v["id"].as_str().unwrap_or_default();
         sluis::ingest::index::index(ty, id, v).tokens.len()
     });
-    json!({"checks_us": checks, "fhirbolt_us": fhirbolt, "copy_us": copy, "index_us": index})
+    json!({"checks_us": checks, "fhirbolt_us": fhirbolt, "fhirbolt_remembered_us": remembered,
+        "copy_us": copy, "index_us": index})
 }
 
 /// One resource as the ceiling inserts it: type, id, index keys `(param, value)`, body.
@@ -951,9 +954,10 @@ fn print_table(engine: &str, r: &Value) {
             .unwrap_or(0.0)
     );
     println!(
-        "ingest's steps, one thread: the adapter's checks {:.1} µs/resource, fhirbolt's {:.1} (a copy of the tree {:.1}), search values {:.1}",
+        "ingest's steps, one thread: the adapter's checks {:.1} µs/resource, fhirbolt's {:.1}, or {:.1} for a shape it has passed (a copy of the tree {:.1}), search values {:.1}",
         c["steps"]["checks_us"].as_f64().unwrap_or(0.0),
         c["steps"]["fhirbolt_us"].as_f64().unwrap_or(0.0),
+        c["steps"]["fhirbolt_remembered_us"].as_f64().unwrap_or(0.0),
         c["steps"]["copy_us"].as_f64().unwrap_or(0.0),
         c["steps"]["index_us"].as_f64().unwrap_or(0.0)
     );
