@@ -73,14 +73,14 @@ pub(super) fn needs_store(entries: &[Entry]) -> bool {
 }
 
 /// Whether `found` holds for some `reference` string in `value`; the walk stops at the first.
+/// Names are compared as the walk passes them (no map lookup per element: this walk runs
+/// over every element of a push, on the request's thread).
 fn any_reference(value: &Value, found: &mut impl FnMut(&str) -> bool) -> bool {
     match value {
-        Value::Object(map) => {
-            map.get("reference")
-                .and_then(Value::as_str)
-                .is_some_and(&mut *found)
-                || map.values().any(|v| any_reference(v, found))
-        }
+        Value::Object(map) => map.iter().any(|(key, v)| match v {
+            Value::String(r) if key == "reference" => found(r),
+            _ => any_reference(v, found),
+        }),
         Value::Array(items) => items.iter().any(|v| any_reference(v, found)),
         _ => false,
     }
@@ -292,8 +292,8 @@ fn rewrite(
     conditional: &HashMap<String, Option<String>>,
 ) -> Result<(), String> {
     match value {
-        Value::Object(map) => {
-            if let Some(Value::String(r)) = map.get_mut("reference") {
+        Value::Object(map) => map.iter_mut().try_for_each(|(key, v)| match v {
+            Value::String(r) if key == "reference" => {
                 if let Some(target) = by_url.get(r.as_str()) {
                     *r = target.clone();
                 } else if let Some(Some(target)) = conditional.get(r.as_str()) {
@@ -301,14 +301,10 @@ fn rewrite(
                 } else if r.starts_with("urn:uuid:") || r.starts_with("urn:oid:") {
                     return Err(r.clone());
                 }
+                Ok(())
             }
-            for (key, v) in map.iter_mut() {
-                if key != "reference" {
-                    rewrite(v, by_url, conditional)?;
-                }
-            }
-            Ok(())
-        }
+            _ => rewrite(v, by_url, conditional),
+        }),
         Value::Array(items) => items
             .iter_mut()
             .try_for_each(|v| rewrite(v, by_url, conditional)),
