@@ -1,11 +1,12 @@
 //! The shape of a resource: everything of its JSON that fhirbolt's verdict depends on.
 //!
 //! fhirbolt 0.4 reads a resource by its element names, their order and nesting, the JSON
-//! type of each value and the resource types named in it; it keeps strings as they are, except
+//! type of each value and the resource types named in it. It keeps strings as they are, except
 //! that a string in a boolean or integer element is parsed (`"true"`, `"12"`), and an integer
-//! must fit the element's type (i32 for integer, u32 for unsignedInt and positiveInt). The shape holds exactly that: every name, the JSON type
-//! of every value, each number's class, and verbatim the strings fhirbolt would parse and the
-//! values of `resourceType`. Two resources of the same shape get the same verdict.
+//! must fit the element's type (i32 for integer, u32 for unsignedInt and positiveInt). The
+//! shape holds exactly that: every name, the JSON type of every value, each number's class,
+//! and verbatim the strings fhirbolt would parse and the values of `resourceType`. Two
+//! resources of the same shape get the same verdict.
 
 use serde_json::{Number, Value};
 
