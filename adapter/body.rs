@@ -42,6 +42,19 @@ pub async fn read_limited(body: Body, limit: usize) -> ApiResult<Bytes> {
 
 /// Checks the media type, reads the body within the limit and parses it as JSON.
 pub async fn json_body(headers: &HeaderMap, body: Body, limit: usize) -> ApiResult<Value> {
+    let bytes = json_bytes(headers, body, limit).await?;
+    if bytes.len() < LARGE {
+        return parse_json(&bytes);
+    }
+    // A Bundle takes milliseconds to parse: off the async threads, so that it does not hold
+    // up the requests (and the write transactions) waiting to run on them.
+    tokio::task::spawn_blocking(move || parse_json(&bytes))
+        .await
+        .map_err(|e| ApiError::internal(e.into()))?
+}
+
+/// Checks the media type and reads the body within the limit, for JSON parsed by the caller.
+pub async fn json_bytes(headers: &HeaderMap, body: Body, limit: usize) -> ApiResult<Bytes> {
     if let Err(message) = is_json(headers) {
         return Err(ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -61,15 +74,7 @@ pub async fn json_body(headers: &HeaderMap, body: Body, limit: usize) -> ApiResu
             format!("body of {length} bytes is larger than limits.max_body_bytes ({limit})"),
         ));
     }
-    let bytes = read_limited(body, limit).await?;
-    if bytes.len() < LARGE {
-        return parse_json(&bytes);
-    }
-    // A Bundle takes milliseconds to parse: off the async threads, so that it does not hold
-    // up the requests (and the write transactions) waiting to run on them.
-    tokio::task::spawn_blocking(move || parse_json(&bytes))
-        .await
-        .map_err(|e| ApiError::internal(e.into()))?
+    read_limited(body, limit).await
 }
 
 /// Bodies at least this large are parsed on a blocking thread.
@@ -82,14 +87,17 @@ pub fn parse_json(bytes: &[u8]) -> ApiResult<Value> {
             "the body is empty: send a FHIR JSON resource",
         ));
     }
-    serde_json::from_slice(bytes).map_err(|e| {
-        ApiError::invalid(format!(
-            "malformed JSON at line {}, column {}: {}",
-            e.line(),
-            e.column(),
-            e
-        ))
-    })
+    serde_json::from_slice(bytes).map_err(|e| malformed(&e))
+}
+
+/// The answer to a body that is not JSON, naming where.
+pub fn malformed(e: &serde_json::Error) -> ApiError {
+    ApiError::invalid(format!(
+        "malformed JSON at line {}, column {}: {}",
+        e.line(),
+        e.column(),
+        e
+    ))
 }
 
 /// A small JSON body of the `/portal` and `/admin` calls, deserialized into `T`.

@@ -296,9 +296,15 @@ pub async fn import_file(
             })?
         }
     };
-    let outcomes = crate::ingest::ingest(state, source, mode, parsed, arrived_at)
-        .await
-        .map_err(|e| anyhow::anyhow!("{}", describe(&e)))?;
+    let outcomes = crate::ingest::ingest(
+        state,
+        source,
+        mode,
+        parsed.into_iter().map(entries::Sent::Read).collect(),
+        arrived_at,
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("{}", describe(&e)))?;
     let failed: Vec<String> = outcomes
         .iter()
         .enumerate()

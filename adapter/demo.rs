@@ -117,7 +117,7 @@ async fn load(state: &AppState) -> anyhow::Result<(usize, Vec<(String, String)>)
             state,
             &manifest.source,
             mode,
-            parsed,
+            parsed.into_iter().map(entries::Sent::Read).collect(),
             Some(to_micros(arrived)),
         )
         .await

@@ -2,10 +2,16 @@
 //! entries, or one resource as a single entry. Bundles are read as plain JSON (fhirbolt's
 //! typed Bundle rejects ordinary input); each entry's resource is checked on its own later.
 
-use crate::error::Detail;
+use crate::body::{malformed, parse_json};
+use crate::error::{ApiError, ApiResult, Detail};
 use crate::fhir::definitions;
 use crate::ingest::index::is_fhir_id;
+use axum::body::Bytes;
+use serde::de::{Deserialize, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::Value;
+use serde_json::value::RawValue;
+use std::fmt;
+use std::ops::Range;
 
 /// The kind of write an entry asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -89,23 +95,11 @@ pub fn split(body: Value) -> Result<(Mode, Vec<Parsed>), Vec<Detail>> {
         };
         return Ok((Mode::Single, vec![Ok(entry)]));
     }
-    let mode = match map.get("type").and_then(Value::as_str) {
-        Some("transaction") => Mode::Transaction,
-        Some("batch") => Mode::Batch,
-        other => {
-            return Err(vec![detail(
-                "Bundle.type".into(),
-                format!(
-                    "Bundle.type must be transaction or batch, not {}",
-                    other.unwrap_or("missing")
-                ),
-            )]);
-        }
-    };
+    let mode = bundle_mode(map.get("type").and_then(Value::as_str))?;
     let entries = match map.remove("entry") {
         None => Vec::new(),
         Some(Value::Array(entries)) => entries,
-        Some(_) => return Err(vec![detail("Bundle.entry".into(), "entry must be a list")]),
+        Some(_) => return Err(vec![not_a_list()]),
     };
     let out = entries
         .into_iter()
@@ -113,6 +107,189 @@ pub fn split(body: Value) -> Result<(Mode, Vec<Parsed>), Vec<Detail>> {
         .map(|(index, raw)| entry(mode, index, raw))
         .collect();
     Ok((mode, out))
+}
+
+/// The mode of a Bundle of this `Bundle.type`.
+fn bundle_mode(bundle_type: Option<&str>) -> Result<Mode, Vec<Detail>> {
+    match bundle_type {
+        Some("transaction") => Ok(Mode::Transaction),
+        Some("batch") => Ok(Mode::Batch),
+        other => Err(vec![detail(
+            "Bundle.type".into(),
+            format!(
+                "Bundle.type must be transaction or batch, not {}",
+                other.unwrap_or("missing")
+            ),
+        )]),
+    }
+}
+
+fn not_a_list() -> Detail {
+    detail("Bundle.entry".into(), "entry must be a list")
+}
+
+/// The answer to a body that [`split`] cannot split.
+pub fn not_a_push(details: Vec<Detail>) -> ApiError {
+    ApiError::invalid("not a transaction or batch Bundle, nor a resource").with_details(details)
+}
+
+/// An entry on its way to [`crate::ingest::ingest`]: read already, or its JSON still to be
+/// parsed, which ingest does on the cores beside the checks.
+#[derive(Debug)]
+pub enum Sent {
+    Read(Parsed),
+    /// `body[range]` is the entry's JSON (valid: the whole body was read through once).
+    Json {
+        index: usize,
+        body: Bytes,
+        range: Range<usize>,
+    },
+}
+
+impl Sent {
+    /// The entry, parsed.
+    pub fn read(self, mode: Mode) -> Parsed {
+        match self {
+            Sent::Read(parsed) => parsed,
+            Sent::Json { index, body, range } => {
+                let text = body.get(range).unwrap_or_default();
+                match serde_json::from_slice::<Value>(text) {
+                    Ok(value) => entry(mode, index, value),
+                    Err(e) => Err(detail(
+                        entry_path(mode, index),
+                        format!("malformed JSON: {e}"),
+                    )),
+                }
+            }
+        }
+    }
+}
+
+/// [`split`] of a pushed body, reading only its top level: a Bundle's entries are parsed
+/// later, one by one and on every core ([`Sent::read`]). The whole body is still read through
+/// once here, so that broken JSON anywhere in it is refused with its line and column before
+/// anything else is done. Anything but a Bundle is parsed whole.
+pub fn split_json(body: Bytes) -> ApiResult<(Mode, Vec<Sent>)> {
+    let whole = |body: &Bytes| -> ApiResult<(Mode, Vec<Sent>)> {
+        let (mode, parsed) = split(parse_json(body)?).map_err(not_a_push)?;
+        Ok((mode, parsed.into_iter().map(Sent::Read).collect()))
+    };
+    // serde_json names where the text is not UTF-8; and only an object can be a Bundle.
+    let Ok(text) = std::str::from_utf8(&body) else {
+        return whole(&body);
+    };
+    if !text.trim_start().starts_with('{') {
+        return whole(&body);
+    }
+    let outline: Outline = serde_json::from_str(text).map_err(|e| malformed(&e))?;
+    if outline.resource_type.as_ref().and_then(Value::as_str) != Some("Bundle") {
+        return whole(&body);
+    }
+    let mode =
+        bundle_mode(outline.bundle_type.as_ref().and_then(Value::as_str)).map_err(not_a_push)?;
+    let entries = match outline.entry {
+        None => Vec::new(),
+        Some(Entries::List(entries)) => entries,
+        Some(Entries::Other) => return Err(not_a_push(vec![not_a_list()])),
+    };
+    let base = text.as_ptr() as usize;
+    let sent = entries
+        .into_iter()
+        .enumerate()
+        .map(|(index, raw)| {
+            let start = (raw.get().as_ptr() as usize).saturating_sub(base);
+            Sent::Json {
+                index,
+                body: body.clone(),
+                range: start..start + raw.get().len(),
+            }
+        })
+        .collect();
+    Ok((mode, sent))
+}
+
+/// The top level of an object: what [`split_json`] needs, the entries left as text.
+#[derive(Default)]
+struct Outline<'a> {
+    resource_type: Option<Value>,
+    bundle_type: Option<Value>,
+    entry: Option<Entries<'a>>,
+}
+
+/// `Bundle.entry`: a list, each entry as its text, or something else.
+enum Entries<'a> {
+    List(Vec<&'a RawValue>),
+    Other,
+}
+
+impl<'de> Deserialize<'de> for Outline<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Fields;
+        impl<'de> Visitor<'de> for Fields {
+            type Value = Outline<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Outline<'de>, A::Error> {
+                // As in a parsed object, the last of a repeated name counts.
+                let mut out = Outline::default();
+                while let Some(key) = map.next_key::<String>()? {
+                    match key.as_str() {
+                        "resourceType" => out.resource_type = Some(map.next_value()?),
+                        "type" => out.bundle_type = Some(map.next_value()?),
+                        "entry" => out.entry = Some(map.next_value()?),
+                        _ => {
+                            map.next_value::<IgnoredAny>()?;
+                        }
+                    }
+                }
+                Ok(out)
+            }
+        }
+        d.deserialize_map(Fields)
+    }
+}
+
+impl<'de> Deserialize<'de> for Entries<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct List;
+        impl<'de> Visitor<'de> for List {
+            type Value = Entries<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Entries<'de>, A::Error> {
+                let mut entries = Vec::new();
+                while let Some(raw) = seq.next_element::<&RawValue>()? {
+                    entries.push(raw);
+                }
+                Ok(Entries::List(entries))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Entries<'de>, A::Error> {
+                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+                Ok(Entries::Other)
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<Entries<'de>, E> {
+                Ok(Entries::Other)
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<Entries<'de>, E> {
+                Ok(Entries::Other)
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<Entries<'de>, E> {
+                Ok(Entries::Other)
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<Entries<'de>, E> {
+                Ok(Entries::Other)
+            }
+            fn visit_str<E>(self, _: &str) -> Result<Entries<'de>, E> {
+                Ok(Entries::Other)
+            }
+            fn visit_unit<E>(self) -> Result<Entries<'de>, E> {
+                Ok(Entries::Other)
+            }
+        }
+        d.deserialize_any(List)
+    }
 }
 
 fn entry(mode: Mode, index: usize, raw: Value) -> Result<Entry, Detail> {
@@ -285,5 +462,119 @@ mod tests {
         );
         assert!(split(json!({"resourceType": "Bundle", "type": "collection"})).is_err());
         assert!(split(json!([1, 2])).is_err());
+    }
+
+    /// `split_json` of `body` as the entries it reads, next to `split` of the parsed body.
+    fn both(body: &str) -> (String, String) {
+        let new = match split_json(Bytes::from(body.to_string())) {
+            Ok((mode, sent)) => {
+                let read: Vec<Parsed> = sent.into_iter().map(|s| s.read(mode)).collect();
+                format!("{mode:?} {read:?}")
+            }
+            Err(e) => format!("{} {}", e.status, e.outcome()),
+        };
+        let old = match parse_json(body.as_bytes()) {
+            Ok(value) => match split(value) {
+                Ok((mode, parsed)) => format!("{mode:?} {parsed:?}"),
+                Err(details) => {
+                    let e = not_a_push(details);
+                    format!("{} {}", e.status, e.outcome())
+                }
+            },
+            Err(e) => format!("{} {}", e.status, e.outcome()),
+        };
+        (new, old)
+    }
+
+    #[test]
+    fn reading_the_top_level_first_splits_as_parsing_the_whole_body() {
+        let entry = r#"{"fullUrl": "urn:uuid:6d4c0f4e-0000-4000-8000-000000000001",
+            "resource": {"resourceType": "Observation", "valueQuantity": {"value": 1.50}},
+            "request": {"method": "POST", "url": "Observation"}}"#;
+        let bodies = [
+            format!(r#"{{"resourceType": "Bundle", "type": "transaction", "entry": [{entry}, {entry}]}}"#),
+            format!(r#"  {{"entry": [{entry}], "type": "batch", "id": "b", "resourceType": "Bundle"}}"#),
+            // The last of a repeated name counts.
+            format!(r#"{{"resourceType": "Bundle", "type": "collection", "type": "batch", "entry": [], "entry": [{entry}]}}"#),
+            r#"{"resourceType": "Bundle", "type": "transaction"}"#.into(),
+            r#"{"resourceType": "Bundle", "type": "transaction", "entry": []}"#.into(),
+            r#"{"resourceType": "Bundle", "type": "transaction", "entry": ["nonsense", 1, null, {}]}"#.into(),
+            r#"{"resourceType": "Bundle", "type": "searchset", "entry": []}"#.into(),
+            r#"{"resourceType": "Bundle", "entry": []}"#.into(),
+            r#"{"resourceType": "Bundle", "type": 7, "entry": []}"#.into(),
+            r#"{"resourceType": "Patient", "id": "p1", "birthDate": "1950-01-01"}"#.into(),
+            r#"{"resourceType": ["Bundle"], "type": "transaction"}"#.into(),
+            r#"{"id": "p1"}"#.into(),
+            r#"{}"#.into(),
+        ];
+        for body in &bodies {
+            let (new, old) = both(body);
+            assert_eq!(new, old, "{body}");
+        }
+        let (new, _) = both(&bodies[0]);
+        assert!(new.starts_with("Transaction [Ok("), "{new}");
+        assert!(new.contains(r#"Number(1.50)"#), "{new}");
+    }
+
+    #[test]
+    fn a_bundle_that_cannot_be_split_is_refused_as_before() {
+        for entry in [r#"{"a": 1}"#, r#""x""#, "7", "-1.5e3", "true", "null"] {
+            let body =
+                format!(r#"{{"resourceType": "Bundle", "type": "transaction", "entry": {entry}}}"#);
+            let (new, old) = both(&body);
+            assert_eq!(new, old, "{body}");
+            assert!(new.contains("entry must be a list"), "{new}");
+        }
+        for body in [
+            "",
+            "   ",
+            "[1, 2]",
+            "\"Bundle\"",
+            "12",
+            "null",
+            r#"{"resourceType": "Bundle", "type": "transaction", "entry": [{"resource": }]}"#,
+            r#"{"resourceType": "Bundle", "type": "transaction", "entry": [{}], }"#,
+            r#"{"resourceType": "Bundle", "type": "transaction", "entry": [{}]} trailing"#,
+            r#"{"resourceType": "Bundle", "type": "transaction", "entry": [{"x": "\q"}]}"#,
+            r#"{"resourceType": "Bundle", "type": "transaction", "entry": [{"x": "unterminated}]}"#,
+            "{\"resourceType\": \"Bundle\",\n \"type\": \"transaction\",\n \"entry\": [{\"x\": 1,,}]}",
+        ] {
+            let (new, old) = both(body);
+            assert_eq!(new, old, "{body}");
+            assert!(new.starts_with("400"), "{new}");
+        }
+    }
+
+    #[test]
+    fn text_that_is_not_utf8_or_nested_too_deep_is_refused() {
+        let mut body =
+            br#"{"resourceType": "Bundle", "type": "transaction", "entry": [{"x": ""#.to_vec();
+        body.extend([0xff, 0xfe]);
+        body.extend(br#""}]}"#);
+        let e = split_json(Bytes::from(body)).unwrap_err();
+        assert_eq!(e.status, 400);
+        assert!(
+            e.message.contains("malformed JSON at line 1"),
+            "{}",
+            e.message
+        );
+
+        // Deeper than serde_json's limit, inside an entry: the whole body was refused, now
+        // the entry is, by name (which refuses a transaction whole).
+        let deep = format!(
+            r#"{{"resourceType": "Bundle", "type": "transaction", "entry": [{{"resource": {}1{}}}]}}"#,
+            "[".repeat(200),
+            "]".repeat(200)
+        );
+        let (new, old) = both(&deep);
+        assert!(
+            old.starts_with("400") && old.contains("recursion limit"),
+            "{old}"
+        );
+        assert!(new.starts_with("Transaction [Err("), "{new}");
+        assert!(
+            new.contains("recursion limit") && new.contains("Bundle.entry[0]"),
+            "{new}"
+        );
     }
 }

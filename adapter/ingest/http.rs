@@ -1,11 +1,11 @@
 //! The push endpoints for record systems (contract §3): `POST /ingest/{source}`,
 //! `PUT` and `DELETE /ingest/{source}/{type}/{id}`.
 
-use super::entries::{self, Entry, Method, Mode};
+use super::entries::{self, Entry, Method, Mode, Sent};
 use super::{Outcome, ingest, wrong_source};
 use crate::app::AppState;
 use crate::auth::SourceClient;
-use crate::body::json_body;
+use crate::body::{json_body, json_bytes};
 use crate::error::{ApiError, ApiResult, fhir_json, fhir_raw};
 use crate::fhir::definitions;
 use axum::body::Body;
@@ -33,13 +33,21 @@ pub async fn post(
     body: Body,
 ) -> ApiResult<Response> {
     check_source(&state, &caller, &source)?;
-    let value = json_body(&headers, body, state.config.limits.max_body_bytes).await?;
-    let (mode, parsed) = entries::split(value).map_err(|details| {
-        ApiError::invalid("not a transaction or batch Bundle, nor a resource").with_details(details)
-    })?;
-    let outcomes = ingest(&state, &source, mode, parsed, None).await?;
+    let bytes = json_bytes(&headers, body, state.config.limits.max_body_bytes).await?;
+    // Reading a large body through takes milliseconds: off the async threads then.
+    let (mode, sent) = if bytes.len() < LARGE {
+        entries::split_json(bytes)?
+    } else {
+        tokio::task::spawn_blocking(move || entries::split_json(bytes))
+            .await
+            .map_err(|e| ApiError::internal(e.into()))??
+    };
+    let outcomes = ingest(&state, &source, mode, sent, None).await?;
     Ok(respond(mode, outcomes))
 }
+
+/// Bodies at least this large are read through on a blocking thread.
+const LARGE: usize = 1024 * 1024;
 
 /// `PUT /ingest/{source}/{type}/{id}`.
 pub async fn put(
@@ -76,7 +84,14 @@ pub async fn put(
         if_none_exist: None,
         resource: Some(value),
     };
-    let outcomes = ingest(&state, &source, Mode::Single, vec![Ok(entry)], None).await?;
+    let outcomes = ingest(
+        &state,
+        &source,
+        Mode::Single,
+        vec![Sent::Read(Ok(entry))],
+        None,
+    )
+    .await?;
     Ok(respond(Mode::Single, outcomes))
 }
 
@@ -95,7 +110,14 @@ pub async fn delete(
         if_none_exist: None,
         resource: None,
     };
-    let outcomes = ingest(&state, &source, Mode::Single, vec![Ok(entry)], None).await?;
+    let outcomes = ingest(
+        &state,
+        &source,
+        Mode::Single,
+        vec![Sent::Read(Ok(entry))],
+        None,
+    )
+    .await?;
     Ok(respond(Mode::Single, outcomes))
 }
 

@@ -6,6 +6,7 @@
 //! with its search values. A transaction is all or nothing; a batch is entry by entry. The
 //! same version delivered twice is stored once.
 
+mod cores;
 pub mod entries;
 pub mod http;
 pub mod index;
@@ -21,7 +22,7 @@ use crate::store::release as store_release;
 use crate::store::resources::{self, NewVersion};
 use crate::time::{Micros, from_micros, instant};
 use axum::http::StatusCode;
-use entries::{Entry, Mode, Parsed, entry_path};
+use entries::{Entry, Mode, Sent, entry_path};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
@@ -115,14 +116,27 @@ pub async fn ingest(
     state: &AppState,
     source: &str,
     mode: Mode,
-    parsed: Vec<Parsed>,
+    sent: Vec<Sent>,
     arrived_at: Option<Micros>,
 ) -> ApiResult<Vec<Outcome>> {
+    // 1. Every entry parsed (where it came as text) and its resource checked: CPU work, on
+    //    every core.
+    let started = Instant::now();
+    let read = cores::each(sent, move |s: Sent| {
+        let parsed = s.read(mode);
+        let details = match &parsed {
+            Ok(e) => check(mode, e),
+            Err(_) => Vec::new(),
+        };
+        (parsed, details)
+    })
+    .await?;
+    let read_in = started.elapsed();
     match mode {
         Mode::Transaction | Mode::Single => {
-            let broken: Vec<Detail> = parsed
+            let broken: Vec<Detail> = read
                 .iter()
-                .filter_map(|p| p.as_ref().err().cloned())
+                .filter_map(|(p, _)| p.as_ref().err().cloned())
                 .collect();
             if !broken.is_empty() {
                 return Err(ApiError::invalid(
@@ -130,18 +144,30 @@ pub async fn ingest(
                 )
                 .with_details(broken));
             }
-            let entries: Vec<Entry> = parsed.into_iter().filter_map(Result::ok).collect();
-            write_all(state, source, mode, entries, arrived_at).await
+            let mut entries = Vec::with_capacity(read.len());
+            let mut details = Vec::new();
+            for (p, d) in read {
+                entries.extend(p.ok());
+                details.extend(d);
+            }
+            if !details.is_empty() {
+                return Err(ApiError::invalid(not_valid(mode)).with_details(details));
+            }
+            write_all(state, source, mode, entries, arrived_at, read_in).await
         }
         Mode::Batch => {
-            let mut outcomes = Vec::with_capacity(parsed.len());
-            for p in parsed {
+            let mut outcomes = Vec::with_capacity(read.len());
+            for (p, details) in read {
                 let outcome = match p {
                     Err(detail) => Outcome::failed(
                         ApiError::invalid(detail.message.clone()).with_details(vec![detail]),
                     ),
+                    Ok(_) if !details.is_empty() => {
+                        Outcome::failed(ApiError::invalid(not_valid(mode)).with_details(details))
+                    }
                     Ok(entry) => {
-                        match write_all(state, source, mode, vec![entry], arrived_at).await {
+                        match write_all(state, source, mode, vec![entry], arrived_at, read_in).await
+                        {
                             Ok(mut o) => o
                                 .pop()
                                 .unwrap_or_else(|| Outcome::failed(ApiError::not_found())),
@@ -157,6 +183,20 @@ pub async fn ingest(
     }
 }
 
+/// The problems of an entry's resource (FHIRPaths from the Bundle's root).
+fn check(mode: Mode, e: &Entry) -> Vec<Detail> {
+    match &e.resource {
+        Some(r) => {
+            let prefix = match mode {
+                Mode::Single => String::new(),
+                _ => format!("{}.resource", entry_path(mode, e.index)),
+            };
+            prepare::check(r, &prefix)
+        }
+        None => Vec::new(),
+    }
+}
+
 /// A resource ready to be written.
 struct Ready {
     entry_index: usize,
@@ -168,42 +208,17 @@ struct Ready {
     matched_existing: bool,
 }
 
-/// Writes entries all or nothing.
+/// Writes checked entries all or nothing. `read_in`: how long reading and checking them took.
 async fn write_all(
     state: &AppState,
     source: &str,
     mode: Mode,
     entries: Vec<Entry>,
     arrived_at: Option<Micros>,
+    read_in: Duration,
 ) -> ApiResult<Vec<Outcome>> {
     let started = Instant::now();
     let resources = entries.len();
-    // 1. Check every resource (CPU work, off the async threads, on every core).
-    let checked = on_cores(entries, move |e: Entry| {
-        let details = match &e.resource {
-            Some(r) => {
-                let prefix = match mode {
-                    Mode::Single => String::new(),
-                    _ => format!("{}.resource", entry_path(mode, e.index)),
-                };
-                prepare::check(r, &prefix)
-            }
-            None => Vec::new(),
-        };
-        (e, details)
-    })
-    .await?;
-    let checked_at = started.elapsed();
-    let mut entries = Vec::with_capacity(checked.len());
-    let mut details = Vec::new();
-    for (e, d) in checked {
-        entries.push(e);
-        details.extend(d);
-    }
-    if !details.is_empty() {
-        return Err(ApiError::invalid(not_valid(mode)).with_details(details));
-    }
-
     // 2. Ids and references, then what is stored of each resource: its JSON, hash, search
     //    values and release rule (CPU work). Without ifNoneExist or conditional references no
     //    lookup is needed and all of it happens before the write transaction starts, so that
@@ -303,8 +318,8 @@ async fn write_all(
     tracing::debug!(
         target: "sluis::ingest",
         resources,
-        check_us = us(checked_at),
-        prepare_us = us(began_at.saturating_sub(checked_at + waited)),
+        read_us = us(read_in),
+        prepare_us = us(began_at.saturating_sub(waited)),
         writer_wait_us = us(waited),
         write_us = us(written_at.saturating_sub(began_at)),
         commit_us = us(started.elapsed().saturating_sub(written_at)),
@@ -323,7 +338,7 @@ async fn begin(state: &AppState) -> ApiResult<(crate::store::db::Tx, Duration)> 
 /// [`prepare_version`] of every resource, off the async threads; all or nothing.
 async fn prepare_all(state: &AppState, mode: Mode, ready: Vec<Ready>) -> ApiResult<Vec<Prepared>> {
     let state = state.clone();
-    let results = on_cores(ready, move |r| prepare_version(&state, mode, r)).await?;
+    let results = cores::each(ready, move |r| prepare_version(&state, mode, r)).await?;
     let mut prepared = Vec::with_capacity(results.len());
     let mut details = Vec::new();
     for result in results {
@@ -345,39 +360,6 @@ fn not_valid(mode: Mode) -> &'static str {
         Mode::Single => "the resource is not valid FHIR R4; nothing was stored",
         _ => "the Bundle was not stored: an entry is not valid FHIR R4",
     }
-}
-
-/// `f` of every item, in order, on blocking threads: the items split in as many parts as
-/// there are cores (a Bundle of 80 resources on 2 cores: two parts of 40).
-async fn on_cores<T, U, F>(items: Vec<T>, f: F) -> ApiResult<Vec<U>>
-where
-    T: Send + 'static,
-    U: Send + 'static,
-    F: Fn(T) -> U + Send + Sync + 'static,
-{
-    static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
-    let cores = *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-    // Parts of fewer than 8 items are not worth a thread hand-off.
-    let parts = cores.min(items.len().div_ceil(8)).max(1);
-    let size = items.len().div_ceil(parts).max(1);
-    let f = std::sync::Arc::new(f);
-    let mut items = items.into_iter();
-    let mut running = Vec::with_capacity(parts);
-    loop {
-        let part: Vec<T> = items.by_ref().take(size).collect();
-        if part.is_empty() {
-            break;
-        }
-        let f = f.clone();
-        running.push(tokio::task::spawn_blocking(move || {
-            part.into_iter().map(|t| f(t)).collect::<Vec<U>>()
-        }));
-    }
-    let mut out = Vec::new();
-    for part in running {
-        out.extend(part.await.map_err(|e| ApiError::internal(e.into()))?);
-    }
-    Ok(out)
 }
 
 /// Care episodes and death, from the newest versions of EpisodeOfCare and Patient (R6).

@@ -352,6 +352,31 @@ on_both!(bad_input_gets_a_clear_4xx_never_a_500, |b| async move {
             "application/fhir+json",
             400,
         ),
+        // A Bundle's entries are parsed one by one, after the body was read through once.
+        (
+            "{\"resourceType\": \"Bundle\", \"type\": \"transaction\", \"entry\": [\n{\"request\": {\"method\": \"DELETE\", \"url\": \"Patient/x\"}},\n{\"resource\": ]}".into(),
+            "application/fhir+json",
+            400,
+        ),
+        (
+            "{\"resourceType\": \"Bundle\", \"type\": \"batch\", \"entry\": \"x\"}".into(),
+            "application/fhir+json",
+            400,
+        ),
+        (
+            "{\"resourceType\": \"Bundle\", \"type\": \"transaction\", \"entry\": [1, \"x\", null]}".into(),
+            "application/fhir+json",
+            400,
+        ),
+        (
+            format!(
+                "{{\"resourceType\": \"Bundle\", \"type\": \"transaction\", \"entry\": [{{\"request\": {{\"method\": \"PUT\", \"url\": \"Patient/x\"}}, \"resource\": {{\"resourceType\": \"Patient\", \"id\": \"x\", \"extension\": {}{}}}}}]}}",
+                "[".repeat(300),
+                "]".repeat(300)
+            ),
+            "application/fhir+json",
+            400,
+        ),
         (
             "{\"resourceType\": \"Patient\", \"id\": \"x\", \"birthDate\": \"1940-02-30\"}".into(),
             "application/fhir+json",
@@ -371,6 +396,14 @@ on_both!(bad_input_gets_a_clear_4xx_never_a_500, |b| async move {
     for (body, content_type, expected) in cases {
         let (status, outcome) = send(body.clone(), content_type).await;
         assert_eq!(status, expected, "{body:.80} -> {outcome}");
+        if body.contains("\"resource\": ]") {
+            assert!(
+                outcome
+                    .to_string()
+                    .contains("malformed JSON at line 3, column 14"),
+                "where the JSON breaks: {outcome}"
+            );
+        }
         assert_eq!(outcome["resourceType"], "OperationOutcome", "{body:.80}");
         assert!(
             !reason(&outcome).is_empty(),
