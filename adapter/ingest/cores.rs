@@ -15,6 +15,9 @@ use std::time::{Duration, Instant};
 /// about as much as a few items.
 const ALONE: usize = 16;
 
+/// More items than this are a long run for the request's thread ([`on_this_thread`]).
+const LONG: usize = 400;
+
 /// How long the request's thread spins for a helper's last item before it sleeps on it.
 const SPIN: Duration = Duration::from_micros(200);
 
@@ -25,9 +28,10 @@ where
     U: Send + 'static,
     F: Fn(T) -> U + Send + Sync + 'static,
 {
+    let long = items.len() > LONG;
     let helpers = cores().saturating_sub(1).min(items.len() / ALONE);
     if helpers == 0 {
-        return Ok(items.into_iter().map(f).collect());
+        return Ok(on_this_thread(long, || items.into_iter().map(f).collect()));
     }
     let results = items.iter().map(|_| Mutex::new(None)).collect();
     let work = Arc::new(Work {
@@ -44,7 +48,7 @@ where
         // Not awaited: a helper that wakes after the last item was taken finds nothing to do.
         drop(tokio::task::spawn_blocking(move || work.run()));
     }
-    work.run();
+    on_this_thread(long, || work.run());
     work.wait().await;
     if work.failed.load(Ordering::Acquire) {
         return Err(ApiError::internal(anyhow::anyhow!(
@@ -60,6 +64,20 @@ where
                 .ok_or_else(|| ApiError::internal(anyhow::anyhow!("an item was not done")))
         })
         .collect()
+}
+
+/// `run` on the request's thread. A long run (a Bundle of thousands of entries takes a tenth
+/// of a second or more) first tells the runtime, which moves the other tasks waiting for this
+/// thread to another, so that the portal's requests are not held up behind it.
+fn on_this_thread<R>(long: bool, run: impl FnOnce() -> R) -> R {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    let shared =
+        Handle::try_current().is_ok_and(|h| h.runtime_flavor() == RuntimeFlavor::MultiThread);
+    if long && shared {
+        tokio::task::block_in_place(run)
+    } else {
+        run()
+    }
 }
 
 /// The number of cores, read once.
@@ -148,6 +166,46 @@ mod tests {
             .unwrap();
             assert_eq!(out, (0..n).map(|i| i * 2).collect::<Vec<_>>(), "{n} items");
         }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_long_run_lets_the_other_tasks_of_its_thread_go_on() {
+        // A task spawned on the long run's thread waits in that thread's own slot, which no
+        // other thread takes from, unless the runtime is told (block_in_place).
+        let ran = Arc::new(AtomicBool::new(false));
+        let seen = Arc::new(AtomicBool::new(false));
+        let n = 2 * LONG;
+        let (ran2, seen2) = (ran.clone(), seen.clone());
+        let out = tokio::spawn(async move {
+            let ran3 = ran2.clone();
+            drop(tokio::spawn(
+                async move { ran3.store(true, Ordering::SeqCst) },
+            ));
+            each((0..n).collect::<Vec<usize>>(), move |i| {
+                if i == n - 1 {
+                    seen2.store(ran2.load(Ordering::SeqCst), Ordering::SeqCst);
+                }
+                std::thread::sleep(Duration::from_micros(20));
+                i
+            })
+            .await
+        })
+        .await
+        .unwrap()
+        .unwrap();
+        assert_eq!(out.len(), n);
+        assert!(
+            seen.load(Ordering::SeqCst),
+            "the other task ran before the last item"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_long_run_on_a_single_threaded_runtime_is_done_in_place() {
+        let out = each((0..2 * LONG).collect::<Vec<usize>>(), |i| i + 1)
+            .await
+            .unwrap();
+        assert_eq!(out, (1..=2 * LONG).collect::<Vec<_>>());
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

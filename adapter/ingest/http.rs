@@ -84,15 +84,7 @@ pub async fn put(
         if_none_exist: None,
         resource: Some(value),
     };
-    let outcomes = ingest(
-        &state,
-        &source,
-        Mode::Single,
-        vec![Sent::Read(Ok(entry))],
-        None,
-    )
-    .await?;
-    Ok(respond(Mode::Single, outcomes))
+    one(&state, &source, entry).await
 }
 
 /// `DELETE /ingest/{source}/{type}/{id}`: withdraws the resource from the portal at once.
@@ -110,14 +102,13 @@ pub async fn delete(
         if_none_exist: None,
         resource: None,
     };
-    let outcomes = ingest(
-        &state,
-        &source,
-        Mode::Single,
-        vec![Sent::Read(Ok(entry))],
-        None,
-    )
-    .await?;
+    one(&state, &source, entry).await
+}
+
+/// Ingests one entry of a `PUT` or `DELETE`, and answers for it.
+async fn one(state: &AppState, source: &str, entry: Entry) -> ApiResult<Response> {
+    let sent = vec![Sent::Read(Ok(entry))];
+    let outcomes = ingest(state, source, Mode::Single, sent, None).await?;
     Ok(respond(Mode::Single, outcomes))
 }
 
