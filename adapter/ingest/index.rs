@@ -17,7 +17,9 @@ pub struct Indexed {
     pub tokens: Vec<(&'static str, String, String)>,
     /// `(param, lo, hi)`.
     pub dates: Vec<(&'static str, i64, i64)>,
-    /// `(type, id)` of every resource it refers to.
+    /// `(type, id)` of every resource outside the patient compartment it refers to
+    /// (Practitioner, Organization, Location, Medication…): what makes such a resource visible
+    /// to a portal user ([`crate::search::sql::visible`]), and the only references read.
     pub refs: Vec<(String, String)>,
     /// The low end of the `date` parameter, `i64::MAX` without one.
     pub sort_date: i64,
@@ -100,6 +102,8 @@ pub fn index(resource_type: &str, id: &str, resource: &Value) -> Indexed {
         .unwrap_or(i64::MAX);
     out.patient_id = owner(resource_type, id, resource);
     collect_refs(resource, &mut out.refs, true);
+    out.refs
+        .retain(|(ty, _)| !crate::search::sql::in_compartment(ty));
     out.refs.sort();
     out.refs.dedup();
     out.profiles = meta
@@ -318,7 +322,9 @@ mod tests {
             "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/observation-category", "code": "vital-signs"}]}],
             "code": {"coding": [{"system": "http://loinc.org", "code": "29463-7"}]},
             "subject": {"reference": "Patient/p1"},
-            "performer": [{"reference": "Practitioner/dr"}],
+            "encounter": {"reference": "Encounter/e1"},
+            "performer": [{"reference": "Practitioner/dr"}, {"reference": "Organization/org"}],
+            "hasMember": [{"reference": "Observation/o2"}],
             "effectiveDateTime": "2026-11-20T08:00:00+01:00",
             "valueQuantity": {"value": 64.50, "unit": "kg"}
         });
@@ -335,10 +341,12 @@ mod tests {
         assert_eq!(ix.tokens_of("category")[0].1, "vital-signs");
         assert_eq!(ix.dates.len(), 1);
         assert_eq!(ix.sort_date, ix.dates[0].1);
+        // Only references to resources outside the patient compartment are kept: the
+        // Patient, the Encounter and the other Observation are never looked up by them.
         assert_eq!(
             ix.refs,
             vec![
-                ("Patient".into(), "p1".into()),
+                ("Organization".into(), "org".into()),
                 ("Practitioner".into(), "dr".into())
             ]
         );
