@@ -58,14 +58,18 @@ impl AppState {
                         .join("\n")
                 )
             })?;
-        let db = Db::connect(&config.database.url, config.database.max_connections)
-            .await
-            .with_context(|| {
-                format!(
-                    "cannot open the database {}",
-                    redact_url(&config.database.url)
-                )
-            })?;
+        let db = Db::connect_with(
+            &config.database.url,
+            config.database.max_connections,
+            Some(config.database.statement_timeout),
+        )
+        .await
+        .with_context(|| {
+            format!(
+                "cannot open the database {}",
+                redact_url(&config.database.url)
+            )
+        })?;
         db.migrate().await.context("cannot apply migrations")?;
         db.analyze()
             .await
@@ -150,7 +154,14 @@ fn public_routes() -> Router<AppState> {
         .route("/portal/link", post(portal::link))
         .route("/portal/terms", post(portal::terms))
         .route("/portal/me", get(portal::me))
-        .route("/portal/invitations", post(portal::grants::invite))
+        .route(
+            "/portal/invitations",
+            get(portal::grants::invitations).post(portal::grants::invite),
+        )
+        .route(
+            "/portal/invitations/{id}",
+            axum::routing::delete(portal::grants::uninvite),
+        )
         .route("/portal/grants", get(portal::grants::list))
         .route(
             "/portal/grants/{id}",
@@ -198,11 +209,46 @@ fn admin_routes() -> Router<AppState> {
 }
 
 fn finish(router: Router<AppState>, state: AppState) -> Router {
+    let server = &state.config.server;
+    let request_timeout = server.request_timeout;
     router
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn(move |req, next| {
+            deadline(request_timeout, req, next)
+        }))
+        .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(
+            server.body_timeout,
+        ))
+        .layer(axum::middleware::map_response(no_store))
         .layer(tower_http::trace::TraceLayer::new_for_http())
         .with_state(state)
+}
+
+/// Every answer may hold client data, or tell whether some exists: no cache keeps it.
+async fn no_store(mut response: Response) -> Response {
+    response.headers_mut().insert(
+        axum::http::header::CACHE_CONTROL,
+        axum::http::HeaderValue::from_static("no-store"),
+    );
+    response
+}
+
+/// A request not answered within `server.request_timeout` gets a 503 OperationOutcome; the
+/// handler is dropped (a write in progress rolls back).
+async fn deadline(
+    limit: std::time::Duration,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    match tokio::time::timeout(limit, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => ApiError::timeout(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the request was not answered within server.request_timeout",
+        )
+        .into_response(),
+    }
 }
 
 /// The whole HTTP surface on one router (admin included).
@@ -280,22 +326,67 @@ impl Application {
             listener,
             admin_listener,
         } = self;
+        let header_timeout = state.config.server.header_timeout;
         match admin_listener {
             None => {
-                axum::serve(listener, router(state))
-                    .with_graceful_shutdown(shutdown_signal())
-                    .await?;
+                serve(listener, router(state), header_timeout, shutdown_signal()).await;
             }
             Some(admin) => {
                 let public = finish(public_routes(), state.clone());
                 let admin_app = finish(admin_routes(), state);
-                let a = axum::serve(listener, public).with_graceful_shutdown(shutdown_signal());
-                let b = axum::serve(admin, admin_app).with_graceful_shutdown(shutdown_signal());
-                tokio::try_join!(async { a.await }, async { b.await })?;
+                tokio::join!(
+                    serve(listener, public, header_timeout, shutdown_signal()),
+                    serve(admin, admin_app, header_timeout, shutdown_signal())
+                );
             }
         }
         Ok(())
     }
+}
+
+/// Accepts connections until `shutdown`, then lets the open ones finish. A connection that has
+/// not sent a request's headers within `header_timeout` is closed (hyper's timer; axum's own
+/// `serve` sets none, so half-sent headers held a connection for as long as the client liked).
+async fn serve(
+    listener: TcpListener,
+    app: Router,
+    header_timeout: std::time::Duration,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_timeout);
+    builder.http2().timer(TokioTimer::new());
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    tokio::pin!(shutdown);
+    loop {
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    // Out of descriptors and the like: wait a little rather than spin.
+                    tracing::warn!(error = %e, "cannot accept a connection");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let service = hyper_util::service::TowerToHyperService::new(app.clone());
+        let connection = builder
+            .serve_connection_with_upgrades(TokioIo::new(stream), service)
+            .into_owned();
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            let _ = connection.await;
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
 }
 
 async fn shutdown_signal() {

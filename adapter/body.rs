@@ -29,9 +29,27 @@ fn is_json(headers: &HeaderMap) -> Result<(), String> {
     }
 }
 
-/// Reads at most `limit` bytes of body.
+/// Reads at most `limit` bytes of body. A body that stops arriving for `server.body_timeout`
+/// is a 408; one that breaks off, a 400.
 pub async fn read_limited(body: Body, limit: usize) -> ApiResult<Bytes> {
-    axum::body::to_bytes(body, limit).await.map_err(|_| {
+    axum::body::to_bytes(body, limit).await.map_err(|e| {
+        let inner = e.into_inner();
+        let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(inner.as_ref());
+        while let Some(c) = cause {
+            if c.is::<tower_http::timeout::TimeoutError>() {
+                return ApiError::timeout(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "the request body did not arrive within server.body_timeout",
+                );
+            }
+            if c.is::<http_body_util::LengthLimitError>() {
+                break;
+            }
+            cause = c.source();
+        }
+        if cause.is_none() {
+            return ApiError::invalid("the request body could not be read to its end");
+        }
         ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             Reason::InvalidResource,

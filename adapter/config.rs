@@ -71,12 +71,20 @@ pub struct Server {
     /// Without a trailing slash, e.g. `https://sluis.example.org`.
     pub public_base_url: String,
     pub admin_listen: Option<SocketAddr>,
+    /// A connection must send a request's headers within this; else it is closed.
+    pub header_timeout: std::time::Duration,
+    /// A request's body must arrive within this: else 408.
+    pub body_timeout: std::time::Duration,
+    /// A request must be answered within this: else 503.
+    pub request_timeout: std::time::Duration,
 }
 
 #[derive(Debug, Clone)]
 pub struct Database {
     pub url: String,
     pub max_connections: u32,
+    /// PostgreSQL cancels a statement that runs longer (`statement_timeout`).
+    pub statement_timeout: std::time::Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -335,6 +343,9 @@ struct RawServer {
     listen: String,
     public_base_url: Option<String>,
     admin_listen: Option<String>,
+    header_timeout: String,
+    body_timeout: String,
+    request_timeout: String,
 }
 
 impl Default for RawServer {
@@ -343,6 +354,9 @@ impl Default for RawServer {
             listen: "127.0.0.1:8080".into(),
             public_base_url: None,
             admin_listen: None,
+            header_timeout: "PT10S".into(),
+            body_timeout: "PT60S".into(),
+            request_timeout: "PT120S".into(),
         }
     }
 }
@@ -352,6 +366,7 @@ impl Default for RawServer {
 struct RawDatabase {
     url: String,
     max_connections: u32,
+    statement_timeout: String,
 }
 
 impl Default for RawDatabase {
@@ -359,6 +374,7 @@ impl Default for RawDatabase {
         Self {
             url: "sqlite://sluis.db".into(),
             max_connections: 8,
+            statement_timeout: "PT60S".into(),
         }
     }
 }
@@ -550,6 +566,27 @@ impl RawConfig {
                 report(key, e.to_string());
                 IsoDuration::default()
             })
+        };
+        let timeout = |key: &str, text: &str, report: &mut dyn FnMut(&str, String)| {
+            let fallback = std::time::Duration::from_secs(60);
+            match text.parse::<IsoDuration>() {
+                Ok(d) => match d.fixed() {
+                    Some(t) if !t.is_zero() => t,
+                    _ => {
+                        report(
+                            key,
+                            format!(
+                                "`{text}` must be a duration of days, hours, minutes or seconds above zero, e.g. PT30S"
+                            ),
+                        );
+                        fallback
+                    }
+                },
+                Err(e) => {
+                    report(key, e.to_string());
+                    fallback
+                }
+            }
         };
         let addr = |key: &str, text: &str, report: &mut dyn FnMut(&str, String)| {
             text.parse::<SocketAddr>().map_err(|_| {
@@ -764,10 +801,26 @@ impl RawConfig {
                 listen,
                 public_base_url,
                 admin_listen,
+                header_timeout: timeout(
+                    "server.header_timeout",
+                    &self.server.header_timeout,
+                    report,
+                ),
+                body_timeout: timeout("server.body_timeout", &self.server.body_timeout, report),
+                request_timeout: timeout(
+                    "server.request_timeout",
+                    &self.server.request_timeout,
+                    report,
+                ),
             },
             database: Database {
                 url,
                 max_connections: self.database.max_connections.max(1),
+                statement_timeout: timeout(
+                    "database.statement_timeout",
+                    &self.database.statement_timeout,
+                    report,
+                ),
             },
             organization,
             embargo,
@@ -954,8 +1007,12 @@ mod example {
             "listen",
             "public_base_url",
             "admin_listen",
+            "header_timeout",
+            "body_timeout",
+            "request_timeout",
             "url",
             "max_connections",
+            "statement_timeout",
             "name",
             "terms_version",
             "min_user_age",

@@ -98,9 +98,16 @@ pub struct ApiError {
     pub message: String,
     pub details: Vec<Detail>,
     pub retry_after: Option<u64>,
+    /// The `WWW-Authenticate` challenge of a 401 (default: a bearer token).
+    pub challenge: Option<&'static str>,
     /// The cause of an internal error, logged and never shown.
     pub cause: Option<anyhow::Error>,
 }
+
+/// The challenge of a 401 where a bearer token is wanted (RFC 6750).
+pub const BEARER_CHALLENGE: &str = "Bearer realm=\"sluis\", error=\"invalid_token\"";
+/// The challenge of a 401 at the token endpoint, where clients authenticate with HTTP Basic.
+pub const BASIC_CHALLENGE: &str = "Basic realm=\"sluis\"";
 
 impl ApiError {
     pub fn new(status: StatusCode, reason: Reason, message: impl Into<String>) -> Self {
@@ -110,6 +117,7 @@ impl ApiError {
             message: message.into(),
             details: Vec::new(),
             retry_after: None,
+            challenge: None,
             cause: None,
         }
     }
@@ -155,8 +163,29 @@ impl ApiError {
             message: "internal error; see the adapter's log".into(),
             details: Vec::new(),
             retry_after: None,
+            challenge: None,
             cause: Some(cause),
         }
+    }
+
+    /// A request that took too long (`server.body_timeout`, `server.request_timeout`): 408 or
+    /// 503, issue type `timeout`, no reason code of contract §4.
+    pub fn timeout(status: StatusCode, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            reason: None,
+            message: message.into(),
+            details: Vec::new(),
+            retry_after: None,
+            challenge: None,
+            cause: None,
+        }
+    }
+
+    /// The `WWW-Authenticate` challenge this 401 carries.
+    pub fn with_challenge(mut self, challenge: &'static str) -> Self {
+        self.challenge = Some(challenge);
+        self
     }
 
     pub fn with_details(mut self, details: Vec<Detail>) -> Self {
@@ -167,7 +196,11 @@ impl ApiError {
     /// The OperationOutcome body.
     pub fn outcome(&self) -> Value {
         let mut issues = Vec::new();
-        let issue_type = self.reason.map(Reason::issue_type).unwrap_or("exception");
+        let issue_type = match self.reason {
+            Some(reason) => reason.issue_type(),
+            None if self.cause.is_none() => "timeout",
+            None => "exception",
+        };
         let mut first = json!({
             "severity": "error",
             "code": issue_type,
@@ -216,6 +249,12 @@ impl IntoResponse for ApiError {
             && let Ok(v) = HeaderValue::from_str(&seconds.to_string())
         {
             response.headers_mut().insert(header::RETRY_AFTER, v);
+        }
+        if self.status == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static(self.challenge.unwrap_or(BEARER_CHALLENGE)),
+            );
         }
         response
     }

@@ -51,6 +51,13 @@ impl IsoDuration {
         }
     }
 
+    /// The duration as a fixed span, for timeouts; `None` with months or years (whose length
+    /// depends on the calendar).
+    pub fn fixed(&self) -> Option<std::time::Duration> {
+        (self.months == 0)
+            .then(|| std::time::Duration::from_secs(u64::from(self.days) * 86_400 + self.seconds))
+    }
+
     /// Whether the duration is zero.
     pub fn is_zero(&self) -> bool {
         self.months == 0 && self.days == 0 && self.seconds == 0

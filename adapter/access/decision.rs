@@ -182,7 +182,7 @@ pub fn decide(
     let Some(user) = user.filter(|_| !active.is_empty()) else {
         return Err(Refusal(Reason::NotLinked));
     };
-    if user.blocked && user.blocked_until.is_none_or(|until| until > now) {
+    if is_blocked(user, now) {
         return Err(Refusal(Reason::UserBlocked));
     }
     if !old_enough(user.birth_date, policy.min_user_age, now) {
@@ -219,6 +219,11 @@ pub fn decide(
         }
     }
     Ok(decision)
+}
+
+/// Step 3 (R7): the user is blocked now (a temporary block ends by itself at its `until`).
+pub fn is_blocked(user: &UserFacts, now: DateTime<Utc>) -> bool {
+    user.blocked && user.blocked_until.is_none_or(|until| until > now)
 }
 
 /// Step 6 for one client: blocked, out of care, deceased.

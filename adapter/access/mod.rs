@@ -30,6 +30,23 @@ impl AppState {
     }
 }
 
+/// The part of the decision about the user alone (step 3), for the `/portal` calls a user
+/// makes before being linked or accepting terms (`/portal/link`, `/portal/terms`): a blocked
+/// user changes no account state.
+pub async fn require_not_blocked(state: &AppState, user: &PortalUser) -> ApiResult<()> {
+    let set = state
+        .facts
+        .get(&state.db, &user.client_id, &user.external_id)
+        .await?;
+    match &set.0 {
+        Some(facts) if decision::is_blocked(facts, state.clock.now()) => Err(ApiError::forbidden(
+            crate::error::Reason::UserBlocked,
+            "this portal user is blocked by the care organisation",
+        )),
+        _ => Ok(()),
+    }
+}
+
 /// Steps 2–6 for the calling portal user, from fresh facts; a refusal is a 403 with its reason.
 pub async fn decide_for(state: &AppState, user: &PortalUser) -> ApiResult<Decision> {
     let set = state

@@ -100,12 +100,18 @@ pub struct TokenRequest {
     client_assertion: Option<String>,
 }
 
-/// `POST /auth/token`.
+/// `POST /auth/token`; a refused client is told to authenticate with HTTP Basic.
 pub async fn token(
     State(state): State<AppState>,
     headers: HeaderMap,
     body: axum::body::Body,
 ) -> ApiResult<Response> {
+    issue(state, headers, body)
+        .await
+        .map_err(|e| e.with_challenge(crate::error::BASIC_CHALLENGE))
+}
+
+async fn issue(state: AppState, headers: HeaderMap, body: axum::body::Body) -> ApiResult<Response> {
     let body = crate::body::read_limited(body, 64 * 1024).await?;
     let form: TokenRequest = serde_urlencoded_form(&body)?;
     if form.grant_type.as_deref() != Some("client_credentials") {

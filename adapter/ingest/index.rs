@@ -17,10 +17,12 @@ pub struct Indexed {
     pub tokens: Vec<(&'static str, String, String)>,
     /// `(param, lo, hi)`.
     pub dates: Vec<(&'static str, i64, i64)>,
-    /// `(type, id)` of every resource outside the patient compartment it refers to
-    /// (Practitioner, Organization, Location, Medication…): what makes such a resource visible
-    /// to a portal user ([`crate::search::sql::visible`]), and the only references read.
-    pub refs: Vec<(String, String)>,
+    /// `(type, id, element)` of every resource outside the patient compartment it refers to
+    /// (Practitioner, Organization, Location, Medication…), with the path of element names the
+    /// reference sits in (`contact.organization`; no list indexes, `_` of primitive extensions
+    /// dropped): what makes a shared resource visible to a portal user, unless that element is
+    /// redacted for the user ([`crate::search::sql::visible`]).
+    pub refs: Vec<(String, String, String)>,
     /// The low end of the `date` parameter, `i64::MAX` without one.
     pub sort_date: i64,
     pub profiles: Vec<String>,
@@ -101,9 +103,9 @@ pub fn index(resource_type: &str, id: &str, resource: &Value) -> Indexed {
         .min()
         .unwrap_or(i64::MAX);
     out.patient_id = owner(resource_type, id, resource);
-    collect_refs(resource, &mut out.refs, true);
+    collect_refs(resource, &mut out.refs, &mut String::new());
     out.refs
-        .retain(|(ty, _)| !crate::search::sql::in_compartment(ty));
+        .retain(|(ty, _, _)| !crate::search::sql::in_compartment(ty));
     out.refs.sort();
     out.refs.dedup();
     out.profiles = meta
@@ -274,23 +276,31 @@ pub fn is_fhir_id(id: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
 }
 
-/// Every literal reference in the resource (contained resources' references included).
-fn collect_refs(value: &Value, out: &mut Vec<(String, String)>, top: bool) {
+/// Every literal reference in the resource (contained resources' references included), with
+/// the path of element names it sits in; `path` is the path so far (one buffer for the walk).
+fn collect_refs(value: &Value, out: &mut Vec<(String, String, String)>, path: &mut String) {
     match value {
         Value::Object(map) => {
-            if !top
+            if !path.is_empty()
                 && let Some(Value::String(r)) = map.get("reference")
                 && let Some((ty, id)) = parse_reference(r)
             {
-                out.push((ty.to_string(), id.to_string()));
+                out.push((ty.to_string(), id.to_string(), path.clone()));
             }
             for (key, v) in map {
-                if key != "reference" {
-                    collect_refs(v, out, false);
+                if key == "reference" || !(v.is_object() || v.is_array()) {
+                    continue;
                 }
+                let len = path.len();
+                if len > 0 {
+                    path.push('.');
+                }
+                path.push_str(key.strip_prefix('_').unwrap_or(key));
+                collect_refs(v, out, path);
+                path.truncate(len);
             }
         }
-        Value::Array(items) => items.iter().for_each(|v| collect_refs(v, out, false)),
+        Value::Array(items) => items.iter().for_each(|v| collect_refs(v, out, path)),
         _ => {}
     }
 }
@@ -346,8 +356,32 @@ mod tests {
         assert_eq!(
             ix.refs,
             vec![
-                ("Organization".into(), "org".into()),
-                ("Practitioner".into(), "dr".into())
+                ("Organization".into(), "org".into(), "performer".into()),
+                ("Practitioner".into(), "dr".into(), "performer".into())
+            ]
+        );
+        let p = json!({"resourceType": "Patient", "id": "p1",
+            "contact": [{"organization": {"reference": "Organization/o"}}],
+            "_birthDate": {"extension": [{"url": "x", "valueReference": {"reference": "Location/l"}}]},
+            "managingOrganization": {"reference": "Organization/o"}});
+        assert_eq!(
+            index("Patient", "p1", &p).refs,
+            vec![
+                (
+                    "Location".into(),
+                    "l".into(),
+                    "birthDate.extension.valueReference".into()
+                ),
+                (
+                    "Organization".into(),
+                    "o".into(),
+                    "contact.organization".into()
+                ),
+                (
+                    "Organization".into(),
+                    "o".into(),
+                    "managingOrganization".into()
+                ),
             ]
         );
         assert!(!ix.entered_in_error);

@@ -244,7 +244,19 @@ async fn write_all(
         .filter(|p| !p.matched_existing)
         .map(|p| (p.resource_type.clone(), p.id.clone()))
         .collect();
+    resources::lock(&mut tx, &keys).await?;
     let heads = resources::current(&mut tx, &keys).await?;
+    // A resource belongs to the source that first sent it (contract §3): another source's
+    // write or delete is refused, naming nothing of the owner.
+    if let Some(foreign) = keys
+        .iter()
+        .find(|k| heads.get(*k).is_some_and(|h| h.source != source))
+    {
+        return Err(ApiError::conflict(format!(
+            "{}/{} was sent by another source; a source changes only its own resources (sources need disjoint ids)",
+            foreign.0, foreign.1
+        )));
+    }
     let resource_ids: Vec<i64> = heads.values().map(|c| c.id).collect();
     let history = store_release::versions_of(&mut tx, &resource_ids).await?;
     let actions = store_release::actions_for(&mut tx, &keys).await?;
@@ -259,11 +271,20 @@ async fn write_all(
     } else {
         Default::default()
     };
+    let cx = Cx {
+        state,
+        source,
+        actions: &actions,
+        waivers: &waivers,
+        now,
+    };
 
     // 4. The new versions, each with its release moment.
     let mut versions: Vec<NewVersion> = Vec::new();
     // Where in `versions` each resource's versions of this same Bundle are.
     let mut written: HashMap<(String, String), Vec<usize>> = HashMap::new();
+    // Stored versions that were waiting and are superseded by a version of this write.
+    let mut superseded: Vec<i64> = Vec::new();
     let mut outcomes = Vec::with_capacity(prepared.len());
     for p in prepared {
         let key = (p.resource_type.clone(), p.id.clone());
@@ -291,26 +312,25 @@ async fn write_all(
                 .get(&key)
                 .into_iter()
                 .flatten()
-                .map(|&i| Prior::from_new(&versions[i])),
+                .map(|&i| Prior::from_new(&versions[i], i)),
         );
-        let last_hash = prior.last().map(|p| p.hash.clone());
-        let (version, outcome) = next_version(
-            state,
-            source,
-            p,
-            &prior,
-            last_hash.as_deref(),
-            &actions,
-            &waivers,
-            now,
-        );
-        if let Some(version) = version {
-            written.entry(key).or_default().push(versions.len());
+        let next = next_version(&cx, p, &prior);
+        if !next.versions.is_empty() {
+            for waiting in prior.iter().filter(|v| v.waiting(now)) {
+                match waiting.at {
+                    At::Stored(id) => superseded.push(id),
+                    At::Written(i) => versions[i].release_at = None,
+                }
+            }
+        }
+        for version in next.versions {
+            written.entry(key.clone()).or_default().push(versions.len());
             versions.push(version);
         }
-        outcomes.push(outcome);
+        outcomes.push(next.outcome);
     }
     let ids = resources::write(&mut tx, &versions, &heads).await?;
+    resources::supersede(&mut tx, &superseded).await?;
     client_facts(&mut tx, &versions, &ids).await?;
     let written_at = started.elapsed();
     tx.commit().await?;
@@ -370,7 +390,8 @@ async fn client_facts(
 ) -> Result<(), crate::store::Error> {
     use crate::search::dates::{OPEN_HI, OPEN_LO};
     use crate::store::clients;
-    for v in versions {
+    // The adapter's own tombstones stand before a version of the same write, which decides.
+    for v in versions.iter().filter(|v| !v.synthetic) {
         match v.resource_type.as_str() {
             "EpisodeOfCare" => {
                 let Some(&resource_id) = ids.get(&(v.resource_type.clone(), v.fhir_id.clone()))
@@ -432,12 +453,23 @@ async fn client_facts(
     Ok(())
 }
 
+/// Where an earlier version is: stored (its id), or among the versions of this write.
+#[derive(Debug, Clone, Copy)]
+enum At {
+    Stored(i64),
+    Written(usize),
+}
+
 /// An earlier version of a resource, as the next one needs it.
 struct Prior {
+    at: At,
     version_no: i64,
     arrived_at: Micros,
     release_at: Option<Micros>,
+    /// A tombstone.
     withdrawn: bool,
+    /// Under a `never` rule or unmapped: never shown.
+    hidden: bool,
     patient_id: Option<String>,
     section: Option<String>,
     /// Known for the newest stored version (from `resources`) and for versions of this write.
@@ -447,25 +479,50 @@ struct Prior {
 impl Prior {
     fn from_stored(v: &store_release::StoredVersion) -> Self {
         Self {
+            at: At::Stored(v.id),
             version_no: v.version_no,
             arrived_at: v.arrived_at,
             release_at: v.release_at,
-            withdrawn: v.withdrawn != 0,
+            withdrawn: v.withdrawn == resources::WITHDRAWN,
+            hidden: v.withdrawn == resources::HIDDEN,
             patient_id: v.patient_id.clone(),
             section: v.section.clone(),
             hash: String::new(),
         }
     }
 
-    fn from_new(v: &NewVersion) -> Self {
+    fn from_new(v: &NewVersion, index: usize) -> Self {
         Self {
+            at: At::Written(index),
             version_no: v.version_no,
             arrived_at: v.arrived_at,
             release_at: v.release_at,
             withdrawn: v.withdrawn,
+            hidden: v.hidden,
             patient_id: v.indexed.patient_id.clone(),
             section: v.section.clone(),
             hash: v.hash.clone(),
+        }
+    }
+
+    /// Not shown at `now` but due to be: superseded by any newer version.
+    fn waiting(&self, now: Micros) -> bool {
+        !self.withdrawn && !self.hidden && self.release_at.is_some_and(|r| r > now)
+    }
+
+    /// What the release computation knows of it (its moment is settled).
+    fn state(&self) -> VersionState {
+        VersionState {
+            arrived_at: self.arrived_at,
+            delay: if self.hidden {
+                Delay::Never
+            } else {
+                Delay::Immediate
+            },
+            tagged: false,
+            withdrawn: self.withdrawn,
+            waived: false,
+            stored: self.release_at,
         }
     }
 }
@@ -551,18 +608,58 @@ fn prepare_version(state: &AppState, mode: Mode, r: Ready) -> Result<Prepared, D
     })
 }
 
-/// The version an entry makes (none when nothing changed) and its outcome.
-#[allow(clippy::too_many_arguments)]
-fn next_version(
-    state: &AppState,
-    source: &str,
-    p: Prepared,
-    prior: &[Prior],
-    last_hash: Option<&str>,
-    actions: &std::collections::HashMap<(String, String), Vec<store_release::ActionRow>>,
-    waivers: &std::collections::HashMap<String, std::collections::BTreeSet<String>>,
+/// What every entry of one write shares.
+struct Cx<'a> {
+    state: &'a AppState,
+    source: &'a str,
+    actions: &'a HashMap<(String, String), Vec<store_release::ActionRow>>,
+    waivers: &'a HashMap<String, std::collections::BTreeSet<String>>,
     now: Micros,
-) -> (Option<NewVersion>, Outcome) {
+}
+
+/// The versions an entry makes (none when nothing changed; a tombstone of the adapter's own
+/// before the new version when that takes the resource from where it is shown) and its outcome.
+struct Next {
+    versions: Vec<NewVersion>,
+    outcome: Outcome,
+}
+
+/// A tombstone at `now` in the client and section of `of`: what was shown there is gone.
+fn tombstone(
+    cx: &Cx<'_>,
+    resource_type: &str,
+    id: &str,
+    version_no: i64,
+    of: &Prior,
+    rule: &str,
+    synthetic: bool,
+) -> NewVersion {
+    NewVersion {
+        resource_type: resource_type.to_string(),
+        fhir_id: id.to_string(),
+        source: cx.source.to_string(),
+        version_no,
+        body: String::new(),
+        hash: "deleted".into(),
+        indexed: index::Indexed {
+            patient_id: of.patient_id.clone(),
+            sort_date: i64::MAX,
+            ..Default::default()
+        },
+        section: of.section.clone(),
+        arrived_at: cx.now,
+        release_at: Some(cx.now),
+        rule: rule.to_string(),
+        withdrawn: true,
+        hidden: false,
+        synthetic,
+        tagged: false,
+        meta: String::new(),
+    }
+}
+
+/// The versions an entry makes, after `prior` (stored and earlier in this write).
+fn next_version(cx: &Cx<'_>, p: Prepared, prior: &[Prior]) -> Next {
     let Prepared {
         resource_type,
         id,
@@ -572,87 +669,86 @@ fn next_version(
         tagged,
         ..
     } = p;
+    let now = cx.now;
     let location = |v: i64| Some(format!("{resource_type}/{id}/_history/{v}"));
     let last = prior.last();
     let live = last.filter(|l| !l.withdrawn);
-    let version_no = last.map_or(1, |l| l.version_no + 1);
+    let mut version_no = last.map_or(1, |l| l.version_no + 1);
+    // The version the portal shows now, if it is shown (not a tombstone).
+    let shown = prior
+        .iter()
+        .rev()
+        .find(|v| v.release_at.is_some_and(|r| r <= now))
+        .filter(|v| !v.withdrawn && !v.hidden);
     let (Some((text, hash, meta)), Some(indexed), Some(placement)) = (body, indexed, placement)
     else {
         // A delete: a tombstone, unless there is nothing to withdraw.
         let Some(l) = live else {
-            return (
-                None,
-                Outcome {
+            return Next {
+                versions: Vec::new(),
+                outcome: Outcome {
                     status: StatusCode::NO_CONTENT,
                     location: None,
                     version: last.map(|l| l.version_no),
                     note: Some("nothing to delete".into()),
                     error: None,
                 },
-            );
+            };
         };
-        let version = NewVersion {
-            resource_type: resource_type.clone(),
-            fhir_id: id.clone(),
-            source: source.to_string(),
-            version_no,
-            body: String::new(),
-            hash: "deleted".into(),
-            indexed: index::Indexed {
-                patient_id: l.patient_id.clone(),
-                sort_date: i64::MAX,
-                ..Default::default()
-            },
-            section: l.section.clone(),
-            arrived_at: now,
-            release_at: Some(now),
-            rule: "withdrawn".into(),
-            withdrawn: true,
-            tagged: false,
-            meta: String::new(),
-        };
-        return (
-            Some(version),
-            Outcome {
+        let version = tombstone(cx, &resource_type, &id, version_no, l, "withdrawn", false);
+        return Next {
+            versions: vec![version],
+            outcome: Outcome {
                 status: StatusCode::NO_CONTENT,
                 location: location(version_no),
                 version: Some(version_no),
                 note: Some("withdrawn from the portal".into()),
                 error: None,
             },
-        );
+        };
     };
     if let Some(l) = last
-        && last_hash.is_some_and(|h| h == hash.as_str())
+        && l.hash == hash
         && !hash.is_empty()
     {
-        return (
-            None,
-            Outcome {
+        return Next {
+            versions: Vec::new(),
+            outcome: Outcome {
                 status: StatusCode::OK,
                 location: location(l.version_no),
                 version: Some(l.version_no),
                 note: Some(UNCHANGED.into()),
                 error: None,
             },
-        );
+        };
     }
     let withdrawn = indexed.entered_in_error;
+    let hidden = !withdrawn && placement.delay == Delay::Never;
     let waived = match (&indexed.patient_id, &placement.section) {
-        (Some(patient), Some(section)) => waivers.get(patient).is_some_and(|w| w.contains(section)),
+        (Some(patient), Some(section)) => {
+            cx.waivers.get(patient).is_some_and(|w| w.contains(section))
+        }
         _ => false,
     };
-    let mut states: Vec<VersionState> = prior
-        .iter()
-        .map(|v| VersionState {
-            arrived_at: v.arrived_at,
-            delay: Delay::Immediate,
-            tagged: false,
-            withdrawn: v.withdrawn,
-            waived: false,
-            stored: v.release_at,
-        })
-        .collect();
+    let mut states: Vec<VersionState> = prior.iter().map(Prior::state).collect();
+    let mut versions = Vec::with_capacity(2);
+    // What is shown leaves at once where this version takes the resource to another client
+    // or section, or where this version may never be shown (contract §2, §3).
+    let moved = shown
+        .filter(|s| s.patient_id != indexed.patient_id || s.section != placement.section || hidden);
+    if let Some(s) = moved {
+        let why = if s.patient_id != indexed.patient_id {
+            "withdrawn: moved to another client"
+        } else if s.section != placement.section {
+            "withdrawn: moved to another section"
+        } else {
+            "withdrawn: a newer version is never shown"
+        };
+        let t = tombstone(cx, &resource_type, &id, version_no, s, why, true);
+        states.push(Prior::from_new(&t, 0).state());
+        versions.push(t);
+        version_no += 1;
+    }
     states.push(VersionState {
         arrived_at: now,
         delay: placement.delay,
@@ -661,14 +757,15 @@ fn next_version(
         waived,
         stored: None,
     });
-    let staff: Vec<release::Action> = actions
+    let staff: Vec<release::Action> = cx
+        .actions
         .get(&(resource_type.clone(), id.clone()))
         .map(|rows| rows.iter().map(store_release::ActionRow::action).collect())
         .unwrap_or_default();
     let ctx = release::Context {
-        on_update: state.config.embargo.on_update,
+        on_update: cx.state.config.embargo.on_update,
         now,
-        settled: prior.len(),
+        settled: states.len() - 1,
     };
     let release_at = release::schedule(&states, &staff, &ctx).pop().flatten();
     let rule = if withdrawn {
@@ -676,12 +773,12 @@ fn next_version(
     } else {
         placement.rule.clone()
     };
-    let note = match (&placement.section, release_at, withdrawn) {
+    let mut note = match (&placement.section, release_at, withdrawn) {
         (_, _, true) => "entered-in-error: withdrawn from the portal".to_string(),
-        (None, _, _) if !crate::search::sql::in_compartment(&resource_type) => {
+        (None, _, _) if placement.delay != Delay::Never => {
             "stored; served when a resource the user may see refers to it".to_string()
         }
-        (None, _, _) => "stored; no section rule maps it, so it is never served".to_string(),
+        (None, _, _) => format!("stored; never served ({rule})"),
         (Some(s), Some(t), _) if t <= now => format!("section {s}; shown now ({rule})"),
         (Some(s), Some(t), _) => format!(
             "section {s}; shown from {} ({rule})",
@@ -694,16 +791,22 @@ fn next_version(
             format!("section {s}; held until a staff member releases it ({rule})")
         }
     };
+    if let Some(t) = versions.first() {
+        note = format!(
+            "the version shown before was taken off the portal at once ({}); {note}",
+            t.rule.trim_start_matches("withdrawn: ")
+        );
+    }
     let status = if live.is_none() {
         StatusCode::CREATED
     } else {
         StatusCode::OK
     };
     let location = location(version_no);
-    let version = NewVersion {
+    versions.push(NewVersion {
         resource_type,
         fhir_id: id,
-        source: source.to_string(),
+        source: cx.source.to_string(),
         version_no,
         body: text,
         hash,
@@ -713,19 +816,21 @@ fn next_version(
         release_at,
         rule,
         withdrawn,
+        hidden,
+        synthetic: false,
         tagged,
         meta,
-    };
-    (
-        Some(version),
-        Outcome {
+    });
+    Next {
+        versions,
+        outcome: Outcome {
             status,
             location,
             version: Some(version_no),
             note: Some(note),
             error: None,
         },
-    )
+    }
 }
 
 /// The note of a delivery that changed nothing.

@@ -191,15 +191,34 @@ impl Redaction {
         }
     }
 
-    /// The top-level elements of `resource_type` that `role` loses (for refusing searches).
-    pub fn removed_elements(&self, role: Role, resource_type: &str) -> Vec<&str> {
-        self.applying(role, resource_type)
+    /// The paths of element names (without their `(field=value)` conditions) that `role` may
+    /// lose of `resource_type`: for refusing searches on them and for references inside them.
+    /// A conditional removal counts as removing the whole element (the safe side).
+    pub fn removed_paths(&self, role: Role, resource_type: &str) -> Vec<Vec<&str>> {
+        let mut out: Vec<Vec<&str>> = self
+            .applying(role, resource_type)
             .flat_map(|r| {
                 r.remove
                     .iter()
-                    .filter_map(|p| p.first().map(|s| s.name.as_str()))
+                    .map(|p| p.iter().map(|s| s.name.as_str()).collect())
             })
-            .collect()
+            .collect();
+        out.sort();
+        out.dedup();
+        out
+    }
+
+    /// The resource types any rule redacts for `role`.
+    pub fn types_for(&self, role: Role) -> Vec<&str> {
+        let mut out: Vec<&str> = self
+            .rules
+            .iter()
+            .filter(|r| r.roles.contains(&role))
+            .flat_map(|r| r.types.iter().map(String::as_str))
+            .collect();
+        out.sort_unstable();
+        out.dedup();
+        out
     }
 }
 

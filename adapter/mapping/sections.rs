@@ -1,6 +1,9 @@
 //! Portal sections (`mappings/sections.toml`): which resources belong to which part of the
 //! portal. The first rule that matches decides; a resource that no rule matches is stored but
-//! never served (default deny), and `sluis check` lists such types.
+//! never served (default deny), and `sluis check` lists such types. The file also names the
+//! shared reference types: types outside the patient compartment (Practitioner,
+//! Organization, …) that are served when a resource the user may see refers to them; every
+//! other type outside the compartment is never served.
 
 use super::{Facts, MappingProblem, Matcher, OneOrMany};
 use serde::Deserialize;
@@ -8,9 +11,20 @@ use serde::Deserialize;
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct File {
+    /// Shared reference types; absent: [`DEFAULT_SHARED`].
+    shared: Option<Vec<String>>,
     #[serde(default)]
     rule: Vec<RawRule>,
 }
+
+/// The shared reference types when `sections.toml` names none (contract §2).
+pub const DEFAULT_SHARED: &[&str] = &[
+    "Practitioner",
+    "PractitionerRole",
+    "Organization",
+    "Location",
+    "Medication",
+];
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -33,10 +47,12 @@ pub struct SectionRule {
     pub matcher: Matcher,
 }
 
-/// The section rules, in file order.
+/// The section rules, in file order, and the shared reference types.
 #[derive(Debug, Clone, Default)]
 pub struct Sections {
     pub rules: Vec<SectionRule>,
+    /// Types outside the patient compartment served when a visible resource refers to them.
+    pub shared: Vec<String>,
 }
 
 impl Sections {
@@ -53,6 +69,31 @@ impl Sections {
                 return Self::default();
             }
         };
+        let mut shared = Vec::new();
+        let named = parsed
+            .shared
+            .unwrap_or_else(|| DEFAULT_SHARED.iter().map(|s| s.to_string()).collect());
+        for (i, ty) in named.into_iter().enumerate() {
+            let in_compartment =
+                ty == "Patient" || crate::fhir::definitions::patient_compartment(&ty).is_some();
+            if !crate::fhir::definitions::is_resource_type(&ty) {
+                problems.push(MappingProblem {
+                    file: file.into(),
+                    key: format!("shared[{i}]"),
+                    message: format!("`{ty}` is not an R4 resource type"),
+                });
+            } else if in_compartment {
+                problems.push(MappingProblem {
+                    file: file.into(),
+                    key: format!("shared[{i}]"),
+                    message: format!(
+                        "`{ty}` is in the patient compartment: it follows the sections, map it with a [[rule]]"
+                    ),
+                });
+            } else if !shared.contains(&ty) {
+                shared.push(ty);
+            }
+        }
         let mut rules = Vec::new();
         for (i, raw) in parsed.rule.into_iter().enumerate() {
             let key = format!("rule[{i}]");
@@ -88,7 +129,12 @@ impl Sections {
                 matcher,
             });
         }
-        Self { rules }
+        Self { rules, shared }
+    }
+
+    /// Whether `resource_type` is a shared reference type.
+    pub fn is_shared(&self, resource_type: &str) -> bool {
+        self.shared.iter().any(|t| t == resource_type)
     }
 
     /// The section of a resource, if any rule maps it.
@@ -211,5 +257,24 @@ mod tests {
         let mut problems = Vec::new();
         Sections::parse("[[rule]]\nsection = \"a\"\n", "s.toml", &mut problems);
         assert_eq!(problems.len(), 1, "missing type: {problems:?}");
+        let mut problems = Vec::new();
+        Sections::parse(
+            "shared = [\"Organization\", \"Observation\", \"Nope\"]\n",
+            "s.toml",
+            &mut problems,
+        );
+        let keys: Vec<&str> = problems.iter().map(|p| p.key.as_str()).collect();
+        assert_eq!(keys, ["shared[1]", "shared[2]"], "{problems:?}");
+    }
+
+    #[test]
+    fn shared_types_are_the_contracts_by_default_and_may_be_named() {
+        let s = defaults();
+        assert_eq!(s.shared, DEFAULT_SHARED);
+        assert!(s.is_shared("Organization") && !s.is_shared("Task"));
+        let mut problems = Vec::new();
+        let only = Sections::parse("shared = [\"Location\"]\n", "s.toml", &mut problems);
+        assert!(problems.is_empty());
+        assert!(only.is_shared("Location") && !only.is_shared("Practitioner"));
     }
 }

@@ -91,6 +91,14 @@ pub async fn redeem(
             "this code has expired; ask for a new one",
         ));
     }
+    if stored.revoked_at.is_some() {
+        return Err(ApiError::new(
+            StatusCode::GONE,
+            Reason::CodeExpired,
+            "this invitation was withdrawn by the holder; ask for a new one",
+        ));
+    }
+    accounts::lock_patient(&mut tx, &stored.patient_id).await?;
     let user_id = accounts::upsert_user(
         &mut tx,
         &user.client_id,
@@ -104,6 +112,17 @@ pub async fn redeem(
     let actor = format!("{}/{}", user.client_id, user.external_id);
     let mut events: Vec<(&str, Option<i64>, String)> = Vec::new();
     let role = if stored.kind == "invitation" {
+        // An invitation dies with the holdership of the person who made it (R1, R2, R9).
+        let inviter_holds = stored
+            .invited_by
+            .is_some_and(|by| links.iter().any(|l| l.id == by && l.role == "holder"));
+        if !inviter_holds {
+            return Err(ApiError::new(
+                StatusCode::GONE,
+                Reason::CodeExpired,
+                "this invitation ended: the person who made it no longer holds the portal for this client",
+            ));
+        }
         if own.is_some() {
             return Err(conflict(
                 "this portal user is already linked to this client",
@@ -185,7 +204,14 @@ pub async fn redeem(
             invited_by: stored.invited_by,
         },
     )
-    .await?;
+    .await
+    .map_err(|e| {
+        if e.is_unique_violation() {
+            conflict("another code for this client was redeemed at the same moment; try again")
+        } else {
+            ApiError::from(e)
+        }
+    })?;
     accounts::mark_code_used(&mut tx, &hash, user_id, now).await?;
     events.push((
         "link-created",

@@ -195,19 +195,92 @@ pub async fn list(
     let invitations: Vec<Value> = accounts::open_invitations(&state.db, &patient, now)
         .await?
         .iter()
-        .map(|c| {
-            json!({
-                "name": c.name,
-                "relationship": c.relationship,
-                "sections": c.sections.as_deref().map(access::facts::parse_sections).unwrap_or_default(),
-                "can_post": c.can_post != 0,
-                "expires_at": instant(from_micros(c.expires_at)),
-            })
-        })
+        .map(invitation_json)
         .collect();
     Ok(fhir_json(
         StatusCode::OK,
         &json!({"patient": format!("Patient/{patient}"), "grants": grants, "invitations": invitations}),
+    ))
+}
+
+fn invitation_json(c: &accounts::Code) -> Value {
+    json!({
+        "id": c.id,
+        "patient": format!("Patient/{}", c.patient_id),
+        "name": c.name,
+        "relationship": c.relationship,
+        "sections": c.sections.as_deref().map(access::facts::parse_sections).unwrap_or_default(),
+        "can_post": c.can_post != 0,
+        "created_at": instant(from_micros(c.created_at)),
+        "expires_at": instant(from_micros(c.expires_at)),
+    })
+}
+
+/// `GET /portal/invitations?patient=P`: the open invitations of the client (holder only),
+/// with their ids. Only invitations made by the current holder are open.
+pub async fn invitations(
+    State(state): State<AppState>,
+    user: PortalUser,
+    RawQuery(raw): RawQuery,
+) -> ApiResult<Response> {
+    let q = crate::body::query_map(raw.as_deref(), &["patient"])?;
+    let patient = q
+        .get("patient")
+        .ok_or_else(|| ApiError::invalid("name the client: ?patient=Patient/id"))?;
+    let (patient, _, _) = as_holder(&state, &user, patient).await?;
+    let now = to_micros(state.clock.now());
+    let open: Vec<Value> = accounts::open_invitations(&state.db, &patient, now)
+        .await?
+        .iter()
+        .map(invitation_json)
+        .collect();
+    Ok(fhir_json(
+        StatusCode::OK,
+        &json!({"patient": format!("Patient/{patient}"), "invitations": open}),
+    ))
+}
+
+/// `DELETE /portal/invitations/{id}`: the holder withdraws an open invitation; it can no longer
+/// be redeemed. An invitation that is not the caller's to manage, or no longer open, is 404.
+pub async fn uninvite(
+    State(state): State<AppState>,
+    user: PortalUser,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    let decision = access::decide_for(&state, &user).await?;
+    let now = to_micros(state.clock.now());
+    let code = accounts::code_by_id(&state.db, &id)
+        .await?
+        .filter(|c| c.kind == "invitation")
+        .ok_or_else(ApiError::not_found)?;
+    let holder = decision
+        .access(&code.patient_id)
+        .filter(|a| a.role == Role::Holder)
+        .ok_or_else(ApiError::not_found)?;
+    let open = accounts::open_invitations(&state.db, &code.patient_id, now).await?;
+    if !open.iter().any(|c| c.id == code.id) {
+        return Err(ApiError::not_found());
+    }
+    let mut tx = state.db.begin().await?;
+    if !accounts::revoke_code(&mut tx, &code.id, now).await? {
+        return Err(ApiError::not_found());
+    }
+    accounts::event(
+        &mut tx,
+        &Event {
+            actor: &actor(&user),
+            kind: "invitation-revoked",
+            user_id: Some(decision.user_id),
+            patient_id: Some(&code.patient_id),
+            link_id: Some(holder.link_id),
+            detail: code.name.clone(),
+        },
+        now,
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(axum::response::IntoResponse::into_response(
+        StatusCode::NO_CONTENT,
     ))
 }
 

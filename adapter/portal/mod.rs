@@ -35,6 +35,7 @@ pub async fn link(
     body: Body,
 ) -> ApiResult<Response> {
     let req: LinkRequest = small_json(&headers, body).await?;
+    crate::access::require_not_blocked(&state, &user).await?;
     let birth_date = NaiveDate::parse_from_str(req.birth_date.trim(), "%Y-%m-%d")
         .map_err(|_| ApiError::invalid("birth_date must be a date written YYYY-MM-DD"))?;
     let now = state.clock.now();
@@ -94,6 +95,7 @@ pub async fn terms(
     body: Body,
 ) -> ApiResult<Response> {
     let req: TermsRequest = small_json(&headers, body).await?;
+    crate::access::require_not_blocked(&state, &user).await?;
     let current = &state.config.organization.terms_version;
     if &req.version != current {
         return Err(ApiError::conflict(format!(

@@ -1,6 +1,8 @@
 //! Staff decisions about the delay (R11, R12): `POST /admin/release` (the caregiver explained
 //! it: show it now) and `POST /admin/hold` (keep it back until a moment, or until released).
-//! A hold may be placed before the resource arrives. Every action is recorded with who and when.
+//! A hold may be placed before the resource arrives; on a resource already shown it takes it
+//! off the portal at once (R14), as a withdrawal in `_history`, until released or until its
+//! moment. Every action is recorded with who and when.
 
 use super::recompute;
 use crate::app::AppState;
@@ -9,6 +11,7 @@ use crate::body::small_json;
 use crate::error::{ApiError, ApiResult, fhir_json};
 use crate::ingest::entries::parse_type_id;
 use crate::store::release as store;
+use crate::store::resources;
 use crate::time::{from_micros, instant, parse_instant, to_micros};
 use axum::body::Body;
 use axum::extract::State;
@@ -75,9 +78,10 @@ pub async fn release(
         })?;
     let now = to_micros(state.clock.now());
     let mut tx = state.db.begin().await?;
+    resources::lock(&mut tx, &[(ty.clone(), id.clone())]).await?;
     let versions = store::versions_of(&mut tx, &[resource_id]).await?;
     if let Some(v) = versions.get(&resource_id).and_then(|v| v.last())
-        && v.withdrawn == 0
+        && v.withdrawn != resources::WITHDRAWN
     {
         let tokens = store::rule_tokens(&mut tx, &[v.id]).await?;
         let placement =
@@ -127,6 +131,7 @@ pub async fn hold(
     };
     let now = to_micros(state.clock.now());
     let mut tx = state.db.begin().await?;
+    resources::lock(&mut tx, &[(ty.clone(), id.clone())]).await?;
     store::insert_action(
         &mut tx,
         &store::NewAction {
@@ -141,10 +146,35 @@ pub async fn hold(
     )
     .await?;
     if let Some(resource_id) = store::resource_id(&state.db, &ty, &id).await? {
+        if until.is_none_or(|u| u > now) {
+            take_off_if_shown(&mut tx, resource_id, now).await?;
+        }
         recompute::resources(&state, &mut tx, &[resource_id], now).await?;
     }
     tx.commit().await?;
     answer(&state, &ty, &id, "hold").await
+}
+
+/// A hold on a shown resource: the shown version leaves the portal now (a tombstone), and a
+/// copy of the newest version waits for the hold to end.
+async fn take_off_if_shown(
+    tx: &mut crate::store::db::Tx,
+    resource_id: i64,
+    now: i64,
+) -> ApiResult<()> {
+    let versions = store::versions_of(tx, &[resource_id]).await?;
+    let list = versions.get(&resource_id).map_or(&[][..], Vec::as_slice);
+    let shown = list
+        .iter()
+        .rev()
+        .find(|v| v.release_at.is_some_and(|r| r <= now))
+        .filter(|v| v.withdrawn == 0);
+    if let (Some(shown), Some(last)) = (shown, list.last())
+        && last.withdrawn == 0
+    {
+        store::take_off(tx, shown, last, now, "withdrawn: held by staff").await?;
+    }
+    Ok(())
 }
 
 async fn answer(state: &AppState, ty: &str, id: &str, action: &str) -> ApiResult<Response> {

@@ -5,6 +5,7 @@ use super::actions::moment;
 use crate::app::AppState;
 use crate::error::ApiResult;
 use crate::store::release as store;
+use crate::store::resources::{HIDDEN, WITHDRAWN};
 use crate::time::{from_micros, instant, to_micros};
 use serde_json::{Value, json};
 
@@ -38,21 +39,21 @@ pub async fn delay_part(state: &AppState, ty: &str, id: &str) -> ApiResult<Value
         .iter()
         .enumerate()
         .map(|(i, v)| {
-            let state_of = if v.withdrawn != 0 {
+            let state_of = if v.withdrawn == WITHDRAWN {
                 "withdrawn"
             } else if Some(i) == served {
                 "shown"
-            } else if v.release_at.is_some_and(|r| r <= now) {
+            } else if v.withdrawn == HIDDEN {
+                if v.rule.starts_with("unmapped") {
+                    "unmapped"
+                } else {
+                    "never"
+                }
+            } else if v.release_at.is_some_and(|r| r <= now) || i + 1 < list.len() {
                 "superseded"
             } else if let Some(r) = v.release_at {
-                if next_release.is_null() || i + 1 == list.len() {
-                    next_release = json!({"version": v.version_no, "at": instant(from_micros(r))});
-                }
+                next_release = json!({"version": v.version_no, "at": instant(from_micros(r))});
                 "waiting"
-            } else if v.rule.starts_with("unmapped") {
-                "unmapped"
-            } else if v.rule.ends_with("never") {
-                "never"
             } else {
                 "held until released"
             };

@@ -68,8 +68,8 @@ pub struct Placement {
 }
 
 /// The section and embargo rule of a resource. A resource no section maps is never served as
-/// an entry of its own; outside the patient compartment it is served, without a delay of its
-/// own, when a visible resource refers to it.
+/// an entry of its own; outside the patient compartment, a shared reference type is served,
+/// without a delay of its own, when a visible resource refers to it, and any other type never.
 pub fn place(mappings: &Mappings, facts: &Facts<'_>) -> Placement {
     match mappings.sections.section_of(facts) {
         Some(section) => {
@@ -85,10 +85,15 @@ pub fn place(mappings: &Mappings, facts: &Facts<'_>) -> Placement {
             delay: Delay::Never,
             rule: "unmapped: no section rule maps it".into(),
         },
-        None => Placement {
+        None if mappings.sections.is_shared(facts.resource_type) => Placement {
             section: None,
             delay: Delay::Immediate,
-            rule: "unmapped: served when a visible resource refers to it".into(),
+            rule: "shared: served when a visible resource refers to it".into(),
+        },
+        None => Placement {
+            section: None,
+            delay: Delay::Never,
+            rule: "unmapped: outside the patient compartment and not a shared type".into(),
         },
     }
 }
@@ -105,13 +110,15 @@ fn by_rule(v: &VersionState) -> Option<Micros> {
 /// Release moments for all versions of one resource, in version order.
 ///
 /// - A version whose stored moment has passed keeps it: what is shown stays shown.
-/// - A withdrawal is released at its arrival.
+/// - A withdrawal is released at its arrival; a version under `never` is not released.
+/// - A version that is not shown and has a later version is superseded: never shown.
 /// - `never` is absolute; otherwise the release tag, or the holder's waiver of a duration
 ///   rule, releases at arrival, and else the rule decides (`manual`: not by itself).
-/// - A new version of a shown resource waits its own delay (`on_update = "delay"`) or shows at
-///   once (`"immediate"`). A new version of a resource still waiting keeps the moment the
-///   earlier version was waiting for, if that is sooner: the explanation period started when the
-///   entry first arrived, and a superseded text is never shown.
+/// - A new version of a shown resource waits its own delay from its own arrival
+///   (`on_update = "delay"`) or shows at once (`"immediate"`). A new version of a resource
+///   still waiting waits its own rule counted from the start of that wait (the arrival of the
+///   first version not shown), so that updates neither reset the wait nor shorten a stricter
+///   rule to a looser earlier one.
 /// - Staff: the latest release applies to versions that had arrived by then and ends earlier
 ///   holds; a hold placed after it applies to every version still waiting, also ones that arrive
 ///   later, and keeps them back until its moment (never shortening the rule) or until released.
@@ -132,7 +139,20 @@ pub fn schedule(
         .filter(|a| last_release.is_none_or(|r| a.at > r))
         .max_by_key(|a| a.at);
     let mut out: Vec<Option<Micros>> = Vec::with_capacity(versions.len());
+    // The start of the wait each version is in (its own arrival, or an earlier version's).
+    let mut wait_from: Vec<Micros> = Vec::with_capacity(versions.len());
     for (i, v) in versions.iter().enumerate() {
+        let start = match i.checked_sub(1) {
+            Some(prev)
+                if !versions[prev].withdrawn
+                    && versions[prev].delay != Delay::Never
+                    && out[prev].is_none_or(|r| r > v.arrived_at) =>
+            {
+                wait_from[prev]
+            }
+            _ => v.arrived_at,
+        };
+        wait_from.push(start);
         if i < ctx.settled || v.stored.is_some_and(|s| s <= ctx.now) {
             out.push(v.stored);
             continue;
@@ -141,14 +161,17 @@ pub fn schedule(
             out.push(Some(v.arrived_at));
             continue;
         }
-        if v.delay == Delay::Never {
+        if v.delay == Delay::Never || i + 1 < versions.len() {
             out.push(None);
             continue;
         }
         let mut moment = if v.tagged || (v.waived && v.delay.is_waivable()) {
             Some(v.arrived_at)
         } else {
-            by_rule(v)
+            by_rule(&VersionState {
+                arrived_at: start,
+                ..v.clone()
+            })
         };
         // The version served when this one arrived, if any.
         let served_then = (0..i)
@@ -157,13 +180,6 @@ pub fn schedule(
         let shown_then = served_then.is_some_and(|j| !versions[j].withdrawn);
         if shown_then && ctx.on_update == OnUpdate::Immediate {
             moment = Some(v.arrived_at);
-        } else if !shown_then
-            && let Some(prev) = i.checked_sub(1)
-            && !versions[prev].withdrawn
-            && let (Some(waiting), Some(own)) = (out[prev], moment)
-            && waiting > v.arrived_at
-        {
-            moment = Some(own.min(waiting));
         }
         if let Some(h) = hold {
             if let ActionKind::Hold { until } = h.kind {
@@ -288,13 +304,77 @@ mod tests {
             stored: Some(105 * DAY),
             ..v(91, FOURTEEN)
         };
+        // A new version of a waiting entry: the old one is superseded, the new one waits its
+        // own rule from the first arrival.
         assert_eq!(
             days(schedule(
                 &[waiting.clone(), v(100, FOURTEEN)],
                 &[],
                 &ctx(100)
             )),
-            [Some(105), Some(105)]
+            [None, Some(105)]
+        );
+        let ninety = Delay::After(IsoDuration::days(90));
+        assert_eq!(
+            days(schedule(&[waiting.clone(), v(100, ninety)], &[], &ctx(100))),
+            [None, Some(181)],
+            "a stricter rule is not shortened to the earlier version's"
+        );
+        assert_eq!(
+            days(schedule(
+                &[waiting.clone(), v(100, Delay::Immediate)],
+                &[],
+                &ctx(100)
+            )),
+            [None, Some(100)]
+        );
+        assert_eq!(
+            days(schedule(
+                &[waiting.clone(), v(100, Delay::Never)],
+                &[],
+                &ctx(100)
+            )),
+            [None, None],
+            "under never, neither shows"
+        );
+        // Three versions, the wait counted from the first.
+        assert_eq!(
+            days(schedule(
+                &[waiting.clone(), v(95, FOURTEEN), v(100, FOURTEEN)],
+                &[],
+                &ctx(100)
+            )),
+            [None, None, Some(105)]
+        );
+        // After a withdrawal or a version under never, the wait starts again.
+        let gone = VersionState {
+            withdrawn: true,
+            stored: Some(95 * DAY),
+            ..v(95, Delay::Immediate)
+        };
+        let settled2 = Context {
+            settled: 2,
+            ..ctx(100)
+        };
+        assert_eq!(
+            days(schedule(
+                &[waiting.clone(), gone, v(100, FOURTEEN)],
+                &[],
+                &settled2
+            )),
+            [Some(105), Some(95), Some(114)]
+        );
+        let never = VersionState {
+            stored: None,
+            ..v(95, Delay::Never)
+        };
+        assert_eq!(
+            days(schedule(
+                &[waiting.clone(), never, v(100, FOURTEEN)],
+                &[],
+                &settled2
+            )),
+            [Some(105), None, Some(114)]
         );
         // At ingest the stored versions are settled, whatever rule they had.
         let settled = Context {
@@ -307,7 +387,8 @@ mod tests {
         };
         assert_eq!(
             days(schedule(&[held, v(100, FOURTEEN)], &[], &settled)),
-            [None, Some(114)]
+            [None, Some(105)],
+            "a held entry's wait started at its arrival"
         );
     }
 

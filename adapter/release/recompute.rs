@@ -1,5 +1,7 @@
 //! Computing release moments again for versions not yet shown: after a staff release or hold,
-//! a change of the holder's waiver, or a restart with changed rules. Shown versions keep theirs.
+//! a change of the holder's waiver, or a restart with changed rules. Shown versions keep theirs
+//! (a version that changed rules put under `never` is no longer shown, but an older version
+//! shown before stays shown: only ingest and `/admin/hold` take what is shown off the portal).
 
 use super::{Action, Context, VersionState, place, schedule};
 use crate::app::AppState;
@@ -8,6 +10,7 @@ use crate::mapping::Facts;
 use crate::mapping::embargo::Delay;
 use crate::store::db::{Sql, Tx};
 use crate::store::release::{self as store, Rescheduled};
+use crate::store::resources::{HIDDEN, WITHDRAWN};
 use crate::time::Micros;
 use sha2::{Digest, Sha256};
 
@@ -23,7 +26,7 @@ pub async fn resources(
     let waiting: Vec<i64> = versions
         .values()
         .flatten()
-        .filter(|v| v.withdrawn == 0 && v.release_at.is_none_or(|r| r > now))
+        .filter(|v| v.withdrawn != WITHDRAWN && v.release_at.is_none_or(|r| r > now))
         .map(|v| v.id)
         .collect();
     if waiting.is_empty() {
@@ -70,11 +73,16 @@ pub async fn resources(
                 (Some(p), Some(s)) => waivers.get(p).is_some_and(|w| w.contains(s)),
                 _ => false,
             };
+            let delay = match &placement {
+                Some(p) => p.delay,
+                None if v.withdrawn == HIDDEN => Delay::Never,
+                None => Delay::Immediate,
+            };
             states.push(VersionState {
                 arrived_at: v.arrived_at,
-                delay: placement.as_ref().map_or(Delay::Immediate, |p| p.delay),
+                delay,
                 tagged: v.tagged != 0,
-                withdrawn: v.withdrawn != 0,
+                withdrawn: v.withdrawn == WITHDRAWN,
                 waived,
                 stored: v.release_at,
             });
@@ -93,13 +101,18 @@ pub async fn resources(
         let moments = schedule(&states, &staff, &ctx);
         for ((v, placement), moment) in list.iter().zip(placements).zip(moments) {
             let Some(placement) = placement else { continue };
-            if moment != v.release_at || placement.section != v.section || placement.rule != v.rule
+            let hidden = placement.delay == Delay::Never;
+            if moment != v.release_at
+                || placement.section != v.section
+                || placement.rule != v.rule
+                || hidden != (v.withdrawn == HIDDEN)
             {
                 changed.push(Rescheduled {
                     version_id: v.id,
                     release_at: moment,
                     section: placement.section,
                     rule: placement.rule,
+                    hidden,
                 });
             }
         }

@@ -117,6 +117,9 @@ pub struct Query {
     pub cursor: Option<Cursor>,
     /// The parameters as given, minus `_cursor`, for `self` and `next` links.
     pub echo: Vec<(String, String)>,
+    /// Every search parameter the query filters or sorts by (not `_id`, `_lastUpdated`): what
+    /// a redaction rule may forbid.
+    pub used: Vec<&'static str>,
 }
 
 /// Limits from config.
@@ -129,6 +132,13 @@ pub struct Counts {
 fn bad(message: impl Into<String>) -> ApiError {
     ApiError::unknown_parameter(message)
 }
+
+/// At most this many parameters in one query (each repetition counts).
+pub const MAX_PARAMS: usize = 30;
+/// At most this many comma-separated values in one parameter.
+pub const MAX_VALUES: usize = 100;
+/// At most this many values in all of one query's parameters.
+pub const MAX_TOTAL_VALUES: usize = 300;
 
 /// Parses `pairs` (decoded query parameters) for a search of `resource_type`.
 pub fn parse(resource_type: &str, pairs: &[(String, String)], counts: Counts) -> ApiResult<Query> {
@@ -149,8 +159,21 @@ pub fn parse(resource_type: &str, pairs: &[(String, String)], counts: Counts) ->
         includes: Vec::new(),
         cursor: None,
         echo: Vec::new(),
+        used: Vec::new(),
     };
     let mut sorted = false;
+    if pairs.len() > MAX_PARAMS {
+        return Err(bad(format!(
+            "{} parameters; a search takes at most {MAX_PARAMS}",
+            pairs.len()
+        )));
+    }
+    let values: usize = pairs.iter().map(|(_, v)| v.matches(',').count() + 1).sum();
+    if values > MAX_TOTAL_VALUES {
+        return Err(bad(format!(
+            "{values} values in all; a search takes at most {MAX_TOTAL_VALUES}"
+        )));
+    }
     for (raw_name, value) in pairs {
         let (name, modifier) = match raw_name.split_once(':') {
             Some((n, m)) => (n, Some(m)),
@@ -201,10 +224,13 @@ pub fn parse(resource_type: &str, pairs: &[(String, String)], counts: Counts) ->
                         key: SortKey::LastUpdated,
                         descending: true,
                     },
-                    "date" | "-date" if supported_param(resource_type, "date").is_some() => Sort {
-                        key: SortKey::Date,
-                        descending: value.starts_with('-'),
-                    },
+                    "date" | "-date" if supported_param(resource_type, "date").is_some() => {
+                        q.used.push("date");
+                        Sort {
+                            key: SortKey::Date,
+                            descending: value.starts_with('-'),
+                        }
+                    }
                     other => {
                         return Err(bad(format!(
                             "_sort `{other}` is not supported; use date, -date, _lastUpdated or -_lastUpdated"
@@ -272,6 +298,9 @@ fn add_param(
     modifier: Option<&str>,
     value: &str,
 ) -> ApiResult<()> {
+    if !q.used.contains(&param.name) {
+        q.used.push(param.name);
+    }
     match param.ty {
         ParamType::Token => {
             if let Some(m) = modifier {
@@ -362,6 +391,12 @@ fn split_values(value: &str, name: &str) -> ApiResult<Vec<String>> {
     out.push(current);
     if out.iter().any(String::is_empty) {
         return Err(bad(format!("`{name}` has an empty value")));
+    }
+    if out.len() > MAX_VALUES {
+        return Err(bad(format!(
+            "`{name}` has {} values; a parameter takes at most {MAX_VALUES}",
+            out.len()
+        )));
     }
     Ok(out)
 }
@@ -477,6 +512,22 @@ mod tests {
             let err = q("Observation", bad).unwrap_err();
             assert_eq!(err.status, axum::http::StatusCode::BAD_REQUEST, "{bad}");
         }
+    }
+
+    #[test]
+    fn too_many_values_or_parameters_are_refused() {
+        let many = |n: usize| {
+            (0..n)
+                .map(|k| format!("c{k}"))
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        assert!(q("Observation", &format!("code={}", many(MAX_VALUES))).is_ok());
+        assert!(q("Observation", &format!("code={}", many(MAX_VALUES + 1))).is_err());
+        let repeated: Vec<String> = (0..=MAX_PARAMS).map(|k| format!("code=c{k}")).collect();
+        assert!(q("Observation", &repeated.join("&")).is_err());
+        let spread: Vec<String> = (0..4).map(|_| format!("code={}", many(90))).collect();
+        assert!(q("Observation", &spread.join("&")).is_err());
     }
 
     #[test]

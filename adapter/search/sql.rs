@@ -7,8 +7,9 @@
 
 use super::dates::{Prefix, Range};
 use super::params::{DateFilter, Query, SortKey, TokenFilter};
-use crate::access::{Decision, SectionSet};
+use crate::access::{Decision, Role, SectionSet};
 use crate::fhir::definitions;
+use crate::mapping::Mappings;
 use crate::store::db::{Db, Sql, Tx};
 use crate::time::Micros;
 
@@ -37,6 +38,20 @@ pub struct Hit {
 
 const HIT_COLUMNS: &str = "v.id, v.type, v.fhir_id, v.version_no, v.release_at, v.sort_date, v.patient_id, \
                            v.section, v.body, v.withdrawn, v.meta";
+
+/// What a statement needs to know of who asks: the access decision, and the mappings that say
+/// which types outside the compartment are shared and which elements the user's roles lose.
+#[derive(Clone, Copy)]
+pub struct Scope<'a> {
+    pub decision: &'a Decision,
+    pub mappings: &'a Mappings,
+}
+
+impl<'a> Scope<'a> {
+    pub fn new(decision: &'a Decision, mappings: &'a Mappings) -> Self {
+        Self { decision, mappings }
+    }
+}
 
 /// Whether a type lives in the patient compartment (or is Patient itself).
 pub fn in_compartment(resource_type: &str) -> bool {
@@ -171,34 +186,87 @@ fn allowed_as(
     sql.push(")");
 }
 
-/// The full visibility test for a version of `resource_type` (steps 6–8 of contract §5).
-pub fn visible(sql: &mut Sql, alias: &str, resource_type: &str, decision: &Decision, now: Micros) {
-    visible_as(sql, alias, resource_type, decision, now, true);
+/// The full visibility test for a version of `resource_type` (steps 6–8 of contract §5), the
+/// same for a read, a search, an `_include` and a total.
+pub fn visible(sql: &mut Sql, alias: &str, resource_type: &str, scope: Scope<'_>, now: Micros) {
+    visible_as(sql, alias, resource_type, scope, now, true);
 }
 
 fn visible_as(
     sql: &mut Sql,
     alias: &str,
     resource_type: &str,
-    decision: &Decision,
+    scope: Scope<'_>,
     now: Micros,
     by_release: bool,
 ) {
-    served_as(sql, alias, now, by_release);
-    sql.push(" AND ");
     if in_compartment(resource_type) {
-        allowed(sql, alias, Some(resource_type), decision);
-    } else {
+        served_as(sql, alias, now, by_release);
+        sql.push(" AND ");
+        allowed(sql, alias, Some(resource_type), scope.decision);
+    } else if scope.mappings.sections.is_shared(resource_type) {
         // Practitioner, Organization, Location, Medication…: only when a resource the user may
-        // see refers to it.
+        // see refers to it, from an element that is not redacted for the user.
+        served_as(sql, alias, now, by_release);
         sql.push(&format!(
-            "EXISTS (SELECT 1 FROM refs f JOIN versions w ON w.id = f.version_id \
+            " AND {alias}.patient_id IS NULL AND EXISTS (SELECT 1 FROM refs f JOIN versions w ON w.id = f.version_id \
              WHERE f.target_type = {alias}.type AND f.target_id = {alias}.fhir_id AND "
         ));
         served(sql, "w", now);
         sql.push(" AND ");
-        allowed(sql, "w", None, decision);
+        allowed(sql, "w", None, scope.decision);
+        not_redacted_reference(sql, "f", "w", scope);
         sql.push(")");
+    } else {
+        // Any other type outside the compartment has no client to decide by: never served.
+        sql.push("1 = 0");
+    }
+}
+
+/// ` AND NOT (…)`: the reference `f` of version `w` does not sit in an element that a
+/// redaction rule removes for the user's role for `w`'s client. A removal path counts with
+/// every path below it; a reference stored without its path (before paths were kept) counts as
+/// redacted wherever anything of `w`'s type is redacted for the role.
+fn not_redacted_reference(sql: &mut Sql, f: &str, w: &str, scope: Scope<'_>) {
+    let redaction = &scope.mappings.redaction;
+    let mut roles: Vec<Role> = scope.decision.allowed.iter().map(|a| a.role).collect();
+    roles.sort();
+    roles.dedup();
+    for role in roles {
+        let types = redaction.types_for(role);
+        if types.is_empty() {
+            continue;
+        }
+        let clients: Vec<&str> = scope
+            .decision
+            .allowed
+            .iter()
+            .filter(|a| a.role == role)
+            .map(|a| a.patient_id.as_str())
+            .collect();
+        sql.push(&format!(" AND NOT ({w}.patient_id IN ("));
+        sql.bind_list(clients);
+        sql.push(") AND (");
+        for (i, ty) in types.iter().enumerate() {
+            if i > 0 {
+                sql.push(" OR ");
+            }
+            sql.push(&format!("({w}.type = "));
+            sql.bind(*ty);
+            sql.push(&format!(" AND ({f}.element = ''"));
+            for path in redaction.removed_paths(role, ty) {
+                let path = path.join(".");
+                sql.push(&format!(" OR {f}.element = "));
+                sql.bind(path.as_str());
+                sql.push(&format!(
+                    " OR substr({f}.element, 1, {}) = ",
+                    path.len() + 1
+                ));
+                sql.bind(format!("{path}."));
+            }
+            sql.push("))");
+        }
+        sql.push("))");
     }
 }
 
@@ -383,14 +451,15 @@ pub fn criteria(sql: &mut Sql, alias: &str, q: &Query) {
 }
 
 /// The WHERE clause of a search: criteria, the clients in scope, visibility.
-fn search_where(sql: &mut Sql, q: &Query, decision: &Decision, now: Micros) {
+fn search_where(sql: &mut Sql, q: &Query, scope: Scope<'_>, now: Micros) {
+    let decision = scope.decision;
     let by_release = q.sort.key == SortKey::LastUpdated;
     sql.push(" WHERE ");
     criteria(sql, "v", q);
     if !in_compartment(&q.resource_type) {
         // Outside the compartment: stored without a client, on the same index.
-        sql.push(" AND v.patient_id IS NULL AND ");
-        visible_as(sql, "v", &q.resource_type, decision, now, by_release);
+        sql.push(" AND ");
+        visible_as(sql, "v", &q.resource_type, scope, now, by_release);
         return;
     }
     // Only the clients the query names (`patient=`) matter; when it names only clients the
@@ -447,10 +516,10 @@ fn search_where(sql: &mut Sql, q: &Query, decision: &Decision, now: Micros) {
 pub async fn page(
     db: &Db,
     q: &Query,
-    decision: &Decision,
+    scope: Scope<'_>,
     now: Micros,
 ) -> Result<Vec<Hit>, crate::store::Error> {
-    db.fetch_all(&page_sql(q, decision, now)).await
+    db.fetch_all(&page_sql(q, scope, now)).await
 }
 
 /// The first page with its `total`, in one statement: the count is an uncorrelated scalar
@@ -458,38 +527,38 @@ pub async fn page(
 pub async fn page_with_total(
     db: &Db,
     q: &Query,
-    decision: &Decision,
+    scope: Scope<'_>,
     now: Micros,
 ) -> Result<(Vec<Hit>, i64), crate::store::Error> {
-    let hits: Vec<Hit> = db.fetch_all(&page_with_total_sql(q, decision, now)).await?;
+    let hits: Vec<Hit> = db.fetch_all(&page_with_total_sql(q, scope, now)).await?;
     let total = match hits.first() {
         Some(hit) => hit.total.unwrap_or(0),
         // No row to carry it: a first page is empty only when nothing matches, but count to
         // be sure.
-        None => count(db, q, decision, now).await?,
+        None => count(db, q, scope, now).await?,
     };
     Ok((hits, total))
 }
 
 /// The statement of [`page_with_total`].
-pub fn page_with_total_sql(q: &Query, decision: &Decision, now: Micros) -> Sql {
+pub fn page_with_total_sql(q: &Query, scope: Scope<'_>, now: Micros) -> Sql {
     let mut sql = Sql::new("SELECT (");
-    sql.append(count_sql(q, decision, now));
+    sql.append(count_sql(q, scope, now));
     sql.push(&format!(") AS total, {HIT_COLUMNS} FROM versions v"));
-    page_rest(&mut sql, q, decision, now);
+    page_rest(&mut sql, q, scope, now);
     sql
 }
 
 /// The statement of [`page`].
-pub fn page_sql(q: &Query, decision: &Decision, now: Micros) -> Sql {
+pub fn page_sql(q: &Query, scope: Scope<'_>, now: Micros) -> Sql {
     let mut sql = Sql::new(format!("SELECT {HIT_COLUMNS} FROM versions v"));
-    page_rest(&mut sql, q, decision, now);
+    page_rest(&mut sql, q, scope, now);
     sql
 }
 
 /// WHERE, cursor, ORDER BY and LIMIT of a page.
-fn page_rest(sql: &mut Sql, q: &Query, decision: &Decision, now: Micros) {
-    search_where(sql, q, decision, now);
+fn page_rest(sql: &mut Sql, q: &Query, scope: Scope<'_>, now: Micros) {
+    search_where(sql, q, scope, now);
     let (key, column) = match q.sort.key {
         SortKey::LastUpdated => ("release_at", "v.release_at"),
         SortKey::Date => ("sort_date", "v.sort_date"),
@@ -524,26 +593,26 @@ fn limit(sql: &mut Sql, n: i64) {
 pub async fn count(
     db: &Db,
     q: &Query,
-    decision: &Decision,
+    scope: Scope<'_>,
     now: Micros,
 ) -> Result<i64, crate::store::Error> {
-    db.fetch_count(&count_sql(q, decision, now)).await
+    db.fetch_count(&count_sql(q, scope, now)).await
 }
 
 /// The statement of [`count`].
-pub fn count_sql(q: &Query, decision: &Decision, now: Micros) -> Sql {
+pub fn count_sql(q: &Query, scope: Scope<'_>, now: Micros) -> Sql {
     let mut sql = Sql::new("SELECT COUNT(*) AS n FROM versions v");
-    search_where(&mut sql, q, decision, now);
+    search_where(&mut sql, q, scope, now);
     sql
 }
 
-/// The served versions of the given resources that the user may see (for `_include`). Types
-/// outside the patient compartment are open here because a visible resource refers to them.
+/// The served versions of the given resources that the user may see (for `_include`): the
+/// same test as a read.
 pub async fn included(
     db: &Db,
     resource_type: &str,
     ids: &[String],
-    decision: &Decision,
+    scope: Scope<'_>,
     now: Micros,
 ) -> Result<Vec<Hit>, crate::store::Error> {
     let mut sql = Sql::new(format!(
@@ -555,11 +624,7 @@ pub async fn included(
     sql.push(" AND r.fhir_id IN (");
     sql.bind_list(ids.iter().map(String::as_str));
     sql.push(")) AND ");
-    served(&mut sql, "v", now);
-    if in_compartment(resource_type) {
-        sql.push(" AND ");
-        allowed(&mut sql, "v", Some(resource_type), decision);
-    }
+    visible(&mut sql, "v", resource_type, scope, now);
     db.fetch_all(&sql).await
 }
 
@@ -614,6 +679,13 @@ pub async fn history_count(
     db.fetch_count(&sql).await
 }
 
+/// Per resource, the version released in `(since, now]` that is now the user's last word on it:
+/// - the served version (no newer version released), if the user may see it: a `PUT`;
+/// - else a tombstone in what the user may see (client and section), after which nothing the
+///   user may see was released, and before which the user could see a version: a `DELETE`.
+///   Every way a resource leaves a user's view writes such a tombstone in the client and
+///   section it leaves (a delete, entered-in-error, a move to another client or section, a
+///   newer version under `never`, a hold), so a portal's cache stays right.
 fn history_where(sql: &mut Sql, since: Micros, decision: &Decision, now: Micros) {
     let clients: Vec<&str> = decision
         .allowed
@@ -630,17 +702,26 @@ fn history_where(sql: &mut Sql, since: Micros, decision: &Decision, now: Micros)
     sql.bind(since);
     sql.push(" AND v.release_at <= ");
     sql.bind(now);
+    sql.push(" AND ");
+    allowed(sql, "v", None, decision);
     sql.push(
-        " AND (v.has_newer = 0 OR NOT EXISTS (SELECT 1 FROM versions n WHERE n.resource_id = v.resource_id \
-         AND n.id > v.id AND n.release_at <= ",
+        " AND ((v.withdrawn = 0 AND (v.has_newer = 0 OR NOT EXISTS (SELECT 1 FROM versions n \
+         WHERE n.resource_id = v.resource_id AND n.id > v.id AND n.release_at <= ",
     );
     sql.bind(now);
-    sql.push(")");
     sql.push(
-        ") AND (v.withdrawn = 0 OR EXISTS (SELECT 1 FROM versions p WHERE p.resource_id = v.resource_id \
-         AND p.id < v.id AND p.withdrawn = 0 AND p.release_at <= v.release_at)) AND ",
+        "))) OR (v.withdrawn = 1 AND (v.has_newer = 0 OR NOT EXISTS (SELECT 1 FROM versions n \
+         WHERE n.resource_id = v.resource_id AND n.id > v.id AND n.release_at <= ",
     );
-    allowed(sql, "v", None, decision);
+    sql.bind(now);
+    sql.push(" AND ");
+    allowed(sql, "n", None, decision);
+    sql.push(
+        ")) AND EXISTS (SELECT 1 FROM versions p WHERE p.resource_id = v.resource_id \
+         AND p.id < v.id AND p.withdrawn = 0 AND p.release_at <= v.release_at AND ",
+    );
+    allowed(sql, "p", None, decision);
+    sql.push(")))");
 }
 
 /// Resources currently stored (newest version, not withdrawn) matching `q`'s criteria,
@@ -673,7 +754,8 @@ pub fn current_matches_sql(q: &Query, limit: i64) -> Sql {
         token_test(&mut sql, f);
         sql.push(")");
     }
-    sql.push(" AND v.withdrawn = 0 ");
+    // A version under `never` is still the resource as stored (withdrawn = 2).
+    sql.push(" AND v.withdrawn <> 1 ");
     self::limit(&mut sql, limit);
     sql
 }
@@ -715,7 +797,8 @@ mod tests {
             allowed,
             refused: Default::default(),
         };
-        count_sql(&q, &decision, 0).text
+        let mappings = Mappings::load(None, "P14D").unwrap();
+        count_sql(&q, Scope::new(&decision, &mappings), 0).text
     }
 
     fn client_tests(sql: &str) -> usize {

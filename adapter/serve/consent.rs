@@ -153,6 +153,24 @@ pub async fn search(
     RawQuery(raw): RawQuery,
 ) -> ApiResult<Response> {
     let q = crate::body::query_map(raw.as_deref(), &["patient", "_include", "_format"])?;
+    // The people a grant names come with it anyway; no other include is known here.
+    if let Some(include) = q.get("_include")
+        && include != "Consent:actor"
+    {
+        return Err(ApiError::unknown_parameter(format!(
+            "_include={include} is not supported on Consent; only Consent:actor (always included)"
+        )));
+    }
+    if let Some(format) = q.get("_format")
+        && !matches!(
+            format.as_str(),
+            "json" | "application/json" | "application/fhir+json"
+        )
+    {
+        return Err(ApiError::unknown_parameter(format!(
+            "_format={format} is not supported; this server speaks JSON"
+        )));
+    }
     let patient = match q.get("patient") {
         Some(p) => Some(crate::search::params::patient_id(p, "patient")?),
         None => None,

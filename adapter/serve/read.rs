@@ -50,36 +50,53 @@ fn refused_named_client(q: &Query, decision: &Decision) -> ApiResult<()> {
     Ok(())
 }
 
-/// A search must not find by what the user's role does not get to see (e.g. a member
-/// searching Patients by BSN): such parameters are refused.
+/// A search must not find or sort by what the user's role does not get to see (e.g. a member
+/// searching Patients by BSN, or Observations by a redacted date): a parameter of any type
+/// whose path a redaction rule removes, wholly or in part, for one of the user's roles is
+/// refused, so that counts and order tell nothing of the removed values.
 fn redacted_params(state: &AppState, q: &Query, decision: &Decision) -> ApiResult<()> {
     let roles: std::collections::BTreeSet<_> = decision.allowed.iter().map(|a| a.role).collect();
     for role in roles {
         let removed = state
             .mappings
             .redaction
-            .removed_elements(role, &q.resource_type);
-        for f in &q.tokens {
+            .removed_paths(role, &q.resource_type);
+        if removed.is_empty() {
+            continue;
+        }
+        for name in &q.used {
             let Some(def) =
-                crate::search::supported_param(&q.resource_type, f.param).and_then(|s| s.def)
+                crate::search::supported_param(&q.resource_type, name).and_then(|s| s.def)
             else {
                 continue;
             };
-            let touches = def.paths.iter().any(|p| {
-                p.segments
-                    .first()
-                    .is_some_and(|s| removed.contains(&s.trim_end_matches("[x]")))
-            });
+            let touches = def
+                .paths
+                .iter()
+                .any(|p| removed.iter().any(|r| overlaps(p.segments, r)));
             if touches {
                 return Err(ApiError::unknown_parameter(format!(
-                    "`{}` is not available to {} users: the element is not shown to them",
-                    f.param,
+                    "`{name}` is not available to {} users: the element is not shown to them",
                     role.as_str()
                 )));
             }
         }
     }
     Ok(())
+}
+
+/// Whether a search parameter's path and a removed path share their leading elements (one
+/// lies within the other). `effective[x]` is `effective` of any type: `effectiveDateTime`.
+fn overlaps(param: &[&str], removed: &[&str]) -> bool {
+    param.iter().zip(removed).all(|(p, r)| {
+        let base = p.strip_suffix("[x]").unwrap_or(p);
+        *r == *p
+            || *r == base
+            || (p.ends_with("[x]")
+                && r.strip_prefix(base)
+                    .is_some_and(|rest| rest.starts_with(|c: char| c.is_ascii_uppercase())))
+    }) && !param.is_empty()
+        && !removed.is_empty()
 }
 
 /// `GET /fhir/{type}`.
@@ -98,6 +115,7 @@ pub async fn search(
     let q = params::parse(&resource_type, &pairs(raw.as_deref()), counts)?;
     refused_named_client(&q, &decision)?;
     redacted_params(&state, &q, &decision)?;
+    let scope = sql::Scope::new(&decision, &state.mappings);
     let viewer = Viewer {
         decision: &decision,
         redaction: &state.mappings.redaction,
@@ -108,7 +126,7 @@ pub async fn search(
     let first_page = q.cursor.is_none();
     let mut total = None;
     if q.summary_count || (q.total == Total::Accurate && carried.is_none() && !first_page) {
-        total = Some(sql::count(&state.db, &q, &decision, now_micros).await?);
+        total = Some(sql::count(&state.db, &q, scope, now_micros).await?);
     } else if q.total == Total::Accurate {
         total = carried;
     }
@@ -116,12 +134,11 @@ pub async fn search(
         (Vec::new(), Vec::new(), None)
     } else {
         let mut hits = if first_page && q.total == Total::Accurate {
-            let (hits, counted) =
-                sql::page_with_total(&state.db, &q, &decision, now_micros).await?;
+            let (hits, counted) = sql::page_with_total(&state.db, &q, scope, now_micros).await?;
             total = Some(counted);
             hits
         } else {
-            sql::page(&state.db, &q, &decision, now_micros).await?
+            sql::page(&state.db, &q, scope, now_micros).await?
         };
         let next = if hits.len() > q.count as usize {
             hits.truncate(q.count as usize);
@@ -241,7 +258,8 @@ async fn includes(
         if ids.is_empty() {
             continue;
         }
-        let hits: Vec<Hit> = sql::included(&state.db, &ty, &ids, viewer.decision, now).await?;
+        let scope = sql::Scope::new(viewer.decision, &state.mappings);
+        let hits: Vec<Hit> = sql::included(&state.db, &ty, &ids, scope, now).await?;
         out.extend(hits.iter().map(|h| Entry {
             resource_type: h.resource_type.clone(),
             id: h.fhir_id.clone(),
@@ -265,11 +283,16 @@ pub async fn read(
     let counts = Counts { default: 1, max: 1 };
     let q = params::parse(&resource_type, &[("_id".into(), id)], counts)?;
     let now = to_micros(state.clock.now());
-    let hit = sql::page(&state.db, &q, &decision, now)
-        .await?
-        .into_iter()
-        .next()
-        .ok_or_else(ApiError::not_found)?;
+    let hit = sql::page(
+        &state.db,
+        &q,
+        sql::Scope::new(&decision, &state.mappings),
+        now,
+    )
+    .await?
+    .into_iter()
+    .next()
+    .ok_or_else(ApiError::not_found)?;
     let viewer = Viewer {
         decision: &decision,
         redaction: &state.mappings.redaction,

@@ -6,6 +6,8 @@ use crate::time::Micros;
 /// A stored activation or invitation code.
 #[derive(Debug, Clone, sqlx::FromRow, serde::Deserialize)]
 pub struct Code {
+    /// The public id (never the code or its hash), for listing and revoking.
+    pub id: String,
     pub code_hash: String,
     pub kind: String,
     pub patient_id: String,
@@ -18,7 +20,11 @@ pub struct Code {
     pub expires_at: i64,
     pub used_at: Option<i64>,
     pub invited_by: Option<i64>,
+    pub revoked_at: Option<i64>,
 }
+
+const CODE_COLUMNS: &str = "id, code_hash, kind, patient_id, relationship, name, sections, can_post, \
+                            created_by, created_at, expires_at, used_at, invited_by, revoked_at";
 
 /// A new code to store.
 #[derive(Debug, Clone)]
@@ -37,11 +43,14 @@ pub struct NewCode<'a> {
     pub invited_by: Option<i64>,
 }
 
-pub async fn insert_code(db: &Db, c: &NewCode<'_>) -> Result<(), crate::store::Error> {
+/// Stores a code; returns its public id.
+pub async fn insert_code(db: &Db, c: &NewCode<'_>) -> Result<String, crate::store::Error> {
+    let id = uuid::Uuid::new_v4().simple().to_string();
     let sql = Sql::new(
-        "INSERT INTO codes (code_hash, kind, patient_id, relationship, name, sections, can_post, \
-         created_by, created_at, expires_at, invited_by) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+        "INSERT INTO codes (id, code_hash, kind, patient_id, relationship, name, sections, can_post, \
+         created_by, created_at, expires_at, invited_by) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
     )
+    .arg(id.as_str())
     .arg(c.code_hash)
     .arg(c.kind)
     .arg(c.patient_id)
@@ -53,7 +62,8 @@ pub async fn insert_code(db: &Db, c: &NewCode<'_>) -> Result<(), crate::store::E
     .arg(c.created_at)
     .arg(c.expires_at)
     .arg(c.invited_by);
-    db.execute(&sql).await.map(|_| ())
+    db.execute(&sql).await?;
+    Ok(id)
 }
 
 /// The code with this hash, locked for redemption on PostgreSQL.
@@ -61,9 +71,7 @@ pub async fn code_for_update(
     tx: &mut Tx,
     code_hash: &str,
 ) -> Result<Option<Code>, crate::store::Error> {
-    let mut text = "SELECT code_hash, kind, patient_id, relationship, name, sections, can_post, \
-                    created_by, created_at, expires_at, used_at, invited_by FROM codes WHERE code_hash = $1"
-        .to_string();
+    let mut text = format!("SELECT {CODE_COLUMNS} FROM codes WHERE code_hash = $1");
     if tx.engine() == super::db::Engine::Postgres {
         text.push_str(" FOR UPDATE");
     }
@@ -272,22 +280,59 @@ pub async fn set_grant(
     tx.execute(&sql).await.map(|_| ())
 }
 
-/// Pending invitations of a client (not used, not expired).
+/// Open invitations of a client: not used, not revoked, not expired, and made by the one who
+/// holds the portal now (an invitation dies with the holdership that made it).
 pub async fn open_invitations(
     db: &Db,
     patient_id: &str,
     now: Micros,
 ) -> Result<Vec<Code>, crate::store::Error> {
+    let columns = CODE_COLUMNS
+        .split(", ")
+        .map(|c| format!("c.{c}"))
+        .collect::<Vec<_>>()
+        .join(", ");
     db.fetch_all(
-        &Sql::new(
-            "SELECT code_hash, kind, patient_id, relationship, name, sections, can_post, created_by, \
-             created_at, expires_at, used_at, invited_by FROM codes \
-             WHERE patient_id = $1 AND kind = 'invitation' AND used_at IS NULL AND expires_at > $2 ORDER BY created_at",
-        )
+        &Sql::new(format!(
+            "SELECT {columns} FROM codes c JOIN links h ON h.id = c.invited_by \
+             WHERE c.patient_id = $1 AND c.kind = 'invitation' AND c.used_at IS NULL \
+             AND c.revoked_at IS NULL AND c.expires_at > $2 \
+             AND h.patient_id = c.patient_id AND h.role = 'holder' AND h.ended_at IS NULL \
+             ORDER BY c.created_at, c.id"
+        ))
         .arg(patient_id)
         .arg(now),
     )
     .await
+}
+
+/// The code with this public id.
+pub async fn code_by_id(db: &Db, id: &str) -> Result<Option<Code>, crate::store::Error> {
+    db.fetch_optional(&Sql::new(format!("SELECT {CODE_COLUMNS} FROM codes WHERE id = $1")).arg(id))
+        .await
+}
+
+/// Revokes an unused code; false if it was used or revoked meanwhile.
+pub async fn revoke_code(tx: &mut Tx, id: &str, now: Micros) -> Result<bool, crate::store::Error> {
+    let sql = Sql::new(
+        "UPDATE codes SET revoked_at = $1 WHERE id = $2 AND used_at IS NULL AND revoked_at IS NULL",
+    )
+    .arg(now)
+    .arg(id);
+    Ok(tx.execute(&sql).await? > 0)
+}
+
+/// Serializes the changes to one client's links on PostgreSQL for the rest of the transaction
+/// (two codes redeemed at once for one client must see each other's holder). SQLite has one
+/// writer anyway. The database also keeps one holder per client (`links_one_holder`).
+pub async fn lock_patient(tx: &mut Tx, patient_id: &str) -> Result<(), crate::store::Error> {
+    if tx.engine() != super::db::Engine::Postgres {
+        return Ok(());
+    }
+    let key = super::resources::lock_key("links", patient_id);
+    tx.execute(&Sql::new("SELECT pg_advisory_xact_lock($1)").arg(key))
+        .await
+        .map(|_| ())
 }
 
 /// Blocks a portal user (R7), also temporarily; false if the user is unknown.

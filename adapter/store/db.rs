@@ -251,10 +251,23 @@ pub enum Db {
 impl Db {
     /// Connects to `url` (`sqlite://file.db` or `postgres://…`), creating a SQLite file if absent.
     pub async fn connect(url: &str, max_connections: u32) -> Result<Self, Error> {
+        Self::connect_with(url, max_connections, None).await
+    }
+
+    /// [`Db::connect`]; on PostgreSQL every statement is cancelled after `statement_timeout`,
+    /// so that no query runs unbounded.
+    pub async fn connect_with(
+        url: &str,
+        max_connections: u32,
+        statement_timeout: Option<Duration>,
+    ) -> Result<Self, Error> {
         if url.starts_with("sqlite:") {
             Ok(Db::Sqlite(Arc::new(Sqlite::connect(url, max_connections)?)))
         } else {
-            let options = PgConnectOptions::from_str(url)?;
+            let mut options = PgConnectOptions::from_str(url)?;
+            if let Some(t) = statement_timeout {
+                options = options.options([("statement_timeout", format!("{}ms", t.as_millis()))]);
+            }
             let port = options.get_port();
             let pool = PgPoolOptions::new()
                 .max_connections(max_connections)

@@ -21,3 +21,17 @@ pub enum Error {
     #[error("{0} is not available on this engine")]
     Unsupported(&'static str),
 }
+
+impl Error {
+    /// A unique constraint refused the write (another writer got there first).
+    pub fn is_unique_violation(&self) -> bool {
+        match self {
+            Error::Sqlite(rusqlite::Error::SqliteFailure(e, _)) => {
+                e.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE
+                    || e.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY
+            }
+            Error::Postgres(sqlx::Error::Database(e)) => e.code().as_deref() == Some("23505"),
+            _ => false,
+        }
+    }
+}

@@ -58,7 +58,7 @@ pub async fn waiting_resources(
         resource_id: i64,
     }
     let mut sql = Sql::new(
-        "SELECT DISTINCT resource_id FROM versions WHERE withdrawn = 0 AND (release_at IS NULL OR release_at > ",
+        "SELECT DISTINCT resource_id FROM versions WHERE withdrawn <> 1 AND (release_at IS NULL OR release_at > ",
     );
     sql.bind(now);
     sql.push(")");
@@ -278,6 +278,8 @@ pub struct Rescheduled {
     pub release_at: Option<Micros>,
     pub section: Option<String>,
     pub rule: String,
+    /// Under a `never` rule (or unmapped) now.
+    pub hidden: bool,
 }
 
 /// Writes new moments in a few statements.
@@ -286,17 +288,23 @@ pub async fn write_rescheduled(
     rows: &[Rescheduled],
 ) -> Result<(), crate::store::Error> {
     for chunk in rows.chunks(300) {
-        let mut sql = Sql::new("WITH u (id, release_at, section, rule) AS (VALUES ");
+        let mut sql = Sql::new("WITH u (id, release_at, section, rule, withdrawn) AS (VALUES ");
         for (i, r) in chunk.iter().enumerate() {
             if i > 0 {
                 sql.push(", ");
             }
             sql.push("(");
-            let values: [Arg; 4] = [
+            let values: [Arg; 5] = [
                 r.version_id.into(),
                 r.release_at.into(),
                 r.section.clone().into(),
                 r.rule.as_str().into(),
+                if r.hidden {
+                    super::resources::HIDDEN
+                } else {
+                    0
+                }
+                .into(),
             ];
             sql.bind_list(values);
             sql.push(")");
@@ -305,10 +313,76 @@ pub async fn write_rescheduled(
             ") UPDATE versions SET \
              release_at = (SELECT u.release_at FROM u WHERE u.id = versions.id), \
              section = (SELECT u.section FROM u WHERE u.id = versions.id), \
-             rule = (SELECT u.rule FROM u WHERE u.id = versions.id) \
+             rule = (SELECT u.rule FROM u WHERE u.id = versions.id), \
+             withdrawn = (SELECT u.withdrawn FROM u WHERE u.id = versions.id) \
              WHERE id IN (SELECT u.id FROM u)",
         );
         tx.execute(&sql).await?;
     }
     Ok(())
+}
+
+/// Takes the shown version of a resource off the portal at `now`, for a hold (R14): a
+/// tombstone in the client and section of `shown`, then a copy of `last` (its body, search
+/// values and references, its arrival) as the newest version, not released: the hold decides
+/// when the copy shows (`release::recompute`). Returns the copy's version id.
+pub async fn take_off(
+    tx: &mut Tx,
+    shown: &StoredVersion,
+    last: &StoredVersion,
+    now: Micros,
+    rule: &str,
+) -> Result<i64, crate::store::Error> {
+    #[derive(sqlx::FromRow, serde::Deserialize)]
+    struct Id {
+        id: i64,
+    }
+    let columns = "resource_id, version_no, type, fhir_id, source, patient_id, section, arrived_at, \
+                   release_at, rule, withdrawn, sort_date, body, tagged, meta, has_newer";
+    let tombstone = Sql::new(format!(
+        "INSERT INTO versions ({columns}) SELECT resource_id, $1, type, fhir_id, source, patient_id, \
+         section, $2, $3, $4, {}, $5, '', 0, '', 1 FROM versions WHERE id = $6",
+        super::resources::WITHDRAWN
+    ))
+    .arg(last.version_no + 1)
+    .arg(now)
+    .arg(now)
+    .arg(rule)
+    .arg(i64::MAX)
+    .arg(shown.id);
+    tx.execute(&tombstone).await?;
+    let copy = Sql::new(format!(
+        "INSERT INTO versions ({columns}) SELECT resource_id, $1, type, fhir_id, source, patient_id, \
+         section, arrived_at, NULL, rule, withdrawn, sort_date, body, tagged, meta, 0 \
+         FROM versions WHERE id = $2 RETURNING id"
+    ))
+    .arg(last.version_no + 2)
+    .arg(last.id);
+    let copy: Id = tx
+        .fetch_optional(&copy)
+        .await?
+        .ok_or(crate::store::Error::NotFound)?;
+    for (table, values) in [
+        ("search_tokens", "param, system, code"),
+        ("search_dates", "param, lo, hi"),
+        ("refs", "target_type, target_id, element"),
+    ] {
+        let sql = Sql::new(format!(
+            "INSERT INTO {table} (version_id, {values}) SELECT $1, {values} FROM {table} WHERE version_id = $2"
+        ))
+        .arg(copy.id)
+        .arg(last.id);
+        tx.execute(&sql).await?;
+    }
+    let sql = Sql::new(
+        "UPDATE versions SET has_newer = 1 WHERE resource_id = $1 AND id < $2 AND has_newer = 0",
+    )
+    .arg(last.resource_id)
+    .arg(copy.id);
+    tx.execute(&sql).await?;
+    let sql = Sql::new("UPDATE resources SET last_version = $1 WHERE id = $2")
+        .arg(last.version_no + 2)
+        .arg(last.resource_id);
+    tx.execute(&sql).await?;
+    Ok(copy.id)
 }

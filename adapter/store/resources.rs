@@ -15,12 +15,54 @@ pub struct Current {
     #[serde(rename = "type")]
     pub resource_type: String,
     pub fhir_id: String,
+    /// The source that first sent it: the only one that may change it.
+    pub source: String,
     pub last_version: i64,
     pub last_hash: String,
 }
 
 /// Rows per multi-row statement; well under both engines' parameter limits.
 const CHUNK: usize = 400;
+
+/// Serializes writers of the same resources on PostgreSQL, for the rest of the transaction:
+/// a transaction-scoped advisory lock per `(type, id)`, taken in one order by every writer (so
+/// two writers never wait for each other crosswise). Row locks cannot do this for resources
+/// not stored yet, which two pushes may both create. SQLite has one writer anyway.
+pub async fn lock(tx: &mut Tx, keys: &[(String, String)]) -> Result<(), crate::store::Error> {
+    if tx.engine() != Engine::Postgres || keys.is_empty() {
+        return Ok(());
+    }
+    let mut hashes: Vec<i64> = keys
+        .iter()
+        .map(|(ty, id)| lock_key("resource", &format!("{ty}/{id}")))
+        .collect();
+    hashes.sort_unstable();
+    hashes.dedup();
+    for chunk in hashes.chunks(CHUNK) {
+        let mut sql = Sql::new("SELECT pg_advisory_xact_lock(k) FROM (VALUES ");
+        for (i, h) in chunk.iter().enumerate() {
+            if i > 0 {
+                sql.push(", ");
+            }
+            sql.push("(CAST(");
+            sql.bind(*h);
+            sql.push(" AS BIGINT))");
+        }
+        sql.push(") AS x (k)");
+        tx.execute(&sql).await?;
+    }
+    Ok(())
+}
+
+/// A PostgreSQL advisory lock key for `name` in `space` (resources, clients): the first eight
+/// bytes of its SHA-256, the same in every process.
+pub fn lock_key(space: &str, name: &str) -> i64 {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(format!("sluis:{space}:{name}").as_bytes());
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&digest[..8]);
+    i64::from_le_bytes(first)
+}
 
 /// The head of each stored `(type, id)`, locking the rows on PostgreSQL.
 pub async fn current(
@@ -30,7 +72,7 @@ pub async fn current(
     let mut out = HashMap::new();
     for chunk in keys.chunks(CHUNK) {
         let mut sql = Sql::new(
-            "SELECT id, type, fhir_id, last_version, last_hash FROM resources WHERE (type, fhir_id) IN (",
+            "SELECT id, type, fhir_id, source, last_version, last_hash FROM resources WHERE (type, fhir_id) IN (",
         );
         for (i, (ty, id)) in chunk.iter().enumerate() {
             if i > 0 {
@@ -66,10 +108,47 @@ pub struct NewVersion {
     pub arrived_at: Micros,
     pub release_at: Option<Micros>,
     pub rule: String,
+    /// A tombstone: deleted, entered-in-error, or taken off the portal (see `synthetic`).
     pub withdrawn: bool,
+    /// Under a `never` rule (or unmapped): stored, never shown.
+    pub hidden: bool,
+    /// A tombstone the adapter wrote itself, before a version that moves the resource to
+    /// another client or section or that may never be shown: it takes the shown version off
+    /// the portal of those who saw it. Not a version the source sent.
+    pub synthetic: bool,
     pub tagged: bool,
     /// The resource's `meta` without versionId and lastUpdated (JSON), empty if none.
     pub meta: String,
+}
+
+impl NewVersion {
+    /// The stored `withdrawn` column: 0 live, 1 a tombstone, 2 hidden by its rule.
+    pub fn withdrawn_code(&self) -> i64 {
+        if self.withdrawn {
+            WITHDRAWN
+        } else if self.hidden {
+            HIDDEN
+        } else {
+            0
+        }
+    }
+}
+
+/// `versions.withdrawn` of a tombstone (deleted, entered-in-error, taken off the portal).
+pub const WITHDRAWN: i64 = 1;
+/// `versions.withdrawn` of a version stored under a `never` rule, or that no rule maps.
+pub const HIDDEN: i64 = 2;
+
+/// Takes waiting versions out of the running: a newer version arrived before they were shown,
+/// so they never will be (their release moment becomes NULL).
+pub async fn supersede(tx: &mut Tx, version_ids: &[i64]) -> Result<(), crate::store::Error> {
+    for chunk in version_ids.chunks(CHUNK) {
+        let mut sql = Sql::new("UPDATE versions SET release_at = NULL WHERE id IN (");
+        sql.bind_list(chunk.iter().copied());
+        sql.push(")");
+        tx.execute(&sql).await?;
+    }
+    Ok(())
 }
 
 /// Writes versions (in order) and moves each resource's head to its last written version.
@@ -119,10 +198,10 @@ pub async fn write(
                     new.push((key, head_row(v)));
                     continue;
                 };
+                // The source stays the one that first sent it.
                 let sql = Sql::new(
-                    "UPDATE resources SET source = $1, last_version = $2, last_hash = $3 WHERE id = $4",
+                    "UPDATE resources SET last_version = $1, last_hash = $2 WHERE id = $3",
                 )
-                .arg(v.source.as_str())
                 .arg(v.version_no)
                 .arg(v.hash.as_str())
                 .arg(head.id);
@@ -150,7 +229,7 @@ pub async fn write(
                 .insert_returning(
                     RESOURCES,
                     &rows,
-                    "ON CONFLICT (type, fhir_id) DO UPDATE SET source = excluded.source, \
+                    "ON CONFLICT (type, fhir_id) DO UPDATE SET \
                      last_version = excluded.last_version, last_hash = excluded.last_hash \
                      RETURNING id, type, fhir_id",
                 )
@@ -185,7 +264,7 @@ pub async fn write(
             v.arrived_at.into(),
             v.release_at.into(),
             v.rule.as_str().into(),
-            v.withdrawn.into(),
+            v.withdrawn_code().into(),
             v.indexed.sort_date.into(),
             v.body.as_str().into(),
             v.tagged.into(),
@@ -229,7 +308,7 @@ pub async fn write(
 
     let mut tokens: Vec<[Arg; 4]> = Vec::new();
     let mut dates: Vec<[Arg; 4]> = Vec::new();
-    let mut refs: Vec<[Arg; 3]> = Vec::new();
+    let mut refs: Vec<[Arg; 4]> = Vec::new();
     for v in versions {
         let resource_id = id_of(v)?;
         let version_id = version_ids
@@ -252,8 +331,8 @@ pub async fn write(
                 (*hi).into(),
             ]);
         }
-        for (ty, id) in &v.indexed.refs {
-            refs.push([ty.into(), id.into(), version_id.into()]);
+        for (ty, id, element) in &v.indexed.refs {
+            refs.push([ty.into(), id.into(), version_id.into(), element.into()]);
         }
     }
     const NOTHING: &str = "ON CONFLICT DO NOTHING";
@@ -270,7 +349,7 @@ pub async fn write(
     )
     .await?;
     tx.insert(
-        "INSERT INTO refs (target_type, target_id, version_id)",
+        "INSERT INTO refs (target_type, target_id, version_id, element)",
         &refs,
         NOTHING,
     )

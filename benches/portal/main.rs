@@ -412,7 +412,7 @@ async fn sqlite_ceiling(
             keys.extend(
                 ix.refs
                     .iter()
-                    .map(|(t, i)| ("ref".to_string(), format!("{t}/{i}"))),
+                    .map(|(t, i, e)| ("ref".to_string(), format!("{t}/{i} {e}"))),
             );
             keys.sort();
             keys.dedup();
@@ -755,6 +755,7 @@ async fn filter_cost(db: Db, dataset: &data::Dataset, secs: u64) -> Value {
         .collect();
     let ids = Arc::new(ids);
     let now = sluis::time::to_micros(sluis::time::parse_instant(NOW).unwrap());
+    let mappings = Arc::new(sluis::mapping::Mappings::load(None, "P14D").unwrap());
     let query = |c: &str| {
         let pairs = vec![
             ("patient".to_string(), c.to_string()),
@@ -799,19 +800,23 @@ async fn filter_cost(db: Db, dataset: &data::Dataset, secs: u64) -> Value {
     // Filtered and unfiltered take turns in slices (ABBA), after a warm-up of both, so that
     // neither is favoured by warm caches or by the machine's drift.
     let run = |filtered: bool, member: bool, d: Duration| {
-        let (db, ids) = (db.clone(), ids.clone());
+        let (db, ids, mappings) = (db.clone(), ids.clone(), mappings.clone());
         load::closed_loop(4, d, move |i| {
-            let (db, ids) = (db.clone(), ids.clone());
+            let (db, ids, mappings) = (db.clone(), ids.clone(), mappings.clone());
             async move {
                 let c = &ids[(i as usize * 7919) % ids.len()];
                 let q = query(c);
                 if filtered {
                     let dec = decision(c, member);
+                    let scope = sql::Scope::new(&dec, &mappings);
                     let a = db
-                        .fetch_all::<sql::Hit>(&sql::page_sql(&q, &dec, now))
+                        .fetch_all::<sql::Hit>(&sql::page_sql(&q, scope, now))
                         .await
                         .is_ok();
-                    let b = db.fetch_count(&sql::count_sql(&q, &dec, now)).await.is_ok();
+                    let b = db
+                        .fetch_count(&sql::count_sql(&q, scope, now))
+                        .await
+                        .is_ok();
                     a && b
                 } else {
                     let (p, c) = unfiltered(&q);
@@ -827,8 +832,9 @@ async fn filter_cost(db: Db, dataset: &data::Dataset, secs: u64) -> Value {
         let mut statements = vec![("unfiltered page", p), ("unfiltered total", n)];
         for (who, member) in [("holder", false), ("member", true)] {
             let (q, d) = (query(c), decision(c, member));
-            statements.push((who, sql::page_sql(&q, &d, now)));
-            statements.push((who, sql::count_sql(&q, &d, now)));
+            let scope = sql::Scope::new(&d, &mappings);
+            statements.push((who, sql::page_sql(&q, scope, now)));
+            statements.push((who, sql::count_sql(&q, scope, now)));
         }
         for (name, statement) in statements {
             let plan = db.explain(&statement).await.unwrap_or_default();
@@ -846,10 +852,13 @@ async fn filter_cost(db: Db, dataset: &data::Dataset, secs: u64) -> Value {
                         db.fetch_count(&n).await.unwrap();
                     } else {
                         let d = decision(c, member);
-                        db.fetch_all::<sql::Hit>(&sql::page_sql(&q, &d, now))
+                        let scope = sql::Scope::new(&d, &mappings);
+                        db.fetch_all::<sql::Hit>(&sql::page_sql(&q, scope, now))
                             .await
                             .unwrap();
-                        db.fetch_count(&sql::count_sql(&q, &d, now)).await.unwrap();
+                        db.fetch_count(&sql::count_sql(&q, scope, now))
+                            .await
+                            .unwrap();
                     }
                 }
                 eprintln!(

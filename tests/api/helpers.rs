@@ -105,12 +105,14 @@ async fn postgres_schema(base: &str) -> String {
 /// The config every test starts from; `extra` is appended (later keys of a section win only
 /// if written as separate sections, so tests pass whole sections they change).
 pub fn config_text(database_url: &str, extra: &str) -> String {
+    let server = if extra.contains("[server]") {
+        ""
+    } else {
+        "[server]\nlisten = \"127.0.0.1:0\"\npublic_base_url = \"http://sluis.test\"\n"
+    };
     let base = format!(
         r#"
-[server]
-listen = "127.0.0.1:0"
-public_base_url = "http://sluis.test"
-
+{server}
 [database]
 url = "{database_url}"
 max_connections = 4

@@ -9,6 +9,7 @@ mod corpus;
 mod delay;
 mod differential;
 mod ingest;
+mod leaks;
 mod plans;
 mod portal;
 mod search;

@@ -112,15 +112,20 @@ on_both!(portal_queries_run_on_indexes, |b| async move {
         // Prepared once per connection: nothing in these statements (a bound LIMIT did) makes
         // SQLite prepare them again for every execution.
         for statement in [
-            sql::page_sql(&q, &d, now),
-            sql::page_with_total_sql(&q, &d, now),
-            sql::count_sql(&q, &d, now),
+            sql::page_sql(&q, sql::Scope::new(&d, &app.state.mappings), now),
+            sql::page_with_total_sql(&q, sql::Scope::new(&d, &app.state.mappings), now),
+            sql::count_sql(&q, sql::Scope::new(&d, &app.state.mappings), now),
         ] {
             if let Some(n) = db.prepared_again(&statement).await.unwrap() {
                 assert_eq!(n, 0, "{name}: prepared again: {}", statement.text);
             }
         }
-        let plan = explained(db, name, &sql::page_sql(&q, &d, now)).await;
+        let plan = explained(
+            db,
+            name,
+            &sql::page_sql(&q, sql::Scope::new(&d, &app.state.mappings), now),
+        )
+        .await;
         if sqlite {
             let text = plan.join("\n");
             assert!(
@@ -139,7 +144,12 @@ on_both!(portal_queries_run_on_indexes, |b| async move {
                 "{name}: no full scans: {text}"
             );
         }
-        let count = explained(db, &format!("count: {name}"), &sql::count_sql(&q, &d, now)).await;
+        let count = explained(
+            db,
+            &format!("count: {name}"),
+            &sql::count_sql(&q, sql::Scope::new(&d, &app.state.mappings), now),
+        )
+        .await;
         if sqlite {
             assert!(!scans(&count, "v"), "{name}: {count:?}");
             // `total` of a client's query counts on the index alone: it reads no version row.
