@@ -59,6 +59,7 @@ pub async fn delay_part(state: &AppState, ty: &str, id: &str) -> ApiResult<Value
             };
             json!({
                 "version": v.version_no,
+                "client": v.patient_id.as_ref().map(|p| format!("Patient/{p}")),
                 "section": v.section,
                 "rule": v.rule,
                 "arrived_at": instant(from_micros(v.arrived_at)),

@@ -1,14 +1,21 @@
-//! The test that proves nothing leaks (issue 4, acceptance 2): random worlds of clients, links,
-//! grants, blocks, care periods, deaths, terms, embargoed and released versions and clock
-//! moments are built through the real API; then, for every user, what search (all pages and
-//! `total`), read, `_include` and `_history` return is compared, resource by resource, with what
-//! the pure decision (`access::decision::decide`) says of the stored facts and the versions'
-//! stored release moments. Worlds: `SLUIS_DIFF_WORLDS` (default 6); a failure names its seed.
+//! The test that proves nothing leaks: random worlds of clients, links, grants, open
+//! invitations, role changes, blocks, care periods, deaths, terms, two sources, versions under
+//! rules of every kind (P14D, P90D, manual, never), moves between clients and sections, holds
+//! and releases, shared and other types outside the compartment, references from redacted
+//! elements, and clock moments are built through the real API. Then, for every user, what
+//! search (all pages and `total`), read, `_include` and `_history` return is compared, resource
+//! by resource, with the pure decision (`access::decision::decide`) over the stored facts and
+//! the versions' stored release moments; and what is served is checked against what the world
+//! itself says, independently of the store: never a version earlier than its own rule allows,
+//! never under `never`, never during a hold, never in a client or section the resource has
+//! left, never after a withdrawal, never another source's write.
+//! Worlds: `SLUIS_DIFF_WORLDS` (default 6); a failure names its seed.
 
 use crate::helpers::*;
 use crate::on_both;
 use chrono::{DateTime, Duration, Utc};
 use serde_json::{Value, json};
+use sluis::access::Role;
 use sluis::access::decision::{self, Decision, Refusal};
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -44,8 +51,9 @@ const SECTIONS: &[&str] = &[
     "berichten",
     "documenten",
 ];
-const USERS: &[&str] = &["u0", "u1", "u2", "u3", "u4"];
+const USERS: &[&str] = &["u0", "u1", "u2", "u3", "u4", "u5"];
 const CLIENTS: &[&str] = &["c0", "c1", "c2"];
+/// The types searched and read one by one in the patient compartment.
 const TYPES: &[&str] = &[
     "Observation",
     "Appointment",
@@ -55,52 +63,161 @@ const TYPES: &[&str] = &[
     "Patient",
     "EpisodeOfCare",
 ];
+/// The worlds' own embargo rules, before the shipped ones.
+const EMBARGO: &str = "[[rule]]\nsection = \"metingen\"\ncode = \"http://loinc.org|2708-6\"\ndelay = \"P90D\"\n\
+     [[rule]]\nsection = \"metingen\"\ncode = \"http://loinc.org|8867-4\"\ndelay = \"never\"\n\
+     [[rule]]\nsection = \"metingen\"\ncode = \"http://loinc.org|8310-5\"\ndelay = \"manual\"\n";
+/// Observation codes and how often each is drawn: the default P14D, P90D, never, manual.
+const CODES: &[(&str, u64)] = &[
+    ("29463-7", 64),
+    ("2708-6", 16),
+    ("8867-4", 10),
+    ("8310-5", 10),
+];
+const VERSION_SYSTEM: &str = "urn:sluis-test:version";
+
+/// What a world version's rule allows, as the world itself knows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Rule {
+    Immediate,
+    Days(i64),
+    Manual,
+    Never,
+}
+
+/// A version the world sent (or a delete), with what it means independently of the store.
+#[derive(Debug, Clone)]
+struct WorldVersion {
+    at: DateTime<Utc>,
+    /// Deleted or entered-in-error.
+    withdrawn: bool,
+    rule: Rule,
+    client: Option<String>,
+    section: Option<String>,
+    /// Outside-compartment resources it refers to: `(Type/id, element)`.
+    refs: Vec<(String, String)>,
+}
+
+/// What the test knows of a resource without asking the serving code.
+#[derive(Default, Clone)]
+struct Known {
+    versions: Vec<WorldVersion>,
+}
+
+impl Known {
+    /// The newest version that has arrived by `now`.
+    fn newest(&self, now: DateTime<Utc>) -> Option<&WorldVersion> {
+        self.versions.iter().rev().find(|v| v.at <= now)
+    }
+}
 
 /// A timed step of a world.
 enum Step {
     Ingest(Vec<Value>),
+    /// The other source writes a resource of `ons`: refused with 409.
+    Foreign(Value),
+    /// The other source deletes a resource of `ons`: refused with 409.
+    ForeignDelete(String, String),
+    /// The other source pushes its own resources.
+    IngestOther(Vec<Value>),
     Delete(String, String),
     Api(&'static str, String, Value),
     Patch(String, String, Value),
     Revoke(String, String),
+    /// A holder makes an invitation that stays open: `(holder, patient, name)`.
+    Invite(String, String, String),
+    /// Someone redeems the open invitation `name`.
+    RedeemOpen(String, String),
+    /// The holder withdraws the open invitation `name`.
+    Uninvite(String, String),
     Check,
 }
 
-fn resource(ty: &str, id: &str, client: &str, version: u32, performer: &str) -> Value {
+fn marked(mut r: Value, version: usize) -> Value {
+    r["identifier"] = json!([{"system": VERSION_SYSTEM, "value": version.to_string()}]);
+    r
+}
+
+fn world_patient(c: &str) -> Value {
+    let mut p = patient(c);
+    p["managingOrganization"] = json!({"reference": format!("Organization/org-m-{c}")});
+    p["contact"] = json!([{"name": {"text": "Buurvrouw"}, "organization": {"reference": format!("Organization/org-c-{c}")}}]);
+    p
+}
+
+/// A version of a resource of `client`; its section follows from `code` where the type has
+/// rules by code.
+fn resource(
+    ty: &str,
+    id: &str,
+    client: &str,
+    version: usize,
+    performer: &str,
+    code: &str,
+) -> Value {
     let subject = json!({"reference": format!("Patient/{client}")});
-    match ty {
+    let r = match ty {
         "Observation" => {
-            let mut o = observation(id, client, "29463-7", "2026-02-01");
+            let mut o = observation(id, client, code, "2026-02-01");
             o["valueQuantity"]["value"] = json!(60 + version);
             o["performer"] = json!([{"reference": format!("Practitioner/{performer}")}]);
             o
         }
-        "Appointment" => appointment(id, client, "2026-04-01T10:00:00Z"),
+        "Appointment" => {
+            let mut a = appointment(id, client, "2026-04-01T10:00:00Z");
+            a["comment"] = json!(format!("v{version}"));
+            a
+        }
         "Condition" => json!({"resourceType": "Condition", "id": id, "subject": subject,
             "code": {"text": format!("aandoening {version}")}}),
         "DocumentReference" => {
             json!({"resourceType": "DocumentReference", "id": id, "status": "current", "subject": subject,
-            "type": {"coding": [{"system": "http://loinc.org", "code": "11506-3"}]},
+            "type": {"coding": [{"system": "http://loinc.org", "code": code}]},
             "content": [{"attachment": {"contentType": "text/plain", "data": "UmFwcG9ydGFnZQ=="}}], "description": format!("v{version}")})
         }
         _ => {
             json!({"resourceType": "Communication", "id": id, "status": "completed", "subject": subject,
             "payload": [{"contentString": format!("bericht {version}")}]})
         }
-    }
+    };
+    marked(r, version)
 }
 
-/// What the test knows of a resource without asking the serving code.
-#[derive(Default, Clone)]
-struct Known {
-    client: Option<String>,
-    /// The performer of each version (Observations), in version order.
-    performers: Vec<String>,
+/// The section and rule of a version, as the shipped mappings and [`EMBARGO`] say.
+fn placement(ty: &str, code: &str) -> (&'static str, Rule) {
+    match ty {
+        "Observation" => (
+            "metingen",
+            match code {
+                "2708-6" => Rule::Days(90),
+                "8867-4" => Rule::Never,
+                "8310-5" => Rule::Manual,
+                _ => Rule::Days(14),
+            },
+        ),
+        "Appointment" => ("agenda", Rule::Immediate),
+        "Communication" => ("berichten", Rule::Immediate),
+        "Condition" => ("dossier", Rule::Days(14)),
+        "DocumentReference" if code == "11506-3" => ("rapportages", Rule::Days(14)),
+        "DocumentReference" => ("documenten", Rule::Days(14)),
+        _ => ("dossier", Rule::Immediate),
+    }
 }
 
 struct World {
     steps: Vec<(DateTime<Utc>, Step)>,
     known: BTreeMap<(String, String), Known>,
+}
+
+fn live(at: DateTime<Utc>, client: &str, section: &str, rule: Rule) -> WorldVersion {
+    WorldVersion {
+        at,
+        withdrawn: false,
+        rule,
+        client: Some(client.to_string()),
+        section: Some(section.to_string()),
+        refs: Vec::new(),
+    }
 }
 
 fn build(seed: u64) -> World {
@@ -111,29 +228,42 @@ fn build(seed: u64) -> World {
     };
     let mut steps: Vec<(DateTime<Utc>, Step)> = Vec::new();
     let mut known: BTreeMap<(String, String), Known> = BTreeMap::new();
-    // Day 0: practitioners, clients, their care, and the links.
+    let key = |ty: &str, id: &str| (ty.to_string(), id.to_string());
+    // Day 0: practitioners, organizations, tasks, clients, their care, and the links.
     let mut first = Vec::new();
     for k in 0..4 {
         first.push(json!({"resourceType": "Practitioner", "id": format!("pr{k}"), "name": [{"family": format!("Arts {k}")}]}));
-        known.insert(("Practitioner".into(), format!("pr{k}")), Known::default());
     }
     for c in CLIENTS {
-        first.push(patient(c));
-        known.insert(
-            ("Patient".into(), c.to_string()),
-            Known {
-                client: Some(c.to_string()),
-                ..Default::default()
-            },
-        );
+        for (id, name) in [
+            (format!("org-m-{c}"), "Zorgcentrum"),
+            (format!("org-c-{c}"), "Buurtzorg"),
+        ] {
+            first.push(json!({"resourceType": "Organization", "id": id, "name": name}));
+        }
+        first.push(json!({"resourceType": "Task", "id": format!("task-{c}"), "status": "requested", "intent": "order",
+            "for": {"reference": format!("Patient/{c}")}, "partOf": [{"reference": "Task/task-c0"}],
+            "owner": {"reference": format!("Organization/org-m-{c}")}}));
+        first.push(world_patient(c));
+        let mut p = live(t0, c, "dossier", Rule::Immediate);
+        p.refs = vec![
+            (
+                format!("Organization/org-m-{c}"),
+                "managingOrganization".into(),
+            ),
+            (
+                format!("Organization/org-c-{c}"),
+                "contact.organization".into(),
+            ),
+        ];
+        known.insert(key("Patient", c), Known { versions: vec![p] });
         if !rng.chance(15) {
             let id = format!("eoc-{c}");
             first.push(episode(&id, c, "active", "2025-01-01", None));
             known.insert(
-                ("EpisodeOfCare".into(), id),
+                key("EpisodeOfCare", &id),
                 Known {
-                    client: Some(c.to_string()),
-                    ..Default::default()
+                    versions: vec![live(t0, c, "dossier", Rule::Immediate)],
                 },
             );
         }
@@ -145,7 +275,9 @@ fn build(seed: u64) -> World {
         }
     }
     let mut linked: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
+    let mut invitations = 0;
     for c in CLIENTS {
+        let first_contact = rng.chance(40);
         let holder = *rng.pick(USERS);
         linked.entry(c).or_default().insert(holder);
         steps.push((
@@ -153,7 +285,7 @@ fn build(seed: u64) -> World {
             Step::Api(
                 "holder",
                 holder.to_string(),
-                json!({"patient": c, "relationship": "self"}),
+                json!({"patient": c, "relationship": if first_contact { "first-contact" } else { "self" }}),
             ),
         ));
         for _ in 0..1 + rng.below(3) {
@@ -189,7 +321,27 @@ fn build(seed: u64) -> World {
                 ));
             }
         }
-        if rng.chance(25) {
+        // Open invitations, redeemed later: after a role change they must be dead.
+        for _ in 0..rng.below(3) {
+            invitations += 1;
+            let name = format!("open{invitations}");
+            let made = rng.below(15);
+            steps.push((
+                at(made, 1),
+                Step::Invite(holder.to_string(), c.to_string(), name.clone()),
+            ));
+            if rng.chance(25) {
+                steps.push((
+                    at(made + rng.below(5), 2),
+                    Step::Uninvite(holder.to_string(), name.clone()),
+                ));
+            }
+            steps.push((
+                at(made + 1 + rng.below(25), 12),
+                Step::RedeemOpen(name, rng.pick(USERS).to_string()),
+            ));
+        }
+        if rng.chance(35) {
             let curator = *rng.pick(USERS);
             if linked.entry(c).or_default().insert(curator) {
                 steps.push((
@@ -228,9 +380,10 @@ fn build(seed: u64) -> World {
             ));
         }
         if rng.chance(25) {
+            let when = at(rng.below(30), 6);
             let end = at(rng.below(30), 0).date_naive().to_string();
             steps.push((
-                at(rng.below(30), 6),
+                when,
                 Step::Ingest(vec![episode(
                     &format!("eoc-{c}"),
                     c,
@@ -239,18 +392,21 @@ fn build(seed: u64) -> World {
                     Some(&end),
                 )]),
             ));
-            known.insert(
-                ("EpisodeOfCare".into(), format!("eoc-{c}")),
-                Known {
-                    client: Some(c.to_string()),
-                    ..Default::default()
-                },
-            );
+            known
+                .entry(key("EpisodeOfCare", &format!("eoc-{c}")))
+                .or_default()
+                .versions
+                .push(live(when, c, "dossier", Rule::Immediate));
         }
         if rng.chance(15) {
-            let mut died = patient(c);
+            let when = at(rng.below(30), 7);
+            let mut died = world_patient(c);
             died["deceasedDateTime"] = json!(sluis::time::instant(at(rng.below(30), 2)));
-            steps.push((at(rng.below(30), 7), Step::Ingest(vec![died])));
+            steps.push((when, Step::Ingest(vec![died])));
+            let k = known.get_mut(&key("Patient", c)).unwrap();
+            let mut v = k.versions[0].clone();
+            v.at = when;
+            k.versions.push(v);
         }
         if rng.chance(10) {
             steps.push((
@@ -258,81 +414,134 @@ fn build(seed: u64) -> World {
                 Step::Api("end-link", c.to_string(), json!({})),
             ));
         }
-        // The dossier: entries arriving over a month, some changed, withdrawn, held or released.
+        // The other source's own entries for this client: served like any other.
+        let other_id = format!("{c}-other");
+        let when = at(rng.below(20), 13);
+        let mut theirs = appointment(&other_id, c, "2026-05-01T10:00:00Z");
+        theirs = marked(theirs, 1);
+        steps.push((when, Step::IngestOther(vec![theirs])));
+        known.insert(
+            key("Appointment", &other_id),
+            Known {
+                versions: vec![live(when, c, "agenda", Rule::Immediate)],
+            },
+        );
+        // The dossier: entries arriving over a month, some changed (also moved to another
+        // client or section, or put under a stricter rule), withdrawn, held or released.
         for (ty, n) in [
-            ("Observation", 4),
+            ("Observation", 5),
             ("Appointment", 3),
             ("Condition", 2),
-            ("DocumentReference", 2),
+            ("DocumentReference", 3),
             ("Communication", 1),
         ] {
             for k in 0..n {
                 let id = format!("{c}-{}-{k}", ty.to_lowercase());
                 let mut day = rng.below(30);
-                let mut entry = Known {
-                    client: Some(c.to_string()),
-                    ..Default::default()
-                };
-                let versions = 1 + u32::from(rng.chance(30)) + u32::from(rng.chance(10));
+                let mut entry = Known::default();
+                let versions = 1 + usize::from(rng.chance(35)) + usize::from(rng.chance(15));
+                let mut client = c.to_string();
                 for v in 1..=versions {
+                    if v > 1 && matches!(ty, "Observation" | "Appointment") && rng.chance(15) {
+                        client = rng.pick(CLIENTS).to_string();
+                    }
+                    let code = match ty {
+                        "Observation" => {
+                            let roll = rng.below(100);
+                            let mut sum = 0;
+                            CODES
+                                .iter()
+                                .find(|(_, w)| {
+                                    sum += w;
+                                    roll < sum
+                                })
+                                .map_or("29463-7", |(c, _)| *c)
+                        }
+                        "DocumentReference" if rng.chance(30) => "34133-9",
+                        _ => "11506-3",
+                    };
                     let performer = format!("pr{}", rng.below(4));
-                    let mut r = resource(ty, &id, c, v, &performer);
+                    let mut r = resource(ty, &id, &client, v, &performer, code);
+                    let when = at(day, rng.below(24));
+                    let (section, rule) = placement(ty, code);
+                    let mut wv = live(when, &client, section, rule);
+                    if ty == "Observation" {
+                        wv.refs = vec![(format!("Practitioner/{performer}"), "performer".into())];
+                    }
                     if v == versions && rng.chance(8) {
-                        r["status"] = json!(if ty == "Appointment" {
-                            "entered-in-error"
-                        } else if ty == "Condition" {
-                            ""
-                        } else {
-                            "entered-in-error"
-                        });
+                        wv.withdrawn = true;
                         if ty == "Condition" {
-                            r.as_object_mut().unwrap().remove("status");
                             r["verificationStatus"] = json!({"coding": [{"system": "http://terminology.hl7.org/CodeSystem/condition-ver-status", "code": "entered-in-error"}]});
+                        } else {
+                            r["status"] = json!("entered-in-error");
                         }
                     }
-                    entry.performers.push(performer);
-                    steps.push((at(day, rng.below(24)), Step::Ingest(vec![r])));
+                    entry.versions.push(wv);
+                    steps.push((when, Step::Ingest(vec![r.clone()])));
+                    if v == 1 && rng.chance(12) {
+                        // The other source tries to write over it, or to delete it.
+                        let later = when + Duration::hours(1 + rng.below(200) as i64);
+                        if rng.chance(50) {
+                            let mut foreign = r.clone();
+                            foreign["identifier"] =
+                                json!([{"system": VERSION_SYSTEM, "value": "foreign"}]);
+                            steps.push((later, Step::Foreign(foreign)));
+                        } else {
+                            steps.push((later, Step::ForeignDelete(ty.to_string(), id.clone())));
+                        }
+                    }
                     day += 1 + rng.below(12);
                 }
                 if rng.chance(10) {
-                    steps.push((at(day, 1), Step::Delete(ty.to_string(), id.clone())));
+                    let when = at(day, 1);
+                    steps.push((when, Step::Delete(ty.to_string(), id.clone())));
+                    let last = entry.versions.last().cloned().unwrap();
+                    entry.versions.push(WorldVersion {
+                        at: when,
+                        withdrawn: true,
+                        ..last
+                    });
                 }
-                if rng.chance(10) {
+                if rng.chance(15) {
                     let until = if rng.chance(50) {
                         Value::Null
                     } else {
-                        json!(sluis::time::instant(at(rng.below(40), 0)))
+                        json!(sluis::time::instant(at(rng.below(60), 0)))
                     };
                     steps.push((
-                        at(rng.below(30), 4),
+                        at(rng.below(40), 4),
                         Step::Api("hold", format!("{ty}/{id}"), json!({"until": until})),
                     ));
                 }
-                if rng.chance(10) {
+                if rng.chance(15) {
                     steps.push((
-                        at(rng.below(35), 9),
+                        at(rng.below(50), 9),
                         Step::Api("release", format!("{ty}/{id}"), json!({})),
                     ));
                 }
-                known.insert((ty.to_string(), id), entry);
+                known.insert(key(ty, &id), entry);
             }
         }
     }
     steps.push((at(18, 7), Step::Check));
     steps.push((at(40, 11), Step::Check));
+    steps.push((at(100, 11), Step::Check));
     steps.sort_by_key(|(t, _)| *t);
     World { steps, known }
 }
 
-/// The served version of a resource now, from its stored versions (via /admin/explain):
-/// `(version, section, withdrawn, release)` of the newest released version, and whether an
-/// earlier version had been released before it.
-struct Stored {
-    newest_released: Option<(i64, Option<String>, bool, DateTime<Utc>)>,
-    shown_before: bool,
+/// One stored version, as `/admin/explain` tells it.
+#[derive(Debug, Clone)]
+struct StoredVersion {
+    version: i64,
+    client: Option<String>,
+    section: Option<String>,
+    withdrawn: bool,
+    release: Option<DateTime<Utc>>,
 }
 
-async fn stored(app: &TestApp, ty: &str, id: &str, now: DateTime<Utc>) -> Stored {
+/// Every stored version of a resource, in version order.
+async fn stored(app: &TestApp, ty: &str, id: &str) -> Vec<StoredVersion> {
     let r = app
         .http
         .get(app.url(&format!("/admin/explain?resource={ty}/{id}")))
@@ -341,29 +550,31 @@ async fn stored(app: &TestApp, ty: &str, id: &str, now: DateTime<Utc>) -> Stored
         .await
         .unwrap();
     let e: Value = r.json().await.unwrap();
-    let versions = e["versions"].as_array().cloned().unwrap_or_default();
-    let released: Vec<(i64, Option<String>, bool, DateTime<Utc>)> = versions
+    e["versions"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
         .iter()
-        .filter_map(|v| {
-            let at = sluis::time::parse_instant(v["release_at"].as_str()?)?;
-            (at <= now).then(|| {
-                (
-                    v["version"].as_i64().unwrap(),
-                    v["section"].as_str().map(str::to_string),
-                    v["state"] == "withdrawn",
-                    at,
-                )
-            })
+        .map(|v| StoredVersion {
+            version: v["version"].as_i64().unwrap(),
+            client: v["client"]
+                .as_str()
+                .map(|c| c.trim_start_matches("Patient/").to_string()),
+            section: v["section"].as_str().map(str::to_string),
+            withdrawn: v["state"] == "withdrawn",
+            release: v["release_at"]
+                .as_str()
+                .and_then(sluis::time::parse_instant),
         })
-        .collect();
-    let newest = released.iter().max_by_key(|v| v.0).cloned();
-    let shown_before = newest
-        .as_ref()
-        .is_some_and(|n| released.iter().any(|v| v.0 < n.0 && !v.2 && v.3 <= n.3));
-    Stored {
-        newest_released: newest,
-        shown_before,
-    }
+        .collect()
+}
+
+/// The served version now: the newest one released.
+fn served(versions: &[StoredVersion], now: DateTime<Utc>) -> Option<&StoredVersion> {
+    versions
+        .iter()
+        .filter(|v| v.release.is_some_and(|r| r <= now))
+        .max_by_key(|v| v.version)
 }
 
 fn bundle_ids(bundle: &Value, mode: &str) -> BTreeSet<(String, String, String)> {
@@ -383,14 +594,132 @@ fn bundle_ids(bundle: &Value, mode: &str) -> BTreeSet<(String, String, String)> 
         .collect()
 }
 
-async fn check(app: &TestApp, world: &World, now: DateTime<Utc>, since: DateTime<Utc>, seed: u64) {
-    // The stored state of every resource, independent of the serving code.
-    let mut state: BTreeMap<(String, String), Stored> = BTreeMap::new();
+/// What the run learned: accepted staff actions per resource `(at, release?, until)`.
+#[derive(Default)]
+struct Journal {
+    actions: BTreeMap<String, Vec<(DateTime<Utc>, bool, Option<DateTime<Utc>>)>>,
+}
+
+/// The client a served body names.
+fn body_client(body: &Value) -> Option<String> {
+    let reference = body["subject"]["reference"]
+        .as_str()
+        .or_else(|| body["patient"]["reference"].as_str())
+        .or_else(|| body["participant"][0]["actor"]["reference"].as_str());
+    match body["resourceType"].as_str() {
+        Some("Patient") => body["id"].as_str().map(str::to_string),
+        _ => reference.map(|r| r.trim_start_matches("Patient/").to_string()),
+    }
+}
+
+/// The section of a served body, as the world's mappings give it.
+fn body_section(body: &Value) -> &'static str {
+    let ty = body["resourceType"].as_str().unwrap_or("");
+    let code = body["code"]["coding"][0]["code"]
+        .as_str()
+        .or_else(|| body["type"]["coding"][0]["code"].as_str())
+        .unwrap_or("");
+    placement(ty, code).0
+}
+
+/// Checks what the world itself says of a resource served to someone at `now`, whatever the
+/// store holds: its newest version is not a withdrawal or under `never`; the served body is in
+/// the client and section of the newest version; it is not served before its own rule allows
+/// (counted from the resource's first arrival), unless staff released it; and it is not held.
+fn world_allows(
+    ctx: &str,
+    known: &Known,
+    journal: &Journal,
+    ty: &str,
+    id: &str,
+    body: &Value,
+    now: DateTime<Utc>,
+) {
+    let Some(newest) = known.newest(now) else {
+        panic!("{ctx}: {ty}/{id} served before it arrived");
+    };
+    assert!(
+        !newest.withdrawn,
+        "{ctx}: {ty}/{id} served after its withdrawal: {body}"
+    );
+    assert_ne!(
+        newest.rule,
+        Rule::Never,
+        "{ctx}: {ty}/{id} served after a version under `never` arrived: {body}"
+    );
+    assert_eq!(
+        body_client(body),
+        newest.client,
+        "{ctx}: {ty}/{id} served in a client it has left: {body}"
+    );
+    if matches!(ty, "Patient" | "EpisodeOfCare") {
+        return;
+    }
+    assert_eq!(
+        Some(body_section(body)),
+        newest.section.as_deref(),
+        "{ctx}: {ty}/{id} served in a section it has left: {body}"
+    );
+    let marker = body["identifier"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|i| i["system"] == VERSION_SYSTEM)
+        .and_then(|i| i["value"].as_str())
+        .unwrap_or_else(|| panic!("{ctx}: {ty}/{id} without its version marker: {body}"));
+    assert_ne!(
+        marker, "foreign",
+        "{ctx}: another source's write is served: {body}"
+    );
+    let index: usize = marker.parse().unwrap();
+    let version = &known.versions[index - 1];
+    let first = known.versions[0].at;
+    let by_rule = match version.rule {
+        Rule::Immediate => Some(version.at),
+        Rule::Days(d) => Some(first + Duration::days(d)),
+        Rule::Manual => None,
+        Rule::Never => panic!("{ctx}: {ty}/{id} served a version under `never`: {body}"),
+    };
+    let actions = journal
+        .actions
+        .get(&format!("{ty}/{id}"))
+        .map_or(&[][..], Vec::as_slice);
+    let released = actions
+        .iter()
+        .filter(|(at, release, _)| *release && *at >= version.at && *at <= now)
+        .map(|(at, _, _)| *at)
+        .min();
+    let earliest = match (by_rule, released) {
+        (Some(a), Some(b)) => a.min(b),
+        (a, b) => a.or(b).unwrap_or(DateTime::<Utc>::MAX_UTC),
+    };
+    assert!(
+        now >= earliest,
+        "{ctx}: {ty}/{id} version {index} served before its rule allows ({earliest}): {body}"
+    );
+    if let Some((_, false, until)) = actions.iter().rfind(|(at, _, _)| *at <= now) {
+        assert!(
+            until.is_some_and(|u| u <= now),
+            "{ctx}: {ty}/{id} served during a hold: {body}"
+        );
+    }
+}
+
+async fn check(
+    app: &TestApp,
+    world: &World,
+    journal: &Journal,
+    now: DateTime<Utc>,
+    since: DateTime<Utc>,
+    seed: u64,
+) {
+    // The stored versions of every resource, independent of the serving code.
+    let mut state: BTreeMap<(String, String), Vec<StoredVersion>> = BTreeMap::new();
     for (ty, id) in world.known.keys() {
-        state.insert((ty.clone(), id.clone()), stored(app, ty, id, now).await);
+        state.insert((ty.clone(), id.clone()), stored(app, ty, id).await);
     }
     let policy = app.state.policy();
-    let mut seen = (0usize, 0usize, 0usize);
+    let mut seen = (0usize, 0usize, 0usize, 0usize);
     for user in USERS {
         let ctx = format!("seed {seed}, {now}, user {user}");
         let (facts, links) = sluis::access::facts::user_and_links(&app.state.db, PORTAL.0, user)
@@ -408,7 +737,12 @@ async fn check(app: &TestApp, world: &World, now: DateTime<Utc>, since: DateTime
         let u = app.user(user).await;
         let d: Decision = match verdict {
             Err(Refusal(reason)) => {
-                for path in ["/fhir/Observation", "/fhir/Patient/c0", "/fhir/_history"] {
+                for path in [
+                    "/fhir/Observation",
+                    "/fhir/Patient/c0",
+                    "/fhir/_history",
+                    "/fhir/Organization",
+                ] {
                     let (status, outcome) = u.get(path).await;
                     assert_eq!(
                         (status, crate::helpers::reason(&outcome)),
@@ -420,21 +754,15 @@ async fn check(app: &TestApp, world: &World, now: DateTime<Utc>, since: DateTime
             }
             Ok(d) => d,
         };
-        // What the decision says each user sees: the served version of each visible resource.
+        let may_see =
+            |ty: &str, v: &StoredVersion| d.may_see(ty, v.client.as_deref(), v.section.as_deref());
+        // What the decision says the user sees: the served version of each visible resource.
         let visible = |ty: &str, id: &str| -> Option<String> {
-            let known = &world.known[&(ty.to_string(), id.to_string())];
-            let s = &state[&(ty.to_string(), id.to_string())];
-            let (version, section, withdrawn, _) = s.newest_released.as_ref()?;
-            if *withdrawn {
-                return None;
-            }
-            if ty == "Practitioner" {
-                return None; // decided below, by reference
-            }
-            d.may_see(ty, known.client.as_deref(), section.as_deref())
-                .then(|| version.to_string())
+            let versions = &state[&(ty.to_string(), id.to_string())];
+            let s = served(versions, now)?;
+            (!s.withdrawn && may_see(ty, s)).then(|| s.version.to_string())
         };
-        let mut expected_obs_performers: BTreeSet<String> = BTreeSet::new();
+        let mut bodies: BTreeMap<(String, String), Value> = BTreeMap::new();
         for ty in TYPES {
             let want: BTreeSet<(String, String, String)> = world
                 .known
@@ -471,12 +799,16 @@ async fn check(app: &TestApp, world: &World, now: DateTime<Utc>, since: DateTime
                             v.as_str(),
                             "{ctx}: read {t}/{id}"
                         );
-                        if *ty == "Observation" {
-                            let n: usize = v.parse().unwrap();
-                            expected_obs_performers.insert(
-                                world.known[&(t.clone(), id.clone())].performers[n - 1].clone(),
-                            );
-                        }
+                        world_allows(
+                            &ctx,
+                            &world.known[&(t.clone(), id.clone())],
+                            journal,
+                            t,
+                            id,
+                            &body,
+                            now,
+                        );
+                        bodies.insert((t.clone(), id.clone()), body);
                     }
                     None => assert_eq!(status, 404, "{ctx}: read {t}/{id} must be hidden: {body}"),
                 }
@@ -495,21 +827,43 @@ async fn check(app: &TestApp, world: &World, now: DateTime<Utc>, since: DateTime
                 ),
                 None => {
                     assert_eq!(status, 200, "{ctx}: {c}: {body}");
-                    let want = world
-                        .known
-                        .keys()
-                        .filter(|(t, id)| {
-                            t == "Observation"
-                                && world.known[&(t.clone(), id.clone())].client.as_deref()
-                                    == Some(c)
-                                && visible(t, id).is_some()
+                    let want = bodies
+                        .iter()
+                        .filter(|((t, _), b)| {
+                            t == "Observation" && body_client(b).as_deref() == Some(c)
                         })
                         .count();
                     assert_eq!(body["total"], json!(want), "{ctx}: Observations of {c}");
                 }
             }
         }
-        // _include: the practitioners of the visible observations, and only those.
+        // Shared types: a Practitioner when a visible Observation names it; an Organization
+        // when a visible Patient names it, from `contact` only for roles that get `contact`.
+        let mut practitioners: BTreeSet<String> = BTreeSet::new();
+        let mut managing: BTreeSet<String> = BTreeSet::new();
+        let mut organizations: BTreeSet<String> = BTreeSet::new();
+        for ((t, id), body) in &bodies {
+            if t == "Observation" {
+                for p in body["performer"].as_array().into_iter().flatten() {
+                    if let Some(r) = p["reference"].as_str() {
+                        practitioners.insert(r.trim_start_matches("Practitioner/").to_string());
+                    }
+                }
+            }
+            if t == "Patient" {
+                let role = d.access(id).map(|a| a.role);
+                let known = &world.known[&(t.clone(), id.clone())];
+                for (target, element) in &known.versions[0].refs {
+                    let org = target.trim_start_matches("Organization/").to_string();
+                    if element == "managingOrganization" {
+                        managing.insert(org.clone());
+                        organizations.insert(org);
+                    } else if role != Some(Role::Member) {
+                        organizations.insert(org);
+                    }
+                }
+            }
+        }
         let (_, bundle) = u
             .get("/fhir/Observation?_include=Observation:performer&_count=500")
             .await;
@@ -517,31 +871,84 @@ async fn check(app: &TestApp, world: &World, now: DateTime<Utc>, since: DateTime
             .into_iter()
             .map(|(_, id, _)| id)
             .collect();
-        assert_eq!(included, expected_obs_performers, "{ctx}: _include");
+        assert_eq!(included, practitioners, "{ctx}: _include of performers");
+        let (_, bundle) = u
+            .get("/fhir/Patient?_include=Patient:organization&_count=500")
+            .await;
+        let included: BTreeSet<String> = bundle_ids(&bundle, "include")
+            .into_iter()
+            .map(|(_, id, _)| id)
+            .collect();
+        assert_eq!(included, managing, "{ctx}: _include of organizations");
+        for (ty, want) in [
+            ("Practitioner", &practitioners),
+            ("Organization", &organizations),
+        ] {
+            let (status, bundle) = u.get(&format!("/fhir/{ty}?_count=500")).await;
+            assert_eq!(status, 200, "{ctx}: {bundle}");
+            let got: BTreeSet<String> = bundle_ids(&bundle, "match")
+                .into_iter()
+                .map(|(_, id, _)| id)
+                .collect();
+            assert_eq!(&got, want, "{ctx}: search {ty}");
+            assert_eq!(bundle["total"], json!(want.len()), "{ctx}: total of {ty}");
+        }
         for k in 0..4 {
             let (status, _) = u.get(&format!("/fhir/Practitioner/pr{k}")).await;
             assert_eq!(
                 status == 200,
-                expected_obs_performers.contains(&format!("pr{k}")),
+                practitioners.contains(&format!("pr{k}")),
                 "{ctx}: read Practitioner/pr{k}"
             );
         }
-        // _history since the previous check.
+        for c in CLIENTS {
+            for org in [format!("org-m-{c}"), format!("org-c-{c}")] {
+                let (status, _) = u.get(&format!("/fhir/Organization/{org}")).await;
+                assert_eq!(
+                    status == 200,
+                    organizations.contains(&org),
+                    "{ctx}: read Organization/{org}"
+                );
+            }
+            // Types outside the compartment that are not shared are never served.
+            let (status, _) = u.get(&format!("/fhir/Task/task-{c}")).await;
+            assert_eq!(status, 404, "{ctx}: Task/task-{c}");
+        }
+        let (status, bundle) = u.get("/fhir/Task?_include=Task:part-of").await;
+        assert_eq!(
+            (status, &bundle["total"]),
+            (200, &json!(0)),
+            "{ctx}: {bundle}"
+        );
+        // _history since the previous check: per resource the user's last word on it.
         let mut want_history: BTreeSet<(String, String, String)> = BTreeSet::new();
-        for ((ty, id), s) in &state {
-            let known = &world.known[&(ty.clone(), id.clone())];
-            let Some((version, section, withdrawn, at)) = &s.newest_released else {
-                continue;
-            };
-            if *at <= since
-                || known.client.is_none()
-                || !d.may_see(ty, known.client.as_deref(), section.as_deref())
-            {
+        for ((ty, id), versions) in &state {
+            if !TYPES.contains(&ty.as_str()) {
                 continue;
             }
-            if !withdrawn {
-                want_history.insert((ty.clone(), id.clone(), format!("PUT {version}")));
-            } else if s.shown_before {
+            if let Some(s) = served(versions, now)
+                && !s.withdrawn
+                && may_see(ty, s)
+            {
+                if s.release.is_some_and(|r| r > since) {
+                    want_history.insert((ty.clone(), id.clone(), format!("PUT {}", s.version)));
+                }
+                continue;
+            }
+            let last = versions
+                .iter()
+                .filter(|v| v.release.is_some_and(|r| r <= now) && may_see(ty, v))
+                .max_by_key(|v| v.version);
+            if let Some(t) = last
+                && t.withdrawn
+                && t.release.is_some_and(|r| r > since)
+                && versions.iter().any(|p| {
+                    p.version < t.version
+                        && !p.withdrawn
+                        && p.release.is_some_and(|r| Some(r) <= t.release)
+                        && may_see(ty, p)
+                })
+            {
                 want_history.insert((ty.clone(), id.clone(), "DELETE".into()));
             }
         }
@@ -566,12 +973,26 @@ async fn check(app: &TestApp, world: &World, now: DateTime<Utc>, since: DateTime
                     .unwrap();
                 let what = match e["request"]["method"].as_str().unwrap() {
                     "DELETE" => "DELETE".to_string(),
-                    _ => format!(
-                        "PUT {}",
-                        e["resource"]["meta"]["versionId"].as_str().unwrap()
-                    ),
+                    _ => {
+                        world_allows(
+                            &ctx,
+                            &world.known[&(ty.to_string(), id.to_string())],
+                            journal,
+                            ty,
+                            id,
+                            &e["resource"],
+                            now,
+                        );
+                        format!(
+                            "PUT {}",
+                            e["resource"]["meta"]["versionId"].as_str().unwrap()
+                        )
+                    }
                 };
-                got_history.insert((ty.to_string(), id.to_string(), what));
+                assert!(
+                    got_history.insert((ty.to_string(), id.to_string(), what)),
+                    "{ctx}: {ty}/{id} twice in _history"
+                );
             }
             next = bundle["link"]
                 .as_array()
@@ -582,28 +1003,99 @@ async fn check(app: &TestApp, world: &World, now: DateTime<Utc>, since: DateTime
         }
         assert_eq!(got_history, want_history, "{ctx}: _history");
         seen.0 += 1;
-        seen.1 += expected_obs_performers.len();
+        seen.1 += practitioners.len() + organizations.len();
         seen.2 += want_history.len();
+        seen.3 += want_history.iter().filter(|e| e.2 == "DELETE").count();
     }
     eprintln!(
-        "seed {seed} at {now}: {} of {} users allowed; {} practitioners included; {} history entries",
+        "seed {seed} at {now}: {} of {} users allowed; {} shared resources seen; {} history entries, {} of them withdrawals",
         seen.0,
         USERS.len(),
         seen.1,
-        seen.2
+        seen.2,
+        seen.3
     );
+}
+
+/// The link id of `user`'s active holder link to `patient`, if any.
+async fn holder_link(app: &TestApp, user: &str, patient: &str) -> Option<String> {
+    let (_, me) = app.user(user).await.get("/portal/me").await;
+    me["clients"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|c| c["patient"] == format!("Patient/{patient}") && c["role"] == "holder")
+        .and_then(|c| c["link"].as_str().map(str::to_string))
+}
+
+/// Whether the link `id` of `patient` is still an active holder link.
+async fn still_holder(app: &TestApp, patient: &str, id: &str) -> bool {
+    let r = app
+        .http
+        .get(app.url(&format!("/admin/links?patient={patient}")))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap();
+    let links: Value = r.json().await.unwrap();
+    links["links"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|l| l["id"] == id && l["role"] == "holder" && l["ended_at"].is_null())
 }
 
 async fn run(app: &TestApp, seed: u64) {
     let world = build(seed);
+    let mut journal = Journal::default();
     let mut since = sluis::time::parse_instant("2000-01-01T00:00:00Z").unwrap();
-    let mut holders: BTreeMap<(String, String), User> = BTreeMap::new();
+    // Open invitations: name → (patient, code, inviting holder link, withdrawn).
+    let mut open: BTreeMap<String, (String, String, String, bool)> = BTreeMap::new();
+    let mut outcomes = (0usize, 0usize);
+    let other = || app.token(("other-push", "other-secret-1"));
     for (at, step) in &world.steps {
         app.set_clock(&sluis::time::instant(*at)).await;
         match step {
             Step::Ingest(resources) => {
                 let (status, out) = app.push(&transaction(resources)).await;
                 assert_eq!(status, 200, "seed {seed}: {out}");
+            }
+            Step::IngestOther(resources) => {
+                let r = app
+                    .http
+                    .post(app.url("/ingest/other"))
+                    .bearer_auth(other().await)
+                    .json(&transaction(resources))
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(r.status(), 200, "seed {seed}");
+            }
+            Step::Foreign(resource) => {
+                let path = format!(
+                    "/ingest/other/{}/{}",
+                    resource["resourceType"].as_str().unwrap(),
+                    resource["id"].as_str().unwrap()
+                );
+                let r = app
+                    .http
+                    .put(app.url(&path))
+                    .bearer_auth(other().await)
+                    .json(resource)
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(r.status(), 409, "seed {seed}: {path}");
+            }
+            Step::ForeignDelete(ty, id) => {
+                let r = app
+                    .http
+                    .delete(app.url(&format!("/ingest/other/{ty}/{id}")))
+                    .bearer_auth(other().await)
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(r.status(), 409, "seed {seed}: delete {ty}/{id}");
             }
             Step::Delete(ty, id) => {
                 app.delete_resource(ty, id).await;
@@ -619,15 +1111,11 @@ async fn run(app: &TestApp, seed: u64) {
                         .await;
                     assert_eq!(status, 201, "seed {seed}: {code}");
                     let u = app.user(who).await;
-                    let (status, _) = u
-                        .post(
-                            "/portal/link",
-                            &json!({"code": code["code"], "birth_date": "1970-01-01"}),
-                        )
-                        .await;
-                    if status == 201 {
-                        holders.insert((patient.to_string(), who.clone()), u);
-                    }
+                    u.post(
+                        "/portal/link",
+                        &json!({"code": code["code"], "birth_date": "1970-01-01"}),
+                    )
+                    .await;
                 }
                 "member" => {
                     let patient = body["patient"].as_str().unwrap();
@@ -681,19 +1169,92 @@ async fn run(app: &TestApp, seed: u64) {
                             .unwrap();
                     }
                 }
-                "hold" => {
-                    app.admin_post(
-                        "/admin/hold",
-                        &json!({"resource": who, "until": body["until"]}),
-                    )
-                    .await;
-                }
-                "release" => {
-                    app.admin_post("/admin/release", &json!({"resource": who}))
-                        .await;
+                "hold" | "release" => {
+                    let request = if *kind == "hold" {
+                        json!({"resource": who, "until": body["until"]})
+                    } else {
+                        json!({"resource": who})
+                    };
+                    let (status, _) = app.admin_post(&format!("/admin/{kind}"), &request).await;
+                    if status == 200 {
+                        let until = body["until"].as_str().and_then(sluis::time::parse_instant);
+                        journal.actions.entry(who.clone()).or_default().push((
+                            *at,
+                            *kind == "release",
+                            until,
+                        ));
+                    }
                 }
                 other => panic!("unknown step {other}"),
             },
+            Step::Invite(holder, patient, name) => {
+                let h = app.user(holder).await;
+                let (status, inv) = h
+                    .post("/portal/invitations", &json!({"patient": patient, "sections": SECTIONS, "can_post": true, "name": name, "relationship": "SONC"}))
+                    .await;
+                if status == 201
+                    && let Some(link) = holder_link(app, holder, patient).await
+                {
+                    open.insert(
+                        name.clone(),
+                        (
+                            patient.clone(),
+                            inv["code"].as_str().unwrap().to_string(),
+                            link,
+                            false,
+                        ),
+                    );
+                }
+            }
+            Step::Uninvite(holder, name) => {
+                if let Some((patient, _, _, withdrawn)) = open.get_mut(name) {
+                    let h = app.user(holder).await;
+                    let (_, list) = h
+                        .get(&format!("/portal/invitations?patient={patient}"))
+                        .await;
+                    if let Some(i) = list["invitations"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .find(|i| i["name"] == name.as_str())
+                        && h.delete(&format!(
+                            "/portal/invitations/{}",
+                            i["id"].as_str().unwrap()
+                        ))
+                        .await
+                            == 204
+                    {
+                        *withdrawn = true;
+                    }
+                }
+            }
+            Step::RedeemOpen(name, user) => {
+                if let Some((patient, code, link, withdrawn)) = open.remove(name) {
+                    let dead = withdrawn || !still_holder(app, &patient, &link).await;
+                    let (facts, _) =
+                        sluis::access::facts::user_and_links(&app.state.db, PORTAL.0, user)
+                            .await
+                            .unwrap();
+                    let blocked = facts.is_some_and(|f| decision::is_blocked(&f, *at));
+                    let u = app.user(user).await;
+                    let (status, out) = u
+                        .post(
+                            "/portal/link",
+                            &json!({"code": code, "birth_date": "1970-01-01"}),
+                        )
+                        .await;
+                    if dead && !blocked {
+                        assert_eq!(
+                            (status, crate::helpers::reason(&out)),
+                            (410, "code-expired"),
+                            "seed {seed}: {name}, made by a holder who no longer holds or withdrawn: {out}"
+                        );
+                        outcomes.0 += 1;
+                    } else {
+                        outcomes.1 += usize::from(status == 201);
+                    }
+                }
+            }
             Step::Patch(holder, member, body) => {
                 let h = app.user(holder).await;
                 let patient = body["patient"].as_str().unwrap();
@@ -729,12 +1290,15 @@ async fn run(app: &TestApp, seed: u64) {
                 }
             }
             Step::Check => {
-                check(app, &world, *at, since, seed).await;
+                check(app, &world, &journal, *at, since, seed).await;
                 since = *at;
             }
         }
     }
-    assert!(!holders.is_empty() || seed == u64::MAX);
+    eprintln!(
+        "seed {seed}: {} dead invitations refused, {} open ones redeemed",
+        outcomes.0, outcomes.1
+    );
 }
 
 on_both!(
@@ -744,12 +1308,16 @@ on_both!(
             .ok()
             .and_then(|v| v.parse().ok())
             .unwrap_or(6);
+        let probe = TestApp::spawn(b.clone()).await;
+        let mappings = probe.mappings(EMBARGO);
         for seed in 0..worlds {
             let app = TestApp::spawn_with(
-            b.clone(),
-            "[organization]\nterms_version = \"2026-01\"\ncare_end_grace = \"P3D\"\n[embargo]\non_update = \"delay\"\n",
-        )
-        .await;
+                b.clone(),
+                &format!(
+                    "[organization]\nterms_version = \"2026-01\"\ncare_end_grace = \"P3D\"\n[embargo]\non_update = \"delay\"\n{mappings}"
+                ),
+            )
+            .await;
             run(&app, 1000 + seed).await;
         }
     }
