@@ -594,10 +594,13 @@ fn bundle_ids(bundle: &Value, mode: &str) -> BTreeSet<(String, String, String)> 
         .collect()
 }
 
-/// What the run learned: accepted staff actions per resource `(at, release?, until)`.
+/// An accepted staff action: when, whether a release (else a hold), and a hold's end.
+type StaffAction = (DateTime<Utc>, bool, Option<DateTime<Utc>>);
+
+/// What the run learned: accepted staff actions per resource.
 #[derive(Default)]
 struct Journal {
-    actions: BTreeMap<String, Vec<(DateTime<Utc>, bool, Option<DateTime<Utc>>)>>,
+    actions: BTreeMap<String, Vec<StaffAction>>,
 }
 
 /// The client a served body names.
