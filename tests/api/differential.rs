@@ -166,6 +166,9 @@ fn resource(
         "Appointment" => {
             let mut a = appointment(id, client, "2026-04-01T10:00:00Z");
             a["comment"] = json!(format!("v{version}"));
+            // A type outside the compartment that is not shared: never served, also when a
+            // visible resource refers to it.
+            a["supportingInformation"] = json!([{"reference": format!("Task/task-{client}")}]);
             a
         }
         "Condition" => json!({"resourceType": "Condition", "id": id, "subject": subject,
@@ -700,6 +703,16 @@ fn world_allows(
         now >= earliest,
         "{ctx}: {ty}/{id} version {index} served before its rule allows ({earliest}): {body}"
     );
+    // A version not shown before a newer one arrived is superseded: it never shows.
+    if let Some(newer) = known.versions.get(index)
+        && newer.at <= now
+    {
+        assert!(
+            earliest <= newer.at,
+            "{ctx}: {ty}/{id} version {index} served, though it could not show before version {} arrived: {body}",
+            index + 1
+        );
+    }
     if let Some((_, false, until)) = actions.iter().rfind(|(at, _, _)| *at <= now) {
         assert!(
             until.is_some_and(|u| u <= now),
