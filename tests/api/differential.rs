@@ -67,12 +67,20 @@ const TYPES: &[&str] = &[
 const EMBARGO: &str = "[[rule]]\nsection = \"metingen\"\ncode = \"http://loinc.org|2708-6\"\ndelay = \"P90D\"\n\
      [[rule]]\nsection = \"metingen\"\ncode = \"http://loinc.org|8867-4\"\ndelay = \"never\"\n\
      [[rule]]\nsection = \"metingen\"\ncode = \"http://loinc.org|8310-5\"\ndelay = \"manual\"\n";
-/// Observation codes and how often each is drawn: the default P14D, P90D, never, manual.
+/// Observation codes and how often each is drawn for a first version: the default P14D,
+/// P90D, never, manual.
 const CODES: &[(&str, u64)] = &[
     ("29463-7", 64),
     ("2708-6", 16),
     ("8867-4", 10),
     ("8310-5", 10),
+];
+/// The same for later versions, where a stricter rule than the first one's matters most.
+const LATER_CODES: &[(&str, u64)] = &[
+    ("29463-7", 40),
+    ("2708-6", 25),
+    ("8867-4", 20),
+    ("8310-5", 15),
 ];
 const VERSION_SYSTEM: &str = "urn:sluis-test:version";
 
@@ -325,7 +333,7 @@ fn build(seed: u64) -> World {
             }
         }
         // Open invitations, redeemed later: after a role change they must be dead.
-        for _ in 0..rng.below(3) {
+        for _ in 0..1 + rng.below(3) {
             invitations += 1;
             let name = format!("open{invitations}");
             let made = rng.below(15);
@@ -340,11 +348,11 @@ fn build(seed: u64) -> World {
                 ));
             }
             steps.push((
-                at(made + 1 + rng.below(25), 12),
+                at(made + 1 + rng.below(20), 12),
                 Step::RedeemOpen(name, rng.pick(USERS).to_string()),
             ));
         }
-        if rng.chance(35) {
+        if rng.chance(50) {
             let curator = *rng.pick(USERS);
             if linked.entry(c).or_default().insert(curator) {
                 steps.push((
@@ -442,7 +450,10 @@ fn build(seed: u64) -> World {
                 let id = format!("{c}-{}-{k}", ty.to_lowercase());
                 let mut day = rng.below(30);
                 let mut entry = Known::default();
-                let versions = 1 + usize::from(rng.chance(35)) + usize::from(rng.chance(15));
+                let versions = 1
+                    + usize::from(rng.chance(45))
+                    + usize::from(rng.chance(25))
+                    + usize::from(ty == "Observation" && rng.chance(25));
                 let mut client = c.to_string();
                 for v in 1..=versions {
                     if v > 1 && matches!(ty, "Observation" | "Appointment") && rng.chance(15) {
@@ -452,7 +463,7 @@ fn build(seed: u64) -> World {
                         "Observation" => {
                             let roll = rng.below(100);
                             let mut sum = 0;
-                            CODES
+                            if v == 1 { CODES } else { LATER_CODES }
                                 .iter()
                                 .find(|(_, w)| {
                                     sum += w;
