@@ -504,7 +504,7 @@ fn build(seed: u64) -> World {
                             steps.push((later, Step::ForeignDelete(ty.to_string(), id.clone())));
                         }
                     }
-                    day += 1 + rng.below(12);
+                    day += 1 + rng.below(if ty == "Observation" { 30 } else { 12 });
                 }
                 if rng.chance(10) {
                     let when = at(day, 1);
