@@ -449,6 +449,7 @@ fn build(seed: u64) -> World {
             for k in 0..n {
                 let id = format!("{c}-{}-{k}", ty.to_lowercase());
                 let mut day = rng.below(30);
+                let first_day = day;
                 let mut entry = Known::default();
                 let versions = 1
                     + usize::from(rng.chance(45))
@@ -516,14 +517,20 @@ fn build(seed: u64) -> World {
                         ..last
                     });
                 }
-                if rng.chance(15) {
+                if rng.chance(25) {
+                    // Held at any moment, often once it is shown (after the usual delay).
+                    let held = if rng.chance(60) {
+                        first_day + 15 + rng.below(15)
+                    } else {
+                        rng.below(40)
+                    };
                     let until = if rng.chance(50) {
                         Value::Null
                     } else {
-                        json!(sluis::time::instant(at(rng.below(60), 0)))
+                        json!(sluis::time::instant(at(held + 1 + rng.below(30), 0)))
                     };
                     steps.push((
-                        at(rng.below(40), 4),
+                        at(held, 4),
                         Step::Api("hold", format!("{ty}/{id}"), json!({"until": until})),
                     ));
                 }
