@@ -211,14 +211,18 @@ fn admin_routes() -> Router<AppState> {
 fn finish(router: Router<AppState>, state: AppState) -> Router {
     let server = &state.config.server;
     let request_timeout = server.request_timeout;
+    let body_timeout = server.body_timeout;
     router
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn(move |req, next| {
             deadline(request_timeout, req, next)
         }))
-        .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(
-            server.body_timeout,
+        .layer(axum::middleware::map_request(
+            move |request: axum::extract::Request| async move {
+                request
+                    .map(|b| axum::body::Body::new(crate::body::DeadlineBody::new(b, body_timeout)))
+            },
         ))
         .layer(axum::middleware::map_response(no_store))
         .layer(tower_http::trace::TraceLayer::new_for_http())
@@ -326,17 +330,20 @@ impl Application {
             listener,
             admin_listener,
         } = self;
-        let header_timeout = state.config.server.header_timeout;
+        let limits = (
+            state.config.server.header_timeout,
+            state.config.server.max_connections,
+        );
         match admin_listener {
             None => {
-                serve(listener, router(state), header_timeout, shutdown_signal()).await;
+                serve(listener, router(state), limits, shutdown_signal()).await;
             }
             Some(admin) => {
                 let public = finish(public_routes(), state.clone());
                 let admin_app = finish(admin_routes(), state);
                 tokio::join!(
-                    serve(listener, public, header_timeout, shutdown_signal()),
-                    serve(admin, admin_app, header_timeout, shutdown_signal())
+                    serve(listener, public, limits, shutdown_signal()),
+                    serve(admin, admin_app, limits, shutdown_signal())
                 );
             }
         }
@@ -346,13 +353,15 @@ impl Application {
 
 /// Accepts connections until `shutdown`, then lets the open ones finish. A connection that has
 /// not sent a request's headers within `header_timeout` is closed (hyper's timer; axum's own
-/// `serve` sets none, so half-sent headers held a connection for as long as the client liked).
+/// `serve` sets none, so half-sent headers held a connection for as long as the client liked),
+/// and at most `max_connections` are open at once (more wait in the listen queue).
 async fn serve(
     listener: TcpListener,
     app: Router,
-    header_timeout: std::time::Duration,
+    (header_timeout, max_connections): (std::time::Duration, usize),
     shutdown: impl std::future::Future<Output = ()>,
 ) {
+    let open = std::sync::Arc::new(tokio::sync::Semaphore::new(max_connections));
     use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
     let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
     builder
@@ -363,6 +372,13 @@ async fn serve(
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     tokio::pin!(shutdown);
     loop {
+        let permit = tokio::select! {
+            permit = open.clone().acquire_owned() => match permit {
+                Ok(p) => p,
+                Err(_) => break,
+            },
+            () = &mut shutdown => break,
+        };
         let stream = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => stream,
@@ -383,6 +399,7 @@ async fn serve(
         let connection = graceful.watch(connection);
         tokio::spawn(async move {
             let _ = connection.await;
+            drop(permit);
         });
     }
     drop(listener);

@@ -36,7 +36,7 @@ pub async fn read_limited(body: Body, limit: usize) -> ApiResult<Bytes> {
         let inner = e.into_inner();
         let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(inner.as_ref());
         while let Some(c) = cause {
-            if c.is::<tower_http::timeout::TimeoutError>() {
+            if c.is::<BodyDeadline>() {
                 return ApiError::timeout(
                     StatusCode::REQUEST_TIMEOUT,
                     "the request body did not arrive within server.body_timeout",
@@ -146,4 +146,59 @@ pub fn query_map(
         }
     }
     Ok(out)
+}
+
+/// A request body that fails with [`BodyDeadline`] once `server.body_timeout` has passed since
+/// the request arrived, however the bytes trickle in (a byte every few seconds keeps an idle
+/// timeout from firing; this does not).
+pub struct DeadlineBody {
+    inner: Body,
+    deadline: std::pin::Pin<Box<tokio::time::Sleep>>,
+}
+
+impl DeadlineBody {
+    pub fn new(inner: Body, limit: std::time::Duration) -> Self {
+        Self {
+            inner,
+            deadline: Box::pin(tokio::time::sleep(limit)),
+        }
+    }
+}
+
+/// The error of a body that did not arrive in time.
+#[derive(Debug)]
+pub struct BodyDeadline;
+
+impl std::fmt::Display for BodyDeadline {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the request body did not arrive within server.body_timeout")
+    }
+}
+
+impl std::error::Error for BodyDeadline {}
+
+impl http_body::Body for DeadlineBody {
+    type Data = Bytes;
+    type Error = axum::BoxError;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+        let this = &mut *self;
+        if this.deadline.as_mut().poll(cx).is_ready() {
+            return std::task::Poll::Ready(Some(Err(Box::new(BodyDeadline))));
+        }
+        std::pin::Pin::new(&mut this.inner)
+            .poll_frame(cx)
+            .map_err(Into::into)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
 }

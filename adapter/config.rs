@@ -77,6 +77,8 @@ pub struct Server {
     pub body_timeout: std::time::Duration,
     /// A request must be answered within this: else 503.
     pub request_timeout: std::time::Duration,
+    /// Open connections at most; more wait to be accepted.
+    pub max_connections: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -346,6 +348,7 @@ struct RawServer {
     header_timeout: String,
     body_timeout: String,
     request_timeout: String,
+    max_connections: u32,
 }
 
 impl Default for RawServer {
@@ -357,6 +360,7 @@ impl Default for RawServer {
             header_timeout: "PT10S".into(),
             body_timeout: "PT60S".into(),
             request_timeout: "PT120S".into(),
+            max_connections: 4096,
         }
     }
 }
@@ -637,6 +641,9 @@ impl RawConfig {
                 );
             }
         }
+        if self.server.max_connections == 0 {
+            report("server.max_connections", "must be at least 1".into());
+        }
         if self.database.max_connections == 0 {
             report("database.max_connections", "must be at least 1".into());
         }
@@ -812,6 +819,7 @@ impl RawConfig {
                     &self.server.request_timeout,
                     report,
                 ),
+                max_connections: self.server.max_connections.max(1) as usize,
             },
             database: Database {
                 url,

@@ -226,11 +226,11 @@ async fn write_all(
     //    in the transaction that writes, so that what they found still holds.
     let (mut tx, prepared, waited) = if resolve::needs_store(&entries) {
         let (mut tx, waited) = begin(state).await?;
-        let ready = resolve::resolve(Some(&mut tx), mode, entries).await?;
+        let ready = resolve::resolve(Some(&mut tx), source, mode, entries).await?;
         let prepared = prepare_all(state, mode, ready).await?;
         (tx, prepared, waited)
     } else {
-        let ready = resolve::resolve(None, mode, entries).await?;
+        let ready = resolve::resolve(None, source, mode, entries).await?;
         let prepared = prepare_all(state, mode, ready).await?;
         let (tx, waited) = begin(state).await?;
         (tx, prepared, waited)
@@ -523,6 +523,7 @@ impl Prior {
             withdrawn: self.withdrawn,
             waived: false,
             stored: self.release_at,
+            client: self.patient_id.clone(),
         }
     }
 }
@@ -756,6 +757,7 @@ fn next_version(cx: &Cx<'_>, p: Prepared, prior: &[Prior]) -> Next {
         withdrawn,
         waived,
         stored: None,
+        client: indexed.patient_id.clone(),
     });
     let staff: Vec<release::Action> = cx
         .actions

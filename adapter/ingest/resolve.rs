@@ -103,6 +103,7 @@ fn lookup<'a>(tx: &'a mut Option<&mut Tx>) -> ApiResult<&'a mut Tx> {
 /// when [`needs_store`] is false.
 pub(super) async fn resolve(
     mut tx: Option<&mut Tx>,
+    source: &str,
     mode: Mode,
     entries: Vec<Entry>,
 ) -> ApiResult<Vec<Ready>> {
@@ -136,7 +137,7 @@ pub(super) async fn resolve(
                     format!("ifNoneExist: {m}"),
                 )
             })?;
-            let found = sql::current_matches(lookup(&mut tx)?, &q, 2).await?;
+            let found = sql::current_matches(lookup(&mut tx)?, source, &q, 2).await?;
             match found.as_slice() {
                 [] => {}
                 [one] => {
@@ -220,7 +221,7 @@ pub(super) async fn resolve(
             })
             .map(|(_, r)| r.id.clone())
             .collect();
-        for id in sql::current_matches(lookup(&mut tx)?, &q, 2).await? {
+        for id in sql::current_matches(lookup(&mut tx)?, source, &q, 2).await? {
             if !found.contains(&id) {
                 found.push(id);
             }

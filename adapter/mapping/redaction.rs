@@ -161,22 +161,22 @@ impl Redaction {
         self.applying(role, resource_type).next().is_some()
     }
 
-    /// Removes what `role` may not see; marks the resource REDACTED if anything went.
+    /// Whether `apply` can change a resource of `resource_type` whose stored JSON is `body`:
+    /// a rule for the type, or contained resources while the role has any rule.
+    pub fn may_touch(&self, role: Role, resource_type: &str, body: &str) -> bool {
+        self.touches(role, resource_type)
+            || (self.rules.iter().any(|r| r.roles.contains(&role))
+                && body.contains("\"contained\""))
+    }
+
+    /// Removes what `role` may not see; marks the resource REDACTED if anything went. Where
+    /// anything went, the narrative (`text`) goes too (it may say what was removed), and so
+    /// do contained resources that nothing left refers to (a contact's RelatedPerson); the
+    /// rules apply to contained resources of their types as well.
     pub fn apply(&self, role: Role, resource: &mut Value) {
-        let Some(ty) = resource
-            .get("resourceType")
-            .and_then(Value::as_str)
-            .map(str::to_string)
-        else {
-            return;
-        };
-        let mut removed = false;
-        for rule in self.applying(role, &ty) {
-            for path in &rule.remove {
-                removed |= remove(resource, path);
-            }
-        }
-        if removed && let Value::Object(map) = resource {
+        if self.redact(role, resource)
+            && let Value::Object(map) = resource
+        {
             let meta = map.entry("meta").or_insert_with(|| json!({}));
             if let Value::Object(meta) = meta {
                 let security = meta.entry("security").or_insert_with(|| json!([]));
@@ -189,6 +189,36 @@ impl Redaction {
                 }
             }
         }
+    }
+
+    /// [`Redaction::apply`] without the mark: whether anything was removed.
+    fn redact(&self, role: Role, resource: &mut Value) -> bool {
+        let Some(ty) = resource
+            .get("resourceType")
+            .and_then(Value::as_str)
+            .map(str::to_string)
+        else {
+            return false;
+        };
+        let mut removed = false;
+        for rule in self.applying(role, &ty) {
+            for path in &rule.remove {
+                removed |= remove(resource, path);
+            }
+        }
+        let Value::Object(map) = resource else {
+            return removed;
+        };
+        if let Some(Value::Array(contained)) = map.get_mut("contained") {
+            for inner in contained.iter_mut() {
+                removed |= self.redact(role, inner);
+            }
+        }
+        if removed {
+            map.remove("text");
+            drop_unreferenced_contained(map);
+        }
+        removed
     }
 
     /// The paths of element names (without their `(field=value)` conditions) that `role` may
@@ -219,6 +249,61 @@ impl Redaction {
         out.sort_unstable();
         out.dedup();
         out
+    }
+}
+
+/// Removes the contained resources that nothing outside them refers to (`#id`), nor any
+/// contained resource that is itself referred to.
+fn drop_unreferenced_contained(map: &mut serde_json::Map<String, Value>) {
+    let Some(Value::Array(contained)) = map.remove("contained") else {
+        return;
+    };
+    let mut wanted: std::collections::BTreeSet<String> = std::collections::BTreeSet::new();
+    for v in map.values() {
+        local_references(v, &mut wanted);
+    }
+    let mut kept = vec![false; contained.len()];
+    loop {
+        let mut grew = false;
+        for (i, c) in contained.iter().enumerate() {
+            let id = c.get("id").and_then(Value::as_str).unwrap_or("");
+            if !kept[i] && wanted.contains(id) {
+                kept[i] = true;
+                grew = true;
+                local_references(c, &mut wanted);
+            }
+        }
+        if !grew {
+            break;
+        }
+    }
+    let left: Vec<Value> = contained
+        .into_iter()
+        .zip(kept)
+        .filter_map(|(c, keep)| keep.then_some(c))
+        .collect();
+    if !left.is_empty() {
+        map.insert("contained".into(), Value::Array(left));
+    }
+}
+
+/// The ids of `#id` references in `value`.
+fn local_references(value: &Value, out: &mut std::collections::BTreeSet<String>) {
+    match value {
+        Value::Object(map) => {
+            for (k, v) in map {
+                match (k.as_str(), v) {
+                    ("reference", Value::String(r)) => {
+                        if let Some(id) = r.strip_prefix('#') {
+                            out.insert(id.to_string());
+                        }
+                    }
+                    _ => local_references(v, out),
+                }
+            }
+        }
+        Value::Array(items) => items.iter().for_each(|v| local_references(v, out)),
+        _ => {}
     }
 }
 
@@ -313,6 +398,48 @@ mod tests {
         assert!(p.get("telecom").is_none() && p.get("address").is_none());
         assert_eq!(p["name"][0]["text"], "Jo");
         assert_eq!(p["meta"]["security"][0]["code"], "REDACTED");
+    }
+
+    #[test]
+    fn the_narrative_and_contained_resources_go_with_what_they_tell() {
+        let mut p = json!({"resourceType": "Patient", "id": "p1",
+            "text": {"status": "generated", "div": "<div xmlns=\"http://www.w3.org/1999/xhtml\">BSN 999911120, Dorpsstraat 1</div>"},
+            "contained": [
+                {"resourceType": "RelatedPerson", "id": "zus", "patient": {"reference": "Patient/p1"},
+                 "telecom": [{"system": "phone", "value": "06"}]},
+                {"resourceType": "Practitioner", "id": "gp", "telecom": [
+                    {"system": "phone", "value": "030", "use": "work"}, {"system": "phone", "value": "06", "use": "mobile"}],
+                 "address": [{"use": "home", "city": "Utrecht"}]},
+                {"resourceType": "Organization", "id": "org", "name": "via gp", "partOf": {"reference": "#zus"}}
+            ],
+            "generalPractitioner": [{"reference": "#gp"}],
+            "contact": [{"relationship": [{"text": "zus"}], "organization": {"reference": "#zus"}}],
+            "address": [{"city": "Utrecht"}]});
+        let holder = {
+            let mut h = p.clone();
+            defaults().apply(Role::Holder, &mut h);
+            h
+        };
+        assert_eq!(holder["contained"].as_array().unwrap().len(), 3);
+        assert!(holder.get("text").is_some());
+        defaults().apply(Role::Member, &mut p);
+        assert!(p.get("text").is_none(), "{p}");
+        let contained = p["contained"].as_array().unwrap();
+        assert_eq!(contained.len(), 1, "only what is still referred to: {p}");
+        assert_eq!(contained[0]["id"], "gp");
+        assert_eq!(
+            contained[0]["telecom"],
+            json!([{"system": "phone", "value": "030", "use": "work"}]),
+            "the rules for a type apply to contained ones"
+        );
+        assert!(contained[0].get("address").is_none());
+        // An Observation with a contained Practitioner: the Practitioner's rule applies.
+        let mut o = json!({"resourceType": "Observation", "contained": [{"resourceType": "Practitioner", "id": "x",
+            "telecom": [{"system": "phone", "value": "06", "use": "home"}]}], "performer": [{"reference": "#x"}]});
+        assert!(defaults().may_touch(Role::Member, "Observation", &o.to_string()));
+        defaults().apply(Role::Member, &mut o);
+        assert!(o["contained"][0].get("telecom").is_none(), "{o}");
+        assert_eq!(o["meta"]["security"][0]["code"], "REDACTED");
     }
 
     #[test]

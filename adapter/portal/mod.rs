@@ -120,6 +120,7 @@ pub async fn terms(
 
 /// `GET /portal/me`: the clients this user is linked to, and whether they may see them now.
 pub async fn me(State(state): State<AppState>, user: PortalUser) -> ApiResult<Response> {
+    crate::access::require_not_blocked(&state, &user).await?;
     let (user_facts, links) =
         facts::user_and_links(&state.db, &user.client_id, &user.external_id).await?;
     let policy = state.policy();

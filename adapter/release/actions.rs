@@ -80,8 +80,10 @@ pub async fn release(
     let mut tx = state.db.begin().await?;
     resources::lock(&mut tx, &[(ty.clone(), id.clone())]).await?;
     let versions = store::versions_of(&mut tx, &[resource_id]).await?;
-    if let Some(v) = versions.get(&resource_id).and_then(|v| v.last())
-        && v.withdrawn != resources::WITHDRAWN
+    // The newest version the source sent (not a withdrawal): is it under `never`?
+    if let Some(v) = versions
+        .get(&resource_id)
+        .and_then(|v| v.iter().rev().find(|v| v.withdrawn != resources::WITHDRAWN))
     {
         let tokens = store::rule_tokens(&mut tx, &[v.id]).await?;
         let placement =
@@ -145,7 +147,7 @@ pub async fn hold(
         },
     )
     .await?;
-    if let Some(resource_id) = store::resource_id(&state.db, &ty, &id).await? {
+    if let Some(resource_id) = store::resource_id_in(&mut tx, &ty, &id).await? {
         if until.is_none_or(|u| u > now) {
             take_off_if_shown(&mut tx, resource_id, now).await?;
         }
@@ -172,7 +174,7 @@ async fn take_off_if_shown(
     if let (Some(shown), Some(last)) = (shown, list.last())
         && last.withdrawn == 0
     {
-        store::take_off(tx, shown, last, now, "withdrawn: held by staff").await?;
+        store::take_off(tx, shown, last, now, "withdrawn: held by staff", true).await?;
     }
     Ok(())
 }

@@ -23,7 +23,7 @@ pub async fn delay_part(state: &AppState, ty: &str, id: &str) -> ApiResult<Value
             json!({"action": a.action, "until": moment(a.until), "by": a.actor, "at": instant(from_micros(a.at)), "note": a.note})
         })
         .collect();
-    let Some(resource_id) = store::resource_id(&state.db, ty, id).await? else {
+    let Some(resource_id) = store::resource_id_in(&mut tx, ty, id).await? else {
         return Ok(json!({"stored": false, "now": instant(from_micros(now)), "actions": actions}));
     };
     let versions = store::versions_of(&mut tx, &[resource_id]).await?;

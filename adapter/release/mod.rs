@@ -30,6 +30,9 @@ pub struct VersionState {
     pub waived: bool,
     /// The moment stored so far (`None` for a version not stored yet, or not released).
     pub stored: Option<Micros>,
+    /// The client it belongs to: a version for another client than the one before starts a
+    /// wait of its own (it is a new entry for that client).
+    pub client: Option<String>,
 }
 
 /// A staff decision about one resource.
@@ -146,6 +149,7 @@ pub fn schedule(
             Some(prev)
                 if !versions[prev].withdrawn
                     && versions[prev].delay != Delay::Never
+                    && versions[prev].client == v.client
                     && out[prev].is_none_or(|r| r > v.arrived_at) =>
             {
                 wait_from[prev]
@@ -214,6 +218,7 @@ mod tests {
             withdrawn: false,
             waived: false,
             stored: None,
+            client: None,
         }
     }
 
@@ -345,6 +350,15 @@ mod tests {
                 &ctx(100)
             )),
             [None, None, Some(105)]
+        );
+        // A version for another client starts a wait of its own.
+        let moved = VersionState {
+            client: Some("other".into()),
+            ..v(100, FOURTEEN)
+        };
+        assert_eq!(
+            days(schedule(&[waiting.clone(), moved], &[], &ctx(100))),
+            [None, Some(114)]
         );
         // After a withdrawal or a version under never, the wait starts again.
         let gone = VersionState {

@@ -1,7 +1,8 @@
 //! Computing release moments again for versions not yet shown: after a staff release or hold,
-//! a change of the holder's waiver, or a restart with changed rules. Shown versions keep theirs
-//! (a version that changed rules put under `never` is no longer shown, but an older version
-//! shown before stays shown: only ingest and `/admin/hold` take what is shown off the portal).
+//! a change of the holder's waiver, or a restart with changed rules. Shown versions keep their
+//! moments; but where the rules now put the shown version, or the newest version, under
+//! `never`, the shown version is taken off the portal at once (a withdrawal, as ingest does
+//! for an arriving version under `never`): `never` is absolute.
 
 use super::{Action, Context, VersionState, place, schedule};
 use crate::app::AppState;
@@ -22,7 +23,20 @@ pub async fn resources(
     resource_ids: &[i64],
     now: Micros,
 ) -> Result<usize, crate::store::Error> {
-    let versions = store::versions_of(tx, resource_ids).await?;
+    let mut versions = store::versions_of(tx, resource_ids).await?;
+    if tx.engine() == crate::store::db::Engine::Postgres {
+        // Serialized with ingest of the same resources, then read again under the lock.
+        let keys: Vec<(String, String)> = versions
+            .values()
+            .filter_map(|vs| vs.first())
+            .map(|v| (v.resource_type.clone(), v.fhir_id.clone()))
+            .collect();
+        crate::store::resources::lock(tx, &keys).await?;
+        versions = store::versions_of(tx, resource_ids).await?;
+    }
+    if take_off_never(state, tx, &versions, now).await? {
+        versions = store::versions_of(tx, resource_ids).await?;
+    }
     let waiting: Vec<i64> = versions
         .values()
         .flatten()
@@ -85,6 +99,7 @@ pub async fn resources(
                 withdrawn: v.withdrawn == WITHDRAWN,
                 waived,
                 stored: v.release_at,
+                client: v.patient_id.clone(),
             });
             placements.push(placement);
         }
@@ -119,6 +134,47 @@ pub async fn resources(
     }
     store::write_rescheduled(tx, &changed).await?;
     Ok(changed.len())
+}
+
+/// Takes shown versions off the portal where the current rules put them, or the newest
+/// version of their resource, under `never`; whether any was.
+async fn take_off_never(
+    state: &AppState,
+    tx: &mut Tx,
+    versions: &std::collections::HashMap<i64, Vec<store::StoredVersion>>,
+    now: Micros,
+) -> Result<bool, crate::store::Error> {
+    let shown: Vec<(&store::StoredVersion, &store::StoredVersion)> = versions
+        .values()
+        .filter_map(|list| {
+            let shown = list
+                .iter()
+                .rev()
+                .find(|v| v.release_at.is_some_and(|r| r <= now))
+                .filter(|v| v.withdrawn == 0)?;
+            Some((shown, list.last()?))
+        })
+        .collect();
+    if shown.is_empty() {
+        return Ok(false);
+    }
+    let ids: Vec<i64> = shown.iter().flat_map(|(s, l)| [s.id, l.id]).collect();
+    let tokens = store::rule_tokens(tx, &ids).await?;
+    let delay = |v: &store::StoredVersion| {
+        placement_of(state, v, tokens.get(&v.id).map_or(&[][..], Vec::as_slice)).delay
+    };
+    let mut any = false;
+    for (s, last) in shown {
+        let last_never = delay(last) == Delay::Never;
+        if delay(s) != Delay::Never && !last_never {
+            continue;
+        }
+        // A newer version still to show keeps coming (a copy of it, after the withdrawal).
+        let copy = last.id != s.id && last.withdrawn == 0 && !last_never;
+        store::take_off(tx, s, last, now, "withdrawn: the rules now say never", copy).await?;
+        any = true;
+    }
+    Ok(any)
 }
 
 /// The section and rule of a stored version under the current mappings, from its stored
@@ -182,9 +238,10 @@ pub async fn after_rule_change(state: &AppState) -> anyhow::Result<Option<usize>
         return Ok(None);
     }
     let now = crate::time::to_micros(state.clock.now());
-    let waiting = store::waiting_resources(&state.db, now, None).await?;
+    // Every resource: a shown version may now fall under `never`.
+    let all = store::all_resources(&state.db).await?;
     let mut total = 0;
-    for chunk in waiting.chunks(500) {
+    for chunk in all.chunks(500) {
         let mut tx = state.db.begin().await?;
         total += resources(state, &mut tx, chunk, now).await?;
         tx.commit().await?;

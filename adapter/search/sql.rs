@@ -724,10 +724,12 @@ fn history_where(sql: &mut Sql, since: Micros, decision: &Decision, now: Micros)
     sql.push(")))");
 }
 
-/// Resources currently stored (newest version, not withdrawn) matching `q`'s criteria,
-/// whatever their release: for conditional references and `ifNoneExist` at ingest.
+/// Resources of `source` currently stored (newest version, not withdrawn) matching `q`'s
+/// criteria, whatever their release: for conditional references and `ifNoneExist` at ingest.
+/// Another source's resources are never matched: a source learns nothing of them.
 pub async fn current_matches(
     tx: &mut Tx,
+    source: &str,
     q: &Query,
     limit: i64,
 ) -> Result<Vec<String>, crate::store::Error> {
@@ -735,18 +737,20 @@ pub async fn current_matches(
     struct Row {
         fhir_id: String,
     }
-    let rows: Vec<Row> = tx.fetch_all(&current_matches_sql(q, limit)).await?;
+    let rows: Vec<Row> = tx.fetch_all(&current_matches_sql(source, q, limit)).await?;
     Ok(rows.into_iter().map(|r| r.fhir_id).collect())
 }
 
 /// The statement of [`current_matches`]. An `identifier` starts from the index of identifiers
 /// (`search_tokens_by_identifier`); other tokens read the token rows (no index holds every
 /// token by value: searches start from a client, and such an index cost a seventh of ingest).
-pub fn current_matches_sql(q: &Query, limit: i64) -> Sql {
+pub fn current_matches_sql(source: &str, q: &Query, limit: i64) -> Sql {
     let mut sql = Sql::new(
         "SELECT v.fhir_id FROM versions v JOIN resources r ON r.id = v.resource_id \
-         AND r.last_version = v.version_no WHERE ",
+         AND r.last_version = v.version_no WHERE r.source = ",
     );
+    sql.bind(source);
+    sql.push(" AND ");
     criteria(&mut sql, "v", q);
     let identifier = q.tokens.iter().find(|f| f.param == "identifier");
     if let Some(f) = identifier.or(q.tokens.first()) {

@@ -26,7 +26,11 @@ impl Viewer<'_> {
     pub fn text(&self, hit: &Hit) -> String {
         let role = self.decision.role_for(hit.patient_id.as_deref());
         match role {
-            Some(role) if self.redaction.touches(role, &hit.resource_type) => {
+            Some(role)
+                if self
+                    .redaction
+                    .may_touch(role, &hit.resource_type, &hit.body) =>
+            {
                 let mut value = resource(hit);
                 self.redaction.apply(role, &mut value);
                 serde_json::to_string(&value).unwrap_or_default()

@@ -90,6 +90,24 @@ pub async fn resource_id(
     Ok(db.fetch_optional::<Row>(&sql).await?.map(|r| r.id))
 }
 
+/// [`resource_id`] in a transaction: on its own connection, so that a transaction never waits
+/// for a second connection of the pool (which, with every connection held by a transaction
+/// waiting for a lock, would never come).
+pub async fn resource_id_in(
+    tx: &mut Tx,
+    resource_type: &str,
+    fhir_id: &str,
+) -> Result<Option<i64>, crate::store::Error> {
+    #[derive(sqlx::FromRow, serde::Deserialize)]
+    struct Row {
+        id: i64,
+    }
+    let sql = Sql::new("SELECT id FROM resources WHERE type = $1 AND fhir_id = $2")
+        .arg(resource_type)
+        .arg(fhir_id);
+    Ok(tx.fetch_optional::<Row>(&sql).await?.map(|r| r.id))
+}
+
 /// `(param, system, code)` of the rule-relevant tokens of the given versions.
 pub async fn rule_tokens(
     tx: &mut Tx,
@@ -201,7 +219,8 @@ pub async fn insert_action(tx: &mut Tx, a: &NewAction<'_>) -> Result<(), crate::
     tx.execute(&sql).await.map(|_| ())
 }
 
-/// The sections each client's holder chose to see without delay (the latest choice).
+/// The sections each client's holder chose to see without delay (the latest choice), while
+/// the one who chose still holds the portal: a waiver dies with the holdership that made it.
 pub async fn waivers_for(
     tx: &mut Tx,
     patient_ids: &[String],
@@ -217,7 +236,9 @@ pub async fn waivers_for(
             Sql::new("SELECT w.patient_id, w.sections FROM waivers w WHERE w.patient_id IN (");
         sql.bind_list(chunk.iter().map(String::as_str));
         sql.push(
-            ") AND w.id = (SELECT MAX(x.id) FROM waivers x WHERE x.patient_id = w.patient_id)",
+            ") AND w.id = (SELECT MAX(x.id) FROM waivers x WHERE x.patient_id = w.patient_id) \
+             AND EXISTS (SELECT 1 FROM links h WHERE h.user_id = w.user_id AND h.patient_id = w.patient_id \
+             AND h.role = 'holder' AND h.ended_at IS NULL)",
         );
         for r in tx.fetch_all::<Row>(&sql).await? {
             out.insert(
@@ -229,7 +250,8 @@ pub async fn waivers_for(
     Ok(out)
 }
 
-/// The latest waiver of one client: sections, who (user id) and when.
+/// The latest waiver of one client: sections, who (user id) and when; none once the one who
+/// chose no longer holds the portal.
 pub async fn current_waiver(
     db: &Db,
     patient_id: &str,
@@ -241,7 +263,10 @@ pub async fn current_waiver(
         made_at: i64,
     }
     let sql = Sql::new(
-        "SELECT sections, user_id, made_at FROM waivers WHERE patient_id = $1 ORDER BY id DESC LIMIT 1",
+        "SELECT w.sections, w.user_id, w.made_at FROM waivers w WHERE w.patient_id = $1 \
+         AND EXISTS (SELECT 1 FROM links h WHERE h.user_id = w.user_id AND h.patient_id = w.patient_id \
+         AND h.role = 'holder' AND h.ended_at IS NULL) \
+         AND w.id = (SELECT MAX(x.id) FROM waivers x WHERE x.patient_id = w.patient_id)",
     )
     .arg(patient_id);
     Ok(db.fetch_optional::<Row>(&sql).await?.map(|r| {
@@ -322,17 +347,18 @@ pub async fn write_rescheduled(
     Ok(())
 }
 
-/// Takes the shown version of a resource off the portal at `now`, for a hold (R14): a
-/// tombstone in the client and section of `shown`, then a copy of `last` (its body, search
-/// values and references, its arrival) as the newest version, not released: the hold decides
-/// when the copy shows (`release::recompute`). Returns the copy's version id.
+/// Takes the shown version of a resource off the portal at `now` (a hold, R14; rules that
+/// now say `never`): a tombstone in the client and section of `shown`, then, with `copy`, a
+/// copy of `last` (its body, search values and references, its arrival) as the newest
+/// version, not released: `release::recompute` decides when the copy shows.
 pub async fn take_off(
     tx: &mut Tx,
     shown: &StoredVersion,
     last: &StoredVersion,
     now: Micros,
     rule: &str,
-) -> Result<i64, crate::store::Error> {
+    copy: bool,
+) -> Result<(), crate::store::Error> {
     #[derive(sqlx::FromRow, serde::Deserialize)]
     struct Id {
         id: i64,
@@ -341,8 +367,9 @@ pub async fn take_off(
                    release_at, rule, withdrawn, sort_date, body, tagged, meta, has_newer";
     let tombstone = Sql::new(format!(
         "INSERT INTO versions ({columns}) SELECT resource_id, $1, type, fhir_id, source, patient_id, \
-         section, $2, $3, $4, {}, $5, '', 0, '', 1 FROM versions WHERE id = $6",
-        super::resources::WITHDRAWN
+         section, $2, $3, $4, {}, $5, '', 0, '', {} FROM versions WHERE id = $6",
+        super::resources::WITHDRAWN,
+        i64::from(copy)
     ))
     .arg(last.version_no + 1)
     .arg(now)
@@ -351,12 +378,27 @@ pub async fn take_off(
     .arg(i64::MAX)
     .arg(shown.id);
     tx.execute(&tombstone).await?;
+    let mut last_version = last.version_no + 1;
+    if !copy {
+        let sql = Sql::new(
+            "UPDATE versions SET has_newer = 1 WHERE resource_id = $1 AND version_no < $2 AND has_newer = 0",
+        )
+        .arg(last.resource_id)
+        .arg(last_version);
+        tx.execute(&sql).await?;
+        let sql = Sql::new("UPDATE resources SET last_version = $1 WHERE id = $2")
+            .arg(last_version)
+            .arg(last.resource_id);
+        tx.execute(&sql).await?;
+        return Ok(());
+    }
+    last_version += 1;
     let copy = Sql::new(format!(
         "INSERT INTO versions ({columns}) SELECT resource_id, $1, type, fhir_id, source, patient_id, \
          section, arrived_at, NULL, rule, withdrawn, sort_date, body, tagged, meta, 0 \
          FROM versions WHERE id = $2 RETURNING id"
     ))
-    .arg(last.version_no + 2)
+    .arg(last_version)
     .arg(last.id);
     let copy: Id = tx
         .fetch_optional(&copy)
@@ -381,8 +423,22 @@ pub async fn take_off(
     .arg(copy.id);
     tx.execute(&sql).await?;
     let sql = Sql::new("UPDATE resources SET last_version = $1 WHERE id = $2")
-        .arg(last.version_no + 2)
+        .arg(last_version)
         .arg(last.resource_id);
     tx.execute(&sql).await?;
-    Ok(copy.id)
+    Ok(())
+}
+
+/// Every stored resource's id (for recomputing after the rules changed).
+pub async fn all_resources(db: &Db) -> Result<Vec<i64>, crate::store::Error> {
+    #[derive(sqlx::FromRow, serde::Deserialize)]
+    struct Row {
+        id: i64,
+    }
+    Ok(db
+        .fetch_all::<Row>(&Sql::new("SELECT id FROM resources ORDER BY id"))
+        .await?
+        .into_iter()
+        .map(|r| r.id)
+        .collect())
 }

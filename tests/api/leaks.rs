@@ -568,6 +568,11 @@ on_both!(
             let (first, second) = (app.user("first").await, app.user("second").await);
             assert_eq!(first.get("/fhir/Observation/w").await.0, 404, "day {d}");
             let (status, obs) = second.get("/fhir/Observation/w").await;
+            assert_eq!(
+                status,
+                if d < 47 { 404 } else { 200 },
+                "day {d}: a new entry for the second client waits its own 14 days"
+            );
             if status == 200 {
                 assert_eq!(obs["valueQuantity"]["value"], 70, "day {d}");
             }
@@ -819,6 +824,8 @@ on_both!(a_blocked_user_cannot_change_account_state, |b| async move {
         403,
         "listing too"
     );
+    let (status, out) = holder.get("/portal/me").await;
+    assert_eq!((status, reason(&out)), (403, "user-blocked"), "{out}");
     // The code was not used: someone else can still redeem it.
     let other = app.user("other").await;
     let (status, out) = other
@@ -995,6 +1002,41 @@ on_both!(slow_clients_are_cut_off, |b| async move {
     );
     let (answer, _) = raw_exchange(&app, &head, limit).await;
     assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    // A body trickling in, a byte now and then, is cut off at body_timeout all the same.
+    {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let addr = app.base.trim_start_matches("http://").to_string();
+        let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        stream
+            .write_all(b"POST /auth/token HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 1000\r\n\r\n")
+            .await
+            .unwrap();
+        let started = std::time::Instant::now();
+        let mut answer = Vec::new();
+        let mut buf = [0u8; 4096];
+        while started.elapsed() < std::time::Duration::from_secs(6) {
+            if stream.write_all(b"a").await.is_err() {
+                break;
+            }
+            match tokio::time::timeout(std::time::Duration::from_millis(300), stream.read(&mut buf))
+                .await
+            {
+                Ok(Ok(0)) | Ok(Err(_)) => break,
+                Ok(Ok(n)) => answer.extend_from_slice(&buf[..n]),
+                Err(_) => {}
+            }
+            if answer.windows(4).any(|w| w == b"\r\n\r\n") {
+                break;
+            }
+        }
+        let answer = String::from_utf8_lossy(&answer).to_string();
+        assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(3),
+            "{:?}",
+            started.elapsed()
+        );
+    }
     // Ordinary requests are unaffected.
     assert_eq!(
         app.http
@@ -1006,3 +1048,253 @@ on_both!(slow_clients_are_cut_off, |b| async move {
         200
     );
 });
+
+// Found by attacking the running adapter: redaction takes the narrative and the contained
+// resources that told the same, and applies the rules to contained resources of their types.
+on_both!(
+    redaction_takes_the_narrative_and_contained_resources_along,
+    |b| async move {
+        let app = TestApp::spawn(b).await;
+        let mut p1 = patient("p1");
+        p1["text"] = json!({"status": "generated", "div": "<div xmlns=\"http://www.w3.org/1999/xhtml\">BSN 999911120, Dorpsstraat 1, 0612345678</div>"});
+        p1["address"] = json!([{"line": ["Dorpsstraat 1"], "city": "Utrecht"}]);
+        p1["contained"] = json!([
+            {"resourceType": "RelatedPerson", "id": "zus", "patient": {"reference": "Patient/p1"},
+             "telecom": [{"system": "phone", "value": "0687654321"}]},
+            {"resourceType": "Practitioner", "id": "gp", "name": [{"family": "Huisarts"}],
+             "telecom": [{"system": "phone", "value": "0301234567", "use": "work"},
+                         {"system": "phone", "value": "0611111111", "use": "mobile"}]}
+        ]);
+        p1["generalPractitioner"] = json!([{"reference": "#gp"}]);
+        // The contact's person is contained and referred to from within `contact` only.
+        p1["contact"] = json!([{"name": {"text": "Zus"}, "extension": [{"url": "http://example.org/person",
+            "valueReference": {"reference": "#zus"}}]}]);
+        app.push_ok(&transaction(&[p1])).await;
+        let holder = app.holder("h", "p1").await;
+        let member = app.member(&holder, "m", "p1", &["agenda"], false).await;
+        let (_, full) = holder.get("/fhir/Patient/p1").await;
+        assert!(full["text"]["div"].as_str().unwrap().contains("999911120"));
+        let (_, seen) = member.get("/fhir/Patient/p1").await;
+        let text = seen.to_string();
+        for secret in [
+            "999911120",
+            "Dorpsstraat",
+            "0612345678",
+            "0611111111",
+            "0687654321",
+        ] {
+            assert!(!text.contains(secret), "{secret} in {text}");
+        }
+        assert!(text.contains("0301234567"), "work contacts stay: {text}");
+        for path in [
+            "/fhir/Patient?_id=p1",
+            "/fhir/_history",
+            "/fhir/Patient?_include=Patient:general-practitioner",
+        ] {
+            let (_, bundle) = member.get(path).await;
+            let text = bundle.to_string();
+            assert!(
+                !text.contains("999911120") && !text.contains("0611111111"),
+                "{path}: {text}"
+            );
+        }
+    }
+);
+
+// Found by attacking: rules changed to `never` take what is shown off at the next start.
+on_both!(
+    rules_changed_to_never_take_the_shown_version_off,
+    |b| async move {
+        let probe = TestApp::spawn(b).await;
+        let before = probe.mappings("");
+        let app = probe.restart_with(&before, T0).await;
+        app.push_ok(&transaction(&[
+            patient("p1"),
+            observation("shown", "p1", "2708-6", "2026-03-01"),
+            observation("newer", "p1", "29463-7", "2026-03-01"),
+            observation("kept", "p1", "29463-7", "2026-03-01"),
+        ]))
+        .await;
+        app.holder("h", "p1").await;
+        app.set_clock(&day(15)).await;
+        app.push_ok(&transaction(&[observation(
+            "newer",
+            "p1",
+            "2708-6",
+            "2026-03-01",
+        )]))
+        .await;
+        let holder = app.user("h").await;
+        for id in ["shown", "newer", "kept"] {
+            assert_eq!(
+                holder.get(&format!("/fhir/Observation/{id}")).await.0,
+                200,
+                "{id}"
+            );
+        }
+        let after = probe.mappings(
+            "[[rule]]\nsection = \"metingen\"\ncode = \"http://loinc.org|2708-6\"\ndelay = \"never\"\n",
+        );
+        let restarted = app.restart_with(&after, &day(16)).await;
+        let holder = restarted.user("h").await;
+        assert_eq!(holder.get("/fhir/Observation/shown").await.0, 404);
+        assert_eq!(
+            holder.get("/fhir/Observation/newer").await.0,
+            404,
+            "its newest version is under never now"
+        );
+        assert_eq!(holder.get("/fhir/Observation/kept").await.0, 200);
+        let h = history(&holder, &day(15)).await;
+        assert!(h.contains(&entry("DELETE", "Observation/shown")), "{h:?}");
+        assert!(h.contains(&entry("DELETE", "Observation/newer")), "{h:?}");
+        let (status, out) = restarted
+            .admin_post("/admin/release", &json!({"resource": "Observation/shown"}))
+            .await;
+        assert_eq!((status, reason(&out)), (409, "conflict"));
+    }
+);
+
+// Found by attacking: parallel holds and releases of one resource on PostgreSQL used two
+// connections each and starved the pool; every one is answered now.
+on_both!(parallel_holds_and_releases_all_answer, |b| async move {
+    let app = TestApp::spawn(b).await;
+    app.push_ok(&transaction(&[
+        patient("p1"),
+        appointment("a", "p1", "2026-03-10T10:00:00Z"),
+    ]))
+    .await;
+    let mut tasks = Vec::new();
+    for k in 0..16 {
+        let (http, url) = (
+            app.http.clone(),
+            app.url(if k % 3 == 0 {
+                "/admin/release"
+            } else {
+                "/admin/hold"
+            }),
+        );
+        tasks.push(tokio::spawn(async move {
+            let r = http
+                .post(url)
+                .bearer_auth(ADMIN)
+                .json(&json!({"resource": "Appointment/a"}))
+                .send()
+                .await
+                .unwrap();
+            r.status().as_u16()
+        }));
+    }
+    for t in tasks {
+        assert_eq!(t.await.unwrap(), 200);
+    }
+    let r = app
+        .http
+        .get(app.url("/admin/explain?resource=Appointment/a"))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap();
+    let e: Value = r.json().await.unwrap();
+    let numbers: Vec<i64> = e["versions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["version"].as_i64().unwrap())
+        .collect();
+    assert_eq!(numbers, (1..=numbers.len() as i64).collect::<Vec<_>>());
+});
+
+// Found by attacking: one source could find another source's resources through
+// `ifNoneExist` or a conditional reference; lookups stay within the source.
+on_both!(
+    a_source_learns_nothing_of_another_sources_resources,
+    |b| async move {
+        let app = TestApp::spawn(b).await;
+        app.push_ok(&transaction(&[patient("p1")])).await;
+        let other = app.token(("other-push", "other-secret-1")).await;
+        let bundle = json!({"resourceType": "Bundle", "type": "transaction", "entry": [
+            {"fullUrl": "urn:uuid:0b1e2f7a-0000-4000-8000-000000000001",
+             "resource": {"resourceType": "Patient", "name": [{"family": "Probe"}],
+                          "identifier": [{"system": "http://fhir.nl/fhir/NamingSystem/bsn", "value": "999911120"}]},
+             "request": {"method": "POST", "url": "Patient",
+                         "ifNoneExist": "identifier=http://fhir.nl/fhir/NamingSystem/bsn|999911120"}}]});
+        let r = app
+            .http
+            .post(app.url("/ingest/other"))
+            .bearer_auth(&other)
+            .json(&bundle)
+            .send()
+            .await
+            .unwrap();
+        let out: Value = r.json().await.unwrap();
+        assert_eq!(
+            out["entry"][0]["response"]["status"], "201 Created",
+            "{out}"
+        );
+        assert!(!out.to_string().contains("Patient/p1"), "{out}");
+        let conditional = json!({"resourceType": "Bundle", "type": "transaction", "entry": [
+            {"resource": {"resourceType": "Appointment", "id": "x", "status": "booked",
+                "start": "2026-03-10T10:00:00Z", "end": "2026-03-10T11:00:00Z",
+                "participant": [{"actor": {"reference": "Patient?identifier=http://fhir.nl/fhir/NamingSystem/bsn|999911120"}, "status": "accepted"}]},
+             "request": {"method": "PUT", "url": "Appointment/x"}}]});
+        let r = app
+            .http
+            .post(app.url("/ingest/other"))
+            .bearer_auth(&other)
+            .json(&conditional)
+            .send()
+            .await
+            .unwrap();
+        let status = r.status();
+        let out: Value = r.json().await.unwrap();
+        assert!(status.is_success(), "{out}");
+        assert!(
+            !out.to_string().contains("Patient/p1"),
+            "resolved within its own source: {out}"
+        );
+    }
+);
+
+// Found by attacking: a waiver dies with the holdership of the one who chose it.
+on_both!(
+    a_waiver_dies_with_the_holdership_that_made_it,
+    |b| async move {
+        let probe = TestApp::spawn(b).await;
+        let app = probe
+            .restart_with("[embargo]\nclient_may_waive = true\n", T0)
+            .await;
+        app.push_ok(&transaction(&[patient("p1")])).await;
+        let client = app.holder("self", "p1").await;
+        let (status, out) = client
+            .put_json(
+                "/portal/preferences",
+                &json!({"patient": "Patient/p1", "immediate_sections": ["metingen"]}),
+            )
+            .await;
+        assert_eq!(status, 200, "{out}");
+        app.push_ok(&transaction(&[observation(
+            "before",
+            "p1",
+            "29463-7",
+            "2026-03-01",
+        )]))
+        .await;
+        assert_eq!(client.get("/fhir/Observation/before").await.0, 200);
+        let (status, _, curator) = app.link_as("curator", "p1", "curator").await;
+        assert_eq!(status, 201);
+        app.push_ok(&transaction(&[observation(
+            "after",
+            "p1",
+            "29463-7",
+            "2026-03-01",
+        )]))
+        .await;
+        assert_eq!(
+            curator.get("/fhir/Observation/after").await.0,
+            404,
+            "the former holder's choice no longer waives the delay"
+        );
+        let (_, prefs) = curator.get("/portal/preferences?patient=p1").await;
+        assert_eq!(prefs["immediate_sections"], json!([]), "{prefs}");
+    }
+);

@@ -190,7 +190,7 @@ on_both!(
         let plan = explained(
             db,
             "conditional: Patient?identifier",
-            &sql::current_matches_sql(&q, 2),
+            &sql::current_matches_sql("ons", &q, 2),
         )
         .await;
         if sqlite {
@@ -202,7 +202,11 @@ on_both!(
         let other = explained(
             db,
             "conditional: Observation?code",
-            &sql::current_matches_sql(&query("Observation", "code=http://loinc.org|29463-7"), 2),
+            &sql::current_matches_sql(
+                "ons",
+                &query("Observation", "code=http://loinc.org|29463-7"),
+                2,
+            ),
         )
         .await;
         if sqlite {
