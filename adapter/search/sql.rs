@@ -207,11 +207,25 @@ fn visible_as(
     } else if scope.mappings.sections.is_shared(resource_type) {
         // Practitioner, Organization, Location, Medication…: only when a resource the user may
         // see refers to it, from an element that is not redacted for the user.
+        let clients: Vec<&str> = scope
+            .decision
+            .allowed
+            .iter()
+            .map(|a| a.patient_id.as_str())
+            .collect();
+        if clients.is_empty() {
+            sql.push("1 = 0");
+            return;
+        }
         served_as(sql, alias, now, by_release);
+        // The references of the user's clients only: a seek on the refs key, not a walk over
+        // every client's references to a popular Practitioner.
         sql.push(&format!(
             " AND {alias}.patient_id IS NULL AND EXISTS (SELECT 1 FROM refs f JOIN versions w ON w.id = f.version_id \
-             WHERE f.target_type = {alias}.type AND f.target_id = {alias}.fhir_id AND "
+             WHERE f.target_type = {alias}.type AND f.target_id = {alias}.fhir_id AND f.patient_id IN ("
         ));
+        sql.bind_list(clients);
+        sql.push(") AND ");
         served(sql, "w", now);
         sql.push(" AND ");
         allowed(sql, "w", None, scope.decision);

@@ -407,7 +407,7 @@ pub async fn take_off(
     for (table, values) in [
         ("search_tokens", "param, system, code"),
         ("search_dates", "param, lo, hi"),
-        ("refs", "target_type, target_id, element"),
+        ("refs", "target_type, target_id, patient_id, element"),
     ] {
         let sql = Sql::new(format!(
             "INSERT INTO {table} (version_id, {values}) SELECT $1, {values} FROM {table} WHERE version_id = $2"

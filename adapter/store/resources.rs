@@ -308,7 +308,7 @@ pub async fn write(
 
     let mut tokens: Vec<[Arg; 4]> = Vec::new();
     let mut dates: Vec<[Arg; 4]> = Vec::new();
-    let mut refs: Vec<[Arg; 4]> = Vec::new();
+    let mut refs: Vec<[Arg; 5]> = Vec::new();
     for v in versions {
         let resource_id = id_of(v)?;
         let version_id = version_ids
@@ -331,8 +331,15 @@ pub async fn write(
                 (*hi).into(),
             ]);
         }
+        let client = v.indexed.patient_id.as_deref().unwrap_or("");
         for (ty, id, element) in &v.indexed.refs {
-            refs.push([ty.into(), id.into(), version_id.into(), element.into()]);
+            refs.push([
+                ty.into(),
+                id.into(),
+                client.into(),
+                version_id.into(),
+                element.into(),
+            ]);
         }
     }
     const NOTHING: &str = "ON CONFLICT DO NOTHING";
@@ -349,7 +356,7 @@ pub async fn write(
     )
     .await?;
     tx.insert(
-        "INSERT INTO refs (target_type, target_id, version_id, element)",
+        "INSERT INTO refs (target_type, target_id, patient_id, version_id, element)",
         &refs,
         NOTHING,
     )

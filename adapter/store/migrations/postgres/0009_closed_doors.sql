@@ -6,7 +6,9 @@
 -- * a reference remembers the element path it sits in, so that a reference inside an element
 --   redacted for a role does not make its target visible to that role. Rows written before
 --   keep an empty path, which counts as redacted wherever a rule redacts anything of the
---   referring type for the role.
+--   referring type for the role. It also carries the referring version's client ('' for none),
+--   in its key, so that "does a version this user may see refer to it" seeks the user's
+--   clients' references instead of reading those of every client.
 
 ALTER TABLE codes ADD COLUMN id TEXT;
 ALTER TABLE codes ADD COLUMN revoked_at BIGINT;
@@ -22,5 +24,7 @@ CREATE UNIQUE INDEX links_one_holder ON links (patient_id) WHERE role = 'holder'
 CREATE UNIQUE INDEX versions_one_per_number ON versions (resource_id, version_no);
 
 ALTER TABLE refs ADD COLUMN element TEXT NOT NULL DEFAULT '';
+ALTER TABLE refs ADD COLUMN patient_id TEXT NOT NULL DEFAULT '';
+UPDATE refs SET patient_id = v.patient_id FROM versions v WHERE v.id = refs.version_id AND v.patient_id IS NOT NULL;
 ALTER TABLE refs DROP CONSTRAINT refs_pkey;
-ALTER TABLE refs ADD PRIMARY KEY (target_type, target_id, version_id, element);
+ALTER TABLE refs ADD PRIMARY KEY (target_type, target_id, patient_id, version_id, element);
