@@ -9,35 +9,7 @@ use crate::time::IsoDuration;
 use chrono::{DateTime, Datelike, NaiveDate, Utc};
 use std::collections::{BTreeMap, BTreeSet};
 
-/// How a user relates to a client's dossier (ordered from most to least seen).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Role {
-    /// The portal holder (R1): every section and the holder powers.
-    Holder,
-    /// A former `self` holder after a legal representative took over: every section, no powers.
-    Reader,
-    /// A network member (R3): the granted sections only.
-    Member,
-}
-
-impl Role {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Holder => "holder",
-            Role::Reader => "reader",
-            Role::Member => "member",
-        }
-    }
-
-    pub fn parse(text: &str) -> Option<Self> {
-        match text {
-            "holder" => Some(Role::Holder),
-            "reader" => Some(Role::Reader),
-            "member" => Some(Role::Member),
-            _ => None,
-        }
-    }
-}
+pub use crate::store::accounts::Role;
 
 /// The sections a user may see of one client.
 #[derive(Debug, Clone, PartialEq, Eq)]

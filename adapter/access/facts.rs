@@ -8,7 +8,7 @@ use super::decision::{ClientFacts, Episode, LinkFacts, Role, UserFacts};
 use crate::store::db::{Db, Sql};
 use crate::time::from_micros;
 use chrono::NaiveDate;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 #[derive(sqlx::FromRow, serde::Deserialize)]
 struct UserLinkRow {
@@ -71,19 +71,7 @@ pub async fn user_and_links(
     Ok((Some(user), links))
 }
 
-/// Sections as stored: comma-separated.
-pub fn parse_sections(text: &str) -> BTreeSet<String> {
-    text.split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(str::to_string)
-        .collect()
-}
-
-/// Sections for storage.
-pub fn format_sections(sections: &BTreeSet<String>) -> String {
-    sections.iter().cloned().collect::<Vec<_>>().join(",")
-}
+pub use crate::store::accounts::{format_sections, parse_sections};
 
 /// The care, life and block facts of the given clients.
 pub async fn clients(

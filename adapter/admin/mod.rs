@@ -145,7 +145,7 @@ pub async fn explain(
     let resource = q
         .get("resource")
         .ok_or_else(|| ApiError::invalid("name the resource: ?resource=Type/id"))?;
-    let (ty, id) = crate::ingest::entries::parse_type_id(resource)
+    let (ty, id) = crate::fhir::reference::parse_type_id(resource)
         .ok_or_else(|| ApiError::invalid(format!("`{resource}` is not Type/id")))?;
     let mut body = crate::release::explain::delay_part(&state, &ty, &id).await?;
     if let (Some(client), Some(user)) = (q.get("client"), q.get("user")) {

@@ -4,8 +4,7 @@
 
 use crate::body::{malformed, parse_json};
 use crate::error::{ApiError, ApiResult, Detail};
-use crate::fhir::definitions;
-use crate::ingest::index::is_fhir_id;
+use crate::fhir::reference::{is_fhir_id, parse_type_id};
 use axum::body::Bytes;
 use serde::de::{Deserialize, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::Value;
@@ -401,12 +400,6 @@ fn entry(mode: Mode, index: usize, raw: Value) -> Result<Entry, Detail> {
         if_none_exist,
         resource,
     })
-}
-
-/// `Type/id` with a known type and a valid id.
-pub fn parse_type_id(url: &str) -> Option<(String, String)> {
-    let (ty, id) = url.trim_start_matches('/').split_once('/')?;
-    (definitions::is_resource_type(ty) && is_fhir_id(id)).then(|| (ty.to_string(), id.to_string()))
 }
 
 #[cfg(test)]

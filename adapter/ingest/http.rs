@@ -121,7 +121,7 @@ fn target(resource_type: &str, id: &str) -> ApiResult<(String, String)> {
             "`{resource_type}` is not an R4 resource type"
         )));
     }
-    if !super::index::is_fhir_id(id) {
+    if !crate::fhir::reference::is_fhir_id(id) {
         return Err(ApiError::invalid(format!(
             "`{id}` is not a valid id (1-64 of A-Z a-z 0-9 - .)"
         )));

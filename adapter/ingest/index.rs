@@ -4,27 +4,17 @@
 
 use crate::fhir::definitions::{self, ParamType};
 use crate::fhir::path::{self, Node};
+use crate::fhir::reference::{in_compartment, parse_reference};
 use crate::search::dates::{self, OPEN_HI, OPEN_LO, Range};
 use crate::search::{self, DATE_PARAMS, TOKEN_PARAMS};
+use crate::store::resources::SearchValues;
 use serde_json::Value;
 
-/// The searchable facts of one resource version.
+/// The facts of one resource version: what the store keeps to search and serve it (`values`),
+/// and what mapping rules and the delay look at.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Indexed {
-    /// The client (Patient id) the resource belongs to, if it is in a patient compartment.
-    pub patient_id: Option<String>,
-    /// `(param, system, code)`; system is empty where the value has none.
-    pub tokens: Vec<(&'static str, String, String)>,
-    /// `(param, lo, hi)`.
-    pub dates: Vec<(&'static str, i64, i64)>,
-    /// `(type, id, element)` of every resource outside the patient compartment it refers to
-    /// (Practitioner, Organization, Location, Medication…), with the path of element names the
-    /// reference sits in (`contact.organization`; no list indexes, `_` of primitive extensions
-    /// dropped): what makes a shared resource visible to a portal user, unless that element is
-    /// redacted for the user ([`crate::search::sql::visible`]).
-    pub refs: Vec<(String, String, String)>,
-    /// The low end of the `date` parameter, `i64::MAX` without one.
-    pub sort_date: i64,
+    pub values: SearchValues,
     pub profiles: Vec<String>,
     /// Status `entered-in-error` (also as verificationStatus): withdrawn from the portal.
     pub entered_in_error: bool,
@@ -35,11 +25,7 @@ pub struct Indexed {
 impl Indexed {
     /// The `(system, code)` pairs of one token parameter.
     pub fn tokens_of(&self, param: &str) -> Vec<(String, String)> {
-        self.tokens
-            .iter()
-            .filter(|(p, _, _)| *p == param)
-            .map(|(_, s, c)| (s.clone(), c.clone()))
-            .collect()
+        self.values.tokens_of(param)
     }
 
     /// The codes rules match as "code": the `code` parameter, else `type`.
@@ -54,7 +40,7 @@ impl Indexed {
 
 /// Reads the indexed facts of a resource whose references are already resolved.
 pub fn index(resource_type: &str, id: &str, resource: &Value) -> Indexed {
-    let mut out = Indexed {
+    let mut out = SearchValues {
         sort_date: i64::MAX,
         ..Default::default()
     };
@@ -104,11 +90,10 @@ pub fn index(resource_type: &str, id: &str, resource: &Value) -> Indexed {
         .unwrap_or(i64::MAX);
     out.patient_id = owner(resource_type, id, resource);
     collect_refs(resource, &mut out.refs, &mut String::new());
-    out.refs
-        .retain(|(ty, _, _)| !crate::search::sql::in_compartment(ty));
+    out.refs.retain(|(ty, _, _)| !in_compartment(ty));
     out.refs.sort();
     out.refs.dedup();
-    out.profiles = meta
+    let profiles = meta
         .and_then(|m| m.get("profile"))
         .and_then(Value::as_array)
         .map(|a| {
@@ -117,7 +102,7 @@ pub fn index(resource_type: &str, id: &str, resource: &Value) -> Indexed {
                 .collect()
         })
         .unwrap_or_default();
-    out.tags = meta
+    let tags = meta
         .and_then(|m| m.get("tag"))
         .and_then(Value::as_array)
         .map(|a| {
@@ -134,8 +119,12 @@ pub fn index(resource_type: &str, id: &str, resource: &Value) -> Indexed {
                 .collect()
         })
         .unwrap_or_default();
-    out.entered_in_error = is_entered_in_error(resource);
-    out
+    Indexed {
+        values: out,
+        profiles,
+        entered_in_error: is_entered_in_error(resource),
+        tags,
+    }
 }
 
 fn push_tokens(
@@ -250,32 +239,6 @@ fn owner(resource_type: &str, id: &str, resource: &Value) -> Option<String> {
     None
 }
 
-/// `Type/id` out of a literal reference: relative (`Patient/1`, `Patient/1/_history/2`) or
-/// absolute (`https://x/fhir/Patient/1`). Contained (`#x`), `urn:` and conditional references
-/// give `None`.
-pub fn parse_reference(reference: &str) -> Option<(&str, &str)> {
-    if reference.starts_with('#') || reference.starts_with("urn:") || reference.contains('?') {
-        return None;
-    }
-    let without_history = match reference.find("/_history/") {
-        Some(i) => &reference[..i],
-        None => reference,
-    };
-    let mut parts = without_history.rsplit('/');
-    let id = parts.next()?;
-    let ty = parts.next()?;
-    (definitions::is_resource_type(ty) && is_fhir_id(id)).then_some((ty, id))
-}
-
-/// A FHIR id: 1 to 64 of `A-Z a-z 0-9 - .`.
-pub fn is_fhir_id(id: &str) -> bool {
-    !id.is_empty()
-        && id.len() <= 64
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
-}
-
 /// Every literal reference in the resource (contained resources' references included), with
 /// the path of element names it sits in; `path` is the path so far (one buffer for the walk).
 fn collect_refs(value: &Value, out: &mut Vec<(String, String, String)>, path: &mut String) {
@@ -339,22 +302,24 @@ mod tests {
             "valueQuantity": {"value": 64.50, "unit": "kg"}
         });
         let ix = index("Observation", "o1", &obs);
-        assert_eq!(ix.patient_id.as_deref(), Some("p1"));
+        assert_eq!(ix.values.patient_id.as_deref(), Some("p1"));
         assert!(
-            ix.tokens
+            ix.values
+                .tokens
                 .contains(&("code", "http://loinc.org".into(), "29463-7".into()))
         );
         assert!(
-            ix.tokens
+            ix.values
+                .tokens
                 .contains(&("status", String::new(), "final".into()))
         );
         assert_eq!(ix.tokens_of("category")[0].1, "vital-signs");
-        assert_eq!(ix.dates.len(), 1);
-        assert_eq!(ix.sort_date, ix.dates[0].1);
+        assert_eq!(ix.values.dates.len(), 1);
+        assert_eq!(ix.values.sort_date, ix.values.dates[0].1);
         // Only references to resources outside the patient compartment are kept: the
         // Patient, the Encounter and the other Observation are never looked up by them.
         assert_eq!(
-            ix.refs,
+            ix.values.refs,
             vec![
                 ("Organization".into(), "org".into(), "performer".into()),
                 ("Practitioner".into(), "dr".into(), "performer".into())
@@ -365,7 +330,7 @@ mod tests {
             "_birthDate": {"extension": [{"url": "x", "valueReference": {"reference": "Location/l"}}]},
             "managingOrganization": {"reference": "Organization/o"}});
         assert_eq!(
-            index("Patient", "p1", &p).refs,
+            index("Patient", "p1", &p).values.refs,
             vec![
                 (
                     "Location".into(),
@@ -385,23 +350,6 @@ mod tests {
             ]
         );
         assert!(!ix.entered_in_error);
-    }
-
-    #[test]
-    fn references_are_read_in_every_form() {
-        assert_eq!(parse_reference("Patient/1"), Some(("Patient", "1")));
-        assert_eq!(
-            parse_reference("Patient/1/_history/3"),
-            Some(("Patient", "1"))
-        );
-        assert_eq!(
-            parse_reference("https://x.org/fhir/Patient/a-b"),
-            Some(("Patient", "a-b"))
-        );
-        assert_eq!(parse_reference("#contained"), None);
-        assert_eq!(parse_reference("urn:uuid:1234"), None);
-        assert_eq!(parse_reference("Organization?identifier=x|1"), None);
-        assert_eq!(parse_reference("Nope/1"), None);
     }
 
     #[test]

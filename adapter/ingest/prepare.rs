@@ -1,88 +1,126 @@
-//! Checking a resource before anything is stored: the adapter's checks of structure, values
-//! and required codes (before ids and references are resolved), and fhirbolt's structural
-//! check of the body as it will be stored (after), reported per entry and element.
+//! Preparing a checked resource for the store: its JSON as stored (with `meta` kept apart), its
+//! hash (idempotency), its search values and references, its section and embargo rule, and
+//! fhirbolt's verdict on the body as stored. CPU work, done on every core before the write
+//! transaction.
 
-use crate::error::Detail;
-use crate::fhir::validate;
-use serde_json::Value;
+use super::entries::{Mode, entry_path};
+use super::{Ready, check, index, not_valid};
+use crate::app::AppState;
+use crate::error::{ApiError, ApiResult, Detail};
+use crate::mapping::Facts;
+use crate::release::{self, Placement};
+use sha2::{Digest, Sha256};
 
-/// The adapter's own checks of one resource, with paths under `prefix`
-/// (e.g. `Bundle.entry[3].resource`).
-pub fn check(resource: &Value, prefix: &str) -> Vec<Detail> {
-    let resource_type = type_of(resource);
-    validate::check_resource(resource)
-        .into_iter()
-        .map(|issue| Detail {
-            expression: Some(place(resource_type, &issue.path, prefix)),
-            message: issue.message,
-        })
-        .collect()
+/// A resource with what was read out of it (nothing for a delete).
+pub(super) struct Prepared {
+    pub resource_type: String,
+    pub id: String,
+    pub matched_existing: bool,
+    /// `(body, hash, meta)`; `None` for a delete.
+    pub body: Option<(String, String, String)>,
+    pub indexed: Option<index::Indexed>,
+    pub placement: Option<Placement>,
+    pub tagged: bool,
 }
 
-/// fhirbolt's structural check of a body that passed [`check`], as it is stored: its
-/// references resolved and its `meta` kept apart (which [`check`] has seen). The body is
-/// taken by value, as fhirbolt consumes it: ingest serializes the body first and hands it over
-/// instead of copying the tree.
-///
-/// `prefix` is asked for only when there is a problem.
-pub fn check_structure(
-    body: Value,
-    resource_type: &str,
-    prefix: impl FnOnce() -> String,
-) -> Option<Detail> {
-    let message = sluis_r4::check_structure(body).err()?;
-    Some(Detail {
-        expression: Some(place(resource_type, resource_type, &prefix())),
-        message: format!("not a valid R4 {resource_type}: {message}"),
+/// Serializes, hashes, indexes and places one resource, and has fhirbolt check its body.
+fn prepare_version(state: &AppState, mode: Mode, r: Ready) -> Result<Prepared, Detail> {
+    let Some(mut body) = r.body.filter(|_| !r.matched_existing) else {
+        return Ok(Prepared {
+            resource_type: r.resource_type,
+            id: r.id,
+            matched_existing: r.matched_existing,
+            body: None,
+            indexed: None,
+            placement: None,
+            tagged: false,
+        });
+    };
+    let indexed = index::index(&r.resource_type, &r.id, &body);
+    // The body is stored without `meta`, which is kept beside it, so that serving can put in
+    // the portal's versionId and lastUpdated without parsing the body again.
+    let meta = match body.as_object_mut().and_then(|m| m.shift_remove("meta")) {
+        Some(serde_json::Value::Object(mut m)) => {
+            m.shift_remove("versionId");
+            m.shift_remove("lastUpdated");
+            m.shift_remove("_versionId");
+            m.shift_remove("_lastUpdated");
+            if m.is_empty() {
+                String::new()
+            } else {
+                serde_json::to_string(&m).unwrap_or_default()
+            }
+        }
+        _ => String::new(),
+    };
+    let text = serde_json::to_string(&body).unwrap_or_default();
+    // fhirbolt consumes the tree: it gets the body itself, now that it is serialized.
+    let prefix = || match mode {
+        Mode::Single => String::new(),
+        _ => format!("{}.resource", entry_path(mode, r.entry_index)),
+    };
+    if let Some(problem) = check::check_structure(body, &r.resource_type, prefix) {
+        return Err(problem);
+    }
+    let mut hasher = Sha256::new();
+    hasher.update(text.as_bytes());
+    hasher.update([0u8]);
+    hasher.update(meta.as_bytes());
+    let hash = hex(&hasher.finalize());
+    let category = indexed.tokens_of("category");
+    let code = indexed.rule_codes(&r.resource_type);
+    let facts = Facts {
+        resource_type: &r.resource_type,
+        category: &category,
+        code: &code,
+        profile: &indexed.profiles,
+    };
+    let placement = release::place(&state.mappings, &facts);
+    let (tag_system, tag_code) = &state.config.embargo.release_tag;
+    let tagged = indexed
+        .tags
+        .iter()
+        .any(|(s, c)| s == tag_system && c == tag_code);
+    Ok(Prepared {
+        resource_type: r.resource_type,
+        id: r.id,
+        matched_existing: false,
+        body: Some((text, hash, meta)),
+        indexed: Some(indexed),
+        placement: Some(placement),
+        tagged,
     })
 }
 
-fn type_of(resource: &Value) -> &str {
-    resource
-        .get("resourceType")
-        .and_then(Value::as_str)
-        .unwrap_or("Resource")
-}
-
-/// `path` (which starts with the resource type) under `prefix`.
-fn place(resource_type: &str, path: &str, prefix: &str) -> String {
-    let rest = path.strip_prefix(resource_type).unwrap_or(path);
-    if prefix.is_empty() {
-        format!("{resource_type}{rest}")
+/// [`prepare_version`] of every resource, off the async threads; all or nothing.
+pub(super) async fn prepare_all(
+    state: &AppState,
+    mode: Mode,
+    ready: Vec<Ready>,
+) -> ApiResult<Vec<Prepared>> {
+    let state = state.clone();
+    let results = super::cores::each(ready, move |r| prepare_version(&state, mode, r)).await?;
+    let mut prepared = Vec::with_capacity(results.len());
+    let mut details = Vec::new();
+    for result in results {
+        match result {
+            Ok(p) => prepared.push(p),
+            Err(detail) => details.push(detail),
+        }
+    }
+    if details.is_empty() {
+        Ok(prepared)
     } else {
-        format!("{prefix}{rest}")
+        Err(ApiError::invalid(not_valid(mode)).with_details(details))
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::json;
-
-    #[test]
-    fn problems_are_placed_under_the_entry() {
-        let obs = json!({"resourceType": "Observation", "code": {"text": "x"}});
-        let details = check(&obs, "Bundle.entry[3].resource");
-        assert_eq!(
-            details[0].expression.as_deref(),
-            Some("Bundle.entry[3].resource.status")
-        );
-        let alone = check(&obs, "");
-        assert_eq!(alone[0].expression.as_deref(), Some("Observation.status"));
+fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        out.push(char::from(DIGITS[usize::from(b >> 4)]));
+        out.push(char::from(DIGITS[usize::from(b & 0xf)]));
     }
-
-    #[test]
-    fn fhirbolt_reports_what_it_refuses_under_the_entry() {
-        let unknown = json!({"resourceType": "Patient", "foo": 1});
-        let detail = check_structure(unknown, "Patient", || "Bundle.entry[0].resource".into())
-            .expect("fhirbolt refuses an unknown element");
-        assert_eq!(
-            detail.expression.as_deref(),
-            Some("Bundle.entry[0].resource")
-        );
-        assert!(detail.message.starts_with("not a valid R4 Patient: "));
-        assert!(detail.message.contains("foo"));
-        let fine = json!({"resourceType": "Patient", "gender": "female"});
-        assert!(check_structure(fine, "Patient", String::new).is_none());
-    }
+    out
 }

@@ -54,7 +54,7 @@ fn matches_in_bundle(q: &Query, resource_type: &str, id: &str, resource: &Value)
     let indexed = index::index(resource_type, id, resource);
     q.tokens.iter().all(|f| {
         f.values.iter().any(|v| {
-            indexed.tokens.iter().any(|(p, s, c)| {
+            indexed.values.tokens.iter().any(|(p, s, c)| {
                 *p == f.param
                     && v.code.as_ref().is_none_or(|code| code == c)
                     && v.system.as_ref().is_none_or(|system| system == s)

@@ -5,7 +5,7 @@ use crate::access::relationships::{HolderKind, holder_kind};
 use crate::app::AppState;
 use crate::auth::PortalUser;
 use crate::error::{ApiError, ApiResult, Reason};
-use crate::store::accounts::{self, NewLink};
+use crate::store::accounts::{self, NewLink, Role};
 use crate::time::Micros;
 use axum::http::StatusCode;
 use sha2::{Digest, Sha256};
@@ -46,7 +46,7 @@ pub fn hash_code(code: &str) -> String {
 pub struct Linked {
     pub link_id: i64,
     pub patient_id: String,
-    pub role: &'static str,
+    pub role: Role,
     pub relationship: String,
 }
 
@@ -115,7 +115,7 @@ pub async fn redeem(
         // An invitation dies with the holdership of the person who made it (R1, R2, R9).
         let inviter_holds = stored
             .invited_by
-            .is_some_and(|by| links.iter().any(|l| l.id == by && l.role == "holder"));
+            .is_some_and(|by| links.iter().any(|l| l.id == by && l.role == Role::Holder));
         if !inviter_holds {
             return Err(ApiError::new(
                 StatusCode::GONE,
@@ -128,19 +128,19 @@ pub async fn redeem(
                 "this portal user is already linked to this client",
             ));
         }
-        "member"
+        Role::Member
     } else {
         let kind = holder_kind(&stored.relationship)
             .ok_or_else(|| ApiError::invalid("this activation code has an unknown relationship"))?;
         if let Some(l) = own {
-            return Err(conflict(if l.role == "member" {
+            return Err(conflict(if l.role == Role::Member {
                 "a network member cannot become holder; the holder must end the invitation first"
             } else {
                 "this portal user is already linked to this client"
             }));
         }
-        let holder = links.iter().find(|l| l.role == "holder");
-        let mut role = "holder";
+        let holder = links.iter().find(|l| l.role == Role::Holder);
+        let mut role = Role::Holder;
         if let Some(h) = holder {
             let current = holder_kind(&h.relationship).unwrap_or(HolderKind::Designated);
             match (kind, current) {
@@ -149,9 +149,9 @@ pub async fn redeem(
                         "a legal representative holds the portal for this client; only they or a court appointment change that",
                     ));
                 }
-                (HolderKind::Client, HolderKind::Legal) => role = "reader",
+                (HolderKind::Client, HolderKind::Legal) => role = Role::Reader,
                 (HolderKind::Legal | HolderKind::Designated, HolderKind::Client) => {
-                    accounts::set_role(&mut tx, h.id, "reader", now).await?;
+                    accounts::set_role(&mut tx, h.id, Role::Reader, now).await?;
                     events.push((
                         "holder-became-reader",
                         Some(h.id),
@@ -178,7 +178,7 @@ pub async fn redeem(
         if kind == HolderKind::Client {
             for l in links
                 .iter()
-                .filter(|l| l.relationship == "self" && l.role == "reader")
+                .filter(|l| l.relationship == "self" && l.role == Role::Reader)
             {
                 accounts::end_link(&mut tx, l.id, "the client linked another account", now).await?;
                 events.push((
@@ -199,7 +199,7 @@ pub async fn redeem(
             relationship: &stored.relationship,
             name: stored.name.as_deref(),
             sections: stored.sections.clone(),
-            can_post: role != "member" || stored.can_post != 0,
+            can_post: role != Role::Member || stored.can_post != 0,
             now,
             invited_by: stored.invited_by,
         },
@@ -216,7 +216,7 @@ pub async fn redeem(
     events.push((
         "link-created",
         Some(link_id),
-        format!("{role} ({})", stored.relationship),
+        format!("{} ({})", role.as_str(), stored.relationship),
     ));
     for (kind, link, detail) in events {
         accounts::event(

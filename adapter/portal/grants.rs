@@ -8,7 +8,7 @@ use crate::access::{self, Role, relationships};
 use crate::app::AppState;
 use crate::auth::PortalUser;
 use crate::body::small_json;
-use crate::error::{ApiError, ApiResult, Reason, fhir_json};
+use crate::error::{ApiError, ApiResult, fhir_json};
 use crate::store::accounts::{self, Event, NewCode};
 use crate::time::{from_micros, instant, to_micros};
 use axum::body::Body;
@@ -28,23 +28,8 @@ async fn as_holder(
     let decision = access::decide_for(state, user).await?;
     let patient = crate::search::params::patient_id(patient, "patient")
         .map_err(|_| ApiError::invalid(format!("`{patient}` is not Patient/id")))?;
-    if let Some(reason) = decision.refused.get(&patient) {
-        return Err(ApiError::forbidden(
-            *reason,
-            format!("access to Patient/{patient} has ended or is blocked"),
-        ));
-    }
-    match decision.access(&patient) {
-        Some(a) if a.role == Role::Holder => Ok((patient, a.link_id, decision.user_id)),
-        Some(_) => Err(ApiError::forbidden(
-            Reason::NotHolder,
-            "only the portal holder manages the network",
-        )),
-        None => Err(ApiError::forbidden(
-            Reason::NotLinked,
-            format!("not linked to Patient/{patient}"),
-        )),
-    }
+    let link = access::require_holder(&decision, &patient, "manages the network")?.link_id;
+    Ok((patient, link, decision.user_id))
 }
 
 fn sections(state: &AppState, requested: &[String]) -> ApiResult<BTreeSet<String>> {
@@ -188,7 +173,7 @@ pub async fn list(
     let links = accounts::links_of_patient(&state.db, &patient).await?;
     let grants: Vec<Value> = links
         .iter()
-        .filter(|l| l.role == "member" && l.ended_at.is_none())
+        .filter(|l| l.role == Role::Member && l.ended_at.is_none())
         .map(grant_json)
         .collect();
     let now = to_micros(state.clock.now());
@@ -253,10 +238,7 @@ pub async fn uninvite(
         .await?
         .filter(|c| c.kind == "invitation")
         .ok_or_else(ApiError::not_found)?;
-    let holder = decision
-        .access(&code.patient_id)
-        .filter(|a| a.role == Role::Holder)
-        .ok_or_else(ApiError::not_found)?;
+    let holder = access::holding(&decision, &code.patient_id).ok_or_else(ApiError::not_found)?;
     let open = accounts::open_invitations(&state.db, &code.patient_id, now).await?;
     if !open.iter().any(|c| c.id == code.id) {
         return Err(ApiError::not_found());
@@ -293,13 +275,13 @@ async fn member_link(
     let id: i64 = id.parse().map_err(|_| ApiError::not_found())?;
     let link = accounts::link(&state.db, id)
         .await?
-        .filter(|l| l.role == "member" && l.ended_at.is_none())
+        .filter(|l| l.role == Role::Member && l.ended_at.is_none())
         .ok_or_else(ApiError::not_found)?;
     let decision = access::decide_for(state, user).await?;
-    match decision.access(&link.patient_id) {
-        Some(a) if a.role == Role::Holder => Ok((link, decision.user_id)),
-        // Whether the grant exists is not told to others.
-        _ => Err(ApiError::not_found()),
+    // Whether the grant exists is not told to others.
+    match access::holding(&decision, &link.patient_id) {
+        Some(_) => Ok((link, decision.user_id)),
+        None => Err(ApiError::not_found()),
     }
 }
 

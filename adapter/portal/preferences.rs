@@ -3,11 +3,11 @@
 //! are waived; `manual` and `never` stay. The choice acts on what is waiting now and on what
 //! arrives later, for everyone who may see the section; it is recorded with who and when.
 
-use crate::access::{self, Role};
+use crate::access::{self};
 use crate::app::AppState;
 use crate::auth::PortalUser;
 use crate::body::small_json;
-use crate::error::{ApiError, ApiResult, Reason, fhir_json};
+use crate::error::{ApiError, ApiResult, fhir_json};
 use crate::release::recompute;
 use crate::store::release as store;
 use crate::time::{from_micros, instant, to_micros};
@@ -31,23 +31,8 @@ async fn holder_of(state: &AppState, user: &PortalUser, patient: &str) -> ApiRes
     let decision = access::decide_for(state, user).await?;
     let patient = crate::search::params::patient_id(patient, "patient")
         .map_err(|_| ApiError::invalid(format!("`{patient}` is not Patient/id")))?;
-    if let Some(reason) = decision.refused.get(&patient) {
-        return Err(ApiError::forbidden(
-            *reason,
-            format!("access to Patient/{patient} has ended or is blocked"),
-        ));
-    }
-    match decision.access(&patient) {
-        Some(a) if a.role == Role::Holder => Ok((patient, decision.user_id)),
-        Some(_) => Err(ApiError::forbidden(
-            Reason::NotHolder,
-            "only the portal holder decides this",
-        )),
-        None => Err(ApiError::forbidden(
-            Reason::NotLinked,
-            format!("not linked to Patient/{patient}"),
-        )),
-    }
+    access::require_holder(&decision, &patient, "decides this")?;
+    Ok((patient, decision.user_id))
 }
 
 /// Whether some rule for `section` is a duration (and so can be waived).

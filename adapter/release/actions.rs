@@ -9,7 +9,7 @@ use crate::app::AppState;
 use crate::auth::Admin;
 use crate::body::small_json;
 use crate::error::{ApiError, ApiResult, fhir_json};
-use crate::ingest::entries::parse_type_id;
+use crate::fhir::reference::parse_type_id;
 use crate::store::release as store;
 use crate::store::resources;
 use crate::time::{from_micros, instant, parse_instant, to_micros};

@@ -50,6 +50,19 @@ pub struct Action {
     pub kind: ActionKind,
 }
 
+impl From<&crate::store::release::ActionRow> for Action {
+    fn from(row: &crate::store::release::ActionRow) -> Self {
+        Action {
+            at: row.at,
+            kind: if row.action == "release" {
+                ActionKind::Release
+            } else {
+                ActionKind::Hold { until: row.until }
+            },
+        }
+    }
+}
+
 /// The circumstances of a computation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Context {
@@ -83,7 +96,7 @@ pub fn place(mappings: &Mappings, facts: &Facts<'_>) -> Placement {
                 rule: applied.description,
             }
         }
-        None if crate::search::sql::in_compartment(facts.resource_type) => Placement {
+        None if crate::fhir::reference::in_compartment(facts.resource_type) => Placement {
             section: None,
             delay: Delay::Never,
             rule: "unmapped: no section rule maps it".into(),

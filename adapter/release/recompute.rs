@@ -106,7 +106,7 @@ pub async fn resources(
         let staff: Vec<Action> = list
             .first()
             .and_then(|v| actions.get(&(v.resource_type.clone(), v.fhir_id.clone())))
-            .map(|rows| rows.iter().map(store::ActionRow::action).collect())
+            .map(|rows| rows.iter().map(Action::from).collect())
             .unwrap_or_default();
         let ctx = Context {
             on_update: state.config.embargo.on_update,

@@ -366,7 +366,7 @@ pub fn patient_id(value: &str, param: &str) -> ApiResult<String> {
         }
         None => value,
     };
-    if crate::ingest::index::is_fhir_id(id) {
+    if crate::fhir::reference::is_fhir_id(id) {
         Ok(id.to_string())
     } else {
         Err(bad(format!("`{param}={value}`: `{id}` is not a valid id")))

@@ -8,7 +8,7 @@
 use super::dates::{Prefix, Range};
 use super::params::{DateFilter, Query, SortKey, TokenFilter};
 use crate::access::{Decision, Role, SectionSet};
-use crate::fhir::definitions;
+use crate::fhir::reference::in_compartment;
 use crate::mapping::Mappings;
 use crate::store::db::{Db, Sql, Tx};
 use crate::time::Micros;
@@ -51,11 +51,6 @@ impl<'a> Scope<'a> {
     pub fn new(decision: &'a Decision, mappings: &'a Mappings) -> Self {
         Self { decision, mappings }
     }
-}
-
-/// Whether a type lives in the patient compartment (or is Patient itself).
-pub fn in_compartment(resource_type: &str) -> bool {
-    resource_type == "Patient" || definitions::patient_compartment(resource_type).is_some()
 }
 
 /// `alias` is the version the portal is served now: released, not withdrawn, and no newer

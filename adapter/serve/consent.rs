@@ -21,7 +21,7 @@ fn person_id(link: i64) -> String {
 }
 
 fn relationship(link: &LinkRow) -> Value {
-    let code = if link.role == "member" {
+    let code = if link.role == Role::Member {
         link.relationship.as_str()
     } else {
         relationships::holder_code(&link.relationship)
@@ -108,14 +108,7 @@ async fn visible(
     patient: Option<&str>,
 ) -> ApiResult<(Vec<Value>, Vec<Value>)> {
     let decision = access::decide_for(state, user).await?;
-    if let Some(p) = patient
-        && let Some(reason) = decision.refused.get(p)
-    {
-        return Err(ApiError::forbidden(
-            *reason,
-            format!("access to Patient/{p} has ended or is blocked"),
-        ));
-    }
+    access::refuse_named(&decision, patient)?;
     let mut consents = Vec::new();
     let mut people = Vec::new();
     for a in decision
@@ -124,14 +117,7 @@ async fn visible(
         .filter(|a| patient.is_none_or(|p| p == a.patient_id))
     {
         let links = accounts::links_of_patient(&state.db, &a.patient_id).await?;
-        let holder = links
-            .iter()
-            .find(|l| l.role == "holder" && l.ended_at.is_none());
-        let grants = links.iter().filter(|l| {
-            l.role == "member"
-                && l.ended_at.is_none()
-                && (a.role != Role::Member || l.id == a.link_id)
-        });
+        let (holder, grants) = access::visible_grants(a, &links);
         for g in grants {
             consents.push(consent(g, holder));
             people.push(related_person(g));

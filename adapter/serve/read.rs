@@ -35,21 +35,6 @@ fn known_type(resource_type: &str) -> ApiResult<()> {
     }
 }
 
-/// A search naming a linked client that may not be seen now answers with the reason (§5.6).
-fn refused_named_client(q: &Query, decision: &Decision) -> ApiResult<()> {
-    for ids in &q.patients {
-        for id in ids {
-            if let Some(reason) = decision.refused.get(id) {
-                return Err(ApiError::forbidden(
-                    *reason,
-                    format!("access to Patient/{id} has ended or is blocked"),
-                ));
-            }
-        }
-    }
-    Ok(())
-}
-
 /// A search must not find or sort by what the user's role does not get to see (e.g. a member
 /// searching Patients by BSN, or Observations by a redacted date): a parameter of any type
 /// whose path a redaction rule removes, wholly or in part, for one of the user's roles is
@@ -113,7 +98,7 @@ pub async fn search(
         max: state.config.limits.max_count,
     };
     let q = params::parse(&resource_type, &pairs(raw.as_deref()), counts)?;
-    refused_named_client(&q, &decision)?;
+    access::refuse_named(&decision, q.patients.iter().flatten().map(String::as_str))?;
     redacted_params(&state, &q, &decision)?;
     let scope = sql::Scope::new(&decision, &state.mappings);
     let viewer = Viewer {
@@ -230,7 +215,7 @@ async fn includes(
                         .value
                         .get("reference")
                         .and_then(Value::as_str)
-                        .and_then(crate::ingest::index::parse_reference)
+                        .and_then(crate::fhir::reference::parse_reference)
                     else {
                         continue;
                     };
@@ -276,7 +261,7 @@ pub async fn read(
     Path((resource_type, id)): Path<(String, String)>,
 ) -> ApiResult<Response> {
     known_type(&resource_type)?;
-    if !crate::ingest::index::is_fhir_id(&id) {
+    if !crate::fhir::reference::is_fhir_id(&id) {
         return Err(ApiError::not_found());
     }
     let decision = access::decide_for(&state, &user).await?;

@@ -3,6 +3,76 @@
 use super::db::{Db, Sql, Tx};
 use crate::time::Micros;
 
+/// How a user relates to a client's dossier (ordered from most to least seen).
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Deserialize, serde::Serialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// The portal holder (R1): every section and the holder powers.
+    Holder,
+    /// A former `self` holder after a legal representative took over: every section, no powers.
+    Reader,
+    /// A network member (R3): the granted sections only.
+    Member,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Holder => "holder",
+            Role::Reader => "reader",
+            Role::Member => "member",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "holder" => Some(Role::Holder),
+            "reader" => Some(Role::Reader),
+            "member" => Some(Role::Member),
+            _ => None,
+        }
+    }
+}
+
+impl sqlx::Type<sqlx::Postgres> for Role {
+    fn type_info() -> sqlx::postgres::PgTypeInfo {
+        <String as sqlx::Type<sqlx::Postgres>>::type_info()
+    }
+
+    fn compatible(ty: &sqlx::postgres::PgTypeInfo) -> bool {
+        <String as sqlx::Type<sqlx::Postgres>>::compatible(ty)
+    }
+}
+
+impl<'r> sqlx::Decode<'r, sqlx::Postgres> for Role {
+    fn decode(value: sqlx::postgres::PgValueRef<'r>) -> Result<Self, sqlx::error::BoxDynError> {
+        let text = <&str as sqlx::Decode<sqlx::Postgres>>::decode(value)?;
+        Role::parse(text).ok_or_else(|| format!("`{text}` is not a role").into())
+    }
+}
+
+impl From<Role> for super::db::Arg {
+    fn from(role: Role) -> Self {
+        super::db::Arg::Text(Some(role.as_str().to_string()))
+    }
+}
+
+/// Sections as stored: comma-separated.
+pub fn parse_sections(text: &str) -> std::collections::BTreeSet<String> {
+    text.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+/// Sections for storage.
+pub fn format_sections(sections: &std::collections::BTreeSet<String>) -> String {
+    sections.iter().cloned().collect::<Vec<_>>().join(",")
+}
+
 /// A stored activation or invitation code.
 #[derive(Debug, Clone, sqlx::FromRow, serde::Deserialize)]
 pub struct Code {
@@ -122,7 +192,7 @@ pub async fn upsert_user(
 pub struct NewLink<'a> {
     pub user_id: i64,
     pub patient_id: &'a str,
-    pub role: &'a str,
+    pub role: Role,
     pub relationship: &'a str,
     pub name: Option<&'a str>,
     pub sections: Option<String>,
@@ -185,7 +255,7 @@ pub struct LinkRow {
     pub id: i64,
     pub user_id: i64,
     pub patient_id: String,
-    pub role: String,
+    pub role: Role,
     pub relationship: String,
     pub name: Option<String>,
     pub sections: Option<String>,
@@ -254,7 +324,7 @@ pub async fn end_link(
 pub async fn set_role(
     tx: &mut Tx,
     id: i64,
-    role: &str,
+    role: Role,
     now: Micros,
 ) -> Result<(), crate::store::Error> {
     let sql = Sql::new("UPDATE links SET role = $1, changed_at = $2 WHERE id = $3")

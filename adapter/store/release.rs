@@ -2,7 +2,6 @@
 //! actions, the holder's waivers.
 
 use super::db::{Arg, Db, Sql, Tx};
-use crate::release::{Action, ActionKind};
 use crate::time::Micros;
 use std::collections::{BTreeSet, HashMap};
 
@@ -149,19 +148,6 @@ pub struct ActionRow {
     pub at: i64,
 }
 
-impl ActionRow {
-    pub fn action(&self) -> Action {
-        Action {
-            at: self.at,
-            kind: if self.action == "release" {
-                ActionKind::Release
-            } else {
-                ActionKind::Hold { until: self.until }
-            },
-        }
-    }
-}
-
 /// Staff actions on the given resources, oldest first.
 pub async fn actions_for(
     tx: &mut Tx,
@@ -241,10 +227,7 @@ pub async fn waivers_for(
              AND h.role = 'holder' AND h.ended_at IS NULL)",
         );
         for r in tx.fetch_all::<Row>(&sql).await? {
-            out.insert(
-                r.patient_id,
-                crate::access::facts::parse_sections(&r.sections),
-            );
+            out.insert(r.patient_id, super::accounts::parse_sections(&r.sections));
         }
     }
     Ok(out)
@@ -271,7 +254,7 @@ pub async fn current_waiver(
     .arg(patient_id);
     Ok(db.fetch_optional::<Row>(&sql).await?.map(|r| {
         (
-            crate::access::facts::parse_sections(&r.sections),
+            super::accounts::parse_sections(&r.sections),
             r.user_id,
             r.made_at,
         )

@@ -3,7 +3,6 @@
 //! statements on PostgreSQL, one prepared statement per table on SQLite).
 
 use super::db::{Arg, Engine, Sql, Tx};
-use crate::ingest::index::Indexed;
 use crate::time::Micros;
 use std::collections::HashMap;
 
@@ -93,6 +92,36 @@ pub async fn current(
     Ok(out)
 }
 
+/// What a version is searched and served by: its client, search values and references.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SearchValues {
+    /// The client (Patient id) the resource belongs to, if it is in a patient compartment.
+    pub patient_id: Option<String>,
+    /// `(param, system, code)`; system is empty where the value has none.
+    pub tokens: Vec<(&'static str, String, String)>,
+    /// `(param, lo, hi)`.
+    pub dates: Vec<(&'static str, i64, i64)>,
+    /// `(type, id, element)` of every resource outside the patient compartment it refers to
+    /// (Practitioner, Organization, Location, Medication…), with the path of element names the
+    /// reference sits in (`contact.organization`; no list indexes, `_` of primitive extensions
+    /// dropped): what makes a shared resource visible to a portal user, unless that element is
+    /// redacted for the user.
+    pub refs: Vec<(String, String, String)>,
+    /// The low end of the `date` parameter, `i64::MAX` without one.
+    pub sort_date: i64,
+}
+
+impl SearchValues {
+    /// The `(system, code)` pairs of one token parameter.
+    pub fn tokens_of(&self, param: &str) -> Vec<(String, String)> {
+        self.tokens
+            .iter()
+            .filter(|(p, _, _)| *p == param)
+            .map(|(_, s, c)| (s.clone(), c.clone()))
+            .collect()
+    }
+}
+
 /// One version to write.
 #[derive(Debug, Clone)]
 pub struct NewVersion {
@@ -103,7 +132,7 @@ pub struct NewVersion {
     /// The JSON as stored; empty for a deletion.
     pub body: String,
     pub hash: String,
-    pub indexed: Indexed,
+    pub values: SearchValues,
     pub section: Option<String>,
     pub arrived_at: Micros,
     pub release_at: Option<Micros>,
@@ -259,13 +288,13 @@ pub async fn write(
             v.resource_type.as_str().into(),
             v.fhir_id.as_str().into(),
             v.source.as_str().into(),
-            v.indexed.patient_id.clone().into(),
+            v.values.patient_id.clone().into(),
             v.section.clone().into(),
             v.arrived_at.into(),
             v.release_at.into(),
             v.rule.as_str().into(),
             v.withdrawn_code().into(),
-            v.indexed.sort_date.into(),
+            v.values.sort_date.into(),
             v.body.as_str().into(),
             v.tagged.into(),
             v.meta.as_str().into(),
@@ -315,7 +344,7 @@ pub async fn write(
             .get(&(resource_id, v.version_no))
             .copied()
             .ok_or(crate::store::Error::NotFound)?;
-        for (param, system, code) in &v.indexed.tokens {
+        for (param, system, code) in &v.values.tokens {
             tokens.push([
                 version_id.into(),
                 (*param).into(),
@@ -323,7 +352,7 @@ pub async fn write(
                 code.into(),
             ]);
         }
-        for (param, lo, hi) in &v.indexed.dates {
+        for (param, lo, hi) in &v.values.dates {
             dates.push([
                 version_id.into(),
                 (*param).into(),
@@ -331,8 +360,8 @@ pub async fn write(
                 (*hi).into(),
             ]);
         }
-        let client = v.indexed.patient_id.as_deref().unwrap_or("");
-        for (ty, id, element) in &v.indexed.refs {
+        let client = v.values.patient_id.as_deref().unwrap_or("");
+        for (ty, id, element) in &v.values.refs {
             refs.push([
                 ty.into(),
                 id.into(),

@@ -368,7 +368,7 @@ fn cpu_steps(dataset: &data::Dataset) -> Value {
     let index = per_resource(&|v| {
         let ty = v["resourceType"].as_str().unwrap_or_default();
         let id = v["id"].as_str().unwrap_or_default();
-        sluis::ingest::index::index(ty, id, v).tokens.len()
+        sluis::ingest::index::index(ty, id, v).values.tokens.len()
     });
     json!({"checks_us": checks, "fhirbolt_us": fhirbolt, "fhirbolt_remembered_us": remembered,
         "copy_us": copy, "index_us": index})
@@ -400,17 +400,20 @@ async fn sqlite_ceiling(
             let id = v["id"].as_str().unwrap().to_string();
             let ix = sluis::ingest::index::index(&ty, &id, &v);
             let mut keys: Vec<(String, String)> = ix
+                .values
                 .tokens
                 .iter()
                 .map(|(p, s, c)| (p.to_string(), format!("{s}|{c}")))
                 .collect();
             keys.extend(
-                ix.dates
+                ix.values
+                    .dates
                     .iter()
                     .map(|(p, lo, hi)| (p.to_string(), format!("{lo}-{hi}"))),
             );
             keys.extend(
-                ix.refs
+                ix.values
+                    .refs
                     .iter()
                     .map(|(t, i, e)| ("ref".to_string(), format!("{t}/{i} {e}"))),
             );
