@@ -3,6 +3,7 @@
 //! Applied to served JSON on the way out; searches on removed elements are refused.
 
 use super::{MappingProblem, OneOrMany};
+use crate::fhir::definitions;
 use crate::access::Role;
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -28,6 +29,9 @@ struct RawRule {
 pub struct Step {
     pub name: String,
     pub only: Option<(String, String)>,
+    /// A choice element (`effective[x]`, or `effective` where the type has `effective[x]`):
+    /// every `effectiveDateTime`, `effectivePeriod`, … goes.
+    pub choice: bool,
 }
 
 /// One rule.
@@ -53,9 +57,13 @@ pub fn parse_path(text: &str) -> Result<Vec<Step>, String> {
             Some(i) => (i, rest.as_bytes()[i] == b'('),
             None => (rest.len(), false),
         };
-        let name = &rest[..name_end];
+        let written = &rest[..name_end];
+        let (name, choice) = match written.strip_suffix("[x]") {
+            Some(name) => (name, true),
+            None => (written, false),
+        };
         if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-            return Err(format!("`{text}`: `{name}` is not an element name"));
+            return Err(format!("`{text}`: `{written}` is not an element name"));
         }
         let mut only = None;
         rest = &rest[name_end..];
@@ -76,6 +84,7 @@ pub fn parse_path(text: &str) -> Result<Vec<Step>, String> {
         steps.push(Step {
             name: name.to_string(),
             only,
+            choice,
         });
         if let Some(r) = rest.strip_prefix('.') {
             if r.is_empty() {
@@ -137,7 +146,10 @@ impl Redaction {
             let mut remove = Vec::new();
             for r in &raw.remove {
                 match parse_path(r) {
-                    Ok(p) => remove.push(p),
+                    Ok(mut p) => match resolve_elements(&mut p, &types) {
+                        Ok(()) => remove.push(p),
+                        Err(m) => report("remove", format!("`{r}`: {m}")),
+                    },
                     Err(m) => report("remove", m),
                 }
             }
@@ -238,6 +250,24 @@ impl Redaction {
         out
     }
 
+    /// The removed paths of [`Redaction::removed_paths`] as stored reference paths start:
+    /// `(path, open)`, where an `open` path ends in a choice element and so also starts
+    /// `valueReference` for `value`.
+    pub fn removed_prefixes(&self, role: Role, resource_type: &str) -> Vec<(String, bool)> {
+        let mut out: Vec<(String, bool)> = self
+            .applying(role, resource_type)
+            .flat_map(|r| {
+                r.remove.iter().map(|p| {
+                    let names: Vec<&str> = p.iter().map(|s| s.name.as_str()).collect();
+                    (names.join("."), p.last().is_some_and(|s| s.choice))
+                })
+            })
+            .collect();
+        out.sort();
+        out.dedup();
+        out
+    }
+
     /// The resource types any rule redacts for `role`.
     pub fn types_for(&self, role: Role) -> Vec<&str> {
         let mut out: Vec<&str> = self
@@ -250,6 +280,35 @@ impl Redaction {
         out.dedup();
         out
     }
+}
+
+/// Checks a removal path against the R4 definitions of the rule's types: it must name an
+/// element of at least one of them; a step that names a choice element (`effective` of an
+/// Observation) is marked as such, so that `effectiveDateTime` goes too.
+fn resolve_elements(path: &mut [Step], types: &[String]) -> Result<(), String> {
+    let known = |names: &[String]| {
+        let names: Vec<&str> = names.iter().map(String::as_str).collect();
+        types.iter().any(|t| definitions::element_type(t, &names).is_some())
+    };
+    let mut names: Vec<String> = Vec::with_capacity(path.len());
+    for step in path.iter_mut() {
+        let choice_name = format!("{}[x]", step.name);
+        names.push(choice_name);
+        if step.choice || known(&names) {
+            step.choice = true;
+            continue;
+        }
+        names.pop();
+        names.push(step.name.clone());
+        if !known(&names) {
+            return Err(format!(
+                "`{}` is not an element of {}",
+                names.join("."),
+                types.join(" or ")
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Removes the contained resources that nothing outside them refers to (`#id`), nor any
@@ -330,32 +389,48 @@ fn remove(value: &mut Value, path: &[Step]) -> bool {
                     hit
                 });
             }
-            let twin = format!("_{}", step.name);
-            match (&step.only, map.get_mut(&step.name)) {
-                (_, None) => false,
-                (None, Some(_)) => {
-                    map.remove(&step.name);
-                    map.remove(&twin);
-                    true
-                }
-                (Some(_), Some(Value::Array(items))) => {
-                    let before = items.len();
-                    items.retain(|i| !matches(i, &step.only));
-                    let hit = items.len() != before;
-                    if items.is_empty() {
-                        map.remove(&step.name);
+            // The element's keys: the name, or every type of a choice element; each with its
+            // `_` twin (a primitive's id and extensions), also where only the twin is there.
+            let keys: Vec<String> = map
+                .keys()
+                .filter(|k| {
+                    let k = k.strip_prefix('_').unwrap_or(k);
+                    k == step.name
+                        || (step.choice
+                            && k.strip_prefix(step.name.as_str()).is_some_and(|rest| {
+                                rest.starts_with(|c: char| c.is_ascii_uppercase())
+                            }))
+                })
+                .cloned()
+                .collect();
+            let mut hit = false;
+            for key in keys {
+                let twin = key.starts_with('_');
+                match (&step.only, map.get_mut(&key)) {
+                    (_, None) => {}
+                    (None, Some(_)) => {
+                        map.remove(&key);
+                        hit = true;
                     }
-                    hit
-                }
-                (Some(_), Some(single)) => {
-                    if matches(single, &step.only) {
-                        map.remove(&step.name);
-                        true
-                    } else {
-                        false
+                    // A conditional removal looks at the element itself, not its twin.
+                    (Some(_), Some(_)) if twin => {}
+                    (Some(_), Some(Value::Array(items))) => {
+                        let before = items.len();
+                        items.retain(|i| !matches(i, &step.only));
+                        hit |= items.len() != before;
+                        if items.is_empty() {
+                            map.remove(&key);
+                        }
+                    }
+                    (Some(_), Some(single)) => {
+                        if matches(single, &step.only) {
+                            map.remove(&key);
+                            hit = true;
+                        }
                     }
                 }
             }
+            hit
         }
         _ => false,
     }
@@ -440,6 +515,38 @@ mod tests {
         defaults().apply(Role::Member, &mut o);
         assert!(o["contained"][0].get("telecom").is_none(), "{o}");
         assert_eq!(o["meta"]["security"][0]["code"], "REDACTED");
+    }
+
+    #[test]
+    fn choice_elements_and_lone_twins_go_whole() {
+        let mut problems = Vec::new();
+        let r = Redaction::parse(
+            "[[rule]]\nroles = [\"member\"]\ntype = \"Observation\"\nremove = [\"effective\", \"value[x]\"]\n\
+             [[rule]]\nroles = [\"member\"]\ntype = \"Patient\"\nremove = [\"birthDate\", \"deceased\"]\n",
+            "r.toml",
+            &mut problems,
+        );
+        assert!(problems.is_empty(), "{problems:?}");
+        let mut o = json!({"resourceType": "Observation", "effectiveDateTime": "2026-01-01",
+            "_effectiveDateTime": {"extension": []}, "valueQuantity": {"value": 1}, "status": "final"});
+        r.apply(Role::Member, &mut o);
+        assert_eq!(o.get("status"), Some(&json!("final")));
+        for gone in ["effectiveDateTime", "_effectiveDateTime", "valueQuantity"] {
+            assert!(o.get(gone).is_none(), "{gone}: {o}");
+        }
+        let mut p = json!({"resourceType": "Patient", "_birthDate": {"extension": [{"url": "x", "valueDate": "1931-02-03"}]},
+            "deceasedBoolean": true});
+        r.apply(Role::Member, &mut p);
+        assert!(p.get("_birthDate").is_none() && p.get("deceasedBoolean").is_none(), "{p}");
+        assert_eq!(p["meta"]["security"][0]["code"], "REDACTED");
+        // A path that names no element of the rule's types is reported.
+        let mut problems = Vec::new();
+        Redaction::parse(
+            "[[rule]]\nroles = [\"member\"]\ntype = \"Patient\"\nremove = [\"adress\", \"contact.telekom\"]\n",
+            "r.toml",
+            &mut problems,
+        );
+        assert_eq!(problems.len(), 2, "{problems:?}");
     }
 
     #[test]

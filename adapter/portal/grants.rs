@@ -266,19 +266,20 @@ pub async fn uninvite(
     ))
 }
 
-/// The member link `id`, if the caller is the holder of its client.
+/// The member link `id`, if the caller is the holder of its client. The caller's own access is
+/// decided first (contract §5: the first step that fails answers), so that a grant that exists
+/// and one that does not look the same to anyone else.
 async fn member_link(
     state: &AppState,
     user: &PortalUser,
     id: &str,
 ) -> ApiResult<(accounts::LinkRow, i64)> {
+    let decision = access::decide_for(state, user).await?;
     let id: i64 = id.parse().map_err(|_| ApiError::not_found())?;
     let link = accounts::link(&state.db, id)
         .await?
         .filter(|l| l.role == Role::Member && l.ended_at.is_none())
         .ok_or_else(ApiError::not_found)?;
-    let decision = access::decide_for(state, user).await?;
-    // Whether the grant exists is not told to others.
     match access::holding(&decision, &link.patient_id) {
         Some(_) => Ok((link, decision.user_id)),
         None => Err(ApiError::not_found()),

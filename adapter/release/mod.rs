@@ -157,12 +157,16 @@ pub fn schedule(
     let mut out: Vec<Option<Micros>> = Vec::with_capacity(versions.len());
     // The start of the wait each version is in (its own arrival, or an earlier version's).
     let mut wait_from: Vec<Micros> = Vec::with_capacity(versions.len());
+    // A version that arrived before the one before it is a copy of content shown before (a
+    // hold's copy): it starts no wait that later versions join.
+    let restored = |j: usize| j > 0 && versions[j].arrived_at < versions[j - 1].arrived_at;
     for (i, v) in versions.iter().enumerate() {
         let start = match i.checked_sub(1) {
             Some(prev)
                 if !versions[prev].withdrawn
                     && versions[prev].delay != Delay::Never
                     && versions[prev].client == v.client
+                    && !restored(prev)
                     && out[prev].is_none_or(|r| r > v.arrived_at) =>
             {
                 wait_from[prev]
@@ -363,6 +367,33 @@ mod tests {
                 &ctx(100)
             )),
             [None, None, Some(105)]
+        );
+        // After a hold's copy of shown content (it arrived before the withdrawal), a new version
+        // waits its own rule.
+        let held = Context {
+            settled: 3,
+            ..ctx(100)
+        };
+        let shown = VersionState {
+            stored: Some(94 * DAY),
+            ..v(80, FOURTEEN)
+        };
+        let taken_off = VersionState {
+            withdrawn: true,
+            stored: Some(99 * DAY),
+            ..v(99, Delay::Immediate)
+        };
+        let copy = VersionState {
+            stored: None,
+            ..v(80, FOURTEEN)
+        };
+        assert_eq!(
+            days(schedule(
+                &[shown, taken_off, copy, v(100, FOURTEEN)],
+                &[],
+                &held
+            )),
+            [Some(94), Some(99), None, Some(114)]
         );
         // A version for another client starts a wait of its own.
         let moved = VersionState {

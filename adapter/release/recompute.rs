@@ -1,8 +1,9 @@
 //! Computing release moments again for versions not yet shown: after a staff release or hold,
 //! a change of the holder's waiver, or a restart with changed rules. Shown versions keep their
 //! moments; but where the rules now put the shown version, or the newest version, under
-//! `never`, the shown version is taken off the portal at once (a withdrawal, as ingest does
-//! for an arriving version under `never`): `never` is absolute.
+//! `never`, or the shown version in another section, the shown version is taken off the portal
+//! at once (a withdrawal, as ingest does for an arriving version that does so): `never` is
+//! absolute, and people never see a version in a section it no longer belongs to.
 
 use super::{Action, Context, VersionState, place, schedule};
 use crate::app::AppState;
@@ -34,7 +35,7 @@ pub async fn resources(
         crate::store::resources::lock(tx, &keys).await?;
         versions = store::versions_of(tx, resource_ids).await?;
     }
-    if take_off_never(state, tx, &versions, now).await? {
+    if take_off_changed(state, tx, &versions, now).await? {
         versions = store::versions_of(tx, resource_ids).await?;
     }
     let waiting: Vec<i64> = versions
@@ -137,8 +138,11 @@ pub async fn resources(
 }
 
 /// Takes shown versions off the portal where the current rules put them, or the newest
-/// version of their resource, under `never`; whether any was.
-async fn take_off_never(
+/// version of their resource, under `never`, or put the shown version in another section (its
+/// people saw it there); whether any was. A reclassified version comes back at once as a copy
+/// in its new section (its content was explained already); a newer version still to show keeps
+/// coming the same way.
+async fn take_off_changed(
     state: &AppState,
     tx: &mut Tx,
     versions: &std::collections::HashMap<i64, Vec<store::StoredVersion>>,
@@ -160,18 +164,26 @@ async fn take_off_never(
     }
     let ids: Vec<i64> = shown.iter().flat_map(|(s, l)| [s.id, l.id]).collect();
     let tokens = store::rule_tokens(tx, &ids).await?;
-    let delay = |v: &store::StoredVersion| {
-        placement_of(state, v, tokens.get(&v.id).map_or(&[][..], Vec::as_slice)).delay
+    let placed = |v: &store::StoredVersion| {
+        placement_of(state, v, tokens.get(&v.id).map_or(&[][..], Vec::as_slice))
     };
     let mut any = false;
     for (s, last) in shown {
-        let last_never = delay(last) == Delay::Never;
-        if delay(s) != Delay::Never && !last_never {
+        let (now_s, now_last) = (placed(s), placed(last));
+        let never = now_s.delay == Delay::Never || now_last.delay == Delay::Never;
+        let moved = now_s.section != s.section;
+        if !never && !moved {
             continue;
         }
-        // A newer version still to show keeps coming (a copy of it, after the withdrawal).
-        let copy = last.id != s.id && last.withdrawn == 0 && !last_never;
-        store::take_off(tx, s, last, now, "withdrawn: the rules now say never", copy).await?;
+        let (rule, copy) = if never {
+            (
+                "withdrawn: the rules now say never",
+                last.id != s.id && last.withdrawn == 0 && now_last.delay != Delay::Never,
+            )
+        } else {
+            ("withdrawn: the rules now place it in another section", true)
+        };
+        store::take_off(tx, s, last, now, rule, copy).await?;
         any = true;
     }
     Ok(any)

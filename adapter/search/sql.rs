@@ -235,7 +235,9 @@ fn visible_as(
 /// ` AND NOT (…)`: the reference `f` of version `w` does not sit in an element that a
 /// redaction rule removes for the user's role for `w`'s client. A removal path counts with
 /// every path below it; a reference stored without its path (before paths were kept) counts as
-/// redacted wherever anything of `w`'s type is redacted for the role.
+/// redacted wherever anything of `w`'s type is redacted for the role; and for a role with any
+/// rule, a reference from inside a contained resource never counts (the contained resource may
+/// be dropped or redacted by its own type's rules when served).
 fn not_redacted_reference(sql: &mut Sql, f: &str, w: &str, scope: Scope<'_>) {
     let redaction = &scope.mappings.redaction;
     let mut roles: Vec<Role> = scope.decision.allowed.iter().map(|a| a.role).collect();
@@ -255,23 +257,24 @@ fn not_redacted_reference(sql: &mut Sql, f: &str, w: &str, scope: Scope<'_>) {
             .collect();
         sql.push(&format!(" AND NOT ({w}.patient_id IN ("));
         sql.bind_list(clients);
-        sql.push(") AND (");
-        for (i, ty) in types.iter().enumerate() {
-            if i > 0 {
-                sql.push(" OR ");
-            }
-            sql.push(&format!("({w}.type = "));
+        sql.push(&format!(
+            ") AND ({f}.element = 'contained' OR substr({f}.element, 1, 10) = 'contained.'"
+        ));
+        for ty in &types {
+            sql.push(&format!(" OR ({w}.type = "));
             sql.bind(*ty);
             sql.push(&format!(" AND ({f}.element = ''"));
-            for path in redaction.removed_paths(role, ty) {
-                let path = path.join(".");
-                sql.push(&format!(" OR {f}.element = "));
-                sql.bind(path.as_str());
-                sql.push(&format!(
-                    " OR substr({f}.element, 1, {}) = ",
-                    path.len() + 1
-                ));
-                sql.bind(format!("{path}."));
+            for (path, open) in redaction.removed_prefixes(role, ty) {
+                if open {
+                    // `value` of `value[x]`: `valueReference` and all below it.
+                    sql.push(&format!(" OR substr({f}.element, 1, {}) = ", path.len()));
+                    sql.bind(path.as_str());
+                } else {
+                    sql.push(&format!(" OR {f}.element = "));
+                    sql.bind(path.as_str());
+                    sql.push(&format!(" OR substr({f}.element, 1, {}) = ", path.len() + 1));
+                    sql.bind(format!("{path}."));
+                }
             }
             sql.push("))");
         }

@@ -235,6 +235,11 @@ impl TestApp {
         }
     }
 
+    /// The test's own folder (for mappings it writes itself).
+    pub fn _dir_path(&self) -> std::path::PathBuf {
+        self._dir.path().to_path_buf()
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }

@@ -1298,3 +1298,148 @@ on_both!(
         assert_eq!(prefs["immediate_sections"], json!([]), "{prefs}");
     }
 );
+
+// Found by a second attack: a reference from inside a contained resource opens nothing for a
+// role that has redaction rules (the contained resource may be dropped or redacted itself).
+on_both!(
+    references_from_contained_resources_open_nothing_for_redacted_roles,
+    |b| async move {
+        let app = TestApp::spawn(b).await;
+        let mut p1 = patient("p1");
+        p1["contained"] = json!([
+            {"resourceType": "Organization", "id": "co", "name": "Buurtzorg", "partOf": {"reference": "Organization/secret"}},
+            {"resourceType": "Practitioner", "id": "gp", "name": [{"family": "Huisarts"}],
+             "address": [{"use": "home", "city": "Utrecht", "extension": [{"url": "http://example.org/praktijk",
+                 "valueReference": {"reference": "Organization/home"}}]}]}
+        ]);
+        p1["contact"] = json!([{"name": {"text": "Buurvrouw"}, "organization": {"reference": "#co"}}]);
+        p1["generalPractitioner"] = json!([{"reference": "#gp"}]);
+        app.push_ok(&transaction(&[
+            json!({"resourceType": "Organization", "id": "secret", "name": "Kliniek"}),
+            json!({"resourceType": "Organization", "id": "home", "name": "Thuispraktijk"}),
+            p1,
+        ]))
+        .await;
+        let holder = app.holder("h", "p1").await;
+        let member = app.member(&holder, "m", "p1", &["dossier"], false).await;
+        for org in ["secret", "home"] {
+            assert_eq!(holder.get(&format!("/fhir/Organization/{org}")).await.0, 200);
+            assert_eq!(
+                member.get(&format!("/fhir/Organization/{org}")).await.0,
+                404,
+                "Organization/{org}"
+            );
+        }
+        let (_, bundle) = member.get("/fhir/Organization").await;
+        assert_eq!(bundle["total"], 0, "{bundle}");
+    }
+);
+
+// Found by a second attack: a version that arrives while a shown entry is held waits its own
+// delay; the hold's copy of the shown content starts no wait it could join.
+on_both!(
+    a_version_arriving_during_a_hold_waits_its_own_delay,
+    |b| async move {
+        let app = TestApp::spawn(b).await;
+        app.push_ok(&transaction(&[
+            patient("p1"),
+            observation("ho", "p1", "29463-7", "2026-03-01"),
+        ]))
+        .await;
+        app.holder("h", "p1").await;
+        app.set_clock(&day(15)).await;
+        let (status, out) = app
+            .admin_post(
+                "/admin/hold",
+                &json!({"resource": "Observation/ho", "until": day(16)}),
+            )
+            .await;
+        assert_eq!(status, 200, "{out}");
+        app.set_clock(&sluis::time::instant(at(&day(15)) + Duration::hours(3)))
+            .await;
+        let mut changed = observation("ho", "p1", "29463-7", "2026-03-01");
+        changed["valueQuantity"]["value"] = json!(99);
+        app.push_ok(&transaction(&[changed])).await;
+        for (d, status) in [(16, 404), (28, 404), (30, 200)] {
+            app.set_clock(&day(d)).await;
+            let holder = app.user("h").await;
+            let (got, obs) = holder.get("/fhir/Observation/ho").await;
+            assert_eq!(got, status, "day {d}: {obs}");
+            if got == 200 {
+                assert_eq!(obs["valueQuantity"]["value"], 99);
+            }
+        }
+    }
+);
+
+// Found by a second attack: rules changed at a restart that put a shown entry in another
+// section take it from those who saw it there.
+on_both!(
+    rules_that_move_a_shown_entry_to_another_section_take_it_off,
+    |b| async move {
+        let probe = TestApp::spawn(b).await;
+        let before = probe.mappings("");
+        let app = probe.restart_with(&before, T0).await;
+        app.push_ok(&transaction(&[
+            patient("p1"),
+            observation("moved", "p1", "2708-6", "2026-03-01"),
+            observation("kept", "p1", "29463-7", "2026-03-01"),
+        ]))
+        .await;
+        let holder = app.holder("h", "p1").await;
+        app.member(&holder, "m", "p1", &["metingen"], false).await;
+        app.set_clock(&day(15)).await;
+        let member = app.user("m").await;
+        assert_eq!(member.get("/fhir/Observation/moved").await.0, 200);
+        // The same sections, with one code of Observations placed in `rapportages`.
+        let dir = probe._dir_path().join("sections-moved");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(
+            dir.join("sections.toml"),
+            sluis::mapping::DEFAULT_SECTIONS.replacen(
+                "\n[[rule]]",
+                "\n[[rule]]\nsection = \"rapportages\"\ntype = \"Observation\"\ncode = \"http://loinc.org|2708-6\"\n\n[[rule]]",
+                1,
+            ),
+        )
+        .unwrap();
+        std::fs::write(dir.join("embargo.toml"), sluis::mapping::DEFAULT_EMBARGO).unwrap();
+        let restarted = app
+            .restart_with(&format!("[mappings]\ndir = \"{}\"\n", dir.display()), &day(16))
+            .await;
+        let member = restarted.user("m").await;
+        assert_eq!(member.get("/fhir/Observation/moved").await.0, 404);
+        assert_eq!(member.get("/fhir/Observation/kept").await.0, 200);
+        let h = history(&member, &day(15)).await;
+        assert!(h.contains(&entry("DELETE", "Observation/moved")), "{h:?}");
+        let holder = restarted.user("h").await;
+        assert_eq!(
+            holder.get("/fhir/Observation/moved").await.0,
+            200,
+            "shown again at once, in its new section"
+        );
+    }
+);
+
+// Found by a second attack: a grant's id tells nothing to someone who may not manage it; the
+// caller's own refusal comes first.
+on_both!(grant_ids_tell_nothing_to_others, |b| async move {
+    let app = TestApp::spawn(b).await;
+    app.push_ok(&transaction(&[patient("p1")])).await;
+    let holder = app.holder("h", "p1").await;
+    app.member(&holder, "m", "p1", &["agenda"], false).await;
+    let (_, grants) = holder.get("/portal/grants?patient=p1").await;
+    let live = grants["grants"][0]["id"].as_str().unwrap().to_string();
+    let stranger = app.user("stranger").await;
+    for id in [live.as_str(), "999999"] {
+        let (status, out) = stranger
+            .patch(&format!("/portal/grants/{id}"), &json!({"can_post": true}))
+            .await;
+        assert_eq!((status, reason(&out)), (403, "not-linked"), "{id}: {out}");
+        assert_eq!(
+            stranger.delete(&format!("/portal/grants/{id}")).await,
+            403,
+            "{id}"
+        );
+    }
+});
