@@ -147,13 +147,29 @@ pub async fn explain(
         .ok_or_else(|| ApiError::invalid("name the resource: ?resource=Type/id"))?;
     let (ty, id) = crate::fhir::reference::parse_type_id(resource)
         .ok_or_else(|| ApiError::invalid(format!("`{resource}` is not Type/id")))?;
-    let mut body = crate::release::explain::delay_part(&state, &ty, &id).await?;
-    if let (Some(client), Some(user)) = (q.get("client"), q.get("user")) {
-        body["access"] =
-            crate::access::explain::consent_part(&state, client, user, &ty, &body).await?;
-    }
-    body["resource"] = serde_json::Value::String(format!("{ty}/{id}"));
-    Ok(fhir_json(StatusCode::OK, &body))
+    let delay = crate::release::explain::delay_part(&state, &ty, &id).await?;
+    let access = match (q.get("client"), q.get("user")) {
+        (Some(client), Some(user)) => {
+            Some(crate::access::explain::consent_part(&state, client, user, &ty, &delay).await?)
+        }
+        _ => None,
+    };
+    let body = Explanation {
+        resource: format!("{ty}/{id}"),
+        delay,
+        access,
+    };
+    Ok(fhir_json(StatusCode::OK, &serde_json::to_value(&body)?))
+}
+
+/// `GET /admin/explain`'s answer: the delay part, and with a user the access part.
+#[derive(serde::Serialize)]
+struct Explanation {
+    resource: String,
+    #[serde(flatten)]
+    delay: crate::release::explain::DelayExplanation,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    access: Option<crate::access::explain::AccessExplanation>,
 }
 
 /// An optional body naming who acts and why.

@@ -3,8 +3,8 @@
 //! Applied to served JSON on the way out; searches on removed elements are refused.
 
 use super::{MappingProblem, OneOrMany};
-use crate::fhir::definitions;
 use crate::access::Role;
+use crate::fhir::definitions;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -288,7 +288,9 @@ impl Redaction {
 fn resolve_elements(path: &mut [Step], types: &[String]) -> Result<(), String> {
     let known = |names: &[String]| {
         let names: Vec<&str> = names.iter().map(String::as_str).collect();
-        types.iter().any(|t| definitions::element_type(t, &names).is_some())
+        types
+            .iter()
+            .any(|t| definitions::element_type(t, &names).is_some())
     };
     let mut names: Vec<String> = Vec::with_capacity(path.len());
     for step in path.iter_mut() {
@@ -537,7 +539,10 @@ mod tests {
         let mut p = json!({"resourceType": "Patient", "_birthDate": {"extension": [{"url": "x", "valueDate": "1931-02-03"}]},
             "deceasedBoolean": true});
         r.apply(Role::Member, &mut p);
-        assert!(p.get("_birthDate").is_none() && p.get("deceasedBoolean").is_none(), "{p}");
+        assert!(
+            p.get("_birthDate").is_none() && p.get("deceasedBoolean").is_none(),
+            "{p}"
+        );
         assert_eq!(p["meta"]["security"][0]["code"], "REDACTED");
         // A path that names no element of the rule's types is reported.
         let mut problems = Vec::new();

@@ -12,13 +12,12 @@ use crate::error::{ApiError, ApiResult, fhir_json};
 use crate::fhir::reference::parse_type_id;
 use crate::store::release as store;
 use crate::store::resources;
-use crate::time::{from_micros, instant, parse_instant, to_micros};
+use crate::time::{parse_instant, to_micros};
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use serde::Deserialize;
-use serde_json::{Value, json};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -147,7 +146,7 @@ pub async fn hold(
         },
     )
     .await?;
-    if let Some(resource_id) = store::resource_id_in(&mut tx, &ty, &id).await? {
+    if let Some(resource_id) = store::resource_id(&mut tx, &ty, &id).await? {
         if until.is_none_or(|u| u > now) {
             take_off_if_shown(&mut tx, resource_id, now).await?;
         }
@@ -164,7 +163,7 @@ async fn take_off_if_shown(
     resource_id: i64,
     now: i64,
 ) -> ApiResult<()> {
-    let versions = store::versions_of(tx, &[resource_id]).await?;
+    let versions = store::versions_of(&mut *tx, &[resource_id]).await?;
     let list = versions.get(&resource_id).map_or(&[][..], Vec::as_slice);
     let shown = list
         .iter()
@@ -179,18 +178,21 @@ async fn take_off_if_shown(
     Ok(())
 }
 
-async fn answer(state: &AppState, ty: &str, id: &str, action: &str) -> ApiResult<Response> {
-    let delay = super::explain::delay_part(state, ty, id).await?;
-    let mut body = json!({"resource": format!("{ty}/{id}"), "action": action});
-    if let Value::Object(map) = delay {
-        for (k, v) in map {
-            body[k] = v;
-        }
-    }
-    Ok(fhir_json(StatusCode::OK, &body))
+/// The answer of a staff action: the resource, the action and the explanation after it.
+#[derive(serde::Serialize)]
+struct Answer<'a> {
+    resource: String,
+    action: &'a str,
+    #[serde(flatten)]
+    delay: super::explain::DelayExplanation,
 }
 
-/// A stored moment for answers.
-pub fn moment(m: Option<i64>) -> Value {
-    m.map_or(Value::Null, |m| Value::String(instant(from_micros(m))))
+async fn answer(state: &AppState, ty: &str, id: &str, action: &str) -> ApiResult<Response> {
+    let delay = super::explain::delay_part(state, ty, id).await?;
+    let body = Answer {
+        resource: format!("{ty}/{id}"),
+        action,
+        delay,
+    };
+    Ok(fhir_json(StatusCode::OK, &serde_json::to_value(&body)?))
 }

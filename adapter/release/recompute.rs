@@ -24,7 +24,7 @@ pub async fn resources(
     resource_ids: &[i64],
     now: Micros,
 ) -> Result<usize, crate::store::Error> {
-    let mut versions = store::versions_of(tx, resource_ids).await?;
+    let mut versions = store::versions_of(&mut *tx, resource_ids).await?;
     if tx.engine() == crate::store::db::Engine::Postgres {
         // Serialized with ingest of the same resources, then read again under the lock.
         let keys: Vec<(String, String)> = versions
@@ -33,10 +33,10 @@ pub async fn resources(
             .map(|v| (v.resource_type.clone(), v.fhir_id.clone()))
             .collect();
         crate::store::resources::lock(tx, &keys).await?;
-        versions = store::versions_of(tx, resource_ids).await?;
+        versions = store::versions_of(&mut *tx, resource_ids).await?;
     }
     if take_off_changed(state, tx, &versions, now).await? {
-        versions = store::versions_of(tx, resource_ids).await?;
+        versions = store::versions_of(&mut *tx, resource_ids).await?;
     }
     let waiting: Vec<i64> = versions
         .values()
@@ -47,13 +47,13 @@ pub async fn resources(
     if waiting.is_empty() {
         return Ok(0);
     }
-    let tokens = store::rule_tokens(tx, &waiting).await?;
+    let tokens = store::rule_tokens(&mut *tx, &waiting).await?;
     let keys: Vec<(String, String)> = versions
         .values()
         .filter_map(|vs| vs.first())
         .map(|v| (v.resource_type.clone(), v.fhir_id.clone()))
         .collect();
-    let actions = store::actions_for(tx, &keys).await?;
+    let actions = store::actions_for(&mut *tx, &keys).await?;
     let patients: Vec<String> = versions
         .values()
         .flatten()
@@ -62,7 +62,7 @@ pub async fn resources(
         .into_iter()
         .collect();
     let waivers = if state.config.embargo.client_may_waive {
-        store::waivers_for(tx, &patients).await?
+        store::waivers_for(&mut *tx, &patients).await?
     } else {
         Default::default()
     };
@@ -163,7 +163,7 @@ async fn take_off_changed(
         return Ok(false);
     }
     let ids: Vec<i64> = shown.iter().flat_map(|(s, l)| [s.id, l.id]).collect();
-    let tokens = store::rule_tokens(tx, &ids).await?;
+    let tokens = store::rule_tokens(&mut *tx, &ids).await?;
     let placed = |v: &store::StoredVersion| {
         placement_of(state, v, tokens.get(&v.id).map_or(&[][..], Vec::as_slice))
     };

@@ -10,7 +10,7 @@ use super::params::{DateFilter, Query, SortKey, TokenFilter};
 use crate::access::{Decision, Role, SectionSet};
 use crate::fhir::reference::in_compartment;
 use crate::mapping::Mappings;
-use crate::store::db::{Db, Sql, Tx};
+use crate::store::db::{Db, Executor as _, Sql, Tx};
 use crate::time::Micros;
 
 /// A resource version as search returns it.
@@ -272,7 +272,10 @@ fn not_redacted_reference(sql: &mut Sql, f: &str, w: &str, scope: Scope<'_>) {
                 } else {
                     sql.push(&format!(" OR {f}.element = "));
                     sql.bind(path.as_str());
-                    sql.push(&format!(" OR substr({f}.element, 1, {}) = ", path.len() + 1));
+                    sql.push(&format!(
+                        " OR substr({f}.element, 1, {}) = ",
+                        path.len() + 1
+                    ));
                     sql.bind(format!("{path}."));
                 }
             }

@@ -1,5 +1,6 @@
 //! Portal accounts: users (per portal vendor), their links to clients, and single-use codes.
 
+use super::db::Executor as _;
 use super::db::{Db, Sql, Tx};
 use crate::time::Micros;
 

@@ -1,6 +1,7 @@
 //! What the access decision knows of a client: care episodes and life status (read out of
 //! EpisodeOfCare and Patient at ingest, from their newest version) and blocks (R8).
 
+use super::db::Executor as _;
 use super::db::{Db, Sql, Tx};
 use crate::time::Micros;
 use std::collections::HashMap;

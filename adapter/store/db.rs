@@ -359,51 +359,27 @@ impl Db {
         Ok(usize::try_from(n).unwrap_or(0) >= expected)
     }
 
-    /// The number a `SELECT COUNT(*) AS n …` statement gives.
+    /// The number a `SELECT COUNT(*) AS n …` statement gives (through the pool: a read).
     pub async fn fetch_count(&self, sql: &Sql) -> Result<i64, Error> {
-        Ok(self.fetch_one::<Count>(sql).await?.n)
+        Executor::fetch_count(&mut &*self, sql).await
     }
 
+    /// The rows of a read, on a reader (SQLite) or a pooled connection.
     pub async fn fetch_all<T: Row>(&self, sql: &Sql) -> Result<Vec<T>, Error> {
-        match self {
-            Db::Sqlite(s) => s.read(|c| sqlite::fetch_all(c, sql)),
-            Db::Postgres(pool) => Ok(sqlx::query_as_with::<_, T, _>(
-                AssertSqlSafe(sql.text.clone()),
-                sql.pg_args()?,
-            )
-            .fetch_all(pool)
-            .await?),
-        }
+        Executor::fetch_all(&mut &*self, sql).await
     }
 
     pub async fn fetch_optional<T: Row>(&self, sql: &Sql) -> Result<Option<T>, Error> {
-        match self {
-            Db::Sqlite(s) => s.read(|c| sqlite::fetch_optional(c, sql)),
-            Db::Postgres(pool) => Ok(sqlx::query_as_with::<_, T, _>(
-                AssertSqlSafe(sql.text.clone()),
-                sql.pg_args()?,
-            )
-            .fetch_optional(pool)
-            .await?),
-        }
+        Executor::fetch_optional(&mut &*self, sql).await
     }
 
     pub async fn fetch_one<T: Row>(&self, sql: &Sql) -> Result<T, Error> {
-        self.fetch_optional(sql).await?.ok_or(Error::NotFound)
+        Executor::fetch_one(&mut &*self, sql).await
     }
 
     /// Runs a statement that changes data (through the writer on SQLite); rows affected.
     pub async fn execute(&self, sql: &Sql) -> Result<u64, Error> {
-        match self {
-            Db::Sqlite(s) => sqlite::execute_alone(s, sql).await,
-            Db::Postgres(pool) => Ok(sqlx::query_with(
-                AssertSqlSafe(sql.text.clone()),
-                sql.pg_args()?,
-            )
-            .execute(pool)
-            .await?
-            .rows_affected()),
-        }
+        Executor::execute(&mut &*self, sql).await
     }
 
     /// The engine's query plan of `sql`, one line per step (for docs and tests).
@@ -457,6 +433,134 @@ impl Db {
     }
 }
 
+/// Runs statements, on the pool or in a transaction alike: a store function that reads takes
+/// `impl Executor` and is called with `&state.db` (a read never takes SQLite's writer nor opens
+/// a transaction) or with `&mut tx` (inside a write, on its connection).
+pub trait Executor: Send {
+    fn fetch_all<T: Row>(
+        &mut self,
+        sql: &Sql,
+    ) -> impl std::future::Future<Output = Result<Vec<T>, Error>> + Send;
+
+    fn fetch_optional<T: Row>(
+        &mut self,
+        sql: &Sql,
+    ) -> impl std::future::Future<Output = Result<Option<T>, Error>> + Send;
+
+    /// Runs a statement that changes data (through the writer on SQLite); rows affected.
+    fn execute(
+        &mut self,
+        sql: &Sql,
+    ) -> impl std::future::Future<Output = Result<u64, Error>> + Send;
+
+    fn fetch_one<T: Row>(
+        &mut self,
+        sql: &Sql,
+    ) -> impl std::future::Future<Output = Result<T, Error>> + Send {
+        async move { self.fetch_optional(sql).await?.ok_or(Error::NotFound) }
+    }
+
+    /// The number a `SELECT COUNT(*) AS n …` statement gives.
+    fn fetch_count(
+        &mut self,
+        sql: &Sql,
+    ) -> impl std::future::Future<Output = Result<i64, Error>> + Send {
+        async move { Ok(self.fetch_one::<Count>(sql).await?.n) }
+    }
+}
+
+/// A statement on PostgreSQL through any of sqlx's executors (the pool, a transaction).
+async fn pg_fetch_all<'e, T: Row>(
+    ex: impl sqlx::PgExecutor<'e>,
+    sql: &Sql,
+) -> Result<Vec<T>, Error> {
+    Ok(
+        sqlx::query_as_with::<_, T, _>(AssertSqlSafe(sql.text.clone()), sql.pg_args()?)
+            .fetch_all(ex)
+            .await?,
+    )
+}
+
+async fn pg_fetch_optional<'e, T: Row>(
+    ex: impl sqlx::PgExecutor<'e>,
+    sql: &Sql,
+) -> Result<Option<T>, Error> {
+    Ok(
+        sqlx::query_as_with::<_, T, _>(AssertSqlSafe(sql.text.clone()), sql.pg_args()?)
+            .fetch_optional(ex)
+            .await?,
+    )
+}
+
+async fn pg_execute<'e>(ex: impl sqlx::PgExecutor<'e>, sql: &Sql) -> Result<u64, Error> {
+    Ok(
+        sqlx::query_with(AssertSqlSafe(sql.text.clone()), sql.pg_args()?)
+            .execute(ex)
+            .await?
+            .rows_affected(),
+    )
+}
+
+impl Executor for &Db {
+    async fn fetch_all<T: Row>(&mut self, sql: &Sql) -> Result<Vec<T>, Error> {
+        match self {
+            Db::Sqlite(s) => s.read(|c| sqlite::fetch_all(c, sql)),
+            Db::Postgres(pool) => pg_fetch_all(pool, sql).await,
+        }
+    }
+
+    async fn fetch_optional<T: Row>(&mut self, sql: &Sql) -> Result<Option<T>, Error> {
+        match self {
+            Db::Sqlite(s) => s.read(|c| sqlite::fetch_optional(c, sql)),
+            Db::Postgres(pool) => pg_fetch_optional(pool, sql).await,
+        }
+    }
+
+    async fn execute(&mut self, sql: &Sql) -> Result<u64, Error> {
+        match self {
+            Db::Sqlite(s) => sqlite::execute_alone(s, sql).await,
+            Db::Postgres(pool) => pg_execute(pool, sql).await,
+        }
+    }
+}
+
+impl Executor for Tx {
+    async fn fetch_all<T: Row>(&mut self, sql: &Sql) -> Result<Vec<T>, Error> {
+        match self {
+            Tx::Sqlite(tx) => tx.with(|c| sqlite::fetch_all(c, sql)),
+            Tx::Postgres(tx) => pg_fetch_all(&mut **tx, sql).await,
+        }
+    }
+
+    async fn fetch_optional<T: Row>(&mut self, sql: &Sql) -> Result<Option<T>, Error> {
+        match self {
+            Tx::Sqlite(tx) => tx.with(|c| sqlite::fetch_optional(c, sql)),
+            Tx::Postgres(tx) => pg_fetch_optional(&mut **tx, sql).await,
+        }
+    }
+
+    async fn execute(&mut self, sql: &Sql) -> Result<u64, Error> {
+        match self {
+            Tx::Sqlite(tx) => tx.with(|c| sqlite::execute(c, sql)),
+            Tx::Postgres(tx) => pg_execute(&mut **tx, sql).await,
+        }
+    }
+}
+
+impl<E: Executor> Executor for &mut E {
+    async fn fetch_all<T: Row>(&mut self, sql: &Sql) -> Result<Vec<T>, Error> {
+        (**self).fetch_all(sql).await
+    }
+
+    async fn fetch_optional<T: Row>(&mut self, sql: &Sql) -> Result<Option<T>, Error> {
+        (**self).fetch_optional(sql).await
+    }
+
+    async fn execute(&mut self, sql: &Sql) -> Result<u64, Error> {
+        (**self).execute(sql).await
+    }
+}
+
 /// Parameters per multi-row statement on PostgreSQL; well under its limit of 65,535.
 const PARAMETERS: usize = 1600;
 
@@ -498,43 +602,6 @@ impl Tx {
         }
     }
 
-    pub async fn fetch_all<T: Row>(&mut self, sql: &Sql) -> Result<Vec<T>, Error> {
-        match self {
-            Tx::Sqlite(tx) => tx.with(|c| sqlite::fetch_all(c, sql)),
-            Tx::Postgres(tx) => Ok(sqlx::query_as_with::<_, T, _>(
-                AssertSqlSafe(sql.text.clone()),
-                sql.pg_args()?,
-            )
-            .fetch_all(&mut **tx)
-            .await?),
-        }
-    }
-
-    pub async fn fetch_optional<T: Row>(&mut self, sql: &Sql) -> Result<Option<T>, Error> {
-        match self {
-            Tx::Sqlite(tx) => tx.with(|c| sqlite::fetch_optional(c, sql)),
-            Tx::Postgres(tx) => Ok(sqlx::query_as_with::<_, T, _>(
-                AssertSqlSafe(sql.text.clone()),
-                sql.pg_args()?,
-            )
-            .fetch_optional(&mut **tx)
-            .await?),
-        }
-    }
-
-    pub async fn execute(&mut self, sql: &Sql) -> Result<u64, Error> {
-        match self {
-            Tx::Sqlite(tx) => tx.with(|c| sqlite::execute(c, sql)),
-            Tx::Postgres(tx) => Ok(sqlx::query_with(
-                AssertSqlSafe(sql.text.clone()),
-                sql.pg_args()?,
-            )
-            .execute(&mut **tx)
-            .await?
-            .rows_affected()),
-        }
-    }
-
     /// Inserts `rows` as `{head} VALUES (…) {tail}`; rows changed. On SQLite one prepared
     /// statement runs per row (no statement text to build or parse per call); on PostgreSQL
     /// multi-row statements carry the rows in a few round trips.
@@ -558,39 +625,52 @@ impl Tx {
         }
     }
 
-    /// [`Tx::insert`] with `RETURNING …` in `tail`: the returned rows.
-    pub async fn insert_returning<T: Row, const N: usize>(
-        &mut self,
-        head: &str,
-        rows: &[[Arg; N]],
-        tail: &str,
-    ) -> Result<Vec<T>, Error> {
-        match self {
-            Tx::Sqlite(tx) => Ok(tx
-                .with(|c| sqlite::insert_each::<T, N>(c, head, rows, tail, true))?
-                .1),
-            Tx::Postgres(_) => {
-                let mut out = Vec::new();
-                for sql in multi_row(head, rows, tail) {
-                    out.extend(self.fetch_all::<T>(&sql).await?);
-                }
-                Ok(out)
-            }
-        }
-    }
-
-    /// [`Tx::insert`] of new rows into a table keyed by `INTEGER PRIMARY KEY`: each row's key,
-    /// in order, as SQLite reports it (without `RETURNING`, which runs the statement into a
-    /// temporary table first). SQLite only: PostgreSQL does not promise `RETURNING` rows in
-    /// the order of the values, so callers there use [`Tx::insert_returning`] and a key.
+    /// [`Tx::insert`] of new rows into a table with a generated `id`: each row's id, in the
+    /// order of `rows`. On SQLite as SQLite reports each insert's key (without `RETURNING`,
+    /// which runs the statement into a temporary table first); on PostgreSQL by multi-row
+    /// statements that insert in the rows' order and return the ids in ascending order (one
+    /// statement draws its ids from the sequence in the order it inserts).
     pub async fn insert_ids<const N: usize>(
         &mut self,
         head: &str,
         rows: &[[Arg; N]],
     ) -> Result<Vec<i64>, Error> {
+        #[derive(sqlx::FromRow, serde::Deserialize)]
+        struct Id {
+            id: i64,
+        }
         match self {
             Tx::Sqlite(tx) => tx.with(|c| sqlite::insert_each_ids::<N>(c, head, rows)),
-            Tx::Postgres(_) => Err(Error::Unsupported("insert_ids on PostgreSQL")),
+            Tx::Postgres(_) => {
+                let (table, columns) = head
+                    .strip_prefix("INSERT INTO ")
+                    .and_then(|rest| rest.split_once('('))
+                    .and_then(|(t, c)| Some((t.trim(), c.strip_suffix(')')?)))
+                    .ok_or(Error::Unsupported(
+                        "insert_ids: head is not INSERT INTO t (…)",
+                    ))?;
+                let mut out = Vec::with_capacity(rows.len());
+                for (k, chunk) in rows.chunks((PARAMETERS / (N + 1)).max(1)).enumerate() {
+                    let mut sql = Sql::new(format!("WITH v (o, {columns}) AS (VALUES "));
+                    for (i, row) in chunk.iter().enumerate() {
+                        sql.push(if i > 0 { ", (" } else { "(" });
+                        sql.bind((k * PARAMETERS + i) as i64);
+                        for value in row {
+                            sql.push(", ").bind(value.clone());
+                        }
+                        sql.push(")");
+                    }
+                    sql.push(&format!(
+                        "), ins AS (INSERT INTO {table} ({columns}) SELECT {columns} FROM v ORDER BY o RETURNING id) \
+                         SELECT id FROM ins ORDER BY id"
+                    ));
+                    out.extend(self.fetch_all::<Id>(&sql).await?.into_iter().map(|r| r.id));
+                }
+                if out.len() != rows.len() {
+                    return Err(Error::NotFound);
+                }
+                Ok(out)
+            }
         }
     }
 

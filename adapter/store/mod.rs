@@ -16,3 +16,41 @@ pub mod sqlite;
 
 pub use db::{Db, Sql};
 pub use error::Error;
+
+#[cfg(test)]
+mod tests {
+    /// The layers above the store: it names none of them, so that every flow (push, pull,
+    /// audit, write-back) can use it without pulling in another.
+    const ABOVE: &[&str] = &[
+        "access", "admin", "app", "auth", "body", "cli", "demo", "ingest", "mapping", "portal",
+        "release", "search", "serve",
+    ];
+
+    #[test]
+    fn the_store_names_nothing_above_it() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("adapter/store");
+        let mut found = Vec::new();
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_none_or(|e| e != "rs") {
+                continue;
+            }
+            let text = std::fs::read_to_string(&path).unwrap();
+            for (n, line) in text.lines().enumerate() {
+                for module in ABOVE {
+                    if line.contains(&format!("crate::{module}::"))
+                        || line.contains(&format!("crate::{module};"))
+                        || line.contains(&format!("crate::{{{module}"))
+                    {
+                        found.push(format!("{}:{}: {}", path.display(), n + 1, line.trim()));
+                    }
+                }
+            }
+        }
+        assert!(
+            found.is_empty(),
+            "the store names layers above it:\n{}",
+            found.join("\n")
+        );
+    }
+}

@@ -1,7 +1,7 @@
 //! What release moments are computed from, and writing them back: earlier versions, staff
 //! actions, the holder's waivers.
 
-use super::db::{Arg, Db, Sql, Tx};
+use super::db::{Arg, Executor, Sql, Tx};
 use crate::time::Micros;
 use std::collections::{BTreeSet, HashMap};
 
@@ -29,7 +29,7 @@ const COLUMNS: &str = "id, resource_id, version_no, type, fhir_id, patient_id, s
 
 /// Every version of the given resources, in version order per resource.
 pub async fn versions_of(
-    tx: &mut Tx,
+    mut ex: impl Executor,
     resource_ids: &[i64],
 ) -> Result<HashMap<i64, Vec<StoredVersion>>, crate::store::Error> {
     let mut out: HashMap<i64, Vec<StoredVersion>> = HashMap::new();
@@ -39,7 +39,7 @@ pub async fn versions_of(
         ));
         sql.bind_list(chunk.iter().copied());
         sql.push(") ORDER BY resource_id, version_no");
-        for v in tx.fetch_all::<StoredVersion>(&sql).await? {
+        for v in ex.fetch_all::<StoredVersion>(&sql).await? {
             out.entry(v.resource_id).or_default().push(v);
         }
     }
@@ -48,7 +48,7 @@ pub async fn versions_of(
 
 /// Resources with a version not shown at `now` (waiting, held or manual), optionally of one client.
 pub async fn waiting_resources(
-    db: &Db,
+    mut ex: impl Executor,
     now: Micros,
     patient_id: Option<&str>,
 ) -> Result<Vec<i64>, crate::store::Error> {
@@ -65,7 +65,7 @@ pub async fn waiting_resources(
         sql.push(" AND patient_id = ");
         sql.bind(p);
     }
-    Ok(db
+    Ok(ex
         .fetch_all::<Row>(&sql)
         .await?
         .into_iter()
@@ -75,7 +75,7 @@ pub async fn waiting_resources(
 
 /// The resource id of `(type, id)`, if stored.
 pub async fn resource_id(
-    db: &Db,
+    mut ex: impl Executor,
     resource_type: &str,
     fhir_id: &str,
 ) -> Result<Option<i64>, crate::store::Error> {
@@ -86,30 +86,12 @@ pub async fn resource_id(
     let sql = Sql::new("SELECT id FROM resources WHERE type = $1 AND fhir_id = $2")
         .arg(resource_type)
         .arg(fhir_id);
-    Ok(db.fetch_optional::<Row>(&sql).await?.map(|r| r.id))
-}
-
-/// [`resource_id`] in a transaction: on its own connection, so that a transaction never waits
-/// for a second connection of the pool (which, with every connection held by a transaction
-/// waiting for a lock, would never come).
-pub async fn resource_id_in(
-    tx: &mut Tx,
-    resource_type: &str,
-    fhir_id: &str,
-) -> Result<Option<i64>, crate::store::Error> {
-    #[derive(sqlx::FromRow, serde::Deserialize)]
-    struct Row {
-        id: i64,
-    }
-    let sql = Sql::new("SELECT id FROM resources WHERE type = $1 AND fhir_id = $2")
-        .arg(resource_type)
-        .arg(fhir_id);
-    Ok(tx.fetch_optional::<Row>(&sql).await?.map(|r| r.id))
+    Ok(ex.fetch_optional::<Row>(&sql).await?.map(|r| r.id))
 }
 
 /// `(param, system, code)` of the rule-relevant tokens of the given versions.
 pub async fn rule_tokens(
-    tx: &mut Tx,
+    mut ex: impl Executor,
     version_ids: &[i64],
 ) -> Result<HashMap<i64, Vec<(String, String, String)>>, crate::store::Error> {
     #[derive(sqlx::FromRow, serde::Deserialize)]
@@ -127,7 +109,7 @@ pub async fn rule_tokens(
         );
         sql.bind_list(chunk.iter().copied());
         sql.push(")");
-        for r in tx.fetch_all::<Row>(&sql).await? {
+        for r in ex.fetch_all::<Row>(&sql).await? {
             out.entry(r.version_id)
                 .or_default()
                 .push((r.param, r.system, r.code));
@@ -150,7 +132,7 @@ pub struct ActionRow {
 
 /// Staff actions on the given resources, oldest first.
 pub async fn actions_for(
-    tx: &mut Tx,
+    mut ex: impl Executor,
     keys: &[(String, String)],
 ) -> Result<HashMap<(String, String), Vec<ActionRow>>, crate::store::Error> {
     let mut out: HashMap<(String, String), Vec<ActionRow>> = HashMap::new();
@@ -167,7 +149,7 @@ pub async fn actions_for(
             sql.bind(ty.as_str()).push(", ").bind(id.as_str()).push(")");
         }
         sql.push(") ORDER BY at, id");
-        for r in tx.fetch_all::<ActionRow>(&sql).await? {
+        for r in ex.fetch_all::<ActionRow>(&sql).await? {
             out.entry((r.resource_type.clone(), r.fhir_id.clone()))
                 .or_default()
                 .push(r);
@@ -208,7 +190,7 @@ pub async fn insert_action(tx: &mut Tx, a: &NewAction<'_>) -> Result<(), crate::
 /// The sections each client's holder chose to see without delay (the latest choice), while
 /// the one who chose still holds the portal: a waiver dies with the holdership that made it.
 pub async fn waivers_for(
-    tx: &mut Tx,
+    mut ex: impl Executor,
     patient_ids: &[String],
 ) -> Result<HashMap<String, BTreeSet<String>>, crate::store::Error> {
     #[derive(sqlx::FromRow, serde::Deserialize)]
@@ -226,7 +208,7 @@ pub async fn waivers_for(
              AND EXISTS (SELECT 1 FROM links h WHERE h.user_id = w.user_id AND h.patient_id = w.patient_id \
              AND h.role = 'holder' AND h.ended_at IS NULL)",
         );
-        for r in tx.fetch_all::<Row>(&sql).await? {
+        for r in ex.fetch_all::<Row>(&sql).await? {
             out.insert(r.patient_id, super::accounts::parse_sections(&r.sections));
         }
     }
@@ -236,7 +218,7 @@ pub async fn waivers_for(
 /// The latest waiver of one client: sections, who (user id) and when; none once the one who
 /// chose no longer holds the portal.
 pub async fn current_waiver(
-    db: &Db,
+    mut ex: impl Executor,
     patient_id: &str,
 ) -> Result<Option<(BTreeSet<String>, i64, i64)>, crate::store::Error> {
     #[derive(sqlx::FromRow, serde::Deserialize)]
@@ -252,7 +234,7 @@ pub async fn current_waiver(
          AND w.id = (SELECT MAX(x.id) FROM waivers x WHERE x.patient_id = w.patient_id)",
     )
     .arg(patient_id);
-    Ok(db.fetch_optional::<Row>(&sql).await?.map(|r| {
+    Ok(ex.fetch_optional::<Row>(&sql).await?.map(|r| {
         (
             super::accounts::parse_sections(&r.sections),
             r.user_id,
@@ -413,12 +395,12 @@ pub async fn take_off(
 }
 
 /// Every stored resource's id (for recomputing after the rules changed).
-pub async fn all_resources(db: &Db) -> Result<Vec<i64>, crate::store::Error> {
+pub async fn all_resources(mut ex: impl Executor) -> Result<Vec<i64>, crate::store::Error> {
     #[derive(sqlx::FromRow, serde::Deserialize)]
     struct Row {
         id: i64,
     }
-    Ok(db
+    Ok(ex
         .fetch_all::<Row>(&Sql::new("SELECT id FROM resources ORDER BY id"))
         .await?
         .into_iter()

@@ -2,6 +2,7 @@
 //! versions with their search values through [`Tx::insert`] (no per-row round trips: multi-row
 //! statements on PostgreSQL, one prepared statement per table on SQLite).
 
+use super::db::Executor as _;
 use super::db::{Arg, Engine, Sql, Tx};
 use crate::time::Micros;
 use std::collections::HashMap;
@@ -180,6 +181,39 @@ pub async fn supersede(tx: &mut Tx, version_ids: &[i64]) -> Result<(), crate::st
     Ok(())
 }
 
+/// Moves stored resources' heads: `[id, last_version, last_hash]` rows. One prepared statement
+/// per row on SQLite; one statement per chunk on PostgreSQL (no round trip per row).
+async fn update_heads(tx: &mut Tx, rows: &[[Arg; 3]]) -> Result<(), crate::store::Error> {
+    match tx.engine() {
+        Engine::Sqlite => {
+            for [id, version, hash] in rows {
+                let sql = Sql::new(
+                    "UPDATE resources SET last_version = $1, last_hash = $2 WHERE id = $3",
+                )
+                .arg(version.clone())
+                .arg(hash.clone())
+                .arg(id.clone());
+                tx.execute(&sql).await?;
+            }
+        }
+        Engine::Postgres => {
+            for chunk in rows.chunks(CHUNK) {
+                let mut sql = Sql::new(
+                    "UPDATE resources SET last_version = u.v, last_hash = u.h FROM (VALUES ",
+                );
+                for (i, row) in chunk.iter().enumerate() {
+                    sql.push(if i > 0 { ", (" } else { "(" });
+                    sql.bind_list(row.iter().cloned());
+                    sql.push(")");
+                }
+                sql.push(") AS u (id, v, h) WHERE resources.id = u.id");
+                tx.execute(&sql).await?;
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Writes versions (in order) and moves each resource's head to its last written version.
 /// `stored` is [`current`] of these resources, read in this same transaction. Returns the
 /// resource ids of `(type, id)`.
@@ -215,61 +249,26 @@ pub async fn write(
     };
     const RESOURCES: &str =
         "INSERT INTO resources (type, fhir_id, source, last_version, last_hash)";
+    // The writer (SQLite) or the resources' locks (PostgreSQL) are held since `stored` was
+    // read: new resources are inserted, stored ones updated by their key (their source stays
+    // the one that first sent them).
     let mut resource_ids: HashMap<(String, String), i64> = HashMap::with_capacity(heads.len());
-    match tx.engine() {
-        // The writer is held since `stored` was read: new resources are inserted (their keys
-        // as SQLite reports them), stored ones updated by their key.
-        Engine::Sqlite => {
-            let mut new: Vec<((String, String), [Arg; 5])> = Vec::new();
-            for v in &heads {
-                let key = (v.resource_type.clone(), v.fhir_id.clone());
-                let Some(head) = stored.get(&key) else {
-                    new.push((key, head_row(v)));
-                    continue;
-                };
-                // The source stays the one that first sent it.
-                let sql = Sql::new(
-                    "UPDATE resources SET last_version = $1, last_hash = $2 WHERE id = $3",
-                )
-                .arg(v.version_no)
-                .arg(v.hash.as_str())
-                .arg(head.id);
-                tx.execute(&sql).await?;
+    let mut new: Vec<((String, String), [Arg; 5])> = Vec::new();
+    let mut updated: Vec<[Arg; 3]> = Vec::new();
+    for v in &heads {
+        let key = (v.resource_type.clone(), v.fhir_id.clone());
+        match stored.get(&key) {
+            None => new.push((key, head_row(v))),
+            Some(head) => {
+                updated.push([head.id.into(), v.version_no.into(), v.hash.as_str().into()]);
                 resource_ids.insert(key, head.id);
             }
-            let (keys, rows): (Vec<_>, Vec<_>) = new.into_iter().unzip();
-            let ids = tx.insert_ids(RESOURCES, &rows).await?;
-            if ids.len() != keys.len() {
-                return Err(crate::store::Error::NotFound);
-            }
-            resource_ids.extend(keys.into_iter().zip(ids));
-        }
-        Engine::Postgres => {
-            #[derive(sqlx::FromRow, serde::Deserialize)]
-            struct ResourceRow {
-                id: i64,
-                #[sqlx(rename = "type")]
-                #[serde(rename = "type")]
-                resource_type: String,
-                fhir_id: String,
-            }
-            let rows: Vec<[Arg; 5]> = heads.iter().map(|v| head_row(v)).collect();
-            let written: Vec<ResourceRow> = tx
-                .insert_returning(
-                    RESOURCES,
-                    &rows,
-                    "ON CONFLICT (type, fhir_id) DO UPDATE SET \
-                     last_version = excluded.last_version, last_hash = excluded.last_hash \
-                     RETURNING id, type, fhir_id",
-                )
-                .await?;
-            resource_ids.extend(
-                written
-                    .into_iter()
-                    .map(|r| ((r.resource_type, r.fhir_id), r.id)),
-            );
         }
     }
+    update_heads(tx, &updated).await?;
+    let (keys, rows): (Vec<_>, Vec<_>) = new.into_iter().unzip();
+    let ids = tx.insert_ids(RESOURCES, &rows).await?;
+    resource_ids.extend(keys.into_iter().zip(ids));
 
     let ids: HashMap<(&str, &str), i64> = resource_ids
         .iter()
@@ -302,36 +301,10 @@ pub async fn write(
     }
     const VERSIONS: &str = "INSERT INTO versions (resource_id, version_no, type, fhir_id, source, \
          patient_id, section, arrived_at, release_at, rule, withdrawn, sort_date, body, tagged, meta)";
+    let written = tx.insert_ids(VERSIONS, &rows).await?;
     let mut version_ids: HashMap<(i64, i64), i64> = HashMap::with_capacity(versions.len());
-    match tx.engine() {
-        // The key of each insert, in order (no `RETURNING`, which costs SQLite a temporary
-        // table per row).
-        Engine::Sqlite => {
-            let written = tx.insert_ids(VERSIONS, &rows).await?;
-            if written.len() != versions.len() {
-                return Err(crate::store::Error::NotFound);
-            }
-            for (v, id) in versions.iter().zip(written) {
-                version_ids.insert((id_of(v)?, v.version_no), id);
-            }
-        }
-        // Multi-row statements, whose `RETURNING` rows are matched by their key, not order.
-        Engine::Postgres => {
-            #[derive(sqlx::FromRow, serde::Deserialize)]
-            struct VersionRow {
-                id: i64,
-                resource_id: i64,
-                version_no: i64,
-            }
-            let written: Vec<VersionRow> = tx
-                .insert_returning(VERSIONS, &rows, "RETURNING id, resource_id, version_no")
-                .await?;
-            version_ids.extend(
-                written
-                    .into_iter()
-                    .map(|r| ((r.resource_id, r.version_no), r.id)),
-            );
-        }
+    for (v, id) in versions.iter().zip(written) {
+        version_ids.insert((id_of(v)?, v.version_no), id);
     }
     drop(rows);
 

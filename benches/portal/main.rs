@@ -20,6 +20,7 @@ use sluis::access::{Access, Decision, Role, SectionSet};
 use sluis::search::params::{self, Counts};
 use sluis::search::sql;
 use sluis::store::db::Arg;
+use sluis::store::db::Executor as _;
 use sluis::store::{Db, Sql};
 use std::collections::BTreeMap;
 use std::process::{Child, Command, Stdio};

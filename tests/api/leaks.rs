@@ -1312,7 +1312,8 @@ on_both!(
              "address": [{"use": "home", "city": "Utrecht", "extension": [{"url": "http://example.org/praktijk",
                  "valueReference": {"reference": "Organization/home"}}]}]}
         ]);
-        p1["contact"] = json!([{"name": {"text": "Buurvrouw"}, "organization": {"reference": "#co"}}]);
+        p1["contact"] =
+            json!([{"name": {"text": "Buurvrouw"}, "organization": {"reference": "#co"}}]);
         p1["generalPractitioner"] = json!([{"reference": "#gp"}]);
         app.push_ok(&transaction(&[
             json!({"resourceType": "Organization", "id": "secret", "name": "Kliniek"}),
@@ -1323,7 +1324,10 @@ on_both!(
         let holder = app.holder("h", "p1").await;
         let member = app.member(&holder, "m", "p1", &["dossier"], false).await;
         for org in ["secret", "home"] {
-            assert_eq!(holder.get(&format!("/fhir/Organization/{org}")).await.0, 200);
+            assert_eq!(
+                holder.get(&format!("/fhir/Organization/{org}")).await.0,
+                200
+            );
             assert_eq!(
                 member.get(&format!("/fhir/Organization/{org}")).await.0,
                 404,
@@ -1405,7 +1409,10 @@ on_both!(
         .unwrap();
         std::fs::write(dir.join("embargo.toml"), sluis::mapping::DEFAULT_EMBARGO).unwrap();
         let restarted = app
-            .restart_with(&format!("[mappings]\ndir = \"{}\"\n", dir.display()), &day(16))
+            .restart_with(
+                &format!("[mappings]\ndir = \"{}\"\n", dir.display()),
+                &day(16),
+            )
             .await;
         let member = restarted.user("m").await;
         assert_eq!(member.get("/fhir/Observation/moved").await.0, 404);
