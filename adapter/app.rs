@@ -13,6 +13,7 @@ use axum::Router;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
+use secrecy::ExposeSecret;
 use std::net::SocketAddr;
 use std::ops::Deref;
 use std::sync::Arc;
@@ -59,7 +60,7 @@ impl AppState {
                 )
             })?;
         let db = Db::connect_with(
-            &config.database.url,
+            config.database.url.expose_secret(),
             config.database.max_connections,
             Some(config.database.statement_timeout),
         )
@@ -67,7 +68,7 @@ impl AppState {
         .with_context(|| {
             format!(
                 "cannot open the database {}",
-                redact_url(&config.database.url)
+                redact_url(config.database.url.expose_secret())
             )
         })?;
         db.migrate().await.context("cannot apply migrations")?;
@@ -209,50 +210,12 @@ fn admin_routes() -> Router<AppState> {
 }
 
 fn finish(router: Router<AppState>, state: AppState) -> Router {
-    let server = &state.config.server;
-    let request_timeout = server.request_timeout;
-    let body_timeout = server.body_timeout;
-    router
+    let server = state.config.server.clone();
+    let router = router
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(axum::middleware::from_fn(move |req, next| {
-            deadline(request_timeout, req, next)
-        }))
-        .layer(axum::middleware::map_request(
-            move |request: axum::extract::Request| async move {
-                request
-                    .map(|b| axum::body::Body::new(crate::body::DeadlineBody::new(b, body_timeout)))
-            },
-        ))
-        .layer(axum::middleware::map_response(no_store))
-        .layer(tower_http::trace::TraceLayer::new_for_http())
-        .with_state(state)
-}
-
-/// Every answer may hold client data, or tell whether some exists: no cache keeps it.
-async fn no_store(mut response: Response) -> Response {
-    response.headers_mut().insert(
-        axum::http::header::CACHE_CONTROL,
-        axum::http::HeaderValue::from_static("no-store"),
-    );
-    response
-}
-
-/// A request not answered within `server.request_timeout` gets a 503 OperationOutcome; the
-/// handler is dropped (a write in progress rolls back).
-async fn deadline(
-    limit: std::time::Duration,
-    request: axum::extract::Request,
-    next: axum::middleware::Next,
-) -> Response {
-    match tokio::time::timeout(limit, next.run(request)).await {
-        Ok(response) => response,
-        Err(_) => ApiError::timeout(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "the request was not answered within server.request_timeout",
-        )
-        .into_response(),
-    }
+        .with_state(state);
+    crate::edge::layers(router, &server)
 }
 
 /// The whole HTTP surface on one router (admin included).

@@ -118,14 +118,52 @@ pub fn malformed(e: &serde_json::Error) -> ApiError {
     ))
 }
 
-/// A small JSON body of the `/portal` and `/admin` calls, deserialized into `T`.
-pub async fn small_json<T: serde::de::DeserializeOwned>(
+/// A small JSON body, deserialized into `T` (what [`Json`] does).
+async fn small_json<T: serde::de::DeserializeOwned>(
     headers: &HeaderMap,
     body: Body,
 ) -> ApiResult<T> {
-    let value = json_body(headers, body, 64 * 1024).await?;
+    let value = json_body(headers, body, SMALL).await?;
     serde_json::from_value(value).map_err(|e| ApiError::invalid(format!("invalid body: {e}")))
 }
+
+/// A small JSON body of the `/portal` and `/admin` calls, deserialized into `T`: the extractor
+/// every handler that takes such a body uses, so that a wrong content type (415), a body over
+/// 64 KB (413), broken JSON or a wrong field (400) is an OperationOutcome like every error.
+pub struct Json<T>(pub T);
+
+impl<S: Send + Sync, T: serde::de::DeserializeOwned> axum::extract::FromRequest<S> for Json<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(request: axum::extract::Request, _: &S) -> ApiResult<Self> {
+        let (parts, body) = request.into_parts();
+        small_json(&parts.headers, body).await.map(Json)
+    }
+}
+
+/// [`Json`] for a body that may be left out entirely (then `T::default()`).
+pub struct OptionalJson<T>(pub T);
+
+impl<S: Send + Sync, T: serde::de::DeserializeOwned + Default> axum::extract::FromRequest<S>
+    for OptionalJson<T>
+{
+    type Rejection = ApiError;
+
+    async fn from_request(request: axum::extract::Request, _: &S) -> ApiResult<Self> {
+        let (parts, body) = request.into_parts();
+        let bytes = json_bytes(&parts.headers, body, SMALL).await?;
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Ok(OptionalJson(T::default()));
+        }
+        let value = parse_json(&bytes)?;
+        serde_json::from_value(value)
+            .map(OptionalJson)
+            .map_err(|e| ApiError::invalid(format!("invalid body: {e}")))
+    }
+}
+
+/// The size limit of the small bodies of `/portal` and `/admin`.
+const SMALL: usize = 64 * 1024;
 
 /// The parameters of a small query string; a parameter not in `allowed`, or given twice, is a
 /// 400 `unknown-parameter`.

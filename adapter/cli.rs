@@ -7,6 +7,7 @@ use crate::ingest::entries::{self, Entry, Method, Mode};
 use crate::mapping::Mappings;
 use crate::store::Db;
 use clap::{Parser, Subcommand};
+use secrecy::ExposeSecret;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -120,9 +121,10 @@ async fn serve(path: &Path) -> anyhow::Result<()> {
 
 async fn migrate(path: &Path) -> anyhow::Result<()> {
     let config = load_config(path)?;
-    let db = Db::connect(&config.database.url, 1).await?;
+    let url = config.database.url.expose_secret();
+    let db = Db::connect(url, 1).await?;
     db.migrate().await?;
-    println!("migrations applied to {}", redact_url(&config.database.url));
+    println!("migrations applied to {}", redact_url(url));
     Ok(())
 }
 
@@ -167,7 +169,7 @@ async fn check(path: &Path) -> anyhow::Result<ExitCode> {
     if let Some(m) = &mappings {
         println!("{}", crate::mapping::report::coverage(m));
         if let Some(c) = &config
-            && let Ok(db) = Db::connect(&c.database.url, 1).await
+            && let Ok(db) = Db::connect(c.database.url.expose_secret(), 1).await
             && db.is_migrated().await.unwrap_or(false)
         {
             match crate::mapping::report::stored_unmapped(&db).await {

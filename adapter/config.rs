@@ -7,6 +7,7 @@
 //! and then checked into [`Config`], whose values are ready to use.
 
 use crate::time::IsoDuration;
+use secrecy::SecretString;
 use serde::Deserialize;
 use std::fmt;
 use std::net::SocketAddr;
@@ -83,7 +84,8 @@ pub struct Server {
 
 #[derive(Debug, Clone)]
 pub struct Database {
-    pub url: String,
+    /// May hold a password: a secret, never in `Debug` (`crate::app::redact_url` for messages).
+    pub url: SecretString,
     pub max_connections: u32,
     /// PostgreSQL cancels a statement that runs longer (`statement_timeout`).
     pub statement_timeout: std::time::Duration,
@@ -119,7 +121,7 @@ pub struct Embargo {
 
 #[derive(Debug, Clone)]
 pub struct Admin {
-    pub token: String,
+    pub token: SecretString,
 }
 
 #[derive(Debug, Clone)]
@@ -158,10 +160,10 @@ pub enum ClientKind {
     Source,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub enum ClientAuth {
     PrivateKeyJwt { jwks_path: PathBuf },
-    ClientSecret { secret: String },
+    ClientSecret { secret: SecretString },
 }
 
 #[derive(Debug, Clone)]
@@ -738,11 +740,13 @@ impl RawConfig {
                         "required with auth = \"private_key_jwt\"".into(),
                     );
                     ClientAuth::ClientSecret {
-                        secret: String::new(),
+                        secret: SecretString::from(""),
                     }
                 }
                 ("client_secret", _, Some(secret)) if secret.len() >= 8 => {
-                    ClientAuth::ClientSecret { secret }
+                    ClientAuth::ClientSecret {
+                        secret: SecretString::from(secret),
+                    }
                 }
                 ("client_secret", _, _) => {
                     report(
@@ -753,7 +757,7 @@ impl RawConfig {
                         ),
                     );
                     ClientAuth::ClientSecret {
-                        secret: String::new(),
+                        secret: SecretString::from(""),
                     }
                 }
                 (other, _, _) => {
@@ -762,7 +766,7 @@ impl RawConfig {
                         format!("`{other}` is not one of \"private_key_jwt\", \"client_secret\""),
                     );
                     ClientAuth::ClientSecret {
-                        secret: String::new(),
+                        secret: SecretString::from(""),
                     }
                 }
             };
@@ -822,7 +826,7 @@ impl RawConfig {
                 max_connections: self.server.max_connections.max(1) as usize,
             },
             database: Database {
-                url,
+                url: SecretString::from(url),
                 max_connections: self.database.max_connections.max(1),
                 statement_timeout: timeout(
                     "database.statement_timeout",
@@ -833,7 +837,7 @@ impl RawConfig {
             organization,
             embargo,
             admin: Admin {
-                token: self.admin.token,
+                token: SecretString::from(self.admin.token),
             },
             dev: Dev {
                 clock_override: self.dev.clock_override,
@@ -980,12 +984,12 @@ source = "ons"
         )
         .unwrap();
         assert_eq!(c.limits.max_count, 100);
-        assert_eq!(
-            c.clients[0].auth,
-            ClientAuth::ClientSecret {
-                secret: "12345678".into()
+        match &c.clients[0].auth {
+            ClientAuth::ClientSecret { secret } => {
+                assert_eq!(secrecy::ExposeSecret::expose_secret(secret), "12345678")
             }
-        );
+            other => panic!("{other:?}"),
+        }
         let problems = load(MINIMAL, &[("SLUIS__EMBARGO__ON_UPDATE", "soon")])
             .unwrap_err()
             .0;
@@ -1054,6 +1058,45 @@ mod example {
                 EXAMPLE.contains(&format!("{key} =")),
                 "config/example.toml does not document `{key}`"
             );
+        }
+    }
+
+    #[test]
+    fn debug_of_the_config_prints_no_secret() {
+        let config = Config::from_toml(
+            EXAMPLE,
+            "config/example.toml",
+            [
+                ("SLUIS__ADMIN__TOKEN", "admin-token-sesame"),
+                (
+                    "SLUIS__DATABASE__URL",
+                    "postgres://sluis:db-password-sesame@db/sluis",
+                ),
+                ("SLUIS__CLIENTS__1__SECRET", "client-secret-sesame"),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string())),
+        )
+        .unwrap_or_else(|p| panic!("{p}"));
+        use secrecy::ExposeSecret;
+        assert_eq!(config.admin.token.expose_secret(), "admin-token-sesame");
+        assert!(
+            config
+                .database
+                .url
+                .expose_secret()
+                .contains("db-password-sesame")
+        );
+        assert!(matches!(&config.clients[1].auth,
+            ClientAuth::ClientSecret { secret } if secret.expose_secret() == "client-secret-sesame"));
+        let printed = format!("{config:?} {config:#?}");
+        assert!(printed.contains("public_base_url"), "{printed}");
+        for secret in [
+            "admin-token-sesame",
+            "db-password-sesame",
+            "client-secret-sesame",
+        ] {
+            assert!(!printed.contains(secret), "{secret} in {printed}");
         }
     }
 

@@ -13,6 +13,7 @@ use crate::ingest::entries;
 use crate::time::to_micros;
 use anyhow::Context;
 use chrono::{DateTime, Duration, NaiveDate, Utc};
+use secrecy::ExposeSecret;
 use serde::Deserialize;
 use serde_json::Value;
 use std::net::SocketAddr;
@@ -70,7 +71,7 @@ pub async fn run(listen: SocketAddr, database: &Path) -> anyhow::Result<()> {
         .map_err(|p| anyhow::anyhow!("{p}"))?;
     config.server.listen = listen;
     config.server.public_base_url = format!("http://{listen}");
-    config.database.url = format!("sqlite://{}", database.display());
+    config.database.url = format!("sqlite://{}", database.display()).into();
     if config.mappings.dir.as_ref().is_some_and(|d| !d.exists()) {
         config.mappings.dir = None;
     }
@@ -218,11 +219,12 @@ fn print_instructions(state: &AppState, loaded: usize, users: &[(String, String)
         .find(|c| c.kind == crate::config::ClientKind::Portal);
     let (client, secret) = match portal.map(|c| (&c.id, &c.auth)) {
         Some((id, crate::config::ClientAuth::ClientSecret { secret })) => {
-            (id.clone(), secret.clone())
+            (id.clone(), secret.expose_secret().to_string())
         }
         _ => (String::new(), String::new()),
     };
-    let admin = &state.config.admin.token;
+    // The demo prints its own credentials: they are the demo's, not secrets.
+    let admin = state.config.admin.token.expose_secret();
     let (user, patient) = users.first().cloned().unwrap_or_default();
     println!(
         "
@@ -244,7 +246,7 @@ Try it:
 Stop with Ctrl-C. The database ({db}) is recreated at every start.
 ",
         org = state.config.organization.name,
-        db = state.config.database.url,
+        db = state.config.database.url.expose_secret(),
         today = state.clock.now().date_naive(),
     );
 }

@@ -4,13 +4,12 @@
 use super::ActorBody;
 use crate::app::AppState;
 use crate::auth::Admin;
-use crate::body::small_json;
+use crate::body::{Json, OptionalJson};
 use crate::error::{ApiError, ApiResult, Reason, fhir_json};
 use crate::store::{accounts, clients};
 use crate::time::{from_micros, instant, parse_instant, to_micros};
-use axum::body::Body;
 use axum::extract::{Path, RawQuery, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::Response;
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -61,10 +60,8 @@ pub async fn block_user(
     State(state): State<AppState>,
     _admin: Admin,
     Path((client, user)): Path<(String, String)>,
-    headers: HeaderMap,
-    body: Body,
+    Json(req): Json<BlockRequest>,
 ) -> ApiResult<Response> {
-    let req: BlockRequest = small_json(&headers, body).await?;
     if req.reason.trim().is_empty() {
         return Err(ApiError::invalid("a block needs a reason (R7)"));
     }
@@ -129,10 +126,8 @@ pub async fn block_patient(
     State(state): State<AppState>,
     _admin: Admin,
     Path(id): Path<String>,
-    headers: HeaderMap,
-    body: Body,
+    OptionalJson(req): OptionalJson<ActorBody>,
 ) -> ApiResult<Response> {
-    let req: ActorBody = super::optional_json(&headers, body).await?;
     if !accounts::patient_exists(&state.db, &id).await? {
         return Err(not_found(format!("no Patient/{id} has been ingested")));
     }
@@ -192,10 +187,8 @@ pub async fn end_link(
     State(state): State<AppState>,
     _admin: Admin,
     Path(id): Path<String>,
-    headers: HeaderMap,
-    body: Body,
+    OptionalJson(req): OptionalJson<ActorBody>,
 ) -> ApiResult<Response> {
-    let req: ActorBody = super::optional_json(&headers, body).await?;
     let id: i64 = id.parse().map_err(|_| not_found(format!("no link {id}")))?;
     let link = accounts::link(&state.db, id)
         .await?

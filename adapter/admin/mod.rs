@@ -5,14 +5,13 @@ pub mod accounts;
 
 use crate::app::AppState;
 use crate::auth::Admin;
-use crate::body::small_json;
+use crate::body::Json;
 use crate::error::{ApiError, ApiResult, Reason, fhir_json};
 use crate::portal::codes;
 use crate::store::accounts::{self as store_accounts, NewCode};
 use crate::time::{instant, parse_instant, to_micros};
-use axum::body::Body;
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::Response;
 use serde::Deserialize;
 use serde_json::json;
@@ -32,10 +31,8 @@ pub struct ActivationRequest {
 pub async fn activation_code(
     State(state): State<AppState>,
     _admin: Admin,
-    headers: HeaderMap,
-    body: Body,
+    Json(req): Json<ActivationRequest>,
 ) -> ApiResult<Response> {
-    let req: ActivationRequest = small_json(&headers, body).await?;
     let patient_id = req
         .patient
         .strip_prefix("Patient/")
@@ -114,11 +111,9 @@ pub async fn get_clock(State(state): State<AppState>, _admin: Admin) -> ApiResul
 pub async fn put_clock(
     State(state): State<AppState>,
     _admin: Admin,
-    headers: HeaderMap,
-    body: Body,
+    Json(req): Json<ClockRequest>,
 ) -> ApiResult<Response> {
     clock_enabled(&state)?;
-    let req: ClockRequest = small_json(&headers, body).await?;
     let moment = match req.now.as_deref() {
         None => None,
         Some(text) => Some(parse_instant(text).ok_or_else(|| {
@@ -178,18 +173,4 @@ struct Explanation {
 pub struct ActorBody {
     reason: Option<String>,
     by: Option<String>,
-}
-
-/// A small JSON body that may be left out entirely.
-async fn optional_json<T: serde::de::DeserializeOwned + Default>(
-    headers: &HeaderMap,
-    body: Body,
-) -> ApiResult<T> {
-    let bytes = crate::body::read_limited(body, 64 * 1024).await?;
-    if bytes.iter().all(u8::is_ascii_whitespace) {
-        return Ok(T::default());
-    }
-    let _ = headers;
-    let value = crate::body::parse_json(&bytes)?;
-    serde_json::from_value(value).map_err(|e| ApiError::invalid(format!("invalid body: {e}")))
 }

@@ -6,6 +6,7 @@ use axum::extract::FromRequestParts;
 use axum::http::StatusCode;
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
+use secrecy::ExposeSecret;
 
 use super::token::{Claims, constant_time_eq};
 
@@ -129,7 +130,10 @@ impl FromRequestParts<AppState> for Admin {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         let token = bearer(parts).ok_or_else(|| ApiError::unauthorized("admin token missing"))?;
-        if constant_time_eq(token.as_bytes(), state.config.admin.token.as_bytes()) {
+        if constant_time_eq(
+            token.as_bytes(),
+            state.config.admin.token.expose_secret().as_bytes(),
+        ) {
             Ok(Admin)
         } else {
             Err(ApiError::unauthorized("wrong admin token"))

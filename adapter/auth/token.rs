@@ -14,6 +14,7 @@ use axum::http::header::AUTHORIZATION;
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use secrecy::ExposeSecret;
 use serde::{Deserialize, Serialize};
 
 /// What a token says.
@@ -195,7 +196,7 @@ fn basic_client(
     let client = state.config.client(&id).ok_or_else(refuse)?;
     match &client.auth {
         ClientAuth::ClientSecret { secret: expected }
-            if constant_time_eq(expected.as_bytes(), secret.as_bytes()) =>
+            if constant_time_eq(expected.expose_secret().as_bytes(), secret.as_bytes()) =>
         {
             Ok(id)
         }

@@ -7,13 +7,12 @@ use crate::access::facts::format_sections;
 use crate::access::{self, Role, relationships};
 use crate::app::AppState;
 use crate::auth::PortalUser;
-use crate::body::small_json;
+use crate::body::Json;
 use crate::error::{ApiError, ApiResult, fhir_json};
 use crate::store::accounts::{self, Event, NewCode};
 use crate::time::{from_micros, instant, to_micros};
-use axum::body::Body;
 use axum::extract::{Path, RawQuery, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::Response;
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -68,10 +67,8 @@ pub struct InvitationRequest {
 pub async fn invite(
     State(state): State<AppState>,
     user: PortalUser,
-    headers: HeaderMap,
-    body: Body,
+    Json(req): Json<InvitationRequest>,
 ) -> ApiResult<Response> {
-    let req: InvitationRequest = small_json(&headers, body).await?;
     let (patient, holder_link, user_id) = as_holder(&state, &user, &req.patient).await?;
     let granted = sections(&state, &req.sections)?;
     let name = req.name.trim();
@@ -298,10 +295,8 @@ pub async fn change(
     State(state): State<AppState>,
     user: PortalUser,
     Path(id): Path<String>,
-    headers: HeaderMap,
-    body: Body,
+    Json(req): Json<GrantChange>,
 ) -> ApiResult<Response> {
-    let req: GrantChange = small_json(&headers, body).await?;
     let (link, user_id) = member_link(&state, &user, &id).await?;
     let granted = match &req.sections {
         Some(s) => sections(&state, s)?,

@@ -8,13 +8,12 @@ pub mod preferences;
 use crate::access::{decision, facts};
 use crate::app::AppState;
 use crate::auth::PortalUser;
-use crate::body::small_json;
+use crate::body::Json;
 use crate::error::{ApiError, ApiResult, Reason, fhir_json};
 use crate::store::accounts;
 use crate::time::{instant, to_micros};
-use axum::body::Body;
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::Response;
 use chrono::NaiveDate;
 use serde::Deserialize;
@@ -31,10 +30,8 @@ pub struct LinkRequest {
 pub async fn link(
     State(state): State<AppState>,
     user: PortalUser,
-    headers: HeaderMap,
-    body: Body,
+    Json(req): Json<LinkRequest>,
 ) -> ApiResult<Response> {
-    let req: LinkRequest = small_json(&headers, body).await?;
     crate::access::require_not_blocked(&state, &user).await?;
     let birth_date = NaiveDate::parse_from_str(req.birth_date.trim(), "%Y-%m-%d")
         .map_err(|_| ApiError::invalid("birth_date must be a date written YYYY-MM-DD"))?;
@@ -91,10 +88,8 @@ pub struct TermsRequest {
 pub async fn terms(
     State(state): State<AppState>,
     user: PortalUser,
-    headers: HeaderMap,
-    body: Body,
+    Json(req): Json<TermsRequest>,
 ) -> ApiResult<Response> {
-    let req: TermsRequest = small_json(&headers, body).await?;
     crate::access::require_not_blocked(&state, &user).await?;
     let current = &state.config.organization.terms_version;
     if &req.version != current {

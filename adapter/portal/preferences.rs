@@ -6,14 +6,13 @@
 use crate::access::{self};
 use crate::app::AppState;
 use crate::auth::PortalUser;
-use crate::body::small_json;
+use crate::body::Json;
 use crate::error::{ApiError, ApiResult, fhir_json};
 use crate::release::recompute;
 use crate::store::release as store;
 use crate::time::{from_micros, instant, to_micros};
-use axum::body::Body;
 use axum::extract::{RawQuery, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::Response;
 use serde::Deserialize;
 use serde_json::json;
@@ -49,10 +48,8 @@ fn waivable(state: &AppState, section: &str) -> bool {
 pub async fn put(
     State(state): State<AppState>,
     user: PortalUser,
-    headers: HeaderMap,
-    body: Body,
+    Json(req): Json<PreferencesRequest>,
 ) -> ApiResult<Response> {
-    let req: PreferencesRequest = small_json(&headers, body).await?;
     let (patient, user_id) = holder_of(&state, &user, &req.patient).await?;
     if !state.config.embargo.client_may_waive {
         return Err(ApiError::conflict(

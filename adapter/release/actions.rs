@@ -7,15 +7,14 @@
 use super::recompute;
 use crate::app::AppState;
 use crate::auth::Admin;
-use crate::body::small_json;
+use crate::body::Json;
 use crate::error::{ApiError, ApiResult, fhir_json};
 use crate::fhir::reference::parse_type_id;
 use crate::store::release as store;
 use crate::store::resources;
 use crate::time::{parse_instant, to_micros};
-use axum::body::Body;
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::Response;
 use serde::Deserialize;
 
@@ -60,10 +59,8 @@ fn actor(by: Option<String>) -> ApiResult<String> {
 pub async fn release(
     State(state): State<AppState>,
     _admin: Admin,
-    headers: HeaderMap,
-    body: Body,
+    Json(req): Json<ReleaseRequest>,
 ) -> ApiResult<Response> {
-    let req: ReleaseRequest = small_json(&headers, body).await?;
     let (ty, id) = target(&req.resource)?;
     let by = actor(req.by)?;
     let resource_id = store::resource_id(&state.db, &ty, &id)
@@ -116,10 +113,8 @@ pub async fn release(
 pub async fn hold(
     State(state): State<AppState>,
     _admin: Admin,
-    headers: HeaderMap,
-    body: Body,
+    Json(req): Json<HoldRequest>,
 ) -> ApiResult<Response> {
-    let req: HoldRequest = small_json(&headers, body).await?;
     let (ty, id) = target(&req.resource)?;
     let by = actor(req.by)?;
     let until = match req.until.as_deref() {

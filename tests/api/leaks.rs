@@ -918,6 +918,7 @@ on_both!(
         for path in ["/fhir/Patient/p1", "/portal/me", "/admin/links?patient=p1"] {
             let r = app.http.get(app.url(path)).send().await.unwrap();
             assert_eq!(r.status(), 401, "{path}");
+            assert!(r.headers().get("x-request-id").is_some(), "{path}");
             let challenge = r
                 .headers()
                 .get("www-authenticate")

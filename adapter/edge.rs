@@ -1,0 +1,207 @@
+//! What every request passes through at the edge, before and after its handler: a request id
+//! (taken from `X-Request-Id` when the caller sent a sound one, else made) that the response
+//! echoes and the request's tracing span carries, with `X-Correlation-Id` and `X-Trace-Id`
+//! (contract §3); the body deadline (408) and the request deadline (503), both answered with
+//! an OperationOutcome; and `Cache-Control: no-store` on every answer.
+
+use crate::config::Server;
+use crate::error::ApiError;
+use axum::Router;
+use axum::extract::Request;
+use axum::http::{HeaderName, HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use std::time::Duration;
+use tower_http::request_id::{
+    MakeRequestUuid, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
+};
+
+/// The request id header.
+pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+/// Headers taken from the request and echoed when present (Koppeltaal 2.0).
+const ECHOED: [HeaderName; 2] = [
+    HeaderName::from_static("x-correlation-id"),
+    HeaderName::from_static("x-trace-id"),
+];
+
+/// The layers around `router`, outermost last.
+pub fn layers(router: Router, server: &Server) -> Router {
+    let (request_timeout, body_timeout) = (server.request_timeout, server.body_timeout);
+    router
+        .layer(middleware::from_fn(move |req, next| {
+            deadline(request_timeout, req, next)
+        }))
+        .layer(middleware::map_request(
+            move |request: Request| async move {
+                request
+                    .map(|b| axum::body::Body::new(crate::body::DeadlineBody::new(b, body_timeout)))
+            },
+        ))
+        .layer(middleware::map_response(no_store))
+        .layer(middleware::from_fn(echo))
+        .layer(
+            tower_http::trace::TraceLayer::new_for_http().make_span_with(|request: &Request| {
+                let id = request
+                    .extensions()
+                    .get::<RequestId>()
+                    .and_then(|id| id.header_value().to_str().ok())
+                    .unwrap_or("");
+                tracing::info_span!(
+                    "request",
+                    request_id = %id,
+                    method = %request.method(),
+                    path = %request.uri().path(),
+                )
+            }),
+        )
+        .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+        .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+        .layer(middleware::map_request(drop_unsound_ids))
+}
+
+/// Whether an id the caller sent may be taken: 1 to 128 of letters, digits and `-_.:`.
+fn sound(value: &HeaderValue) -> bool {
+    let bytes = value.as_bytes();
+    !bytes.is_empty()
+        && bytes.len() <= 128
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
+}
+
+/// Ids a caller sent that are no fit for logs and echoes are dropped (a new request id is made).
+async fn drop_unsound_ids(mut request: Request) -> Request {
+    for name in std::iter::once(REQUEST_ID).chain(ECHOED) {
+        if request.headers().get(&name).is_some_and(|v| !sound(v)) {
+            request.headers_mut().remove(&name);
+        }
+    }
+    request
+}
+
+/// `X-Correlation-Id` and `X-Trace-Id`, echoed (and recorded with the request).
+async fn echo(request: Request, next: Next) -> Response {
+    let taken: Vec<(HeaderName, HeaderValue)> = ECHOED
+        .iter()
+        .filter_map(|name| Some((name.clone(), request.headers().get(name)?.clone())))
+        .collect();
+    for (name, value) in &taken {
+        tracing::debug!(header = %name, value = ?value, "taken from the request");
+    }
+    let mut response = next.run(request).await;
+    response.headers_mut().extend(taken);
+    response
+}
+
+/// Every answer may hold client data, or tell whether some exists: no cache keeps it.
+async fn no_store(mut response: Response) -> Response {
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+/// A request not answered within `server.request_timeout` gets a 503 OperationOutcome; the
+/// handler is dropped (a write in progress rolls back).
+async fn deadline(limit: Duration, request: Request, next: Next) -> Response {
+    match tokio::time::timeout(limit, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => ApiError::timeout(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the request was not answered within server.request_timeout",
+        )
+        .into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::routing::get;
+    use tower::ServiceExt;
+
+    fn server() -> Server {
+        crate::config::Config::from_toml(
+            "[admin]\ntoken = \"a-long-admin-token\"\n",
+            "test.toml",
+            std::iter::empty(),
+        )
+        .unwrap()
+        .server
+    }
+
+    async fn call(headers: &[(&str, &str)]) -> Response {
+        let app = layers(
+            Router::new().route(
+                "/",
+                get(|| async {
+                    tracing::info!("in the handler");
+                    "ok"
+                }),
+            ),
+            &server(),
+        );
+        let mut request = Request::builder().uri("/");
+        for (k, v) in headers {
+            request = request.header(*k, *v);
+        }
+        app.oneshot(request.body(axum::body::Body::empty()).unwrap())
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn every_response_carries_a_request_id_and_echoes_the_callers_ids() {
+        let r = call(&[
+            ("x-request-id", "abc-123"),
+            ("x-correlation-id", "corr-1"),
+            ("x-trace-id", "trace.1"),
+        ])
+        .await;
+        assert_eq!(r.headers()["x-request-id"], "abc-123");
+        assert_eq!(r.headers()["x-correlation-id"], "corr-1");
+        assert_eq!(r.headers()["x-trace-id"], "trace.1");
+        assert_eq!(r.headers()["cache-control"], "no-store");
+        let made = call(&[]).await;
+        let id = made.headers()["x-request-id"].to_str().unwrap().to_string();
+        assert_eq!(id.len(), 36, "{id}");
+        assert!(made.headers().get("x-correlation-id").is_none());
+        let unsound = call(&[("x-request-id", "a b\\c"), ("x-trace-id", "<script>")]).await;
+        assert_ne!(unsound.headers()["x-request-id"], "a b\\c");
+        assert!(unsound.headers().get("x-trace-id").is_none());
+    }
+
+    /// A writer the test reads back.
+    #[derive(Clone, Default)]
+    struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn the_request_id_is_in_the_requests_span() {
+        let captured = Captured::default();
+        let writer = captured.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::INFO)
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .finish();
+        let _guard = tracing::subscriber::set_default(subscriber);
+        // Other tests' threads may have cached "no interest" for these callsites.
+        tracing::callsite::rebuild_interest_cache();
+        call(&[("x-request-id", "span-id-42")]).await;
+        let logged = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+        assert!(
+            logged.contains("in the handler") && logged.contains("request_id=span-id-42"),
+            "{logged}"
+        );
+    }
+}
