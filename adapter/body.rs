@@ -162,6 +162,20 @@ impl<S: Send + Sync, T: serde::de::DeserializeOwned + Default> axum::extract::Fr
     }
 }
 
+/// An optional instant of a body (`"until": "2026-12-01T09:00:00Z"`), as stored.
+pub fn instant_field(name: &str, text: Option<&str>) -> ApiResult<Option<crate::time::Micros>> {
+    text.map(|t| {
+        crate::time::parse_instant(t)
+            .map(crate::time::to_micros)
+            .ok_or_else(|| {
+                ApiError::invalid(format!(
+                    "`{name}` {t} is not an instant such as 2026-12-01T09:00:00Z"
+                ))
+            })
+    })
+    .transpose()
+}
+
 /// The size limit of the small bodies of `/portal` and `/admin`.
 const SMALL: usize = 64 * 1024;
 

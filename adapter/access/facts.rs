@@ -1,8 +1,9 @@
-//! Loads the facts of the access decision for one request, straight from the store.
+//! Loads the facts of the access decision for one request from the store.
 //!
-//! Nothing here is cached: a grant change, block or new terms version must act on the very
-//! next request (R3, R7, R5). [`for_user`] reads all of it in one round trip: the user, their
-//! links, and the care, life and block status of the clients they are linked to.
+//! A grant change, block or new terms version must act on the very next request (R3, R7, R5):
+//! [`for_user`] reads all of it in one round trip (the user, their links, and the care, life and
+//! block status of the clients they are linked to), and [`FactsCache`] keeps what it read only
+//! while no write has been committed since (on SQLite; on PostgreSQL it always reads).
 
 use super::decision::{ClientFacts, Episode, LinkFacts, Role, UserFacts};
 use crate::store::db::{Db, Sql};

@@ -2,8 +2,11 @@
 //!
 //! The decision is one pure function ([`decision::decide`]) of facts and the clock; the same
 //! function answers `/fhir`, `/portal` and `/admin/explain`. [`facts`] loads the facts for one
-//! request (never cached, so a change acts on the very next request). This module never builds
-//! responses and never filters resources in memory: `search::sql` turns the decision into SQL.
+//! request (cached only while nothing was written since, so a change acts on the very next
+//! request). Every refusal of a request is decided here: [`require`], [`require_holder`],
+//! [`holding`], [`refuse_named`], [`require_not_blocked`], and which grants a user sees
+//! ([`visible_grants`]). This module never builds responses and never filters resources in
+//! memory: `search::sql` turns the decision into SQL.
 
 pub mod decision;
 pub mod explain;

@@ -7,7 +7,7 @@ use crate::auth::Admin;
 use crate::body::{Json, OptionalJson};
 use crate::error::{ApiError, ApiResult, Reason, fhir_json};
 use crate::store::{accounts, clients};
-use crate::time::{from_micros, instant, parse_instant, to_micros};
+use crate::time::{from_micros, instant, to_micros};
 use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::Response;
@@ -65,14 +65,7 @@ pub async fn block_user(
     if req.reason.trim().is_empty() {
         return Err(ApiError::invalid("a block needs a reason (R7)"));
     }
-    let until = match req.until.as_deref() {
-        None => None,
-        Some(t) => Some(to_micros(parse_instant(t).ok_or_else(|| {
-            ApiError::invalid(format!(
-                "`until` {t} is not an instant such as 2026-12-01T09:00:00Z"
-            ))
-        })?)),
-    };
+    let until = crate::body::instant_field("until", req.until.as_deref())?;
     let by = req.by.unwrap_or_else(|| "admin".into());
     let now = to_micros(state.clock.now());
     let user_id = accounts::block_user(&state.db, &client, &user, &req.reason, until, &by, now)

@@ -156,29 +156,39 @@ fn grant_json(l: &accounts::LinkRow) -> Value {
     })
 }
 
+/// The client a holder's query names (`?patient=P`), once the caller is its holder.
+async fn held_patient(state: &AppState, user: &PortalUser, raw: Option<&str>) -> ApiResult<String> {
+    let q = crate::body::query_map(raw, &["patient"])?;
+    let patient = q
+        .get("patient")
+        .ok_or_else(|| ApiError::invalid("name the client: ?patient=Patient/id"))?;
+    Ok(as_holder(state, user, patient).await?.0)
+}
+
+/// The open invitations of a client, as the holder sees them.
+async fn open_invitations(state: &AppState, patient: &str) -> ApiResult<Vec<Value>> {
+    let now = to_micros(state.clock.now());
+    Ok(accounts::open_invitations(&state.db, patient, now)
+        .await?
+        .iter()
+        .map(invitation_json)
+        .collect())
+}
+
 /// `GET /portal/grants?patient=P`: the network members and open invitations (holder only).
 pub async fn list(
     State(state): State<AppState>,
     user: PortalUser,
     RawQuery(raw): RawQuery,
 ) -> ApiResult<Response> {
-    let q = crate::body::query_map(raw.as_deref(), &["patient"])?;
-    let patient = q
-        .get("patient")
-        .ok_or_else(|| ApiError::invalid("name the client: ?patient=Patient/id"))?;
-    let (patient, _, _) = as_holder(&state, &user, patient).await?;
+    let patient = held_patient(&state, &user, raw.as_deref()).await?;
     let links = accounts::links_of_patient(&state.db, &patient).await?;
     let grants: Vec<Value> = links
         .iter()
         .filter(|l| l.role == Role::Member && l.ended_at.is_none())
         .map(grant_json)
         .collect();
-    let now = to_micros(state.clock.now());
-    let invitations: Vec<Value> = accounts::open_invitations(&state.db, &patient, now)
-        .await?
-        .iter()
-        .map(invitation_json)
-        .collect();
+    let invitations = open_invitations(&state, &patient).await?;
     Ok(fhir_json(
         StatusCode::OK,
         &json!({"patient": format!("Patient/{patient}"), "grants": grants, "invitations": invitations}),
@@ -205,17 +215,8 @@ pub async fn invitations(
     user: PortalUser,
     RawQuery(raw): RawQuery,
 ) -> ApiResult<Response> {
-    let q = crate::body::query_map(raw.as_deref(), &["patient"])?;
-    let patient = q
-        .get("patient")
-        .ok_or_else(|| ApiError::invalid("name the client: ?patient=Patient/id"))?;
-    let (patient, _, _) = as_holder(&state, &user, patient).await?;
-    let now = to_micros(state.clock.now());
-    let open: Vec<Value> = accounts::open_invitations(&state.db, &patient, now)
-        .await?
-        .iter()
-        .map(invitation_json)
-        .collect();
+    let patient = held_patient(&state, &user, raw.as_deref()).await?;
+    let open = open_invitations(&state, &patient).await?;
     Ok(fhir_json(
         StatusCode::OK,
         &json!({"patient": format!("Patient/{patient}"), "invitations": open}),

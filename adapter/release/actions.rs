@@ -12,7 +12,7 @@ use crate::error::{ApiError, ApiResult, fhir_json};
 use crate::fhir::reference::parse_type_id;
 use crate::store::release as store;
 use crate::store::resources;
-use crate::time::{parse_instant, to_micros};
+use crate::time::to_micros;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
@@ -117,14 +117,7 @@ pub async fn hold(
 ) -> ApiResult<Response> {
     let (ty, id) = target(&req.resource)?;
     let by = actor(req.by)?;
-    let until = match req.until.as_deref() {
-        None => None,
-        Some(t) => Some(to_micros(parse_instant(t).ok_or_else(|| {
-            ApiError::invalid(format!(
-                "`until` {t} is not an instant such as 2026-12-01T09:00:00Z"
-            ))
-        })?)),
-    };
+    let until = crate::body::instant_field("until", req.until.as_deref())?;
     let now = to_micros(state.clock.now());
     let mut tx = state.db.begin().await?;
     resources::lock(&mut tx, &[(ty.clone(), id.clone())]).await?;
