@@ -3,11 +3,12 @@
 //! omission). Latencies go into an HDR histogram.
 
 use hdrhistogram::Histogram;
+use serde::Serialize;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// The outcome of one run.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct Run {
     pub name: String,
     pub rate: f64,
@@ -18,20 +19,12 @@ pub struct Run {
     pub p99_ms: f64,
     pub max_ms: f64,
     /// Requests completed per second of wall time.
+    #[serde(rename = "achieved_per_s")]
     pub achieved: f64,
     /// The server's CPU time (user and system, all threads) per request, in microseconds;
     /// 0 when the server's process is not known.
+    #[serde(rename = "server_cpu_us_per_request")]
     pub server_cpu_us: f64,
-}
-
-impl Run {
-    pub fn json(&self) -> serde_json::Value {
-        serde_json::json!({
-            "name": self.name, "rate": self.rate, "requests": self.requests, "errors": self.errors,
-            "p50_ms": self.p50_ms, "p95_ms": self.p95_ms, "p99_ms": self.p99_ms, "max_ms": self.max_ms,
-            "achieved_per_s": self.achieved, "server_cpu_us_per_request": self.server_cpu_us,
-        })
-    }
 }
 
 /// A request to make: URL and portal user.

@@ -13,8 +13,13 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 mod data;
 mod load;
+mod report;
 mod targets;
 
+use report::{
+    Ceilings, CpuSteps, FilterCost, Filters, Ingest, IngestRun, JsonCeiling, Memory, Report,
+    SqliteInsert, Storage,
+};
 use serde_json::{Value, json};
 use sluis::access::{Access, Decision, Role, SectionSet};
 use sluis::search::params::{self, Counts};
@@ -234,7 +239,7 @@ fn percentile(sorted: &[f64], q: f64) -> f64 {
 }
 
 /// Pushes every Bundle with `workers` concurrent clients: old ones first, then recent ones.
-async fn ingest(server: &Server, dataset: &data::Dataset, workers: usize) -> Value {
+async fn ingest(server: &Server, dataset: &data::Dataset, workers: usize) -> IngestRun {
     server.set_clock(OLD).await;
     assert!(server.push(dataset.shared.clone()).await);
     let mut phases: [Vec<Vec<u8>>; 2] = [Vec::new(), Vec::new()];
@@ -296,16 +301,21 @@ async fn ingest(server: &Server, dataset: &data::Dataset, workers: usize) -> Val
     server.set_clock(NOW).await;
     latencies.sort_by(f64::total_cmp);
     let resources = dataset.resources - 55;
-    json!({
-        "workers": workers, "bundles": bundles, "resources": resources, "seconds": secs,
-        "resources_per_s": resources as f64 / secs, "mb_per_s": bytes as f64 / 1e6 / secs,
-        "bundle_p50_ms": percentile(&latencies, 0.5), "bundle_p99_ms": percentile(&latencies, 0.99),
-        "server_cpu_us_per_resource": cpu * 1e6 / resources as f64,
-    })
+    IngestRun {
+        workers,
+        bundles,
+        resources,
+        seconds: secs,
+        resources_per_s: resources as f64 / secs,
+        mb_per_s: bytes as f64 / 1e6 / secs,
+        bundle_p50_ms: percentile(&latencies, 0.5),
+        bundle_p99_ms: percentile(&latencies, 0.99),
+        server_cpu_us_per_resource: cpu * 1e6 / resources as f64,
+    }
 }
 
 /// JSON parse and serialize of the same resources, single-threaded.
-fn json_ceiling(dataset: &data::Dataset) -> Value {
+fn json_ceiling(dataset: &data::Dataset) -> JsonCeiling {
     let t = Instant::now();
     let values: Vec<Value> = dataset
         .resource_bytes
@@ -320,16 +330,18 @@ fn json_ceiling(dataset: &data::Dataset) -> Value {
     }
     let serialize = t.elapsed().as_secs_f64();
     let mb = dataset.bytes as f64 / 1e6;
-    json!({
-        "parse_mb_per_s": mb / parse, "parse_resources_per_s": values.len() as f64 / parse,
-        "serialize_mb_per_s": out as f64 / 1e6 / serialize, "serialize_resources_per_s": values.len() as f64 / serialize,
-    })
+    JsonCeiling {
+        parse_mb_per_s: mb / parse,
+        parse_resources_per_s: values.len() as f64 / parse,
+        serialize_mb_per_s: out as f64 / 1e6 / serialize,
+        serialize_resources_per_s: values.len() as f64 / serialize,
+    }
 }
 
 /// The CPU of ingest's own steps per resource, one thread, over the same resources (the
 /// faster of two passes each): what the adapter's checks, fhirbolt's and the search values
 /// cost, so that a change to one of them can be measured without the noise of a push.
-fn cpu_steps(dataset: &data::Dataset) -> Value {
+fn cpu_steps(dataset: &data::Dataset) -> CpuSteps {
     let values: Vec<Value> = dataset
         .resource_bytes
         .iter()
@@ -371,8 +383,13 @@ fn cpu_steps(dataset: &data::Dataset) -> Value {
         let id = v["id"].as_str().unwrap_or_default();
         sluis::ingest::index::index(ty, id, v).values.tokens.len()
     });
-    json!({"checks_us": checks, "fhirbolt_us": fhirbolt, "fhirbolt_remembered_us": remembered,
-        "copy_us": copy, "index_us": index})
+    CpuSteps {
+        checks_us: checks,
+        fhirbolt_us: fhirbolt,
+        fhirbolt_remembered_us: remembered,
+        copy_us: copy,
+        index_us: index,
+    }
 }
 
 /// One resource as the ceiling inserts it: type, id, index keys `(param, value)`, body.
@@ -386,7 +403,7 @@ async fn sqlite_ceiling(
     dir: &std::path::Path,
     dataset: &data::Dataset,
     batch: usize,
-) -> (Value, Ceiling) {
+) -> (SqliteInsert, Ceiling) {
     let url = format!("sqlite://{}", dir.join("ceiling.db").display());
     let db = Db::connect(&url, 1).await.unwrap();
     db.execute(&Sql::new("CREATE TABLE raw (id INTEGER PRIMARY KEY, type TEXT NOT NULL, rid TEXT NOT NULL, body TEXT NOT NULL)")).await.unwrap();
@@ -479,14 +496,16 @@ async fn sqlite_ceiling(
     db.execute(&Sql::new("DELETE FROM raw")).await.unwrap();
     db.execute(&Sql::new("CREATE TABLE idx_by_value (rowref INTEGER NOT NULL, k TEXT NOT NULL, v TEXT NOT NULL, PRIMARY KEY (k, v, rowref)) WITHOUT ROWID")).await.unwrap();
     let keyed_secs = row_by_row(&db, &rows, batch, "idx_by_value").await;
-    let value = json!({
-        "keyed_by_value_resources_per_s": rows.len() as f64 / keyed_secs,
-        "row_by_row_resources_per_s": rows.len() as f64 / row_secs,
-        "row_by_row_mb_per_s": dataset.bytes as f64 / 1e6 / row_secs,
-        "resources_per_s": rows.len() as f64 / secs, "mb_per_s": dataset.bytes as f64 / 1e6 / secs,
-        "index_rows_per_resource": index_rows as f64 / rows.len() as f64, "seconds": secs,
-    });
-    (value, Ceiling { db, rows, batch })
+    let insert = SqliteInsert {
+        keyed_by_value_resources_per_s: rows.len() as f64 / keyed_secs,
+        row_by_row_resources_per_s: rows.len() as f64 / row_secs,
+        row_by_row_mb_per_s: dataset.bytes as f64 / 1e6 / row_secs,
+        resources_per_s: rows.len() as f64 / secs,
+        mb_per_s: dataset.bytes as f64 / 1e6 / secs,
+        index_rows_per_resource: index_rows as f64 / rows.len() as f64,
+        seconds: secs,
+    };
+    (insert, Ceiling { db, rows, batch })
 }
 
 /// The keyed-by-value ceiling's database and rows, to measure it again.
@@ -750,7 +769,7 @@ async fn search(server: &Server, dataset: &data::Dataset, rate: f64, secs: u64) 
 
 /// The cost of the consent and delay filters: the same portal query as SQL with the decision
 /// pushed in, against the same criteria for a user who sees everything and nothing embargoed.
-async fn filter_cost(db: Db, dataset: &data::Dataset, secs: u64) -> Value {
+async fn filter_cost(db: Db, dataset: &data::Dataset, secs: u64) -> Filters {
     let ids: Vec<String> = dataset
         .clients
         .iter()
@@ -877,8 +896,7 @@ async fn filter_cost(db: Db, dataset: &data::Dataset, secs: u64) -> Value {
     // between pairs; the cost is the median over the pairs, so one slice that a neighbour on
     // the machine slowed down does not decide it.
     let slice = Duration::from_secs_f64(secs as f64 / 8.0);
-    let mut out = json!({});
-    for (name, member) in [("holder", false), ("member", true)] {
+    let cost = async |member: bool| -> FilterCost {
         run(true, member, Duration::from_secs(1)).await;
         run(false, member, Duration::from_secs(1)).await;
         let (mut filtered, mut plain) = (Vec::new(), Vec::new());
@@ -913,18 +931,27 @@ async fn filter_cost(db: Db, dataset: &data::Dataset, secs: u64) -> Value {
         let filtered_slices: Vec<f64> = filtered.iter().map(|r| r.0).collect();
         let plain_slices: Vec<f64> = plain.iter().map(|r| r.0).collect();
         let (filtered, plain) = (summary(&filtered), summary(&plain));
-        out[name] = json!({
-            "filtered_per_s": filtered.0, "filtered_p50_ms": filtered.1, "filtered_p99_ms": filtered.2,
-            "unfiltered_per_s": plain.0, "unfiltered_p50_ms": plain.1, "unfiltered_p99_ms": plain.2,
-            "throughput_cost": 1.0 - median(&ratios), "p50_cost_ms": filtered.1 - plain.1,
-            "pair_cost_range": [1.0 - ratios[ratios.len() - 1], 1.0 - ratios[0]],
-            "filtered_slices_per_s": filtered_slices, "unfiltered_slices_per_s": plain_slices,
-        });
+        FilterCost {
+            filtered_per_s: filtered.0,
+            filtered_p50_ms: filtered.1,
+            filtered_p99_ms: filtered.2,
+            unfiltered_per_s: plain.0,
+            unfiltered_p50_ms: plain.1,
+            unfiltered_p99_ms: plain.2,
+            throughput_cost: 1.0 - median(&ratios),
+            p50_cost_ms: filtered.1 - plain.1,
+            pair_cost_range: [1.0 - ratios[ratios.len() - 1], 1.0 - ratios[0]],
+            filtered_slices_per_s: filtered_slices,
+            unfiltered_slices_per_s: plain_slices,
+        }
+    };
+    Filters {
+        holder: cost(false).await,
+        member: cost(true).await,
     }
-    out
 }
 
-async fn storage(db: &Db, file: Option<&std::path::Path>, dataset: &data::Dataset) -> Value {
+async fn storage(db: &Db, file: Option<&std::path::Path>, dataset: &data::Dataset) -> Storage {
     let bytes = match (db, file) {
         (Db::Sqlite { .. }, Some(f)) => {
             let _ = db
@@ -941,63 +968,59 @@ async fn storage(db: &Db, file: Option<&std::path::Path>, dataset: &data::Datase
             s.n as f64
         }
     };
-    json!({"bytes": bytes, "raw_json_bytes": dataset.bytes, "ratio_to_raw": bytes / dataset.bytes as f64, "bytes_per_resource": bytes / dataset.resources as f64})
+    Storage {
+        bytes,
+        raw_json_bytes: dataset.bytes,
+        ratio_to_raw: bytes / dataset.bytes as f64,
+        bytes_per_resource: bytes / dataset.resources as f64,
+    }
 }
 
-fn print_table(engine: &str, r: &Value) {
+fn print_table(engine: &str, r: &Report) {
     println!("\n== sluis benchmark, {engine} ==");
-    let c = &r["ceilings"];
+    let c = &r.ceilings;
     println!(
         "ceilings: JSON parse {:.0} MB/s ({:.0} res/s), serialize {:.0} MB/s; plain SQLite insert {:.0} res/s ({:.1} MB/s) batched, {:.0} res/s row by row, {:.0} res/s with the index rows keyed by value ({:.1} index rows/resource)",
-        c["json"]["parse_mb_per_s"].as_f64().unwrap_or(0.0),
-        c["json"]["parse_resources_per_s"].as_f64().unwrap_or(0.0),
-        c["json"]["serialize_mb_per_s"].as_f64().unwrap_or(0.0),
-        c["sqlite_insert"]["resources_per_s"]
-            .as_f64()
-            .unwrap_or(0.0),
-        c["sqlite_insert"]["mb_per_s"].as_f64().unwrap_or(0.0),
-        c["sqlite_insert"]["row_by_row_resources_per_s"]
-            .as_f64()
-            .unwrap_or(0.0),
-        c["sqlite_insert"]["keyed_by_value_resources_per_s"]
-            .as_f64()
-            .unwrap_or(0.0),
-        c["sqlite_insert"]["index_rows_per_resource"]
-            .as_f64()
-            .unwrap_or(0.0)
+        c.json.parse_mb_per_s,
+        c.json.parse_resources_per_s,
+        c.json.serialize_mb_per_s,
+        c.sqlite_insert.resources_per_s,
+        c.sqlite_insert.mb_per_s,
+        c.sqlite_insert.row_by_row_resources_per_s,
+        c.sqlite_insert.keyed_by_value_resources_per_s,
+        c.sqlite_insert.index_rows_per_resource
     );
     println!(
         "ingest's steps, one thread: the adapter's checks {:.1} µs/resource, fhirbolt's {:.1}, or {:.1} for a shape it has passed (a copy of the tree {:.1}), search values {:.1}",
-        c["steps"]["checks_us"].as_f64().unwrap_or(0.0),
-        c["steps"]["fhirbolt_us"].as_f64().unwrap_or(0.0),
-        c["steps"]["fhirbolt_remembered_us"].as_f64().unwrap_or(0.0),
-        c["steps"]["copy_us"].as_f64().unwrap_or(0.0),
-        c["steps"]["index_us"].as_f64().unwrap_or(0.0)
+        c.steps.checks_us,
+        c.steps.fhirbolt_us,
+        c.steps.fhirbolt_remembered_us,
+        c.steps.copy_us,
+        c.steps.index_us
     );
-    for i in r["ingest"].as_array().into_iter().flatten() {
+    for i in &r.ingest {
         println!(
             "ingest, {} client(s): {:.0} res/s, {:.1} MB/s, bundle p50 {:.1} ms p99 {:.1} ms; {:.2}x the batched SQLite ceiling, {:.2}x row by row, {:.2}x keyed by value ({:.0} and {:.0} res/s around the one-client push); server CPU {:.0} µs/resource",
-            i["workers"],
-            i["resources_per_s"].as_f64().unwrap_or(0.0),
-            i["mb_per_s"].as_f64().unwrap_or(0.0),
-            i["bundle_p50_ms"].as_f64().unwrap_or(0.0),
-            i["bundle_p99_ms"].as_f64().unwrap_or(0.0),
-            i["ratio_to_ceiling"].as_f64().unwrap_or(0.0),
-            i["ratio_to_row_by_row"].as_f64().unwrap_or(0.0),
-            i["ratio_to_keyed_by_value"].as_f64().unwrap_or(0.0),
-            i["keyed_by_value_readings"][0].as_f64().unwrap_or(0.0),
-            i["keyed_by_value_readings"][1].as_f64().unwrap_or(0.0),
-            i["server_cpu_us_per_resource"].as_f64().unwrap_or(0.0)
+            i.run.workers,
+            i.run.resources_per_s,
+            i.run.mb_per_s,
+            i.run.bundle_p50_ms,
+            i.run.bundle_p99_ms,
+            i.ratio_to_ceiling,
+            i.ratio_to_row_by_row,
+            i.ratio_to_keyed_by_value,
+            i.keyed_by_value_readings[0],
+            i.keyed_by_value_readings[1],
+            i.run.server_cpu_us_per_resource
         );
     }
-    let s = &r["storage"];
+    let s = &r.storage;
     println!(
         "storage: {:.0} bytes/resource, {:.2}x the raw JSON",
-        s["bytes_per_resource"].as_f64().unwrap_or(0.0),
-        s["ratio_to_raw"].as_f64().unwrap_or(0.0)
+        s.bytes_per_resource, s.ratio_to_raw
     );
     // `SLUIS_BENCH_ONLY` runs leave out what they did not measure.
-    if r["search"].is_array() {
+    if let Some(runs) = &r.search {
         println!(
             "{:<26} {:>7} {:>8} {:>7} {:>8} {:>8} {:>8} {:>8} {:>10}",
             "search",
@@ -1010,43 +1033,43 @@ fn print_table(engine: &str, r: &Value) {
             "max ms",
             "cpu µs/req"
         );
-        for run in r["search"].as_array().into_iter().flatten() {
+        for run in runs {
+            // The errors unpadded, as the table has always printed them.
             println!(
-                "{:<26} {:>7.0} {:>8.0} {:>7} {:>8.2} {:>8.2} {:>8.2} {:>8.1} {:>10.0}",
-                run["name"].as_str().unwrap_or(""),
-                run["rate"].as_f64().unwrap_or(0.0),
-                run["achieved_per_s"].as_f64().unwrap_or(0.0),
-                run["errors"],
-                run["p50_ms"].as_f64().unwrap_or(0.0),
-                run["p95_ms"].as_f64().unwrap_or(0.0),
-                run["p99_ms"].as_f64().unwrap_or(0.0),
-                run["max_ms"].as_f64().unwrap_or(0.0),
-                run["server_cpu_us_per_request"].as_f64().unwrap_or(0.0)
+                "{:<26} {:>7.0} {:>8.0} {} {:>8.2} {:>8.2} {:>8.2} {:>8.1} {:>10.0}",
+                run.name,
+                run.rate,
+                run.achieved,
+                run.errors,
+                run.p50_ms,
+                run.p95_ms,
+                run.p99_ms,
+                run.max_ms,
+                run.server_cpu_us
             );
         }
     }
-    for who in ["holder", "member"] {
-        let f = &r["filters"][who];
-        if !f.is_object() {
-            continue;
-        }
+    for (who, f) in r.filters.iter().flat_map(Filters::roles) {
         println!(
             "filters ({who}): {:.0} vs {:.0} queries/s unfiltered ({:.1}% cost, pairs {:.1}% to {:.1}%), p50 {:.2} vs {:.2} ms (+{:.2} ms)",
-            f["filtered_per_s"].as_f64().unwrap_or(0.0),
-            f["unfiltered_per_s"].as_f64().unwrap_or(0.0),
-            f["throughput_cost"].as_f64().unwrap_or(0.0) * 100.0,
-            f["pair_cost_range"][0].as_f64().unwrap_or(0.0) * 100.0,
-            f["pair_cost_range"][1].as_f64().unwrap_or(0.0) * 100.0,
-            f["filtered_p50_ms"].as_f64().unwrap_or(0.0),
-            f["unfiltered_p50_ms"].as_f64().unwrap_or(0.0),
-            f["p50_cost_ms"].as_f64().unwrap_or(0.0)
+            f.filtered_per_s,
+            f.unfiltered_per_s,
+            f.throughput_cost * 100.0,
+            f.pair_cost_range[0] * 100.0,
+            f.pair_cost_range[1] * 100.0,
+            f.filtered_p50_ms,
+            f.unfiltered_p50_ms,
+            f.p50_cost_ms
         );
     }
-    let m = &r["memory"];
-    if let Some(peak) = m["peak_rss_mb"].as_f64() {
+    let m = &r.memory;
+    if let Some(peak) = m.peak_rss_mb {
         println!("memory: server peak RSS {peak:.0} MB");
-    } else if let Some(peak) = m["peak_rss_after_ingest_mb"].as_f64() {
-        println!("memory: server peak RSS {peak:.0} MB (ingest)");
+    } else {
+        println!(
+            "memory: server peak RSS {:.0} MB (ingest)",
+            m.peak_rss_after_ingest_mb
+        );
     }
 }
 
@@ -1054,10 +1077,10 @@ async fn run_engine(
     engine: &str,
     dir: &std::path::Path,
     dataset: &data::Dataset,
-    (ceilings, ceiling): (&Value, &Ceiling),
+    (ceilings, ceiling): (&Ceilings, &Ceiling),
     scale: f64,
     smoke: bool,
-) -> Value {
+) -> Report {
     let database = async |name: &str| -> (String, Option<std::path::PathBuf>) {
         match engine {
             "sqlite" => {
@@ -1071,52 +1094,46 @@ async fn run_engine(
     // The keyed-by-value ceiling on either side of the one-client push: SQLite's run follows
     // the ceilings straight away; a later engine's measures it afresh.
     let before = match engine {
-        "sqlite" => ceilings["sqlite_insert"]["keyed_by_value_resources_per_s"]
-            .as_f64()
-            .unwrap_or(1.0),
+        "sqlite" => ceilings.sqlite_insert.keyed_by_value_resources_per_s,
         _ => ceiling.keyed_again().await,
     };
-    let mut ingests = Vec::new();
+    let mut runs = Vec::new();
     // One client, into its own database.
     let (url1, _) = database("ingest1").await;
     if only != "filters" {
         let s = start(dir, &url1).await;
-        ingests.push(ingest(&s, dataset, 1).await);
+        runs.push(ingest(&s, dataset, 1).await);
     }
     let after = if only == "filters" {
         before
     } else {
         ceiling.keyed_again().await
     };
-    let keyed = (before + after) / 2.0;
-    let ratios = |i: &mut Value| {
-        let rate = i["resources_per_s"].as_f64().unwrap_or(0.0);
-        let batched = ceilings["sqlite_insert"]["resources_per_s"]
-            .as_f64()
-            .unwrap_or(1.0);
-        let row = ceilings["sqlite_insert"]["row_by_row_resources_per_s"]
-            .as_f64()
-            .unwrap_or(1.0);
-        i["ratio_to_ceiling"] = json!(rate / batched);
-        i["ratio_to_row_by_row"] = json!(rate / row);
-        i["keyed_by_value_readings"] = json!([before, after]);
-        i["ratio_to_keyed_by_value"] = json!(rate / keyed);
-    };
     // Four clients; this database serves the searches.
     let (url4, file) = database("ingest4").await;
     let server = start(dir, &url4).await;
-    ingests.push(ingest(&server, dataset, 4).await);
-    for i in &mut ingests {
-        ratios(i);
-    }
+    runs.push(ingest(&server, dataset, 4).await);
+    let ingests: Vec<Ingest> = runs
+        .into_iter()
+        .map(|run| Ingest::against(run, &ceilings.sqlite_insert, [before, after]))
+        .collect();
     let (_, peak_after_ingest) = server.rss_mb();
     if only == "ingest" {
         let db = Db::connect(&url4, 1).await.unwrap();
-        return json!({
-            "engine": engine, "ceilings": ceilings, "ingest": ingests,
-            "storage": storage(&db, file.as_deref(), dataset).await,
-            "memory": {"peak_rss_after_ingest_mb": peak_after_ingest},
-        });
+        return Report {
+            engine: engine.to_string(),
+            ceilings: ceilings.clone(),
+            ingest: ingests,
+            search: None,
+            filters: None,
+            storage: storage(&db, file.as_deref(), dataset).await,
+            memory: Memory {
+                rss_mb: None,
+                peak_rss_mb: None,
+                peak_rss_after_ingest_mb: peak_after_ingest,
+            },
+            targets: Vec::new(),
+        };
     }
     link_users(&server, dataset).await;
     // Planner statistics, as autovacuum (or the next start) makes them after a load: on
@@ -1150,58 +1167,47 @@ async fn run_engine(
     let db = Db::connect(&url4, 4).await.unwrap();
     let filters = filter_cost(db.clone(), dataset, secs).await;
     let storage = storage(&db, file.as_deref(), dataset).await;
-    json!({
-        "engine": engine,
-        "ceilings": ceilings,
-        "ingest": ingests,
-        "search": runs.iter().map(load::Run::json).collect::<Vec<_>>(),
-        "filters": filters,
-        "storage": storage,
-        "memory": {"rss_mb": rss, "peak_rss_mb": peak, "peak_rss_after_ingest_mb": peak_after_ingest},
-    })
+    Report {
+        engine: engine.to_string(),
+        ceilings: ceilings.clone(),
+        ingest: ingests,
+        search: Some(runs),
+        filters: Some(filters),
+        storage,
+        memory: Memory {
+            rss_mb: Some(rss),
+            peak_rss_mb: Some(peak),
+            peak_rss_after_ingest_mb: peak_after_ingest,
+        },
+        targets: Vec::new(),
+    }
 }
 
 /// What a smoke run must show: every part ran, every request was answered without error,
 /// and what was pushed was stored.
-fn smoke_checks(engine: &str, dataset: &data::Dataset, r: &Value) {
-    let ingests = r["ingest"].as_array().map_or(&[][..], Vec::as_slice);
-    assert_eq!(ingests.len(), 2, "{engine}: both ingests ran");
-    for i in ingests {
-        assert_eq!(
-            i["resources"].as_u64(),
-            Some(dataset.resources as u64 - 55),
-            "{engine}: {i}"
-        );
-        assert!(
-            i["resources_per_s"].as_f64().unwrap_or(0.0) > 0.0,
-            "{engine}: {i}"
-        );
+fn smoke_checks(engine: &str, dataset: &data::Dataset, r: &Report) {
+    assert_eq!(r.ingest.len(), 2, "{engine}: both ingests ran");
+    for i in &r.ingest {
+        assert_eq!(i.run.resources, dataset.resources - 55, "{engine}: {i:?}");
+        assert!(i.run.resources_per_s > 0.0, "{engine}: {i:?}");
     }
-    let runs = r["search"].as_array().map_or(&[][..], Vec::as_slice);
+    let runs = r.search.as_deref().unwrap_or_default();
     assert_eq!(runs.len(), 7, "{engine}: every search ran");
     for run in runs {
-        assert_eq!(run["errors"].as_u64(), Some(0), "{engine}: {run}");
-        assert!(run["requests"].as_u64().unwrap_or(0) > 0, "{engine}: {run}");
-    }
-    for who in ["holder", "member"] {
-        assert!(
-            r["filters"][who].is_object(),
-            "{engine}: the filter comparison ran for the {who}: {}",
-            r["filters"]
-        );
+        assert_eq!(run.errors, 0, "{engine}: {run:?}");
+        assert!(run.requests > 0, "{engine}: {run:?}");
     }
     assert!(
-        r["storage"]["bytes_per_resource"].as_f64().unwrap_or(0.0) > 0.0,
-        "{engine}: {}",
-        r["storage"]
+        r.filters.is_some(),
+        "{engine}: the filter comparison ran for the holder and the member"
+    );
+    assert!(
+        r.storage.bytes_per_resource > 0.0,
+        "{engine}: {:?}",
+        r.storage
     );
     // Every target is judged (whether a debug build meets them does not matter).
-    assert_eq!(
-        r["targets"].as_array().map(Vec::len),
-        Some(8),
-        "{engine}: {}",
-        r["targets"]
-    );
+    assert_eq!(r.targets.len(), 8, "{engine}: {:#?}", r.targets);
     targets::self_test();
     println!("smoke run on {engine}: every part ran (numbers of a debug build, not kept)");
 }
@@ -1246,7 +1252,7 @@ async fn main() {
             |_| (url.clone(), user.clone()),
         )
         .await;
-        println!("{}", run.json());
+        println!("{}", serde_json::to_string(&run).unwrap());
         return;
     }
     // `cargo test` runs this binary without `--bench`: a smoke run on the smallest data set,
@@ -1281,7 +1287,11 @@ async fn main() {
     let json = json_ceiling(&dataset);
     let steps = cpu_steps(&dataset);
     let (sqlite_insert, ceiling) = sqlite_ceiling(dir.path(), &dataset, 100).await;
-    let ceilings = json!({"json": json, "steps": steps, "sqlite_insert": sqlite_insert});
+    let ceilings = Ceilings {
+        json,
+        steps,
+        sqlite_insert,
+    };
     let mut engines = vec!["sqlite"];
     if std::env::var("SLUIS_TEST_POSTGRES_URL").is_ok() {
         engines.push("postgres");
@@ -1299,9 +1309,8 @@ async fn main() {
         )
         .await;
         print_table(engine, &result);
-        let verdicts = targets::verdicts(&result);
-        targets::print(engine, smoke, &verdicts);
-        result["targets"] = verdicts.iter().map(targets::Verdict::json).collect();
+        result.targets = targets::verdicts(&result);
+        targets::print(engine, smoke, &result.targets);
         if smoke {
             smoke_checks(engine, &dataset, &result);
             continue;
