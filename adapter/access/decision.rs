@@ -106,6 +106,11 @@ pub struct Decision {
 }
 
 impl Decision {
+    /// The clients the user may see now, in link order.
+    pub fn clients(&self) -> Vec<&str> {
+        self.allowed.iter().map(|a| a.patient_id.as_str()).collect()
+    }
+
     pub fn access(&self, patient_id: &str) -> Option<&Access> {
         self.allowed.iter().find(|a| a.patient_id == patient_id)
     }

@@ -107,11 +107,7 @@ fn allowed_as(
             _ => None,
         })
         .collect();
-    let everyone: Vec<&str> = decision
-        .allowed
-        .iter()
-        .map(|a| a.patient_id.as_str())
-        .collect();
+    let everyone: Vec<&str> = decision.clients();
     if everyone.is_empty() {
         sql.push("1 = 0");
         return;
@@ -202,12 +198,7 @@ fn visible_as(
     } else if scope.mappings.sections.is_shared(resource_type) {
         // Practitioner, Organization, Location, Medication…: only when a resource the user may
         // see refers to it, from an element that is not redacted for the user.
-        let clients: Vec<&str> = scope
-            .decision
-            .allowed
-            .iter()
-            .map(|a| a.patient_id.as_str())
-            .collect();
+        let clients: Vec<&str> = scope.decision.clients();
         if clients.is_empty() {
             sql.push("1 = 0");
             return;
@@ -508,11 +499,7 @@ fn search_where(sql: &mut Sql, q: &Query, scope: Scope<'_>, now: Micros) {
     };
     if !pinned {
         // Named first so that the planner starts from the (patient_id, type, …) indexes.
-        let clients: Vec<&str> = decision
-            .allowed
-            .iter()
-            .map(|a| a.patient_id.as_str())
-            .collect();
+        let clients: Vec<&str> = decision.clients();
         if clients.is_empty() {
             sql.push(" AND 1 = 0");
         } else {
@@ -702,11 +689,7 @@ pub async fn history_count(
 ///   section it leaves (a delete, entered-in-error, a move to another client or section, a
 ///   newer version under `never`, a hold), so a portal's cache stays right.
 fn history_where(sql: &mut Sql, since: Micros, decision: &Decision, now: Micros) {
-    let clients: Vec<&str> = decision
-        .allowed
-        .iter()
-        .map(|a| a.patient_id.as_str())
-        .collect();
+    let clients: Vec<&str> = decision.clients();
     if clients.is_empty() {
         sql.push("1 = 0");
         return;
