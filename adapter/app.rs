@@ -32,6 +32,10 @@ pub struct Inner {
     pub facts: crate::access::facts::FactsCache,
     /// Each portal user's requests per minute (R16).
     pub limiter: auth::UserLimiter,
+    /// The sources this process pulls from.
+    pub pullers: crate::pull::Pullers,
+    /// When `/metrics` last read its gauges from the store (monotonic µs).
+    pub scraped: tokio::sync::Mutex<Option<i64>>,
 }
 
 /// The shared state, cheap to clone.
@@ -83,6 +87,8 @@ impl AppState {
             &crate::time::instant(clock.now()),
         ))?;
         let limiter = auth::UserLimiter::new(config.limits.user_requests_per_minute);
+        let pullers = crate::pull::Pullers::new(&config, &clock)?;
+        crate::metrics::handle();
         let state = Self(Arc::new(Inner {
             config,
             db,
@@ -92,6 +98,8 @@ impl AppState {
             capability,
             facts: Default::default(),
             limiter,
+            pullers,
+            scraped: Default::default(),
         }));
         if let Some(n) = crate::release::recompute::after_rule_change(&state).await? {
             tracing::info!(
@@ -145,6 +153,7 @@ fn public_routes() -> Router<AppState> {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(crate::metrics::metrics))
         .route("/auth/token", post(auth::token::token))
         .route("/fhir/metadata", get(serve::metadata::metadata))
         .route("/fhir/_history", get(serve::history::history))
@@ -173,6 +182,7 @@ fn public_routes() -> Router<AppState> {
             get(portal::preferences::get).put(portal::preferences::put),
         )
         .route("/ingest/{source}", post(ingest::http::post))
+        .route("/ingest/{source}/$notify", post(ingest::http::notify))
         .route(
             "/ingest/{source}/{type}/{id}",
             put(ingest::http::put).delete(ingest::http::delete),
@@ -186,6 +196,7 @@ fn admin_routes() -> Router<AppState> {
         .route("/admin/release", post(crate::release::actions::release))
         .route("/admin/hold", post(crate::release::actions::hold))
         .route("/admin/explain", get(admin::explain))
+        .route("/admin/sources", get(admin::sources::sources))
         .route(
             "/admin/users/{client}/{user}/block",
             post(admin::accounts::block_user),
@@ -214,6 +225,7 @@ fn finish(router: Router<AppState>, state: AppState) -> Router {
     let router = router
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn(crate::metrics::track))
         .with_state(state);
     crate::edge::layers(router, &server)
 }
@@ -286,30 +298,60 @@ impl Application {
         self.state.clone()
     }
 
-    /// Serves until SIGTERM or Ctrl-C.
+    /// Serves (and pulls) until SIGTERM or Ctrl-C.
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
+        self.run_until(shutdown_signal()).await
+    }
+
+    /// Serves and pulls until `stop` completes; then lets open requests finish and the
+    /// pullers finish their page. Dropping this future stops everything where it is (as a
+    /// crash would: a page being stored is rolled back).
+    pub async fn run_until(
+        self,
+        stop: impl std::future::Future<Output = ()>,
+    ) -> anyhow::Result<()> {
         let Application {
             state,
             listener,
             admin_listener,
         } = self;
+        let (stopping, stopped) = tokio::sync::watch::channel(false);
+        let mut pullers = tokio::task::JoinSet::new();
+        crate::pull::spawn(&state, &stopped, &mut pullers);
+        let signal = async move {
+            stop.await;
+            let _ = stopping.send(true);
+        };
+        let when_stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+            let _ = rx.wait_for(|s| *s).await;
+        };
         let limits = (
             state.config.server.header_timeout,
             state.config.server.max_connections,
         );
-        match admin_listener {
-            None => {
-                serve(listener, router(state), limits, shutdown_signal()).await;
+        let serving = async {
+            match admin_listener {
+                None => {
+                    serve(
+                        listener,
+                        router(state),
+                        limits,
+                        when_stopped(stopped.clone()),
+                    )
+                    .await;
+                }
+                Some(admin) => {
+                    let public = finish(public_routes(), state.clone());
+                    let admin_app = finish(admin_routes(), state);
+                    tokio::join!(
+                        serve(listener, public, limits, when_stopped(stopped.clone())),
+                        serve(admin, admin_app, limits, when_stopped(stopped.clone()))
+                    );
+                }
             }
-            Some(admin) => {
-                let public = finish(public_routes(), state.clone());
-                let admin_app = finish(admin_routes(), state);
-                tokio::join!(
-                    serve(listener, public, limits, shutdown_signal()),
-                    serve(admin, admin_app, limits, shutdown_signal())
-                );
-            }
-        }
+        };
+        tokio::join!(signal, serving);
+        while pullers.join_next().await.is_some() {}
         Ok(())
     }
 }

@@ -46,6 +46,12 @@ impl Clock {
         i64::try_from(start.elapsed().as_micros()).unwrap_or(i64::MAX)
     }
 
+    /// The system's time, never pinned: for what several processes must agree on (a pull
+    /// source's lease expires in wall-clock time, whatever moment a test pinned).
+    pub fn wall(&self) -> DateTime<Utc> {
+        Utc::now().trunc_subsecs(6)
+    }
+
     /// Whether the clock is pinned.
     pub fn is_pinned(&self) -> bool {
         match self.pinned.read() {

@@ -3,7 +3,8 @@
 //! Data flows through the modules in this order: `ingest` (FHIR R4 in, checked with `fhir`),
 //! `mapping` and `release` (section and release moment, stored with each version in `store`),
 //! then per request `auth` → `access` (one pure decision) → `search` (the decision as SQL) →
-//! `serve` (FHIR Bundles out). `app` wires them to HTTP; `main.rs` is the command line.
+//! `serve` (FHIR Bundles out). `pull` polls record systems and hands their pages to `ingest`;
+//! `metrics` counts for `GET /metrics`. `app` wires them to HTTP; `main.rs` is the command line.
 
 pub mod access;
 pub mod admin;
@@ -19,7 +20,9 @@ pub mod error;
 pub mod fhir;
 pub mod ingest;
 pub mod mapping;
+pub mod metrics;
 pub mod portal;
+pub mod pull;
 pub mod release;
 pub mod search;
 pub mod serve;

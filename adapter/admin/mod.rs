@@ -1,7 +1,9 @@
 //! `/admin`: care staff and integration engineers (bearer `admin.token`): activation codes,
-//! blocks and links (`accounts`), the explanation, and, in development, the clock.
+//! blocks and links (`accounts`), how the sources are doing (`sources`), the explanation, and,
+//! in development, the clock.
 
 pub mod accounts;
+pub mod sources;
 
 use crate::app::AppState;
 use crate::auth::Admin;

@@ -1,5 +1,5 @@
 //! The push endpoints for record systems (contract §3): `POST /ingest/{source}`,
-//! `PUT` and `DELETE /ingest/{source}/{type}/{id}`.
+//! `PUT` and `DELETE /ingest/{source}/{type}/{id}`, and `POST /ingest/{source}/$notify`.
 
 use super::entries::{self, Entry, Method, Mode, Sent};
 use super::{Outcome, ingest, wrong_source};
@@ -44,6 +44,29 @@ pub async fn post(
     };
     let outcomes = ingest(&state, &source, mode, sent, None).await?;
     Ok(respond(mode, outcomes))
+}
+
+/// `POST /ingest/{source}/$notify`: a subscription notification, or a nudge: pull that source
+/// now. Answered 202 at once; whatever the body holds is not read (the pull reads the source).
+pub async fn notify(
+    State(state): State<AppState>,
+    caller: SourceClient,
+    Path(source): Path<String>,
+) -> ApiResult<Response> {
+    check_source(&state, &caller, &source)?;
+    if !state.pullers.nudge(&state, &source).await {
+        return Err(ApiError::conflict(format!(
+            "source `{source}` is not pulled: its config has no [sources.pull]"
+        )));
+    }
+    Ok(crate::error::fhir_json(
+        StatusCode::ACCEPTED,
+        &serde_json::json!({
+            "resourceType": "OperationOutcome",
+            "issue": [{"severity": "information", "code": "informational",
+                       "diagnostics": format!("a pull of `{source}` is on its way")}]
+        }),
+    ))
 }
 
 /// Bodies at least this large are read through on a blocking thread. A Bundle is only read

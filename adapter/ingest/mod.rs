@@ -18,6 +18,7 @@ pub mod http;
 pub mod index;
 pub mod outcome;
 mod prepare;
+pub mod pulled;
 mod resolve;
 mod version;
 
@@ -25,6 +26,7 @@ pub use outcome::{Outcome, UNCHANGED};
 
 use crate::app::AppState;
 use crate::error::{ApiError, ApiResult, Detail, Reason};
+use crate::store::pull::{self as store_pull, PageTaken};
 use crate::store::release as store_release;
 use crate::store::resources::{self, NewVersion};
 use crate::time::Micros;
@@ -77,7 +79,11 @@ pub async fn ingest(
             if !details.is_empty() {
                 return Err(ApiError::invalid(not_valid(mode)).with_details(details));
             }
-            write_all(state, source, mode, entries, arrived_at, read_in).await
+            let outcomes = write_all(state, source, mode, entries, arrived_at, read_in, None)
+                .await?
+                .stored()?;
+            crate::metrics::ingested(source, via(arrived_at), &outcomes);
+            Ok(outcomes)
         }
         Mode::Batch => {
             let mut outcomes = Vec::with_capacity(read.len());
@@ -90,8 +96,11 @@ pub async fn ingest(
                         Outcome::failed(ApiError::invalid(not_valid(mode)).with_details(details))
                     }
                     Ok(entry) => {
-                        match write_all(state, source, mode, vec![entry], arrived_at, read_in).await
-                        {
+                        let written =
+                            write_all(state, source, mode, vec![entry], arrived_at, read_in, None)
+                                .await
+                                .and_then(Written::stored);
+                        match written {
                             Ok(mut o) => o
                                 .pop()
                                 .unwrap_or_else(|| Outcome::failed(ApiError::not_found())),
@@ -102,7 +111,36 @@ pub async fn ingest(
                 };
                 outcomes.push(outcome);
             }
+            crate::metrics::ingested(source, via(arrived_at), &outcomes);
             Ok(outcomes)
+        }
+    }
+}
+
+/// How a write came in, for the metrics: pushed over HTTP, or imported (a moment given).
+fn via(arrived_at: Option<Micros>) -> &'static str {
+    if arrived_at.is_some() {
+        "import"
+    } else {
+        "push"
+    }
+}
+
+/// What a write came to.
+pub(crate) enum Written {
+    Stored(Vec<Outcome>),
+    /// A pulled page, and another process holds the source's lease: nothing was written.
+    LeaseLost,
+}
+
+impl Written {
+    /// The outcomes of a write that was not a pulled page.
+    fn stored(self) -> ApiResult<Vec<Outcome>> {
+        match self {
+            Written::Stored(o) => Ok(o),
+            Written::LeaseLost => Err(ApiError::internal(anyhow::anyhow!(
+                "ingest: a pushed write asked about a pull lease"
+            ))),
         }
     }
 }
@@ -133,6 +171,8 @@ pub(crate) struct Ready {
 }
 
 /// Writes checked entries all or nothing. `read_in`: how long reading and checking them took.
+/// A pulled page (`pulled`) is written only while this process holds the source's lease, its
+/// cursor in the same transaction; resources of another source in it are left aside.
 async fn write_all(
     state: &AppState,
     source: &str,
@@ -140,7 +180,8 @@ async fn write_all(
     entries: Vec<Entry>,
     arrived_at: Option<Micros>,
     read_in: Duration,
-) -> ApiResult<Vec<Outcome>> {
+    pulled: Option<&PageTaken<'_>>,
+) -> ApiResult<Written> {
     let started = Instant::now();
     let resources = entries.len();
     // 2. Ids and references, then what is stored of each resource: its JSON, hash, search
@@ -163,7 +204,12 @@ async fn write_all(
 
     // 3. What is stored of these resources already, and what decides their release.
     let now = arrived_at.unwrap_or_else(|| crate::time::to_micros(state.clock.now()));
-    let keys: Vec<(String, String)> = prepared
+    if let Some(taken) = pulled
+        && !store_pull::holds(&mut tx, taken.source, taken.holder).await?
+    {
+        return Ok(Written::LeaseLost);
+    }
+    let mut keys: Vec<(String, String)> = prepared
         .iter()
         .filter(|p| !p.matched_existing)
         .map(|p| (p.resource_type.clone(), p.id.clone()))
@@ -171,11 +217,26 @@ async fn write_all(
     resources::lock(&mut tx, &keys).await?;
     let heads = resources::current(&mut tx, &keys).await?;
     // A resource belongs to the source that first sent it (contract §3): another source's
-    // write or delete is refused, naming nothing of the owner.
-    if let Some(foreign) = keys
-        .iter()
-        .find(|k| heads.get(*k).is_some_and(|h| h.source != source))
-    {
+    // write or delete is refused, naming nothing of the owner. A pulled page leaves such a
+    // resource aside and takes the rest.
+    let foreign = |k: &(String, String)| heads.get(k).is_some_and(|h| h.source != source);
+    let mut outcomes = Vec::with_capacity(prepared.len());
+    let mut prepared = prepared;
+    if pulled.is_some() && keys.iter().any(foreign) {
+        prepared.retain(|p| {
+            let key = (p.resource_type.clone(), p.id.clone());
+            if foreign(&key) {
+                outcomes.push(Outcome::failed(ApiError::conflict(format!(
+                    "{}/{} was sent by another source; left aside",
+                    key.0, key.1
+                ))));
+                return false;
+            }
+            true
+        });
+        keys.retain(|k| !foreign(k));
+    }
+    if let Some(foreign) = keys.iter().find(|k| foreign(k)) {
         return Err(ApiError::conflict(format!(
             "{}/{} was sent by another source; a source changes only its own resources (sources need disjoint ids)",
             foreign.0, foreign.1
@@ -209,7 +270,6 @@ async fn write_all(
     let mut written: HashMap<(String, String), Vec<usize>> = HashMap::new();
     // Stored versions that were waiting and are superseded by a version of this write.
     let mut superseded: Vec<i64> = Vec::new();
-    let mut outcomes = Vec::with_capacity(prepared.len());
     for p in prepared {
         let key = (p.resource_type.clone(), p.id.clone());
         if p.matched_existing {
@@ -256,6 +316,9 @@ async fn write_all(
     let ids = resources::write(&mut tx, &versions, &heads).await?;
     resources::supersede(&mut tx, &superseded).await?;
     care::client_facts(&mut tx, &versions, &ids).await?;
+    if let Some(taken) = pulled {
+        store_pull::page_taken(&mut tx, taken).await?;
+    }
     let written_at = started.elapsed();
     tx.commit().await?;
     let us = |d: Duration| d.as_micros() as u64;
@@ -269,7 +332,7 @@ async fn write_all(
         commit_us = us(started.elapsed().saturating_sub(written_at)),
         "written"
     );
-    Ok(outcomes)
+    Ok(Written::Stored(outcomes))
 }
 
 /// The write transaction, and how long it took to get the writer.

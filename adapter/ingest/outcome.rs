@@ -28,6 +28,26 @@ impl Outcome {
         }
     }
 
+    /// What the entry came to, in a word (a metric's label): `created`, `updated`,
+    /// `unchanged`, `deleted` or `refused`.
+    pub fn kind(&self) -> &'static str {
+        if self.error.is_some() {
+            "refused"
+        } else if self.status == StatusCode::CREATED {
+            "created"
+        } else if self.status == StatusCode::NO_CONTENT {
+            if self.location.is_some() {
+                "deleted"
+            } else {
+                "unchanged"
+            }
+        } else if self.note.as_deref() == Some(UNCHANGED) || self.version.is_none() {
+            "unchanged"
+        } else {
+            "updated"
+        }
+    }
+
     /// The `Bundle.entry.response` of a transaction-response or batch-response.
     pub fn response(&self) -> Value {
         serde_json::to_value(self).unwrap_or_default()

@@ -241,6 +241,14 @@ fn no_delay_to(port: u16) {
 #[cfg(not(target_os = "linux"))]
 fn no_delay_to(_port: u16) {}
 
+/// Connections of the database: in use, idle, and at most.
+#[derive(Debug, Clone, Copy)]
+pub struct PoolUse {
+    pub in_use: usize,
+    pub idle: usize,
+    pub max: usize,
+}
+
 /// The database: SQLite by direct calls, or a PostgreSQL pool.
 #[derive(Debug, Clone)]
 pub enum Db {
@@ -291,6 +299,21 @@ impl Db {
         match self {
             Db::Sqlite(s) => s.write_generation(),
             Db::Postgres(_) => None,
+        }
+    }
+
+    /// How many connections are in use and idle (for the metrics).
+    pub fn pool_use(&self) -> PoolUse {
+        match self {
+            Db::Sqlite(s) => s.pool_use(),
+            Db::Postgres(pool) => {
+                let idle = pool.num_idle();
+                PoolUse {
+                    in_use: (pool.size() as usize).saturating_sub(idle),
+                    idle,
+                    max: pool.options().get_max_connections() as usize,
+                }
+            }
         }
     }
 

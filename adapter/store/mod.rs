@@ -10,6 +10,7 @@ pub mod checkpoint;
 pub mod clients;
 pub mod db;
 pub mod error;
+pub mod pull;
 pub mod release;
 pub mod resources;
 pub mod sqlite;

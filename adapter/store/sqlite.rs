@@ -17,7 +17,7 @@ use super::error::Error;
 use rusqlite::{Connection, OpenFlags, Statement};
 use serde::de::DeserializeOwned;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::OwnedMutexGuard;
@@ -38,6 +38,8 @@ pub struct Sqlite {
     /// Readers not in use; at most `max_idle` are kept.
     idle: Mutex<Vec<Connection>>,
     max_idle: usize,
+    /// Readers in use now (for the metrics).
+    reading: AtomicUsize,
     writer: Arc<tokio::sync::Mutex<Connection>>,
     /// Counts committed writes: whatever was read before a write may be stale after it.
     writes: AtomicU64,
@@ -110,6 +112,7 @@ impl Sqlite {
             max_idle: max_connections.max(1) as usize,
             writer,
             writes: AtomicU64::new(0),
+            reading: AtomicUsize::new(0),
             shm,
             checkpointer,
         })
@@ -127,13 +130,26 @@ impl Sqlite {
             Some(conn) => conn,
             None => open(&self.path, false)?,
         };
+        self.reading.fetch_add(1, Ordering::Relaxed);
         let out = f(&conn);
+        self.reading.fetch_sub(1, Ordering::Relaxed);
         if let Ok(mut idle) = self.idle.lock()
             && idle.len() < self.max_idle
         {
             idle.push(conn);
         }
         out
+    }
+
+    /// Connections in use and idle: readers, and the writer.
+    pub fn pool_use(&self) -> super::db::PoolUse {
+        let idle_readers = self.idle.lock().map_or(0, |i| i.len());
+        let writing = usize::from(self.writer.try_lock().is_err());
+        super::db::PoolUse {
+            in_use: self.reading.load(Ordering::Relaxed) + writing,
+            idle: idle_readers + 1 - writing,
+            max: self.max_idle + 1,
+        }
     }
 
     /// The writer, once no other transaction holds it.

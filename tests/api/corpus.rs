@@ -6,7 +6,7 @@ use crate::on_both;
 use serde_json::Value;
 use std::path::PathBuf;
 
-fn corpora() -> Option<PathBuf> {
+pub fn corpora() -> Option<PathBuf> {
     let dir = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/corpora"));
     if dir.exists() {
         Some(dir)
@@ -16,7 +16,7 @@ fn corpora() -> Option<PathBuf> {
     }
 }
 
-fn json_files(dir: PathBuf) -> Vec<PathBuf> {
+pub fn json_files(dir: PathBuf) -> Vec<PathBuf> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
         .unwrap()
         .map(|e| e.unwrap().path())

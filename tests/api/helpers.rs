@@ -167,6 +167,8 @@ pub struct TestApp {
     pub state: AppState,
     pub database_url: String,
     _dir: std::sync::Arc<tempfile::TempDir>,
+    stopper: std::sync::Mutex<Option<tokio::sync::oneshot::Sender<()>>>,
+    task: std::sync::Mutex<Option<tokio::task::JoinHandle<anyhow::Result<()>>>>,
 }
 
 pub struct Options {
@@ -225,13 +227,39 @@ impl TestApp {
         let app = Application::build(config, clock).await.expect("app builds");
         let addr = app.local_addr().expect("bound");
         let state = app.state();
-        tokio::spawn(app.run_until_stopped());
+        let (stopper, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(app.run_until(async move {
+            let _ = stopped.await;
+        }));
         Self {
             base: format!("http://{addr}"),
             http: reqwest::Client::new(),
             state,
             database_url: url,
             _dir: dir,
+            stopper: std::sync::Mutex::new(Some(stopper)),
+            task: std::sync::Mutex::new(Some(task)),
+        }
+    }
+
+    /// Stops the app as SIGTERM does: open requests and pages under way finish, leases are
+    /// given up.
+    pub async fn stop(&self) {
+        if let Some(s) = self.stopper.lock().unwrap().take() {
+            let _ = s.send(());
+        }
+        let task = self.task.lock().unwrap().take();
+        if let Some(t) = task {
+            t.await.expect("app task").expect("app ran");
+        }
+    }
+
+    /// Stops the app where it is, as a crash would (its pulls and their transactions dropped).
+    pub async fn crash(&self) {
+        let task = self.task.lock().unwrap().take();
+        if let Some(t) = task {
+            t.abort();
+            let _ = t.await;
         }
     }
 

@@ -12,4 +12,6 @@ mod ingest;
 mod leaks;
 mod plans;
 mod portal;
+mod pull;
 mod search;
+mod source;

@@ -6,6 +6,10 @@
 //! laid over it, and the result is deserialized into [`RawConfig`] (plain strings and numbers)
 //! and then checked into [`Config`], whose values are ready to use.
 
+pub mod pull;
+
+pub use pull::{KeyAlg, Pull, PullAuth};
+
 use crate::time::IsoDuration;
 use secrecy::SecretString;
 use serde::Deserialize;
@@ -178,6 +182,8 @@ pub struct Client {
 #[derive(Debug, Clone)]
 pub struct Source {
     pub id: String,
+    /// `[sources.pull]`: polled by sluis; `None` for a source that pushes.
+    pub pull: Option<Pull>,
 }
 
 impl Config {
@@ -531,10 +537,9 @@ struct RawClient {
 #[derive(Debug, Deserialize)]
 struct RawSource {
     id: String,
-    // Pull and writeback settings are read by later parts; kept as tables until then.
     #[serde(default)]
-    #[allow(dead_code)]
-    pull: Option<toml::Table>,
+    pull: Option<pull::RawPull>,
+    // Writeback settings are read by a later part; kept as a table until then.
     #[serde(default)]
     #[allow(dead_code)]
     writeback: Option<toml::Table>,
@@ -791,7 +796,7 @@ impl RawConfig {
             });
         }
         let mut sources: Vec<Source> = Vec::new();
-        for (i, s) in self.sources.iter().enumerate() {
+        for (i, s) in self.sources.into_iter().enumerate() {
             if !is_source_id(&s.id) {
                 report(
                     &format!("sources[{i}].id"),
@@ -804,7 +809,13 @@ impl RawConfig {
                     format!("`{}` is used twice", s.id),
                 );
             }
-            sources.push(Source { id: s.id.clone() });
+            let pull = s
+                .pull
+                .map(|p| p.check(&format!("sources[{i}].pull"), report));
+            sources.push(Source {
+                id: s.id.clone(),
+                pull,
+            });
         }
 
         Config {
@@ -1008,7 +1019,7 @@ source = "ons"
 mod example {
     use super::*;
 
-    const EXAMPLE: &str = include_str!("../config/example.toml");
+    const EXAMPLE: &str = include_str!("../../config/example.toml");
 
     #[test]
     fn the_example_loads_and_documents_every_key() {

@@ -1,0 +1,67 @@
+//! `GET /admin/sources`: how each source is doing. Per source whether it is pulled, who holds
+//! its lease, and its versions held back and released; per pulled resource type the cursor,
+//! the last success and error, the lag, and the pages, resources and retries so far.
+
+use crate::app::AppState;
+use crate::auth::Admin;
+use crate::error::{ApiResult, fhir_json};
+use crate::store::pull as store;
+use crate::time::{from_micros, instant, to_micros};
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::Response;
+use serde_json::{Value, json};
+
+/// `GET /admin/sources`.
+pub async fn sources(State(state): State<AppState>, _admin: Admin) -> ApiResult<Response> {
+    let states = store::states(&state.db, None).await?;
+    let leases = store::leases(&state.db).await?;
+    let released = store::released(&state.db, to_micros(state.clock.now())).await?;
+    let wall = to_micros(state.clock.wall());
+    let at = |m: Option<i64>| m.map(|m| instant(from_micros(m)));
+    let mut out = Vec::new();
+    for source in &state.config.sources {
+        let puller = state.pullers.get(&source.id);
+        let types: Vec<Value> = states
+            .iter()
+            .filter(|s| s.source == source.id)
+            .map(|s| {
+                json!({
+                    "resource_type": s.resource_type,
+                    "cursor": at(s.cursor_at),
+                    "last_success": at(s.last_success_at),
+                    "last_error": s.last_error,
+                    "last_error_at": at(s.last_error_at),
+                    "lag_seconds": s.last_success_at.map(|t| (wall - t).max(0) / 1_000_000),
+                    "pages": s.pages,
+                    "resources": s.resources,
+                    "retries": s.retries,
+                    "errors": s.errors,
+                })
+            })
+            .collect();
+        let lease = leases.iter().find(|l| l.source == source.id).map(|l| {
+            json!({
+                "holder": l.holder,
+                "this_process": l.holder == state.pullers.holder,
+                "expires_at": instant(from_micros(l.expires_at)),
+            })
+        });
+        let counts = released.iter().find(|r| r.source == source.id);
+        out.push(json!({
+            "id": source.id,
+            "pull": puller.map(|p| json!({
+                "base_url": p.pull.base_url,
+                "resource_types": p.pull.resource_types,
+                "interval_seconds": p.pull.interval.as_secs(),
+                "history": p.pull.history,
+                "rounds_here": p.rounds(),
+            })),
+            "lease": lease,
+            "held_back": counts.map_or(0, |c| c.held_back),
+            "released": counts.map_or(0, |c| c.released),
+            "types": types,
+        }));
+    }
+    Ok(fhir_json(StatusCode::OK, &json!({ "sources": out })))
+}
