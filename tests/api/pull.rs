@@ -244,20 +244,29 @@ on_both!(
 );
 
 on_both!(
-    relative_next_links_and_an_unsorted_source_arrive_exactly,
+    relative_next_links_and_an_unsorted_source_arrive_exactly_through_a_crash,
     |b| async move {
         let rs = RecordSystem::start().await;
         rs.set_relative_links(true);
         dossier(&rs, 3, 30);
-        let app = TestApp::spawn_with(
-            b,
-            &pulled(
-                "ehr",
-                &rs.base,
-                "resource_types = [\"Patient\", \"Observation\"]\ninterval = \"PT1H\"\npage_size = 4\nsort = false",
-            ),
-        )
-        .await;
+        // Newer ones with ids that sort first: an unsorted page may hold the newest moment.
+        rs.put_all(&(0..20).map(|i| obs(&format!("a-{i}"), "p1", i)).collect::<Vec<_>>());
+        rs.set_delay(Duration::from_millis(15));
+        let config = pulled(
+            "ehr",
+            &rs.base,
+            "resource_types = [\"Observation\", \"Patient\"]\ninterval = \"PT1H\"\npage_size = 4\nsort = false\nlease = \"PT3S\"",
+        );
+        let first = TestApp::spawn_with(b, &config).await;
+        let started = Instant::now();
+        while stored(&first, "ehr").await.len() < 30 {
+            assert!(started.elapsed() < Duration::from_secs(30));
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        first.crash().await;
+        assert!(stored(&first, "ehr").await.len() < 113, "crashed mid-way");
+        rs.set_delay(Duration::ZERO);
+        let app = first.restart_with(&config, T0).await;
         wait_rounds(&app, "ehr", 1).await;
         assert_exact(&app, "ehr", &rs).await;
         assert!(

@@ -387,7 +387,12 @@ async fn search(
             })
             .filter(|(at, _, _)| after.is_none_or(|a| *at > a))
             .collect();
-        matches.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
+        if params.contains_key("_sort") {
+            matches.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
+        } else {
+            // Unsorted: by id, whatever the moments (the newest may come first).
+            matches.sort_by(|a, b| b.1.cmp(&a.1));
+        }
         (matches, w.relative_links)
     };
     let total = matches.len();
