@@ -165,6 +165,16 @@ async fn check(path: &Path) -> anyhow::Result<ExitCode> {
                 }
             }
         }
+        for (i, source) in c.sources.iter().enumerate() {
+            if let Some(pull) = &source.pull
+                && let Err(e) = crate::pull::check_key(&pull.auth)
+            {
+                problems.push(format!(
+                    "{}: sources[{i}].pull.auth.key_path: {e:#}",
+                    path.display()
+                ));
+            }
+        }
     }
     if let Some(m) = &mappings {
         println!("{}", crate::mapping::report::coverage(m));
@@ -193,7 +203,8 @@ async fn check(path: &Path) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// `sluis import`: files through the same path as a push.
+/// `sluis import`: files through the same path as a push. On a terminal a progress line
+/// (files, resources, rate) stands below the per-file lines; elsewhere only those are written.
 async fn import(path: &Path, source: &str, paths: &[PathBuf]) -> anyhow::Result<()> {
     let config = load_config(path)?;
     if !config.has_source(source) {
@@ -204,21 +215,63 @@ async fn import(path: &Path, source: &str, paths: &[PathBuf]) -> anyhow::Result<
     for p in paths {
         collect_files(p, &mut files)?;
     }
-    let mut failed = 0usize;
-    for file in files {
-        match import_file(&state, source, &file, None).await {
-            Ok(summary) => println!("{}: {summary}", file.display()),
+    let bytes: u64 = files
+        .iter()
+        .map(|f| std::fs::metadata(f).map_or(0, |m| m.len()))
+        .sum();
+    let bar = indicatif::ProgressBar::new(bytes);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{bar:30} {bytes}/{total_bytes} {msg} ({elapsed}, {eta} left)",
+        )?
+        .progress_chars("=> "),
+    );
+    let started = std::time::Instant::now();
+    let (mut failed, mut resources) = (0usize, 0usize);
+    for (done, file) in files.iter().enumerate() {
+        match import_file(&state, source, file, None).await {
+            Ok(imported) => {
+                resources += imported.entries;
+                bar.suspend(|| println!("{}: {imported}", file.display()));
+            }
             Err(e) => {
                 failed += 1;
-                eprintln!("{}: {e:#}", file.display());
+                bar.suspend(|| eprintln!("{}: {e:#}", file.display()));
             }
         }
+        bar.inc(std::fs::metadata(file).map_or(0, |m| m.len()));
+        bar.set_message(progress(
+            done + 1,
+            files.len(),
+            resources,
+            started.elapsed().as_secs_f64(),
+        ));
     }
+    bar.finish_and_clear();
+    println!(
+        "{}",
+        progress(
+            files.len(),
+            files.len(),
+            resources,
+            started.elapsed().as_secs_f64()
+        )
+    );
     state.db.analyze().await?;
     if failed > 0 {
         anyhow::bail!("{failed} file(s) were not imported");
     }
     Ok(())
+}
+
+/// The progress line: files done of all, resources, and their rate.
+fn progress(done: usize, files: usize, resources: usize, seconds: f64) -> String {
+    let rate = if seconds > 0.0 {
+        resources as f64 / seconds
+    } else {
+        0.0
+    };
+    format!("{done}/{files} files, {resources} resources, {rate:.0} resources/s")
 }
 
 fn collect_files(path: &Path, out: &mut Vec<PathBuf>) -> anyhow::Result<()> {
@@ -252,7 +305,7 @@ pub async fn import_file(
     source: &str,
     file: &Path,
     arrived_at: Option<i64>,
-) -> anyhow::Result<String> {
+) -> anyhow::Result<Imported> {
     let bytes = std::fs::read(file)?;
     let is_ndjson = file.extension().and_then(|x| x.to_str()) == Some("ndjson");
     let (mode, parsed) = if is_ndjson {
@@ -328,7 +381,22 @@ pub async fn import_file(
             failed.join("\n  ")
         );
     }
-    Ok(format!("{} entries, {written} stored", outcomes.len()))
+    Ok(Imported {
+        entries: outcomes.len(),
+        stored: written,
+    })
+}
+
+/// What one file gave: its entries, and how many of them were new or changed.
+pub struct Imported {
+    pub entries: usize,
+    pub stored: usize,
+}
+
+impl std::fmt::Display for Imported {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} entries, {} stored", self.entries, self.stored)
+    }
 }
 
 fn as_update(index: usize, resource: serde_json::Value) -> entries::Parsed {
@@ -366,4 +434,19 @@ pub fn describe(e: &crate::error::ApiError) -> String {
         text.push_str(&d.message);
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_progress_line_counts_files_resources_and_their_rate() {
+        assert_eq!(
+            super::progress(3, 10, 1500, 2.0),
+            "3/10 files, 1500 resources, 750 resources/s"
+        );
+        assert_eq!(
+            super::progress(0, 0, 0, 0.0),
+            "0/0 files, 0 resources, 0 resources/s"
+        );
+    }
 }

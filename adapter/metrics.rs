@@ -126,6 +126,14 @@ pub fn ingested(source: &str, via: &'static str, outcomes: &[Outcome]) {
     }
 }
 
+/// Counts the entries of a write refused whole (a transaction, or a single resource).
+pub fn refused(source: &str, via: &'static str, entries: usize) {
+    if entries > 0 {
+        counter!("sluis_ingest_entries_total", "source" => source.to_string(), "via" => via, "outcome" => "refused")
+            .increment(entries as u64);
+    }
+}
+
 /// Counts a page pulled and stored.
 pub fn page_pulled(source: &str, resource_type: &str, entries: usize, retries: u32) {
     let labels = [

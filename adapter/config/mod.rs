@@ -941,6 +941,116 @@ auth = "client_secret"
     }
 
     #[test]
+    fn bad_pull_values_are_each_named() {
+        let text = format!(
+            r#"{MINIMAL}
+[[sources]]
+id = "ehr"
+[sources.pull]
+base_url = "ftp://ehr.test/fhir"
+resource_types = ["Observation", "Obsrvation"]
+interval = "PT0S"
+page_size = 0
+overlap = "PT0S"
+timeout = "soon"
+lease = "PT1S"
+max_retries = 99
+auth = {{ method = "private_key_jwt", token_url = "ehr.test/token", alg = "HS256" }}
+"#
+        );
+        let problems = load(&text, &[]).unwrap_err().0;
+        let keys: Vec<&str> = problems.iter().map(|p| p.key.as_str()).collect();
+        for key in [
+            "sources[0].pull.base_url",
+            "sources[0].pull.resource_types[1]",
+            "sources[0].pull.interval",
+            "sources[0].pull.page_size",
+            "sources[0].pull.overlap",
+            "sources[0].pull.timeout",
+            "sources[0].pull.lease",
+            "sources[0].pull.max_retries",
+            "sources[0].pull.auth.token_url",
+            "sources[0].pull.auth.client_id",
+            "sources[0].pull.auth.key_path",
+            "sources[0].pull.auth.alg",
+        ] {
+            assert!(keys.contains(&key), "{key} not in {keys:?}");
+        }
+        for (auth, key) in [
+            (r#"{ method = "password" }"#, "sources[0].pull.auth.method"),
+            (
+                r#"{ method = "client_secret", token_url = "https://u:pw@t", client_id = "c", secret = "s" }"#,
+                "sources[0].pull.auth.token_url",
+            ),
+            (
+                r#"{ method = "client_secret", token_url = "https://t", client_id = "c" }"#,
+                "sources[0].pull.auth.secret",
+            ),
+        ] {
+            let text = format!(
+                "{MINIMAL}[[sources]]\nid = \"ehr\"\n[sources.pull]\nbase_url = \"https://ehr.test\"\nresource_types = [\"Patient\"]\nauth = {auth}\n"
+            );
+            let problems = load(&text, &[]).unwrap_err().0;
+            assert_eq!(problems[0].key, key, "{problems:?}");
+        }
+        // Credentials in the URL, unknown keys and no types at all.
+        let text = format!(
+            "{MINIMAL}[[sources]]\nid = \"ehr\"\n[sources.pull]\nbase_url = \"https://u:PW@ehr.test/fhir\"\nresource_types = [\"Patient\"]\n"
+        );
+        let problems = load(&text, &[]).unwrap_err().0;
+        assert_eq!(problems[0].key, "sources[0].pull.base_url");
+        assert!(!problems[0].message.contains("PW"), "{problems:?}");
+        let text = format!(
+            "{MINIMAL}[[sources]]\nid = \"ehr\"\n[sources.pull]\nbase_url = \"https://ehr.test\"\nresource_types = []\n"
+        );
+        let problems = load(&text, &[]).unwrap_err().0;
+        assert_eq!(problems[0].key, "sources[0].pull.resource_types");
+        let text = format!(
+            "{MINIMAL}[[sources]]\nid = \"ehr\"\n[sources.pull]\nbase_url = \"https://ehr.test\"\nresource_types = [\"Patient\"]\nintervall = \"PT1M\"\n"
+        );
+        let problems = load(&text, &[]).unwrap_err().0;
+        assert!(problems[0].message.contains("intervall"), "{problems:?}");
+    }
+
+    #[test]
+    fn the_examples_pull_block_loads_when_uncommented() {
+        const EXAMPLE: &str = include_str!("../../config/example.toml");
+        let start = EXAMPLE.find("# [sources.pull]").unwrap();
+        let end = EXAMPLE.find("# [sources.writeback]").unwrap();
+        let block: String = EXAMPLE[start..end]
+            .lines()
+            .filter(|l| !l.starts_with("#  "))
+            .map(|l| format!("{}\n", l.trim_start_matches("# ")))
+            .collect();
+        let text = format!("{MINIMAL}[[sources]]\nid = \"ons\"\n{block}");
+        let c = load(&text, &[("SLUIS__SOURCES__0__PULL__INTERVAL", "PT5M")])
+            .unwrap_or_else(|p| panic!("{p}\n{text}"));
+        let pull = c.sources[0].pull.as_ref().unwrap();
+        assert_eq!(pull.base_url, "https://ehr.example.org/fhir");
+        assert_eq!(pull.interval, std::time::Duration::from_secs(300));
+        assert_eq!(pull.page_size, 200);
+        assert!(pull.sort && !pull.history);
+        assert!(matches!(
+            &pull.auth,
+            PullAuth::PrivateKeyJwt { alg: KeyAlg::Rs384, kid: Some(k), .. } if k == "sluis-2026"
+        ));
+        // The client secret from the environment, into the inline table.
+        let text = format!(
+            "{MINIMAL}[[sources]]\nid = \"ons\"\n[sources.pull]\nbase_url = \"https://ehr.test\"\nresource_types = [\"Patient\"]\nauth = {{ method = \"client_secret\", token_url = \"https://t\", client_id = \"c\" }}\n"
+        );
+        let c = load(
+            &text,
+            &[("SLUIS__SOURCES__0__PULL__AUTH__SECRET", "s3cret-from-env")],
+        )
+        .unwrap_or_else(|p| panic!("{p}"));
+        use secrecy::ExposeSecret;
+        assert!(matches!(
+            &c.sources[0].pull.as_ref().unwrap().auth,
+            PullAuth::ClientSecret { secret, .. } if secret.expose_secret() == "s3cret-from-env"
+        ));
+    }
+
+    #[test]
     fn a_sqlite_url_must_name_a_file_without_options() {
         for url in [
             "sqlite::memory:",
@@ -1063,6 +1173,23 @@ mod example {
             "secret",
             "jwks_path",
             "source",
+            "base_url",
+            "resource_types",
+            "interval",
+            "page_size",
+            "overlap",
+            "sort",
+            "history",
+            "max_retries",
+            "timeout",
+            "lease",
+            "method",
+            "token_url",
+            "client_id",
+            "key_path",
+            "kid",
+            "alg",
+            "scope",
         ];
         for key in keys {
             assert!(

@@ -126,6 +126,14 @@ fn http_url(text: &str) -> bool {
     text.starts_with("http://") || text.starts_with("https://")
 }
 
+/// Whether a URL carries a user or password (`https://user:pw@host/…`): they would be printed
+/// wherever the URL is (logs, `/admin/sources`); `auth` is the place for credentials.
+fn credentials_in(url: &str) -> bool {
+    url.split_once("://")
+        .and_then(|(_, rest)| rest.split(['/', '?', '#']).next())
+        .is_some_and(|authority| authority.contains('@'))
+}
+
 impl RawPull {
     /// Checks the values, reporting each problem under `key` (`sources[0].pull`).
     pub(super) fn check(self, key: &str, report: &mut dyn FnMut(&str, String)) -> Pull {
@@ -166,6 +174,11 @@ impl RawPull {
             report(
                 &format!("{key}.base_url"),
                 format!("`{}` must start with http:// or https://", self.base_url),
+            );
+        } else if credentials_in(&self.base_url) {
+            report(
+                &format!("{key}.base_url"),
+                "must not hold a user or password: put credentials in `auth`".into(),
             );
         }
         if self.resource_types.is_empty() {
@@ -214,6 +227,23 @@ impl RawPull {
     }
 }
 
+fn check_token_url(key: &str, url: &str, report: &mut dyn FnMut(&str, String)) {
+    if url.is_empty() {
+        return;
+    }
+    if !http_url(url) {
+        report(
+            &format!("{key}.token_url"),
+            format!("`{url}` must start with http:// or https://"),
+        );
+    } else if credentials_in(url) {
+        report(
+            &format!("{key}.token_url"),
+            "must not hold a user or password".into(),
+        );
+    }
+}
+
 impl RawAuth {
     fn check(self, key: &str, report: &mut dyn FnMut(&str, String)) -> PullAuth {
         let mut required = |name: &str, value: Option<String>| -> String {
@@ -234,12 +264,7 @@ impl RawAuth {
                 let token_url = required("token_url", self.token_url);
                 let client_id = required("client_id", self.client_id);
                 let secret = required("secret", self.secret);
-                if !token_url.is_empty() && !http_url(&token_url) {
-                    report(
-                        &format!("{key}.token_url"),
-                        format!("`{token_url}` must start with http:// or https://"),
-                    );
-                }
+                check_token_url(key, &token_url, report);
                 PullAuth::ClientSecret {
                     token_url,
                     client_id,
@@ -251,12 +276,7 @@ impl RawAuth {
                 let token_url = required("token_url", self.token_url);
                 let client_id = required("client_id", self.client_id);
                 let key_path = PathBuf::from(required("key_path", self.key_path));
-                if !token_url.is_empty() && !http_url(&token_url) {
-                    report(
-                        &format!("{key}.token_url"),
-                        format!("`{token_url}` must start with http:// or https://"),
-                    );
-                }
+                check_token_url(key, &token_url, report);
                 let alg = match self.alg.as_deref() {
                     None | Some("RS384") => KeyAlg::Rs384,
                     Some("ES384") => KeyAlg::Es384,

@@ -60,30 +60,16 @@ pub async fn ingest(
     let read_in = started.elapsed();
     match mode {
         Mode::Transaction | Mode::Single => {
-            let broken: Vec<Detail> = read
-                .iter()
-                .filter_map(|(p, _)| p.as_ref().err().cloned())
-                .collect();
-            if !broken.is_empty() {
-                return Err(ApiError::invalid(
-                    "the transaction was not stored: an entry is not valid",
-                )
-                .with_details(broken));
+            let sent = read.len();
+            let result = all_or_nothing(state, source, mode, read, arrived_at, read_in).await;
+            match &result {
+                Ok(outcomes) => crate::metrics::ingested(source, via(arrived_at), outcomes),
+                Err(e) if e.status.is_client_error() => {
+                    crate::metrics::refused(source, via(arrived_at), sent);
+                }
+                Err(_) => {}
             }
-            let mut entries = Vec::with_capacity(read.len());
-            let mut details = Vec::new();
-            for (p, d) in read {
-                entries.extend(p.ok());
-                details.extend(d);
-            }
-            if !details.is_empty() {
-                return Err(ApiError::invalid(not_valid(mode)).with_details(details));
-            }
-            let outcomes = write_all(state, source, mode, entries, arrived_at, read_in, None)
-                .await?
-                .stored()?;
-            crate::metrics::ingested(source, via(arrived_at), &outcomes);
-            Ok(outcomes)
+            result
         }
         Mode::Batch => {
             let mut outcomes = Vec::with_capacity(read.len());
@@ -115,6 +101,40 @@ pub async fn ingest(
             Ok(outcomes)
         }
     }
+}
+
+/// A transaction or a single resource: stored whole, or refused whole.
+async fn all_or_nothing(
+    state: &AppState,
+    source: &str,
+    mode: Mode,
+    read: Vec<(entries::Parsed, Vec<Detail>)>,
+    arrived_at: Option<Micros>,
+    read_in: std::time::Duration,
+) -> ApiResult<Vec<Outcome>> {
+    let broken: Vec<Detail> = read
+        .iter()
+        .filter_map(|(p, _)| p.as_ref().err().cloned())
+        .collect();
+    if !broken.is_empty() {
+        return Err(
+            ApiError::invalid("the transaction was not stored: an entry is not valid")
+                .with_details(broken),
+        );
+    }
+    let mut entries = Vec::with_capacity(read.len());
+    let mut details = Vec::new();
+    for (p, d) in read {
+        entries.extend(p.ok());
+        details.extend(d);
+    }
+    if !details.is_empty() {
+        return Err(ApiError::invalid(not_valid(mode)).with_details(details));
+    }
+    let outcomes = write_all(state, source, mode, entries, arrived_at, read_in, None)
+        .await?
+        .stored()?;
+    Ok(outcomes)
 }
 
 /// How a write came in, for the metrics: pushed over HTTP, or imported (a moment given).

@@ -17,12 +17,16 @@ use tokio::sync::Mutex;
 const MARGIN: Duration = Duration::from_secs(30);
 /// How long a token without `expires_in` is kept.
 const UNSTATED: Duration = Duration::from_secs(300);
+/// The longest a token is kept, whatever `expires_in` says.
+const LONGEST: Duration = Duration::from_secs(24 * 3600);
 
 /// How sluis gets a bearer token for one source.
 pub struct SourceAuth {
     method: PullAuth,
     http: reqwest::Client,
     clock: Clock,
+    /// The token endpoint's answer is waited for this long (`[sources.pull] timeout`).
+    timeout: Duration,
     /// The signing key of a client assertion (read at start: a missing key is a start error).
     key: Option<(EncodingKey, Algorithm)>,
     token: Mutex<Option<(String, Instant)>>,
@@ -32,6 +36,41 @@ impl std::fmt::Debug for SourceAuth {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("SourceAuth(..)")
     }
+}
+
+/// An error with its causes, as one line.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+/// The most a token endpoint's answer may hold.
+const MAX_TOKEN_RESPONSE: usize = 64 * 1024;
+
+/// The key that signs client assertions, read and parsed (`None` for other methods).
+pub fn signing_key(method: &PullAuth) -> anyhow::Result<Option<(EncodingKey, Algorithm)>> {
+    let PullAuth::PrivateKeyJwt { key_path, alg, .. } = method else {
+        return Ok(None);
+    };
+    let pem = std::fs::read(key_path)
+        .map_err(|e| anyhow::anyhow!("cannot read the pull key {}: {e}", key_path.display()))?;
+    let parsed = match alg {
+        KeyAlg::Rs384 => EncodingKey::from_rsa_pem(&pem).map(|k| (k, Algorithm::RS384)),
+        KeyAlg::Es384 => EncodingKey::from_ec_pem(&pem).map(|k| (k, Algorithm::ES384)),
+    };
+    let key = parsed.map_err(|e| {
+        anyhow::anyhow!(
+            "the pull key {} is not a PEM key of its alg: {e}",
+            key_path.display()
+        )
+    })?;
+    Ok(Some(key))
 }
 
 /// The claims of a client assertion (RFC 7523, SMART Backend Services).
@@ -47,29 +86,18 @@ struct Assertion<'a> {
 
 impl SourceAuth {
     /// Reads the signing key where one is configured.
-    pub fn new(method: PullAuth, http: reqwest::Client, clock: Clock) -> anyhow::Result<Self> {
-        let key = match &method {
-            PullAuth::PrivateKeyJwt { key_path, alg, .. } => {
-                let pem = std::fs::read(key_path).map_err(|e| {
-                    anyhow::anyhow!("cannot read the pull key {}: {e}", key_path.display())
-                })?;
-                let parsed = match alg {
-                    KeyAlg::Rs384 => EncodingKey::from_rsa_pem(&pem).map(|k| (k, Algorithm::RS384)),
-                    KeyAlg::Es384 => EncodingKey::from_ec_pem(&pem).map(|k| (k, Algorithm::ES384)),
-                };
-                Some(parsed.map_err(|e| {
-                    anyhow::anyhow!(
-                        "the pull key {} is not a PEM key of its alg: {e}",
-                        key_path.display()
-                    )
-                })?)
-            }
-            _ => None,
-        };
+    pub fn new(
+        method: PullAuth,
+        http: reqwest::Client,
+        clock: Clock,
+        timeout: Duration,
+    ) -> anyhow::Result<Self> {
+        let key = signing_key(&method)?;
         Ok(Self {
             method,
             http,
             clock,
+            timeout,
             key,
             token: Mutex::new(None),
         })
@@ -87,7 +115,15 @@ impl SourceAuth {
             return Ok(Some(token.clone()));
         }
         let (token, lifetime) = self.fetch().await?;
-        *cached = Some((token.clone(), Instant::now() + lifetime));
+        // A token that cannot travel in a header would fail every request without a 401
+        // that renews it: refused here.
+        if axum::http::HeaderValue::from_str(&format!("Bearer {token}")).is_err() {
+            return Err(PullError::Auth(
+                "the token endpoint answered a token that is not a valid header value".into(),
+            ));
+        }
+        let until = Instant::now() + lifetime.min(LONGEST);
+        *cached = Some((token.clone(), until));
         Ok(Some(token))
     }
 
@@ -97,17 +133,32 @@ impl SourceAuth {
     }
 
     async fn fetch(&self) -> Result<(String, Duration), PullError> {
+        let timeout = self.timeout;
         let http = |request: oauth2::HttpRequest| {
             let client = self.http.clone();
             async move {
-                let request = reqwest::Request::try_from(request)?;
-                let response = client.execute(request).await?;
+                let mut request =
+                    reqwest::Request::try_from(request).map_err(std::io::Error::other)?;
+                // Until the whole answer is read, as for a page.
+                *request.timeout_mut() = Some(timeout);
+                let mut response = client
+                    .execute(request)
+                    .await
+                    .map_err(std::io::Error::other)?;
                 let mut out = axum::http::Response::builder().status(response.status());
                 for (name, value) in response.headers() {
                     out = out.header(name, value);
                 }
-                let body = response.bytes().await?.to_vec();
-                Ok::<_, reqwest::Error>(out.body(body).unwrap_or_default())
+                let mut body = Vec::new();
+                while let Some(chunk) = response.chunk().await.map_err(std::io::Error::other)? {
+                    if body.len() + chunk.len() > MAX_TOKEN_RESPONSE {
+                        return Err(std::io::Error::other(format!(
+                            "the answer is larger than {MAX_TOKEN_RESPONSE} bytes"
+                        )));
+                    }
+                    body.extend_from_slice(&chunk);
+                }
+                Ok::<_, std::io::Error>(out.body(body).unwrap_or_default())
             }
         };
         let failed =
@@ -132,7 +183,7 @@ impl SourceAuth {
                 request
                     .request_async(&http)
                     .await
-                    .map_err(|e| failed(e.to_string()))?
+                    .map_err(|e| failed(chain(&e)))?
             }
             PullAuth::PrivateKeyJwt {
                 token_url,
@@ -177,7 +228,7 @@ impl SourceAuth {
                 request
                     .request_async(&http)
                     .await
-                    .map_err(|e| failed(e.to_string()))?
+                    .map_err(|e| failed(chain(&e)))?
             }
         };
         Ok((

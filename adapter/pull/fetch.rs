@@ -22,6 +22,8 @@ pub struct Fetcher {
     pub source: String,
     pub max_retries: u32,
     pub timeout: Duration,
+    /// The most a page may hold, unpacked (`[limits] max_body_bytes`).
+    pub max_bytes: usize,
 }
 
 /// A page and the retries it took.
@@ -58,7 +60,13 @@ fn retry_after(response: &reqwest::Response) -> Option<Duration> {
 impl Fetcher {
     /// `GET url` as FHIR JSON, retrying what can be retried; a failure comes with the retries
     /// it took. `resource_type` is for the logs.
-    pub async fn get(&self, url: &str, resource_type: &str) -> Result<Fetched, (PullError, u32)> {
+    /// A try is not made again once `lost` is set (another process took the source over).
+    pub async fn get(
+        &self,
+        url: &str,
+        resource_type: &str,
+        lost: &std::sync::atomic::AtomicBool,
+    ) -> Result<Fetched, (PullError, u32)> {
         let mut retries = 0u32;
         let mut renewed = false;
         loop {
@@ -94,6 +102,9 @@ impl Fetcher {
             let wait = wait.unwrap_or_else(|| backoff(retries));
             tracing::info!(source = %self.source, resource_type, url, retry = retries, wait_ms = wait.as_millis() as u64, error = %problem, "pull retried");
             tokio::time::sleep(wait).await;
+            if lost.load(std::sync::atomic::Ordering::Relaxed) {
+                return Err((PullError::LeaseLost, retries));
+            }
         }
     }
 
@@ -132,10 +143,30 @@ impl Fetcher {
             .and_then(|d| d.to_str().ok())
             .and_then(|d| chrono::DateTime::parse_from_rfc2822(d).ok())
             .map(|d| d.timestamp_micros());
-        let bytes = response
-            .bytes()
+        let too_large = || {
+            Try::Fatal(PullError::Page(format!(
+                "the page is larger than {} bytes ([limits] max_body_bytes)",
+                self.max_bytes
+            )))
+        };
+        if response
+            .content_length()
+            .is_some_and(|n| n > self.max_bytes as u64)
+        {
+            return Err(too_large());
+        }
+        let mut response = response;
+        let mut bytes = Vec::new();
+        while let Some(chunk) = response
+            .chunk()
             .await
-            .map_err(|e| Try::Again(PullError::Http(without_url(&e)), None))?;
+            .map_err(|e| Try::Again(PullError::Http(without_url(&e)), None))?
+        {
+            if bytes.len() + chunk.len() > self.max_bytes {
+                return Err(too_large());
+            }
+            bytes.extend_from_slice(&chunk);
+        }
         // A page cut off in the middle does not parse: fetched again.
         let body = serde_json::from_slice(&bytes)
             .map_err(|e| Try::Again(PullError::Page(format!("not JSON: {e}")), None))?;

@@ -42,6 +42,21 @@ pub enum PullError {
     Stopped,
 }
 
+/// Whether a source's pull key (with `private_key_jwt`) can be read and used (`sluis check`).
+pub fn check_key(auth: &crate::config::PullAuth) -> anyhow::Result<()> {
+    auth::signing_key(auth).map(|_| ())
+}
+
+/// A source's `Date` further than this from our clock is logged (µs).
+const SKEW: Micros = 300_000_000;
+
+/// The most pages one poll of a type reads: a source whose `next` links never end stops here
+/// (a sorted source continues from its cursor in the next round).
+const MAX_PAGES: usize = 50_000;
+
+/// Nudges start a round no sooner than this after the last one ended.
+const MIN_GAP: Duration = Duration::from_millis(500);
+
 /// How often an idle loop looks for nudges from other processes (and whether its interval is up).
 const TICK: Duration = Duration::from_millis(500);
 
@@ -99,8 +114,9 @@ impl Pullers {
         let mut sources = Vec::new();
         for s in &config.sources {
             let Some(pull) = &s.pull else { continue };
-            let auth = auth::SourceAuth::new(pull.auth.clone(), http.clone(), clock.clone())
-                .map_err(|e| anyhow::anyhow!("source `{}`: {e}", s.id))?;
+            let auth =
+                auth::SourceAuth::new(pull.auth.clone(), http.clone(), clock.clone(), pull.timeout)
+                    .map_err(|e| anyhow::anyhow!("source `{}`: {e}", s.id))?;
             sources.push(Arc::new(Puller {
                 id: s.id.clone(),
                 pull: pull.clone(),
@@ -110,6 +126,7 @@ impl Pullers {
                     source: s.id.clone(),
                     max_retries: pull.max_retries,
                     timeout: pull.timeout,
+                    max_bytes: config.limits.max_body_bytes,
                 },
                 nudge: Notify::new(),
                 rounds: AtomicU64::new(0),
@@ -178,6 +195,7 @@ async fn run(state: AppState, p: Arc<Puller>, mut stop: watch::Receiver<bool>) {
     let mut last_nudge: Option<Micros> = None;
     let mut last_round = tokio::time::Instant::now();
     let mut tried: Option<tokio::time::Instant> = None;
+    let mut ended: Option<tokio::time::Instant> = None;
     while !*stop.borrow() {
         if due || tried.is_none_or(|t| t.elapsed() >= renew_every(&p)) {
             let held = match take_lease(&state, &p).await {
@@ -202,14 +220,21 @@ async fn run(state: AppState, p: Arc<Puller>, mut stop: watch::Receiver<bool>) {
         if due && p.holding() {
             p.lost.store(false, Ordering::Relaxed);
             last_round = tokio::time::Instant::now();
-            if with_heartbeat(&state, &p, round(&state, &p, &stop)).await {
+            if with_heartbeat(&state, &p, guarded_round(&state, &p, &stop)).await {
                 p.rounds.fetch_add(1, Ordering::Relaxed);
             }
+            ended = Some(tokio::time::Instant::now());
             tried = Some(tokio::time::Instant::now());
         }
         due = false;
         tokio::select! {
-            () = p.nudge.notified() => due = true,
+            () = p.nudge.notified() => {
+                // Nudges come as often as a source likes: rounds at most every MIN_GAP.
+                if let Some(since) = ended.map(|e| e.elapsed()) && since < MIN_GAP {
+                    tokio::time::sleep(MIN_GAP - since).await;
+                }
+                due = true;
+            }
             () = tokio::time::sleep(TICK) => {
                 if last_round.elapsed() >= p.pull.interval {
                     due = true;
@@ -257,6 +282,28 @@ async fn with_heartbeat(
     }
 }
 
+/// `round` in a task of its own, so that a panic in it (a bug) ends that round and not the
+/// source's loop. Dropping this future (a stop, or a crash in tests) aborts the task.
+async fn guarded_round(state: &AppState, p: &Arc<Puller>, stop: &watch::Receiver<bool>) -> bool {
+    struct AbortOnDrop(tokio::task::JoinHandle<bool>);
+    impl Drop for AbortOnDrop {
+        fn drop(&mut self) {
+            self.0.abort();
+        }
+    }
+    let (state, inner, stop) = (state.clone(), p.clone(), stop.clone());
+    let mut task = AbortOnDrop(tokio::spawn(
+        async move { round(&state, &inner, &stop).await },
+    ));
+    match (&mut task.0).await {
+        Ok(done) => done,
+        Err(e) => {
+            tracing::error!(source = %p.id, error = %e, "a pull round ended unexpectedly; the next starts at the interval");
+            false
+        }
+    }
+}
+
 /// One poll of every type (then their deletions); whether all of it went well.
 async fn round(state: &AppState, p: &Puller, stop: &watch::Receiver<bool>) -> bool {
     let mut ok = true;
@@ -288,6 +335,12 @@ enum Kind {
     /// `{type}/_history?_since=…`: what was deleted; with the moment the type's search began
     /// (where the deletions are read from the first time).
     History(Option<Micros>),
+}
+
+/// A URL as remembered by a poll (a hash: a source's URLs may be long).
+fn url_hash(url: &str) -> u64 {
+    use std::hash::{BuildHasher, BuildHasherDefault};
+    BuildHasherDefault::<rustc_hash::FxHasher>::default().hash_one(url)
 }
 
 /// The first URL of a poll.
@@ -384,7 +437,7 @@ async fn poll_pages(
     }
     let since = cursor.map(|c| c - overlap);
     let mut url = first_url(&p.pull, resource_type, since, kind);
-    let mut visited: HashSet<String> = HashSet::new();
+    let mut visited: HashSet<u64> = HashSet::new();
     let mut seen: HashSet<String> = HashSet::new();
     let mut started: Option<Micros> = None;
     loop {
@@ -394,7 +447,7 @@ async fn poll_pages(
         if p.lost.load(Ordering::Relaxed) {
             return Err((PullError::LeaseLost, 0));
         }
-        if !visited.insert(url.clone()) {
+        if !visited.insert(url_hash(&url)) {
             return Err((
                 PullError::Page(format!(
                     "the next link leads back to a page already read: {url}"
@@ -402,9 +455,17 @@ async fn poll_pages(
                 0,
             ));
         }
+        if visited.len() > MAX_PAGES {
+            return Err((
+                PullError::Page(format!(
+                    "more than {MAX_PAGES} pages in one poll; the rest waits for the next round"
+                )),
+                0,
+            ));
+        }
         let mut stop_rx = stop.clone();
         let fetched = tokio::select! {
-            f = p.fetcher.get(&url, key) => f,
+            f = p.fetcher.get(&url, key, &p.lost) => f,
             _ = stop_rx.changed() => return Err((PullError::Stopped, 0)),
         };
         let fetched = match fetched {
@@ -427,6 +488,19 @@ async fn poll_pages(
                 return Err((e, fetched.retries));
             }
         };
+        // The cursor goes no further than the source's "now" (its `Date`) nor ours: carried
+        // into the future it would skip every change stamped before it. What this leaves out
+        // (a source whose clock runs ahead) is asked for again next time, and known then.
+        let wall = to_micros(state.clock.wall());
+        let newest = page
+            .newest
+            .map(|n| n.min(wall).min(fetched.date.unwrap_or(wall)));
+        if let Some(date) = fetched.date
+            && (date - wall).abs() > SKEW
+            && visited.len() == 1
+        {
+            tracing::warn!(source = %p.id, resource_type = %key, source_date = %instant(from_micros(date)), "the source's clock differs from ours by more than five minutes");
+        }
         let finished = page.next.is_none();
         // A sorted source's pages come oldest first: each page moves the cursor. Otherwise
         // (and for history, newest first) the cursor moves only when the poll is complete.
@@ -435,8 +509,8 @@ async fn poll_pages(
             source: &p.id,
             holder: &state.pullers.holder,
             resource_type: key,
-            cursor_at: if in_order { page.newest } else { None },
-            pending_at: if in_order { None } else { page.newest },
+            cursor_at: if in_order { newest } else { None },
+            pending_at: if in_order { None } else { newest },
             finished,
             resources: page.entries.len() as i64,
             retries: i64::from(fetched.retries),

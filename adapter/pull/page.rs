@@ -30,18 +30,40 @@ fn bundle<'a>(body: &'a Value, kind: &str) -> Result<&'a [Value], PullError> {
         .map_or(&[][..], Vec::as_slice))
 }
 
-fn next_link(body: &Value, base: &str) -> Option<String> {
-    let url = body
-        .get("link")?
-        .as_array()?
-        .iter()
-        .find(|l| l.get("relation").and_then(Value::as_str) == Some("next"))?
-        .get("url")?
-        .as_str()?;
-    if url.starts_with("http://") || url.starts_with("https://") {
-        Some(url.to_string())
+/// The `next` link, made absolute against `base`. One that leads to another scheme, host or
+/// port is refused: the source's token would go with it.
+fn next_link(body: &Value, base: &str) -> Result<Option<String>, PullError> {
+    let Some(url) = body
+        .get("link")
+        .and_then(Value::as_array)
+        .and_then(|links| {
+            links
+                .iter()
+                .find(|l| l.get("relation").and_then(Value::as_str) == Some("next"))
+        })
+        .and_then(|l| l.get("url"))
+        .and_then(Value::as_str)
+    else {
+        return Ok(None);
+    };
+    // FHIR's relative URLs are relative to the base; one that starts with `/` to the host
+    // (`//host/…` names another host, and is refused below).
+    let absolute = if url.starts_with("http://") || url.starts_with("https://") {
+        url.to_string()
+    } else if url.starts_with('/') {
+        reqwest::Url::parse(base)
+            .and_then(|b| b.join(url))
+            .map_or_else(|_| url.to_string(), String::from)
     } else {
-        Some(format!("{base}/{}", url.trim_start_matches('/')))
+        format!("{base}/{url}")
+    };
+    let origin = |u: &str| reqwest::Url::parse(u).ok().map(|u| u.origin());
+    match (origin(&absolute), origin(base)) {
+        (Some(next), Some(ours)) if next == ours => Ok(Some(absolute)),
+        _ => Err(PullError::Page(format!(
+            "the next link leads away from the source ({}): not followed",
+            absolute.chars().take(200).collect::<String>()
+        ))),
     }
 }
 
@@ -96,7 +118,7 @@ pub fn search(body: &Value, resource_type: &str, base: &str) -> Result<Page, Pul
     Ok(Page {
         entries,
         newest,
-        next: next_link(body, base),
+        next: next_link(body, base)?,
     })
 }
 
@@ -158,7 +180,7 @@ pub fn history(
     Ok(Page {
         entries,
         newest,
-        next: next_link(body, base),
+        next: next_link(body, base)?,
     })
 }
 
@@ -201,6 +223,53 @@ mod tests {
             )
             .is_err()
         );
+    }
+
+    #[test]
+    fn a_next_link_to_another_origin_is_refused() {
+        let page = |url: &str| {
+            json!({"resourceType": "Bundle", "type": "searchset",
+                "link": [{"relation": "next", "url": url}], "entry": []})
+        };
+        let base = "https://ehr.test/fhir";
+        for bad in [
+            "https://attacker.test/fhir/Observation?page=2",
+            "http://ehr.test/fhir/Observation?page=2",
+            "https://ehr.test:8443/fhir/Observation?page=2",
+            "https://ehr.test.attacker.test/x",
+            "https://ehr.test@attacker.test/x",
+        ] {
+            assert!(
+                matches!(
+                    search(&page(bad), "Observation", base),
+                    Err(PullError::Page(_))
+                ),
+                "{bad}"
+            );
+        }
+        for good in [
+            "https://ehr.test/fhir?_getpages=abc&_offset=10",
+            "https://EHR.test:443/fhir/Observation?page=2",
+        ] {
+            assert!(
+                search(&page(good), "Observation", base)
+                    .unwrap()
+                    .next
+                    .is_some(),
+                "{good}"
+            );
+        }
+        // Relative: to the base, or with a leading `/` to the host; `//host` is another host.
+        let next = |url: &str| search(&page(url), "Observation", base).map(|p| p.next);
+        assert_eq!(
+            next("Observation?page=2").unwrap().as_deref(),
+            Some("https://ehr.test/fhir/Observation?page=2")
+        );
+        assert_eq!(
+            next("/api/fhir/Observation?page=2").unwrap().as_deref(),
+            Some("https://ehr.test/api/fhir/Observation?page=2")
+        );
+        assert!(next("//attacker.test/x").is_err());
     }
 
     #[test]

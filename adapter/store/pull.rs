@@ -124,17 +124,25 @@ pub async fn failed(
     ex.execute(&sql).await.map(|_| ())
 }
 
-/// Whether `holder` holds the lease on `source` (in the transaction that stores a page, so
-/// that a process that lost it stores nothing more).
+/// Whether `holder` holds the lease on `source`, read in the transaction that stores a page.
+/// On PostgreSQL the row is locked for share until that transaction ends, so that another
+/// process cannot take the lease over while the page is being stored.
 pub async fn holds(
-    mut ex: impl Executor,
+    tx: &mut super::db::Tx,
     source: &str,
     holder: &str,
 ) -> Result<bool, crate::store::Error> {
-    let sql = Sql::new("SELECT COUNT(*) AS n FROM pull_leases WHERE source = $1 AND holder = $2")
-        .arg(source)
-        .arg(holder);
-    Ok(ex.fetch_count(&sql).await? > 0)
+    #[derive(sqlx::FromRow, serde::Deserialize)]
+    struct Row {
+        holder: String,
+    }
+    let mut text = "SELECT holder FROM pull_leases WHERE source = $1 AND holder = $2".to_string();
+    if tx.engine() == super::db::Engine::Postgres {
+        text.push_str(" FOR SHARE");
+    }
+    let sql = Sql::new(text).arg(source).arg(holder);
+    let row: Option<Row> = tx.fetch_optional(&sql).await?;
+    Ok(row.is_some_and(|r| r.holder == holder))
 }
 
 /// Takes or keeps the lease on `source` for `holder` until `until`; whether `holder` has it. A

@@ -14,11 +14,12 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 mod data;
 mod load;
 mod report;
+mod source;
 mod targets;
 
 use report::{
-    Ceilings, CpuSteps, FilterCost, Filters, Ingest, IngestRun, JsonCeiling, Memory, Report,
-    SqliteInsert, Storage,
+    Ceilings, CpuSteps, FilterCost, Filters, Ingest, IngestRun, JsonCeiling, Memory, PullRun,
+    Report, SqliteInsert, Storage,
 };
 use serde_json::{Value, json};
 use sluis::access::{Access, Decision, Role, SectionSet};
@@ -61,6 +62,11 @@ fn free_port() -> u16 {
 }
 
 async fn start(dir: &std::path::Path, database: &str) -> Server {
+    start_with(dir, database, "").await
+}
+
+/// The adapter with `extra` at the end of its config (after the source `ecd`).
+async fn start_with(dir: &std::path::Path, database: &str, extra: &str) -> Server {
     let port = free_port();
     let conns: u32 = std::env::var("SLUIS_BENCH_CONNECTIONS")
         .ok()
@@ -97,6 +103,7 @@ secret = "ecd-secret-1"
 source = "ecd"
 [[sources]]
 id = "ecd"
+{extra}
 "#
     );
     let path = dir.join(format!("bench-{port}.toml"));
@@ -311,6 +318,73 @@ async fn ingest(server: &Server, dataset: &data::Dataset, workers: usize) -> Ing
         bundle_p50_ms: percentile(&latencies, 0.5),
         bundle_p99_ms: percentile(&latencies, 0.99),
         server_cpu_us_per_resource: cpu * 1e6 / resources as f64,
+    }
+}
+
+/// Pulls the whole dataset from a record system into an empty database: from the source's
+/// first request until the adapter's first round over every type has ended.
+async fn pull(dir: &std::path::Path, database: &str, dataset: &data::Dataset) -> PullRun {
+    let source = source::start(&dataset.resource_bytes).await;
+    let types: Vec<String> = source::TYPES.iter().map(|t| format!("\"{t}\"")).collect();
+    let page_size = 200;
+    let server = start_with(
+        dir,
+        database,
+        &format!(
+            "[sources.pull]\nbase_url = \"{}\"\nresource_types = [{}]\ninterval = \"PT1H\"\npage_size = {page_size}",
+            source.base,
+            types.join(", ")
+        ),
+    )
+    .await;
+    let cpu_before = load::process_cpu_secs(server.child.id());
+    let started = Instant::now();
+    source.open();
+    let stored = loop {
+        let v = server
+            .http
+            .get(format!("{}/admin/sources", server.base))
+            .bearer_auth(ADMIN)
+            .send()
+            .await
+            .unwrap()
+            .json::<Value>()
+            .await
+            .unwrap();
+        let ecd = &v["sources"][0];
+        if ecd["pull"]["rounds_here"].as_u64().unwrap_or(0) >= 1 {
+            let types = ecd["types"].as_array().cloned().unwrap_or_default();
+            assert!(
+                types.iter().all(|t| t["last_error"].is_null()),
+                "the pull went without errors: {types:?}"
+            );
+            let stored = types
+                .iter()
+                .map(|t| t["resources"].as_u64().unwrap_or(0) as usize)
+                .sum::<usize>();
+            assert_eq!(
+                stored, dataset.resources,
+                "the pull took in every resource: {ecd:#}"
+            );
+            break stored;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(1800),
+            "the pull ends: {ecd}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let secs = started.elapsed().as_secs_f64();
+    let cpu = cpu_before
+        .zip(load::process_cpu_secs(server.child.id()))
+        .map_or(0.0, |(a, b)| b - a);
+    PullRun {
+        resources: stored,
+        page_size,
+        seconds: secs,
+        resources_per_s: stored as f64 / secs,
+        server_cpu_us_per_resource: cpu * 1e6 / stored.max(1) as f64,
+        ratio_to_push: 0.0,
     }
 }
 
@@ -1014,6 +1088,17 @@ fn print_table(engine: &str, r: &Report) {
             i.run.server_cpu_us_per_resource
         );
     }
+    if let Some(p) = &r.pull {
+        println!(
+            "pull, pages of {}: {} resources in {:.1} s, {:.0} res/s, {:.2}x the one-client push; server CPU {:.0} µs/resource",
+            p.page_size,
+            p.resources,
+            p.seconds,
+            p.resources_per_s,
+            p.ratio_to_push,
+            p.server_cpu_us_per_resource
+        );
+    }
     let s = &r.storage;
     println!(
         "storage: {:.0} bytes/resource, {:.2}x the raw JSON",
@@ -1109,6 +1194,17 @@ async fn run_engine(
     } else {
         ceiling.keyed_again().await
     };
+    // The same dataset pulled from a record system, into its own database.
+    let pulled = if only == "filters" {
+        None
+    } else {
+        let (url, _) = database("pull").await;
+        let mut run = pull(dir, &url, dataset).await;
+        if let Some(one) = runs.iter().find(|r| r.workers == 1) {
+            run.ratio_to_push = run.resources_per_s / one.resources_per_s;
+        }
+        Some(run)
+    };
     // Four clients; this database serves the searches.
     let (url4, file) = database("ingest4").await;
     let server = start(dir, &url4).await;
@@ -1124,6 +1220,7 @@ async fn run_engine(
             engine: engine.to_string(),
             ceilings: ceilings.clone(),
             ingest: ingests,
+            pull: pulled,
             search: None,
             filters: None,
             storage: storage(&db, file.as_deref(), dataset).await,
@@ -1171,6 +1268,7 @@ async fn run_engine(
         engine: engine.to_string(),
         ceilings: ceilings.clone(),
         ingest: ingests,
+        pull: pulled,
         search: Some(runs),
         filters: Some(filters),
         storage,
@@ -1191,6 +1289,8 @@ fn smoke_checks(engine: &str, dataset: &data::Dataset, r: &Report) {
         assert_eq!(i.run.resources, dataset.resources - 55, "{engine}: {i:?}");
         assert!(i.run.resources_per_s > 0.0, "{engine}: {i:?}");
     }
+    let pull = r.pull.as_ref().expect("the pull ran");
+    assert_eq!(pull.resources, dataset.resources, "{engine}: {pull:?}");
     let runs = r.search.as_deref().unwrap_or_default();
     assert_eq!(runs.len(), 7, "{engine}: every search ran");
     for run in runs {
@@ -1207,7 +1307,7 @@ fn smoke_checks(engine: &str, dataset: &data::Dataset, r: &Report) {
         r.storage
     );
     // Every target is judged (whether a debug build meets them does not matter).
-    assert_eq!(r.targets.len(), 8, "{engine}: {:#?}", r.targets);
+    assert_eq!(r.targets.len(), 9, "{engine}: {:#?}", r.targets);
     targets::self_test();
     println!("smoke run on {engine}: every part ran (numbers of a debug build, not kept)");
 }

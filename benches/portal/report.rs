@@ -13,6 +13,10 @@ pub struct Report {
     pub ceilings: Ceilings,
     /// One client, then four (only the four-client push in a `SLUIS_BENCH_ONLY=filters` run).
     pub ingest: Vec<Ingest>,
+    /// The same dataset pulled from a record system; `None` when the run left it out
+    /// (`SLUIS_BENCH_ONLY=filters`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pull: Option<PullRun>,
     /// The portal's queries at fixed rates; `None` when the run left them out
     /// (`SLUIS_BENCH_ONLY=ingest`).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -87,6 +91,19 @@ pub struct IngestRun {
     pub bundle_p50_ms: f64,
     pub bundle_p99_ms: f64,
     pub server_cpu_us_per_resource: f64,
+}
+
+/// The dataset pulled from an in-process record system (`[sources.pull]`, one source, every
+/// type in turn), against the one-client push of the same run.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct PullRun {
+    pub resources: usize,
+    pub page_size: u32,
+    pub seconds: f64,
+    pub resources_per_s: f64,
+    pub server_cpu_us_per_resource: f64,
+    /// To the one-client push's rate (0 when that push was left out).
+    pub ratio_to_push: f64,
 }
 
 /// An ingest run against the SQLite ceilings.

@@ -3,7 +3,7 @@
 //! cores; on PostgreSQL the same lines are printed for comparison.
 
 use crate::load;
-use crate::report::{FilterCost, Filters, Ingest, IngestRun, Memory, Report, Storage};
+use crate::report::{FilterCost, Filters, Ingest, IngestRun, Memory, PullRun, Report, Storage};
 use serde::{Serialize, Serializer};
 
 /// One target and how the run did against it.
@@ -80,6 +80,18 @@ pub fn verdicts(r: &Report) -> Vec<Verdict> {
             detail: format!(
                 "{:.0} res/s; {:.2} × the batched ceiling",
                 i.run.resources_per_s, i.ratio_to_ceiling
+            ),
+        });
+    }
+    if let Some(pull) = r.pull.as_ref().filter(|p| p.ratio_to_push > 0.0) {
+        out.push(Verdict {
+            target: "pull: ≥ 0.5 × the one-client push",
+            measured: pull.ratio_to_push,
+            limit: 0.5,
+            at_least: true,
+            detail: format!(
+                "{:.0} res/s in pages of {}",
+                pull.resources_per_s, pull.page_size
             ),
         });
     }
@@ -234,6 +246,12 @@ fn every_target_is_judged_from_a_full_run() {
             ingest(1, 20000.0, 0.15, 0.38),
             ingest(4, 32000.0, 0.25, 0.57),
         ],
+        pull: Some(PullRun {
+            resources_per_s: 9000.0,
+            ratio_to_push: 0.45,
+            page_size: 200,
+            ..Default::default()
+        }),
         search: Some(vec![
             run("portal query, holder", 1000.0, 1.0, 2.1),
             run("portal query, member", 1000.0, 1.1, 2.7),
@@ -256,12 +274,14 @@ fn every_target_is_judged_from_a_full_run() {
         ..Default::default()
     };
     let v = verdicts(&r);
-    assert_eq!(v.len(), 8, "{v:#?}");
+    assert_eq!(v.len(), 9, "{v:#?}");
     let by = |t: &str| v.iter().find(|x| x.target.starts_with(t)).unwrap();
     let one = by("ingest, 1 client");
     assert!(!one.met());
     assert!((one.missed_by() - 0.05).abs() < 1e-9);
     assert!(by("ingest, 4 clients").met());
+    let pull = by("pull");
+    assert!(!pull.met() && (pull.missed_by() - 0.1).abs() < 1e-9);
     let search = by("portal search");
     assert_eq!(search.measured, 2.7);
     assert!(search.detail.contains("member"), "{}", search.detail);

@@ -44,6 +44,35 @@ fn check_accepts_a_good_config_and_lists_unmapped_types() {
     assert!(out.contains("default  anything else -> P14D"), "{out}");
 }
 
+/// `sluis check` reads a pulled source's signing key: a missing or wrong key is named.
+#[test]
+fn check_reads_the_pull_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let pull = |key: &str, alg: &str| {
+        format!(
+            "[[sources]]\nid = \"ehr\"\n[sources.pull]\nbase_url = \"https://ehr.test/fhir\"\nresource_types = [\"Patient\"]\n\
+             auth = {{ method = \"private_key_jwt\", token_url = \"https://ehr.test/token\", client_id = \"sluis\", key_path = \"{key}\", alg = \"{alg}\" }}\n"
+        )
+    };
+    let good = write_config(dir.path(), &pull("tests/keys/source-es384.pem", "ES384"));
+    let (code, out, err) = run(&["check", "--config", good.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}{err}");
+    for (key, alg, says) in [
+        ("tests/keys/none.pem", "ES384", "cannot read the pull key"),
+        (
+            "tests/keys/source-es384.pem",
+            "RS384",
+            "not a PEM key of its alg",
+        ),
+    ] {
+        let bad = write_config(dir.path(), &pull(key, alg));
+        let (code, _, err) = run(&["check", "--config", bad.to_str().unwrap()]);
+        assert_eq!(code, 1, "{err}");
+        assert!(err.contains("sources[2].pull.auth.key_path"), "{err}");
+        assert!(err.contains(says), "{err}");
+    }
+}
+
 #[test]
 fn check_names_file_and_key_of_every_problem() {
     let dir = tempfile::tempdir().unwrap();
@@ -106,6 +135,9 @@ fn migrate_and_import_go_through_the_push_path() {
         out.contains("02-jo-de-vries.json: 51 entries, 51 stored"),
         "{out}"
     );
+    // The total at the end; no progress bar where the output is no terminal.
+    assert!(out.contains("\n2/2 files, "), "{out}");
+    assert!(!out.contains('\x1b') && !err.contains('\x1b'), "{out}{err}");
     // Again: nothing new is stored.
     let (code, out, _) = run(&[
         "import",
@@ -164,6 +196,44 @@ fn migrate_and_import_go_through_the_push_path() {
     ]);
     assert_eq!(code, 1);
     assert!(err.contains("nope"), "{err}");
+}
+
+/// On a terminal (a pseudo-terminal made by `script`) `sluis import` draws its progress line.
+#[test]
+fn import_shows_its_progress_on_a_terminal() {
+    if Command::new("script").arg("--version").output().is_err() {
+        eprintln!("skipped: no `script` on this machine to make a terminal");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), "");
+    let files = dir.path().join("files");
+    std::fs::create_dir(&files).unwrap();
+    for i in 0..40 {
+        std::fs::write(
+            files.join(format!("{i:02}.ndjson")),
+            format!(
+                "{}\n{}\n",
+                patient(&format!("p{i}")),
+                observation(&format!("o{i}"), &format!("p{i}"), "29463-7", "2026-01-01")
+            ),
+        )
+        .unwrap();
+    }
+    let command = format!(
+        "{BIN} import --config {} --source ons {}",
+        config.display(),
+        files.display()
+    );
+    let out = Command::new("script")
+        .args(["-qec", &command, "/dev/null"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    // Drawn on the terminal (and cleared), then the total.
+    assert!(text.contains('\x1b'), "{text:?}");
+    assert!(text.contains("40/40 files, 80 resources, "), "{text}");
 }
 
 /// README's first command: the demo serves, and the printed curl lines work as printed.

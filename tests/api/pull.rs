@@ -3,7 +3,7 @@
 
 use crate::helpers::*;
 use crate::on_both;
-use crate::source::{Auth, Fault, RecordSystem};
+use crate::source::{Auth, Fault, RecordSystem, TokenFault};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -226,6 +226,18 @@ on_both!(
         wait_rounds(&app, "ehr", 2).await;
         assert_exact(&app, "ehr", &rs).await;
 
+        // A late commit at the source: more resources with the moment of the last ones taken
+        // in (the cursor's own moment). The overlap asks for them again.
+        let last = rs.put_all(&[obs("on-time", "p0", 1)]);
+        // (Past the source's next whole second: its `Date` does not hold the cursor back.)
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        pull_now(&app, "ehr").await;
+        wait_rounds(&app, "ehr", 3).await;
+        rs.put_at(&[obs("late-0", "p0", 2), obs("late-1", "p1", 3)], last);
+        pull_now(&app, "ehr").await;
+        wait_rounds(&app, "ehr", 4).await;
+        assert_exact(&app, "ehr", &rs).await;
+
         // A poll that finds nothing new changes nothing.
         let before = stored(&app, "ehr")
             .await
@@ -233,7 +245,7 @@ on_both!(
             .map(Vec::len)
             .sum::<usize>();
         pull_now(&app, "ehr").await;
-        wait_rounds(&app, "ehr", 3).await;
+        wait_rounds(&app, "ehr", 5).await;
         let after = stored(&app, "ehr")
             .await
             .values()
@@ -250,7 +262,11 @@ on_both!(
         rs.set_relative_links(true);
         dossier(&rs, 3, 30);
         // Newer ones with ids that sort first: an unsorted page may hold the newest moment.
-        rs.put_all(&(0..20).map(|i| obs(&format!("a-{i}"), "p1", i)).collect::<Vec<_>>());
+        rs.put_all(
+            &(0..20)
+                .map(|i| obs(&format!("a-{i}"), "p1", i))
+                .collect::<Vec<_>>(),
+        );
         rs.set_delay(Duration::from_millis(15));
         let config = pulled(
             "ehr",
@@ -376,6 +392,270 @@ on_both!(
         assert!(t["errors"].as_i64().unwrap() >= 1);
         assert!(t["cursor"].is_null());
         assert_eq!(down["pull"]["rounds_here"], 0);
+    }
+);
+
+/// The error of one type in `/admin/sources`, once there is one.
+async fn wait_error(app: &TestApp, id: &str, resource_type: &str) -> String {
+    let started = Instant::now();
+    loop {
+        let s = source_status(app, id).await;
+        let error = s["types"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["resource_type"] == resource_type)
+            .and_then(|t| t["last_error"].as_str().map(str::to_string));
+        if let Some(e) = error {
+            return e;
+        }
+        assert!(started.elapsed() < Duration::from_secs(30), "{s:#}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+on_both!(
+    a_misbehaving_source_gets_no_token_elsewhere_and_no_memory,
+    |b| async move {
+        let rs = RecordSystem::start().await;
+        rs.set_auth(Auth::Secret {
+            client_id: "sluis".into(),
+            secret: "s3cret".into(),
+        });
+        let elsewhere = RecordSystem::start().await;
+        dossier(&rs, 1, 3);
+        // A page whose next link leads to another server, where the token would go along.
+        let away = json!({"resourceType": "Bundle", "type": "searchset",
+            "link": [{"relation": "next", "url": format!("{}/Observation?page=2", elsewhere.base)}],
+            "entry": [{"resource": obs("first", "p0", 1), "search": {"mode": "match"}}]});
+        // A page larger than `[limits] max_body_bytes`, and one that is no Bundle.
+        let mut huge = obs("huge", "p0", 2);
+        huge["note"] = json!([{"text": "x".repeat(150_000)}]);
+        let huge = json!({"resourceType": "Bundle", "type": "searchset",
+            "entry": [{"resource": huge, "search": {"mode": "match"}}]});
+        rs.fail_next(&[Fault::Body(serde_json::to_vec(&away).unwrap())]);
+        let app = TestApp::spawn_with(
+            b,
+            &(pulled(
+                "ehr",
+                &rs.base,
+                &"resource_types = [\"Observation\"]\ninterval = \"PT1H\"\nmax_retries = 1\n\
+                 auth = { method = \"client_secret\", token_url = \"TOKEN\", client_id = \"sluis\", secret = \"s3cret\" }"
+                    .replace("TOKEN", &rs.token_url),
+            ) + "\n[limits]\nmax_body_bytes = 100000\n"),
+        )
+        .await;
+        let error = wait_error(&app, "ehr", "Observation").await;
+        assert!(error.contains("leads away from the source"), "{error}");
+        assert!(
+            elsewhere.requests().is_empty(),
+            "nothing was sent elsewhere"
+        );
+        assert!(!error.contains("s3cret"), "{error}");
+        // Nothing of that page is taken in.
+        assert!(!stored(&app, "ehr").await.contains_key("Observation/first"));
+
+        rs.fail_next(&[Fault::Body(serde_json::to_vec(&huge).unwrap())]);
+        pull_now(&app, "ehr").await;
+        let started = Instant::now();
+        let error = loop {
+            let e = wait_error(&app, "ehr", "Observation").await;
+            if e.contains("larger than") {
+                break e;
+            }
+            assert!(started.elapsed() < Duration::from_secs(30), "{e}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        assert!(error.contains("100000 bytes"), "{error}");
+        assert!(!stored(&app, "ehr").await.contains_key("Observation/huge"));
+
+        rs.fail_next(&[Fault::Body(
+            br#"{"resourceType": "OperationOutcome"}"#.to_vec(),
+        )]);
+        pull_now(&app, "ehr").await;
+        let started = Instant::now();
+        loop {
+            let e = wait_error(&app, "ehr", "Observation").await;
+            if e.contains("not a searchset Bundle") {
+                break;
+            }
+            assert!(started.elapsed() < Duration::from_secs(30), "{e}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        // Once the source behaves, everything arrives.
+        pull_now(&app, "ehr").await;
+        let started = Instant::now();
+        while !stored(&app, "ehr").await.contains_key("Observation/o0-2-0") {
+            assert!(started.elapsed() < Duration::from_secs(30));
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+
+        // A resource stamped far in the future does not carry the cursor past what comes next.
+        let mut future = obs("future", "p0", 3);
+        future["meta"] = json!({"lastUpdated": "2099-01-01T00:00:00Z"});
+        let page = json!({"resourceType": "Bundle", "type": "searchset",
+            "entry": [{"resource": future, "search": {"mode": "match"}}]});
+        // Its clock says 2100 too.
+        rs.fail_next(&[Fault::Dated(
+            serde_json::to_vec(&page).unwrap(),
+            "Fri, 01 Jan 2100 00:00:00 GMT".into(),
+        )]);
+        pull_now(&app, "ehr").await;
+        let started = Instant::now();
+        while !stored(&app, "ehr").await.contains_key("Observation/future") {
+            assert!(started.elapsed() < Duration::from_secs(30));
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let cursor = source_status(&app, "ehr").await["types"][0]["cursor"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let now = chrono::Utc::now();
+        assert!(
+            cursor.as_str() < now.to_rfc3339().as_str(),
+            "{cursor}: not past our own clock"
+        );
+        rs.put_all(&[obs("after-the-future", "p0", 4)]);
+        pull_now(&app, "ehr").await;
+        let started = Instant::now();
+        while !stored(&app, "ehr")
+            .await
+            .contains_key("Observation/after-the-future")
+        {
+            assert!(started.elapsed() < Duration::from_secs(30));
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+);
+
+on_both!(
+    a_token_endpoint_that_hangs_or_answers_oddly_does_not_stop_the_pull,
+    |b| async move {
+        let rs = RecordSystem::start().await;
+        rs.set_auth(Auth::Secret {
+            client_id: "sluis".into(),
+            secret: "s3cret".into(),
+        });
+        dossier(&rs, 2, 6);
+        // The first token request is never answered: it times out like a page and is tried again.
+        rs.fail_token(&[TokenFault::Hang]);
+        let app = TestApp::spawn_with(
+            b,
+            &pulled(
+                "ehr",
+                &rs.base,
+                &"resource_types = [\"Patient\", \"Observation\"]\ninterval = \"PT1H\"\ntimeout = \"PT1S\"\nmax_retries = 4\n\
+                 auth = { method = \"client_secret\", token_url = \"TOKEN\", client_id = \"sluis\", secret = \"s3cret\" }"
+                    .replace("TOKEN", &rs.token_url),
+            ),
+        )
+        .await;
+        wait_rounds(&app, "ehr", 1).await;
+        assert_exact(&app, "ehr", &rs).await;
+        assert!(rs.token_requests() >= 2);
+        // Then a token that cannot be a header (refused, not kept), and one that claims to
+        // live forever (kept, within reason); the loop lives on.
+        rs.fail_token(&[
+            TokenFault::Answer(json!({"access_token": "bad\r\nX-Injected: 1", "token_type": "bearer", "expires_in": 3600})),
+            TokenFault::Answer(json!({"access_token": "forever", "token_type": "bearer", "expires_in": 18446744073709551615u64})),
+        ]);
+        rs.fail_next(&[Fault::ExpireTokens]);
+        rs.put_all(&[obs("after-the-tokens", "p1", 1)]);
+        pull_now(&app, "ehr").await;
+        wait_rounds(&app, "ehr", 2).await;
+        assert_exact(&app, "ehr", &rs).await;
+        rs.put_all(&[obs("still-pulled", "p1", 2)]);
+        pull_now(&app, "ehr").await;
+        wait_rounds(&app, "ehr", 3).await;
+        assert_exact(&app, "ehr", &rs).await;
+    }
+);
+
+on_both!(a_flood_of_notifications_makes_few_rounds, |b| async move {
+    let rs = RecordSystem::start().await;
+    dossier(&rs, 1, 3);
+    let app = TestApp::spawn_with(
+            b,
+            &(pulled(
+                "flooded",
+                &rs.base,
+                "resource_types = [\"Patient\"]\ninterval = \"PT1H\"",
+            ) + "\n[[clients]]\nid = \"flooder\"\nkind = \"source\"\nauth = \"client_secret\"\nsecret = \"flooder-secret\"\nsource = \"flooded\"\n"),
+        )
+        .await;
+    wait_rounds(&app, "flooded", 1).await;
+    let token = app.token(("flooder", "flooder-secret")).await;
+    let before = rs.requests().len();
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(2) {
+        let r = app
+            .http
+            .post(app.url("/ingest/flooded/$notify"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 202);
+    }
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let rounds = rs.requests().len() - before;
+    assert!(
+        (2..=6).contains(&rounds),
+        "{rounds} rounds for two seconds of nudges"
+    );
+});
+
+on_both!(
+    a_page_is_stored_only_while_its_process_holds_the_lease,
+    |b| async move {
+        use sluis::ingest::entries::{Entry, Method};
+        use sluis::ingest::pulled::{Taken, take_page};
+        use sluis::store::pull as store;
+        let app = TestApp::spawn(b).await;
+        let mut tx = app.state.db.begin().await.unwrap();
+        assert!(
+            store::lease(&mut tx, "ons", "the-other", 0, i64::MAX / 2)
+                .await
+                .unwrap()
+        );
+        tx.commit().await.unwrap();
+        let page = |id: &str| {
+            vec![Entry {
+                index: 0,
+                full_url: None,
+                method: Method::Update,
+                target: Some(("Observation".into(), id.into())),
+                if_none_exist: None,
+                resource: Some(obs(id, "p0", 1)),
+            }]
+        };
+        let taken = |holder: &'static str| store::PageTaken {
+            source: "ons",
+            holder,
+            resource_type: "Observation",
+            cursor_at: Some(1_000_000),
+            finished: true,
+            resources: 1,
+            ..Default::default()
+        };
+        let r = take_page(&app.state, page("mine"), &taken("me"))
+            .await
+            .unwrap();
+        assert!(matches!(r, Taken::LeaseLost), "{r:?}");
+        assert!(stored(&app, "ons").await.is_empty());
+        assert!(
+            store::states(&app.state.db, Some("ons"))
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        let r = take_page(&app.state, page("theirs"), &taken("the-other"))
+            .await
+            .unwrap();
+        assert!(matches!(r, Taken::Stored(_)), "{r:?}");
+        assert!(stored(&app, "ons").await.contains_key("Observation/theirs"));
+        let state = store::states(&app.state.db, Some("ons")).await.unwrap();
+        assert_eq!(state[0].cursor_at, Some(1_000_000));
     }
 );
 
@@ -614,16 +894,37 @@ on_both!(
         };
         let rs = RecordSystem::start().await;
         dossier(&rs, 2, 9);
+        let pusher = format!("{metered}-push");
         let app = TestApp::spawn_with(
-        b,
-        &pulled(
-            metered,
-            &rs.base,
-            "resource_types = [\"Patient\", \"Observation\"]\ninterval = \"PT1H\"\npage_size = 4",
-        ),
-    )
-    .await;
+            b,
+            &(pulled(
+                metered,
+                &rs.base,
+                "resource_types = [\"Patient\", \"Observation\"]\ninterval = \"PT1H\"\npage_size = 4",
+            ) + &format!(
+                "[[clients]]\nid = \"{pusher}\"\nkind = \"source\"\nauth = \"client_secret\"\nsecret = \"pusher-secret\"\nsource = \"{metered}\"\n"
+            )),
+        )
+        .await;
         wait_rounds(&app, metered, 1).await;
+        // Pushed too: a transaction refused whole (two entries), a batch with one refused.
+        let token = app.token((&pusher, "pusher-secret")).await;
+        let bad = json!({"resourceType": "Observation", "id": "bad", "status": "gisteren",
+            "code": {"text": "x"}});
+        for (kind, want) in [("transaction", 400), ("batch", 200)] {
+            let bundle = json!({"resourceType": "Bundle", "type": kind, "entry": [
+                {"resource": obs("pushed", "p0", 1), "request": {"method": "PUT", "url": "Observation/pushed"}},
+                {"resource": bad, "request": {"method": "PUT", "url": "Observation/bad"}}]});
+            let r = app
+                .http
+                .post(app.url(&format!("/ingest/{metered}")))
+                .bearer_auth(&token)
+                .json(&bundle)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), want, "{kind}");
+        }
         assert_eq!(get_status(&app, "/fhir/metadata").await, 200);
         let r = app.http.get(app.url("/metrics")).send().await.unwrap();
         assert_eq!(r.status(), 200);
@@ -664,9 +965,17 @@ on_both!(
             ),
             20.0
         );
+        let pushed = |outcome| {
+            value(
+                "sluis_ingest_entries_total",
+                &[("source", metered), ("via", "push"), ("outcome", outcome)],
+            )
+        };
+        assert_eq!(pushed("refused"), 3.0);
+        assert_eq!(pushed("created"), 1.0);
         assert_eq!(
             value("sluis_versions_held_back", &[("source", metered)]),
-            18.0
+            19.0
         );
         assert_eq!(
             value("sluis_versions_released", &[("source", metered)]),

@@ -32,6 +32,19 @@ pub enum Fault {
     Truncated,
     /// Every token issued so far stops working (the answer is 401).
     ExpireTokens,
+    /// This body with 200, instead of the page (a source that misbehaves).
+    Body(Vec<u8>),
+    /// The same with this `Date` header (a source whose clock is off).
+    Dated(Vec<u8>, String),
+}
+
+/// What the next request to the token endpoint gets instead of its answer.
+#[derive(Debug, Clone)]
+pub enum TokenFault {
+    /// No answer at all (the connection stays open).
+    Hang,
+    /// This JSON, with 200; an `access_token` in it is accepted by the API afterwards.
+    Answer(Value),
 }
 
 /// How the token endpoint checks its callers.
@@ -75,6 +88,7 @@ struct World {
     delay: Duration,
     /// Next links relative to the base (`Observation?…`) rather than absolute.
     relative_links: bool,
+    token_faults: VecDeque<TokenFault>,
 }
 
 /// The running record system.
@@ -109,7 +123,12 @@ impl RecordSystem {
 
     /// Stores `resources` (each with its `resourceType` and `id`), all with one `lastUpdated`.
     pub fn put_all(&self, resources: &[Value]) -> DateTime<Utc> {
-        let at = now();
+        self.put_at(resources, now())
+    }
+
+    /// Stores `resources` stamped `at`: as a transaction the source committed late shows
+    /// up with a moment before ones already served.
+    pub fn put_at(&self, resources: &[Value], at: DateTime<Utc>) -> DateTime<Utc> {
         let mut w = self.world.lock().unwrap();
         for r in resources {
             let key = key_of(r);
@@ -161,6 +180,14 @@ impl RecordSystem {
             .lock()
             .unwrap()
             .faults
+            .extend(faults.iter().cloned());
+    }
+
+    pub fn fail_token(&self, faults: &[TokenFault]) {
+        self.world
+            .lock()
+            .unwrap()
+            .token_faults
             .extend(faults.iter().cloned());
     }
 
@@ -274,6 +301,21 @@ async fn admit(
         Some(Fault::CutOff) => Ok((guard, Some(true))),
         Some(Fault::Truncated) => Ok((guard, Some(false))),
         Some(Fault::ExpireTokens) => Err(StatusCode::UNAUTHORIZED.into_response()),
+        Some(Fault::Body(bytes)) => Err((
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "application/fhir+json")],
+            bytes,
+        )
+            .into_response()),
+        Some(Fault::Dated(bytes, date)) => Err((
+            StatusCode::OK,
+            [
+                (header::CONTENT_TYPE, "application/fhir+json".to_string()),
+                (header::DATE, date),
+            ],
+            bytes,
+        )
+            .into_response()),
         None => Ok((guard, None)),
     }
 }
@@ -478,8 +520,24 @@ async fn token(
     headers: HeaderMap,
     Form(form): Form<HashMap<String, String>>,
 ) -> Response {
+    let fault = {
+        let mut w = world.lock().unwrap();
+        w.token_requests += 1;
+        w.token_faults.pop_front()
+    };
+    match fault {
+        Some(TokenFault::Hang) => {
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+        }
+        Some(TokenFault::Answer(body)) => {
+            if let Some(t) = body["access_token"].as_str() {
+                world.lock().unwrap().tokens.insert(t.to_string());
+            }
+            return axum::Json(body).into_response();
+        }
+        None => {}
+    }
     let mut w = world.lock().unwrap();
-    w.token_requests += 1;
     if form.get("grant_type").map(String::as_str) != Some("client_credentials") {
         return (
             StatusCode::BAD_REQUEST,
