@@ -79,6 +79,8 @@ struct World {
     down: Option<u16>,
     auth: Option<Auth>,
     tokens: HashSet<String>,
+    /// Every token ever issued, expired or not.
+    issued: Vec<String>,
     token_requests: usize,
     /// Each FHIR request: when it came and its path and query.
     requests: Vec<(Instant, String)>,
@@ -205,6 +207,11 @@ impl RecordSystem {
 
     pub fn set_relative_links(&self, on: bool) {
         self.world.lock().unwrap().relative_links = on;
+    }
+
+    /// Every token the token endpoint gave out.
+    pub fn issued_tokens(&self) -> Vec<String> {
+        self.world.lock().unwrap().issued.clone()
     }
 
     pub fn token_requests(&self) -> usize {
@@ -593,6 +600,7 @@ async fn token(
     }
     let t = uuid::Uuid::new_v4().to_string();
     w.tokens.insert(t.clone());
+    w.issued.push(t.clone());
     axum::Json(json!({"access_token": t, "token_type": "bearer", "expires_in": 300}))
         .into_response()
 }
