@@ -36,6 +36,8 @@ pub struct Inner {
     pub pullers: crate::pull::Pullers,
     /// When `/metrics` last read its gauges from the store (monotonic µs).
     pub scraped: tokio::sync::Mutex<Option<i64>>,
+    /// Writes the audit trail.
+    pub auditor: crate::audit::Auditor,
 }
 
 /// The shared state, cheap to clone.
@@ -89,6 +91,7 @@ impl AppState {
         let limiter = auth::UserLimiter::new(config.limits.user_requests_per_minute);
         let pullers = crate::pull::Pullers::new(&config, &clock)?;
         crate::metrics::handle();
+        let auditor = crate::audit::Auditor::start(db.clone());
         let state = Self(Arc::new(Inner {
             config,
             db,
@@ -100,6 +103,7 @@ impl AppState {
             limiter,
             pullers,
             scraped: Default::default(),
+            auditor,
         }));
         if let Some(n) = crate::release::recompute::after_rule_change(&state).await? {
             tracing::info!(
@@ -225,6 +229,10 @@ fn finish(router: Router<AppState>, state: AppState) -> Router {
     let router = router
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::audit::track,
+        ))
         .layer(axum::middleware::from_fn(crate::metrics::track))
         .with_state(state);
     crate::edge::layers(router, &server)
@@ -386,7 +394,7 @@ async fn serve(
         };
         let stream = tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
+                Ok(accepted) => accepted,
                 Err(e) => {
                     // Out of descriptors and the like: wait a little rather than spin.
                     tracing::warn!(error = %e, "cannot accept a connection");
@@ -396,8 +404,13 @@ async fn serve(
             },
             () = &mut shutdown => break,
         };
+        let (stream, peer) = stream;
         let _ = stream.set_nodelay(true);
-        let service = hyper_util::service::TowerToHyperService::new(app.clone());
+        // The peer's address, for the audit record (`ConnectInfo`, as axum's own serve sets it).
+        let service = hyper_util::service::TowerToHyperService::new(tower::Layer::layer(
+            &axum::Extension(axum::extract::ConnectInfo(peer)),
+            app.clone(),
+        ));
         let connection = builder
             .serve_connection_with_upgrades(TokioIo::new(stream), service)
             .into_owned();

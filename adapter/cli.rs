@@ -1,4 +1,4 @@
-//! The command line (contract §1): demo, serve, migrate, check, import.
+//! The command line (contract §1): demo, serve, migrate, check, import, audit verify.
 
 use crate::app::{AppState, Application, redact_url};
 use crate::clock::Clock;
@@ -48,6 +48,11 @@ enum Command {
         #[arg(long, env = "SLUIS_CONFIG")]
         config: PathBuf,
     },
+    /// The audit trail: `verify` checks its hash chain (exit 1 and the first broken record).
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
     /// Ingests FHIR JSON files (resources, Bundles, .ndjson) as pushes of one source.
     Import {
         #[arg(long, env = "SLUIS_CONFIG")]
@@ -56,6 +61,15 @@ enum Command {
         source: String,
         #[arg(required = true)]
         paths: Vec<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Checks the audit log's hash chain; names the first broken record.
+    Verify {
+        #[arg(long, env = "SLUIS_CONFIG")]
+        config: PathBuf,
     },
 }
 
@@ -79,6 +93,9 @@ pub fn main() -> ExitCode {
             Command::Serve { config } => serve(&config).await,
             Command::Migrate { config } => migrate(&config).await,
             Command::Check { config } => return check(&config).await,
+            Command::Audit {
+                command: AuditCommand::Verify { config },
+            } => return audit_verify(&config).await,
             Command::Import {
                 config,
                 source,
@@ -126,6 +143,25 @@ async fn migrate(path: &Path) -> anyhow::Result<()> {
     db.migrate().await?;
     println!("migrations applied to {}", redact_url(url));
     Ok(())
+}
+
+/// `sluis audit verify`: walks the chain from the first record; exit 1 at the first break.
+async fn audit_verify(path: &Path) -> anyhow::Result<ExitCode> {
+    let config = load_config(path)?;
+    let db = Db::connect(config.database.url.expose_secret(), 1).await?;
+    if !db.is_migrated().await? {
+        anyhow::bail!("the database is not migrated: run `sluis migrate` first");
+    }
+    match crate::audit::chain::verify(&db).await? {
+        crate::audit::chain::Verdict::Intact(n) => {
+            println!("the audit chain is intact: {n} records");
+            Ok(ExitCode::SUCCESS)
+        }
+        crate::audit::chain::Verdict::Broken { seq, why } => {
+            eprintln!("the audit chain is broken at record {seq}: {why}");
+            Ok(ExitCode::FAILURE)
+        }
+    }
 }
 
 /// `sluis check`: every problem with its file and key; exit 0 only if all is valid.

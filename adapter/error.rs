@@ -131,6 +131,19 @@ impl ApiError {
         )
     }
 
+    /// 503 without a reason code of its own (the adapter cannot serve now; try again).
+    pub fn unavailable(message: impl Into<String>) -> Self {
+        Self {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            reason: None,
+            message: message.into(),
+            details: Vec::new(),
+            retry_after: Some(1),
+            challenge: None,
+            cause: None,
+        }
+    }
+
     pub fn unauthorized(message: impl Into<String>) -> Self {
         Self::new(StatusCode::UNAUTHORIZED, Reason::InvalidToken, message)
     }
@@ -245,6 +258,10 @@ impl IntoResponse for ApiError {
             tracing::error!(error = ?cause, "internal error");
         }
         let mut response = fhir_json(self.status, &self.outcome());
+        // For the audit record (audit::track).
+        if let Some(reason) = self.reason {
+            response.extensions_mut().insert(reason);
+        }
         if let Some(seconds) = self.retry_after
             && let Ok(v) = HeaderValue::from_str(&seconds.to_string())
         {

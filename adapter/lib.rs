@@ -9,6 +9,7 @@
 pub mod access;
 pub mod admin;
 pub mod app;
+pub mod audit;
 pub mod auth;
 pub mod body;
 pub mod cli;

@@ -45,6 +45,7 @@ impl FromRequestParts<AppState> for Portal {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         let claims = claims(parts, state, "portal")?;
+        crate::audit::note(|n| n.client_id = Some(claims.sub.clone()));
         Ok(Portal {
             client_id: claims.sub,
         })
@@ -74,6 +75,7 @@ impl FromRequestParts<AppState> for PortalUser {
                     "X-Portal-User header missing: name the person using the portal",
                 )
             })?;
+        crate::audit::note(|n| n.user_id = Some(external_id.to_string()));
         // R16: after the token (a stranger's requests count for no one), before anything else.
         if let Err(seconds) = state
             .limiter
@@ -109,6 +111,7 @@ impl FromRequestParts<AppState> for SourceClient {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         let claims = claims(parts, state, "source")?;
+        crate::audit::note(|n| n.client_id = Some(claims.sub.clone()));
         let source = state
             .config
             .client(&claims.sub)
@@ -129,6 +132,7 @@ impl FromRequestParts<AppState> for Admin {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        crate::audit::note(|n| n.client_id = Some("admin".into()));
         let token = bearer(parts).ok_or_else(|| ApiError::unauthorized("admin token missing"))?;
         if constant_time_eq(
             token.as_bytes(),

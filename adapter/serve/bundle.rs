@@ -24,6 +24,7 @@ pub struct Viewer<'a> {
 impl Viewer<'_> {
     /// The served JSON text of a hit, redacted for the user's role.
     pub fn text(&self, hit: &Hit) -> String {
+        crate::audit::served(&hit.resource_type, &hit.fhir_id, hit.patient_id.as_deref());
         let role = self.decision.role_for(hit.patient_id.as_deref());
         match role {
             Some(role)

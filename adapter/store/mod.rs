@@ -6,6 +6,7 @@
 //! and are applied at start.
 
 pub mod accounts;
+pub mod audit;
 pub mod checkpoint;
 pub mod clients;
 pub mod db;

@@ -1,0 +1,220 @@
+//! The audit trail (NEN 7513, R18, R19): a record of every request that touches client data,
+//! refusals included, committed before the response is sent. Handlers and extractors add what
+//! they know to the request's [`Note`] (who, which client, what was returned); the middleware
+//! [`track`] writes the record when the handler is done, through the [`Auditor`], which commits
+//! the records of concurrent requests together (group commit). When the record cannot be
+//! written the request fails with 503 instead of being answered unlogged.
+//!
+//! `chain` hashes and verifies; `store::audit` keeps the rows.
+
+pub mod chain;
+
+use crate::app::AppState;
+use crate::error::{ApiError, Reason};
+use crate::store::Db;
+use crate::store::audit::Stored;
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::HeaderMap;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use std::sync::{Arc, Mutex};
+use tokio::sync::{mpsc, oneshot};
+
+/// What a request's handler and extractors learned, for its record.
+#[derive(Debug, Default, Clone)]
+pub struct Note {
+    /// The authenticated caller: a portal vendor, a source client, `admin`.
+    pub client_id: Option<String>,
+    /// The portal user (X-Portal-User) the vendor acts for.
+    pub user_id: Option<String>,
+    /// The clients (Patient ids) whose data it was, each once.
+    pub patients: Vec<String>,
+    /// `Type/id` of every resource the answer held.
+    pub resources: Vec<String>,
+}
+
+tokio::task_local! {
+    static NOTE: Arc<Mutex<Note>>;
+}
+
+/// Adds to the current request's note (nothing outside a request).
+pub fn note(f: impl FnOnce(&mut Note)) {
+    let _ = NOTE.try_with(|n| {
+        if let Ok(mut n) = n.lock() {
+            f(&mut n);
+        }
+    });
+}
+
+/// A resource served to the current request, of `patient`'s dossier (if any).
+pub fn served(resource_type: &str, id: &str, patient: Option<&str>) {
+    note(|n| {
+        n.resources.push(format!("{resource_type}/{id}"));
+        if let Some(p) = patient
+            && !n.patients.iter().any(|q| q == p)
+        {
+            n.patients.push(p.to_string());
+        }
+    });
+}
+
+/// Routes that touch no client data and are not recorded.
+const UNRECORDED: &[&str] = &["/healthz", "/readyz", "/metrics", "/fhir/metadata"];
+
+/// The action a route stands for, by its template and method.
+pub fn action(route: &str, method: &str) -> &'static str {
+    let fhir = route.starts_with("/fhir/");
+    match (route, method) {
+        ("/auth/token", _) => "token",
+        ("/fhir/_history", _) => "history",
+        ("/fhir/{type}/{id}" | "/fhir/Consent/{id}", _) => "read",
+        _ if fhir => "search",
+        _ if route.starts_with("/ingest/") && route.ends_with("$notify") => "notify",
+        _ if route.starts_with("/ingest/") => "ingest",
+        ("/portal/link", _) => "link",
+        ("/portal/terms", _) => "terms",
+        _ if route.starts_with("/portal/invitations") => "invite",
+        _ if route.starts_with("/portal/grants") && method == "GET" => "grants",
+        _ if route.starts_with("/portal/grants") => "grant change",
+        _ if route.starts_with("/portal/") => "account",
+        ("/admin/release", _) => "release",
+        ("/admin/hold", _) => "hold",
+        _ if route.ends_with("/block") || route.ends_with("/unblock") => "block",
+        _ if route.starts_with("/admin/") => "admin",
+        _ => "other",
+    }
+}
+
+/// The middleware: runs the handler with a fresh note, then writes the record before the
+/// response leaves; 503 if it cannot be written.
+pub async fn track(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_string(), |m| m.as_str().to_string());
+    if UNRECORDED.contains(&route.as_str()) {
+        return next.run(request).await;
+    }
+    let method = request.method().as_str().to_string();
+    let query = request.uri().query().map(str::to_string);
+    let headers = request.headers().clone();
+    let remote = request
+        .extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0.ip().to_string());
+    let note = Arc::new(Mutex::new(Note::default()));
+    let response = NOTE.scope(note.clone(), next.run(request)).await;
+    let note = note.lock().map(|n| n.clone()).unwrap_or_default();
+    let header = |h: &HeaderMap, name: &str| {
+        h.get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(|v| v.chars().take(200).collect::<String>())
+    };
+    let record = Stored {
+        at: crate::time::to_micros(state.clock.wall()),
+        action: action(&route, &method).to_string(),
+        route,
+        method,
+        query: query.map(|q| q.chars().take(2000).collect()),
+        client_id: note.client_id,
+        user_id: note.user_id,
+        patient: (!note.patients.is_empty()).then(|| note.patients.join(" ")),
+        resources: (!note.resources.is_empty()).then(|| note.resources.join(" ")),
+        status: i64::from(response.status().as_u16()),
+        reason: response
+            .extensions()
+            .get::<Reason>()
+            .map(|r| r.code().to_string()),
+        request_id: header(response.headers(), "x-request-id")
+            .or_else(|| header(&headers, "x-request-id")),
+        correlation_id: header(&headers, "x-correlation-id"),
+        remote,
+        ..Default::default()
+    };
+    match state.auditor.write(record).await {
+        Ok(()) => response,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot write the audit record: the request is refused");
+            ApiError::unavailable("the audit record cannot be written; try again later")
+                .into_response()
+        }
+    }
+}
+
+/// Why a record was not written.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{0}")]
+pub struct AuditError(String);
+
+struct Pending {
+    record: Stored,
+    done: oneshot::Sender<Result<(), AuditError>>,
+}
+
+/// Writes records, the records of concurrent requests in one transaction.
+pub struct Auditor {
+    queue: mpsc::Sender<Pending>,
+}
+
+impl std::fmt::Debug for Auditor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Auditor")
+    }
+}
+
+/// The most records one transaction takes.
+const BATCH: usize = 256;
+
+impl Auditor {
+    /// Starts the writer (it ends when the last sender is dropped).
+    pub fn start(db: Db) -> Self {
+        let (queue, mut rx) = mpsc::channel::<Pending>(4096);
+        tokio::spawn(async move {
+            while let Some(first) = rx.recv().await {
+                let mut batch = vec![first];
+                while batch.len() < BATCH {
+                    match rx.try_recv() {
+                        Ok(p) => batch.push(p),
+                        Err(_) => break,
+                    }
+                }
+                let mut records: Vec<Stored> = batch.iter().map(|p| p.record.clone()).collect();
+                let result = write_batch(&db, &mut records)
+                    .await
+                    .map_err(|e| AuditError(e.to_string()));
+                for p in batch {
+                    let _ = p.done.send(result.clone());
+                }
+            }
+        });
+        Self { queue }
+    }
+
+    /// Writes one record; returns once it is committed.
+    pub async fn write(&self, record: Stored) -> Result<(), AuditError> {
+        let (done, answer) = oneshot::channel();
+        self.queue
+            .send(Pending { record, done })
+            .await
+            .map_err(|_| AuditError("the audit writer has stopped".into()))?;
+        answer
+            .await
+            .map_err(|_| AuditError("the audit writer has stopped".into()))?
+    }
+}
+
+/// Chains `records` to the head of the log and appends them, in one transaction.
+async fn write_batch(db: &Db, records: &mut [Stored]) -> Result<(), crate::store::Error> {
+    let mut tx = db.begin().await?;
+    let (mut seq, mut prev) = crate::store::audit::head(&mut tx).await?;
+    for r in records.iter_mut() {
+        seq += 1;
+        r.seq = seq;
+        r.prev_hash = prev;
+        r.hash = chain::hash(r);
+        prev = r.hash.clone();
+    }
+    crate::store::audit::append(&mut tx, records).await?;
+    tx.commit().await?;
+    Ok(())
+}
