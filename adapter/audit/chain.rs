@@ -20,6 +20,7 @@ pub fn hash(r: &Stored) -> String {
         r.user_id,
         r.patient,
         r.resources,
+        r.detail,
         r.status,
         r.reason,
         r.request_id,

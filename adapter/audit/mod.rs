@@ -31,6 +31,8 @@ pub struct Note {
     pub patients: Vec<String>,
     /// `Type/id` of every resource the answer held.
     pub resources: Vec<String>,
+    /// A batch's counts (ingest): entries and how many were refused.
+    pub detail: Option<String>,
 }
 
 tokio::task_local! {
@@ -56,6 +58,12 @@ pub fn served(resource_type: &str, id: &str, patient: Option<&str>) {
             n.patients.push(p.to_string());
         }
     });
+}
+
+/// The counts of a batch taken in (a push, or a pulled page).
+pub fn batch_detail(outcomes: &[crate::ingest::Outcome]) -> String {
+    let refused = outcomes.iter().filter(|o| o.error.is_some()).count();
+    format!("entries={} refused={refused}", outcomes.len())
 }
 
 /// Routes that touch no client data and are not recorded.
@@ -120,6 +128,7 @@ pub async fn track(State(state): State<AppState>, request: Request, next: Next) 
         user_id: note.user_id,
         patient: (!note.patients.is_empty()).then(|| note.patients.join(" ")),
         resources: (!note.resources.is_empty()).then(|| note.resources.join(" ")),
+        detail: note.detail,
         status: i64::from(response.status().as_u16()),
         reason: response
             .extensions()

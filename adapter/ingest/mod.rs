@@ -63,7 +63,10 @@ pub async fn ingest(
             let sent = read.len();
             let result = all_or_nothing(state, source, mode, read, arrived_at, read_in).await;
             match &result {
-                Ok(outcomes) => crate::metrics::ingested(source, via(arrived_at), outcomes),
+                Ok(outcomes) => {
+                    crate::metrics::ingested(source, via(arrived_at), outcomes);
+                    crate::audit::note(|n| n.detail = Some(crate::audit::batch_detail(outcomes)));
+                }
                 Err(e) if e.status.is_client_error() => {
                     crate::metrics::refused(source, via(arrived_at), sent);
                 }
@@ -98,6 +101,7 @@ pub async fn ingest(
                 outcomes.push(outcome);
             }
             crate::metrics::ingested(source, via(arrived_at), &outcomes);
+            crate::audit::note(|n| n.detail = Some(crate::audit::batch_detail(&outcomes)));
             Ok(outcomes)
         }
     }

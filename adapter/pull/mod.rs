@@ -531,6 +531,22 @@ async fn poll_pages(
             }
         };
         crate::metrics::page_pulled(&p.id, key, count, fetched.retries);
+        // The page in the audit trail, as a batch (a failure to write it is logged: the page
+        // is stored, and no one was shown anything).
+        let record = crate::store::audit::Stored {
+            at: to_micros(state.clock.wall()),
+            action: "pull".into(),
+            route: key.to_string(),
+            method: "GET".into(),
+            query: Some(url.chars().take(2000).collect()),
+            client_id: Some(p.id.clone()),
+            detail: Some(crate::audit::batch_detail(&outcomes)),
+            status: 200,
+            ..Default::default()
+        };
+        if let Err(e) = state.auditor.write(record).await {
+            tracing::error!(source = %p.id, resource_type = %key, error = %e, "cannot write the audit record of a pulled page");
+        }
         tracing::debug!(source = %p.id, resource_type = %key, resources = count, refused = outcomes.iter().filter(|o| o.error.is_some()).count(), "page taken in");
         match page.next {
             Some(next) => url = next,

@@ -17,6 +17,7 @@ pub struct Stored {
     pub user_id: Option<String>,
     pub patient: Option<String>,
     pub resources: Option<String>,
+    pub detail: Option<String>,
     pub status: i64,
     pub reason: Option<String>,
     pub request_id: Option<String>,
@@ -27,7 +28,7 @@ pub struct Stored {
 }
 
 const COLUMNS: &str = "seq, at, action, route, method, query, client_id, user_id, patient, \
-                       resources, status, reason, request_id, correlation_id, remote, prev_hash, hash";
+                       resources, detail, status, reason, request_id, correlation_id, remote, prev_hash, hash";
 
 /// The hash the first record chains to.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
@@ -54,7 +55,7 @@ pub async fn head(tx: &mut Tx) -> Result<(i64, String), crate::store::Error> {
 
 /// Appends records whose `seq` and hashes are set (after [`head`], in the same transaction).
 pub async fn append(tx: &mut Tx, records: &[Stored]) -> Result<(), crate::store::Error> {
-    let rows: Vec<[Arg; 17]> = records
+    let rows: Vec<[Arg; 18]> = records
         .iter()
         .map(|r| {
             [
@@ -68,6 +69,7 @@ pub async fn append(tx: &mut Tx, records: &[Stored]) -> Result<(), crate::store:
                 r.user_id.clone().into(),
                 r.patient.clone().into(),
                 r.resources.clone().into(),
+                r.detail.clone().into(),
                 r.status.into(),
                 r.reason.clone().into(),
                 r.request_id.clone().into(),

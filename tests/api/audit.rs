@@ -141,7 +141,7 @@ async fn unguard(db: &Db) {
 on_both!(
     the_database_refuses_changes_and_verify_names_the_first_tampered_record,
     |b| async move {
-        for tampering in ["update", "delete", "insert"] {
+        for tampering in ["update", "delete", "insert", "rehash"] {
             let app = TestApp::spawn(b.clone()).await;
             for i in 0..6 {
                 let r = app
@@ -169,6 +169,30 @@ on_both!(
                 assert!(db.execute(&Sql::new("TRUNCATE audit_log")).await.is_err());
             }
             unguard(db).await;
+            if tampering == "rehash" {
+                // Record 3 changed with a hash made to fit, and record 4 pointed at it: the
+                // hash of 4 covers the hash it follows, so 4 no longer fits.
+                let mut r = records(db).await.remove(2);
+                r.status = 200;
+                r.hash = sluis::audit::chain::hash(&r);
+                db.execute(
+                    &Sql::new("UPDATE audit_log SET status = 200, hash = $1 WHERE seq = 3")
+                        .arg(r.hash.as_str()),
+                )
+                .await
+                .unwrap();
+                db.execute(
+                    &Sql::new("UPDATE audit_log SET prev_hash = $1 WHERE seq = 4")
+                        .arg(r.hash.as_str()),
+                )
+                .await
+                .unwrap();
+                match verify(db).await.unwrap() {
+                    Verdict::Broken { seq, .. } => assert_eq!(seq, 4),
+                    v => panic!("{tampering}: {v:?}"),
+                }
+                continue;
+            }
             let (sql, seq) = match tampering {
                 "update" => ("UPDATE audit_log SET status = 200 WHERE seq = 3", 3),
                 "delete" => ("DELETE FROM audit_log WHERE seq = 4", 4),
@@ -234,3 +258,139 @@ async fn the_command_line_verifies_the_chain() {
     assert_eq!(code, Some(1), "{err}");
     assert!(err.contains("broken at record 2"), "{err}");
 }
+
+/// A statement that makes every insert into the audit log fail, and the one that undoes it.
+fn audit_breaker(db: &Db) -> (&'static str, &'static str) {
+    match db.engine() {
+        sluis::store::db::Engine::Sqlite => (
+            "CREATE TRIGGER audit_log_broken BEFORE INSERT ON audit_log \
+             BEGIN SELECT RAISE(ABORT, 'disk full'); END",
+            "DROP TRIGGER audit_log_broken",
+        ),
+        sluis::store::db::Engine::Postgres => (
+            "CREATE TRIGGER audit_log_broken BEFORE INSERT ON audit_log \
+             FOR EACH ROW EXECUTE FUNCTION audit_log_refuse()",
+            "DROP TRIGGER audit_log_broken ON audit_log",
+        ),
+    }
+}
+
+on_both!(
+    a_request_whose_record_cannot_be_written_is_refused_with_503,
+    |b| async move {
+        let app = TestApp::spawn(b).await;
+        let (break_it, mend_it) = audit_breaker(&app.state.db);
+        app.state.db.execute(&Sql::new(break_it)).await.unwrap();
+        let r = app
+            .http
+            .get(app.url("/fhir/Patient/p1"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 503);
+        assert!(r.headers().contains_key("retry-after"));
+        let body: serde_json::Value = r.json().await.unwrap();
+        assert_eq!(body["resourceType"], "OperationOutcome");
+        let (status, _) = app
+            .admin_post(
+                "/admin/activation-codes",
+                &serde_json::json!({"patient": "Patient/p1", "relationship": "self"}),
+            )
+            .await;
+        assert_eq!(status, 503, "an admin action is not done unlogged either");
+        // What is not recorded still answers.
+        let r = app.http.get(app.url("/healthz")).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        app.state.db.execute(&Sql::new(mend_it)).await.unwrap();
+        let r = app
+            .http
+            .get(app.url("/fhir/Patient/p1"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 401);
+        assert_eq!(verify(&app.state.db).await.unwrap(), Verdict::Intact(1));
+    }
+);
+
+on_both!(
+    kill_9_during_a_load_of_reads_loses_no_record_of_an_answered_request,
+    |b| async move {
+        // The database, migrated, then the real binary on it.
+        let first = TestApp::spawn(b).await;
+        let url = first.database_url.clone();
+        first.stop().await;
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("sluis.toml");
+        std::fs::write(
+            &config,
+            config_text(
+                &url,
+                &format!("[server]\nlisten = \"127.0.0.1:{port}\"\npublic_base_url = \"http://sluis.test\"\n"),
+            ),
+        )
+        .unwrap();
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_sluis"))
+            .args(["serve", "--config", config.to_str().unwrap()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let base = format!("http://127.0.0.1:{port}");
+        let http = reqwest::Client::new();
+        let started = std::time::Instant::now();
+        while !http
+            .get(format!("{base}/readyz"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == 200)
+        {
+            assert!(started.elapsed() < std::time::Duration::from_secs(30));
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        let answered = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let mut load = Vec::new();
+        for w in 0..8 {
+            let (http, base, answered) = (http.clone(), base.clone(), answered.clone());
+            load.push(tokio::spawn(async move {
+                for i in 0.. {
+                    let r = http
+                        .get(format!("{base}/fhir/Observation?patient=p{w}-{i}"))
+                        .header("x-portal-user", "reader")
+                        .send()
+                        .await;
+                    // An answer counts once its whole body is in.
+                    let Ok(r) = r else { break };
+                    if r.bytes().await.is_err() {
+                        break;
+                    }
+                    answered.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                }
+            }));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+        child.kill().unwrap(); // SIGKILL
+        let _ = child.wait();
+        for t in load {
+            let _ = t.await;
+        }
+        let answered = answered.load(std::sync::atomic::Ordering::SeqCst);
+        assert!(answered > 50, "a load: {answered}");
+        let db = Db::connect(&url, 1).await.unwrap();
+        let recorded = records(&db)
+            .await
+            .iter()
+            .filter(|r| r.route == "/fhir/{type}")
+            .count() as u64;
+        assert!(
+            recorded >= answered,
+            "{answered} answers, {recorded} records"
+        );
+        assert!(matches!(verify(&db).await.unwrap(), Verdict::Intact(_)));
+    }
+);

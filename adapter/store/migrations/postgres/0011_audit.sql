@@ -12,6 +12,7 @@ CREATE TABLE audit_log (
     user_id        TEXT,                       -- the portal user (X-Portal-User)
     patient        TEXT,                       -- the clients (Patient ids) whose data it was, space-separated
     resources      TEXT,                       -- the Type/id of what was returned, space-separated
+    detail         TEXT,                       -- a batch's counts (ingest, pull): entries, refused
     status         BIGINT  NOT NULL,
     reason         TEXT,                       -- the OperationOutcome reason code of a refusal
     request_id     TEXT,
