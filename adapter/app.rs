@@ -163,6 +163,7 @@ fn public_routes() -> Router<AppState> {
         .route("/fhir/_history", get(serve::history::history))
         .route("/fhir/Consent", get(serve::consent::search))
         .route("/fhir/Consent/{id}", get(serve::consent::read))
+        .route("/fhir/AuditEvent", get(crate::audit::view::search))
         .route("/fhir/{type}", get(serve::read::search))
         .route("/fhir/{type}/{id}", get(serve::read::read))
         .route("/portal/link", post(portal::link))
@@ -201,6 +202,8 @@ fn admin_routes() -> Router<AppState> {
         .route("/admin/hold", post(crate::release::actions::hold))
         .route("/admin/explain", get(admin::explain))
         .route("/admin/sources", get(admin::sources::sources))
+        .route("/admin/audit", get(admin::audit::search))
+        .route("/admin/audit/exposure", get(admin::audit::exposure))
         .route(
             "/admin/users/{client}/{user}/block",
             post(admin::accounts::block_user),

@@ -71,6 +71,17 @@ enum AuditCommand {
         #[arg(long, env = "SLUIS_CONFIG")]
         config: PathBuf,
     },
+    /// Writes audit records as NDJSON to standard output, oldest first.
+    Export {
+        #[arg(long, env = "SLUIS_CONFIG")]
+        config: PathBuf,
+        /// From this instant (e.g. 2026-01-01T00:00:00Z).
+        #[arg(long)]
+        from: Option<String>,
+        /// Up to this instant.
+        #[arg(long)]
+        to: Option<String>,
+    },
 }
 
 /// Runs the command line.
@@ -96,6 +107,9 @@ pub fn main() -> ExitCode {
             Command::Audit {
                 command: AuditCommand::Verify { config },
             } => return audit_verify(&config).await,
+            Command::Audit {
+                command: AuditCommand::Export { config, from, to },
+            } => audit_export(&config, from.as_deref(), to.as_deref()).await,
             Command::Import {
                 config,
                 source,
@@ -162,6 +176,50 @@ async fn audit_verify(path: &Path) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::FAILURE)
         }
     }
+}
+
+/// `sluis audit export`: the records (with their hashes) as NDJSON, a page at a time.
+async fn audit_export(path: &Path, from: Option<&str>, to: Option<&str>) -> anyhow::Result<()> {
+    use std::io::Write;
+    let moment = |name: &str, text: Option<&str>| -> anyhow::Result<Option<i64>> {
+        text.map(|t| {
+            crate::time::parse_instant(t)
+                .map(crate::time::to_micros)
+                .ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "--{name}: `{t}` is not an instant such as 2026-01-01T00:00:00Z"
+                    )
+                })
+        })
+        .transpose()
+    };
+    let mut filter = crate::store::audit::Filter {
+        from: moment("from", from)?,
+        to: moment("to", to)?,
+        limit: 5000,
+        ..Default::default()
+    };
+    let config = load_config(path)?;
+    let db = Db::connect(config.database.url.expose_secret(), 1).await?;
+    if !db.is_migrated().await? {
+        anyhow::bail!("the database is not migrated: run `sluis migrate` first");
+    }
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    loop {
+        let page = crate::store::audit::search(&db, &filter).await?;
+        for r in &page {
+            let mut v = serde_json::to_value(r)?;
+            v["at"] = serde_json::json!(crate::time::instant(crate::time::from_micros(r.at)));
+            writeln!(out, "{v}")?;
+        }
+        match page.last() {
+            Some(last) if page.len() as i64 == filter.limit => filter.after = last.seq,
+            _ => break,
+        }
+    }
+    out.flush()?;
+    Ok(())
 }
 
 /// `sluis check`: every problem with its file and key; exit 0 only if all is valid.

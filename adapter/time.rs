@@ -42,6 +42,15 @@ pub struct IsoDuration {
 }
 
 impl IsoDuration {
+    /// A duration of whole years.
+    pub const fn years(years: u32) -> Self {
+        Self {
+            months: years * 12,
+            days: 0,
+            seconds: 0,
+        }
+    }
+
     /// A duration of whole days.
     pub const fn days(days: u32) -> Self {
         Self {

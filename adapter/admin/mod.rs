@@ -3,6 +3,7 @@
 //! in development, the clock.
 
 pub mod accounts;
+pub mod audit;
 pub mod sources;
 
 use crate::app::AppState;

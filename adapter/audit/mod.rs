@@ -5,9 +5,11 @@
 //! the records of concurrent requests together (group commit). When the record cannot be
 //! written the request fails with 503 instead of being answered unlogged.
 //!
-//! `chain` hashes and verifies; `store::audit` keeps the rows.
+//! `chain` hashes and verifies; `view` is the holder's `GET /fhir/AuditEvent`; `store::audit`
+//! keeps the rows.
 
 pub mod chain;
+pub mod view;
 
 use crate::app::AppState;
 use crate::error::{ApiError, Reason};
@@ -29,6 +31,8 @@ pub struct Note {
     pub user_id: Option<String>,
     /// The clients (Patient ids) whose data it was, each once.
     pub patients: Vec<String>,
+    /// Per client, the resource types of its data served.
+    pub types: Vec<(String, Vec<String>)>,
     /// `Type/id` of every resource the answer held.
     pub resources: Vec<String>,
     /// A batch's counts (ingest): entries and how many were refused.
@@ -52,10 +56,16 @@ pub fn note(f: impl FnOnce(&mut Note)) {
 pub fn served(resource_type: &str, id: &str, patient: Option<&str>) {
     note(|n| {
         n.resources.push(format!("{resource_type}/{id}"));
-        if let Some(p) = patient
-            && !n.patients.iter().any(|q| q == p)
-        {
+        let Some(p) = patient else { return };
+        if !n.patients.iter().any(|q| q == p) {
             n.patients.push(p.to_string());
+        }
+        match n.types.iter_mut().find(|(q, _)| q == p) {
+            Some((_, types)) if types.iter().any(|t| t == resource_type) => {}
+            Some((_, types)) => types.push(resource_type.to_string()),
+            None => n
+                .types
+                .push((p.to_string(), vec![resource_type.to_string()])),
         }
     });
 }
@@ -74,6 +84,7 @@ pub fn action(route: &str, method: &str) -> &'static str {
     let fhir = route.starts_with("/fhir/");
     match (route, method) {
         ("/auth/token", _) => "token",
+        ("/fhir/AuditEvent", _) => "audit view",
         ("/fhir/_history", _) => "history",
         ("/fhir/{type}/{id}" | "/fhir/Consent/{id}", _) => "read",
         _ if fhir => "search",
@@ -110,7 +121,17 @@ pub async fn track(State(state): State<AppState>, request: Request, next: Next) 
         .extensions()
         .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
         .map(|c| c.0.ip().to_string());
-    let note = Arc::new(Mutex::new(Note::default()));
+    // The client a request names (`patient=`, `subject=`) is what it is about, answered or not.
+    let mut named = Note::default();
+    for (key, value) in form_urlencoded::parse(query.as_deref().unwrap_or("").as_bytes()) {
+        if matches!(key.as_ref(), "patient" | "subject" | "subject:Patient") {
+            let id = value.trim_start_matches("Patient/");
+            if !id.is_empty() && id.len() <= 64 && !named.patients.iter().any(|p| p == id) {
+                named.patients.push(id.to_string());
+            }
+        }
+    }
+    let note = Arc::new(Mutex::new(named));
     let response = NOTE.scope(note.clone(), next.run(request)).await;
     let note = note.lock().map(|n| n.clone()).unwrap_or_default();
     let header = |h: &HeaderMap, name: &str| {
@@ -129,6 +150,11 @@ pub async fn track(State(state): State<AppState>, request: Request, next: Next) 
         patient: (!note.patients.is_empty()).then(|| note.patients.join(" ")),
         resources: (!note.resources.is_empty()).then(|| note.resources.join(" ")),
         detail: note.detail,
+        types: note
+            .types
+            .into_iter()
+            .map(|(p, types)| (p, types.join(" ")))
+            .collect(),
         status: i64::from(response.status().as_u16()),
         reason: response
             .extensions()

@@ -62,12 +62,19 @@ pub struct Config {
     pub embargo: Embargo,
     pub admin: Admin,
     pub dev: Dev,
+    pub audit: Audit,
     pub limits: Limits,
     pub auth: Auth,
     pub portal: Portal,
     pub mappings: Mappings,
     pub clients: Vec<Client>,
     pub sources: Vec<Source>,
+}
+
+/// `[audit]`: how long the audit trail is kept (R18: at least five years).
+#[derive(Debug, Clone)]
+pub struct Audit {
+    pub retention: IsoDuration,
 }
 
 #[derive(Debug, Clone)]
@@ -339,6 +346,7 @@ pub struct RawConfig {
     embargo: RawEmbargo,
     admin: RawAdmin,
     dev: RawDev,
+    audit: RawAudit,
     limits: RawLimits,
     auth: RawAuth,
     portal: RawPortal,
@@ -456,6 +464,20 @@ impl Default for RawEmbargo {
 struct RawAdmin {
     #[serde(deserialize_with = "string_like")]
     token: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawAudit {
+    retention: String,
+}
+
+impl Default for RawAudit {
+    fn default() -> Self {
+        Self {
+            retention: "P5Y".into(),
+        }
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -853,6 +875,25 @@ impl RawConfig {
             dev: Dev {
                 clock_override: self.dev.clock_override,
             },
+            audit: Audit {
+                retention: {
+                    let retention = duration("audit.retention", &self.audit.retention, report);
+                    // Five years from any moment: measured from a leap day's year on.
+                    let start =
+                        chrono::DateTime::from_timestamp(951_782_400, 0).unwrap_or_default();
+                    let five_years = IsoDuration::years(5).after(start);
+                    if retention.after(start) < five_years {
+                        report(
+                            "audit.retention",
+                            format!(
+                                "`{}` is less than five years (NEN 7513, R18): at least P5Y",
+                                self.audit.retention
+                            ),
+                        );
+                    }
+                    retention
+                },
+            },
             limits: Limits {
                 max_body_bytes: usize::try_from(l.max_body_bytes).unwrap_or(usize::MAX),
                 default_count: l.default_count,
@@ -938,6 +979,21 @@ auth = "client_secret"
         assert!(keys.contains(&"organization.care_end_grace"), "{keys:?}");
         assert!(keys.contains(&"clients[0].secret"), "{keys:?}");
         assert!(problems.iter().all(|p| p.file == "test.toml"));
+    }
+
+    #[test]
+    fn audit_retention_is_at_least_five_years() {
+        let c = load(MINIMAL, &[]).unwrap();
+        assert_eq!(c.audit.retention, IsoDuration::years(5));
+        for good in ["P5Y", "P10Y", "P60M", "P1827D"] {
+            let text = format!("{MINIMAL}[audit]\nretention = \"{good}\"\n");
+            assert!(load(&text, &[]).is_ok(), "{good}");
+        }
+        for bad in ["P4Y", "P59M", "P1000D", "PT1H", "forever"] {
+            let text = format!("{MINIMAL}[audit]\nretention = \"{bad}\"\n");
+            let problems = load(&text, &[]).unwrap_err().0;
+            assert_eq!(problems[0].key, "audit.retention", "{bad}: {problems:?}");
+        }
     }
 
     #[test]
@@ -1173,6 +1229,7 @@ mod example {
             "secret",
             "jwks_path",
             "source",
+            "retention",
             "base_url",
             "resource_types",
             "interval",

@@ -25,6 +25,11 @@ pub struct Stored {
     pub remote: Option<String>,
     pub prev_hash: String,
     pub hash: String,
+    /// Per client, the resource types of its data served (kept beside the record, not in its
+    /// hash: it repeats what `resources` says, by client).
+    #[sqlx(skip)]
+    #[serde(skip)]
+    pub types: Vec<(String, String)>,
 }
 
 const COLUMNS: &str = "seq, at, action, route, method, query, client_id, user_id, patient, \
@@ -82,7 +87,115 @@ pub async fn append(tx: &mut Tx, records: &[Stored]) -> Result<(), crate::store:
         .collect();
     tx.insert(&format!("INSERT INTO audit_log ({COLUMNS})"), &rows, "")
         .await?;
+    let about: Vec<[Arg; 3]> = records
+        .iter()
+        .flat_map(|r| {
+            r.patient
+                .iter()
+                .flat_map(|p| p.split(' '))
+                .filter(|p| !p.is_empty())
+                .map(|p| {
+                    let types = r.types.iter().find(|(q, _)| q == p).map(|(_, t)| t.clone());
+                    [r.seq.into(), p.into(), types.into()]
+                })
+        })
+        .collect();
+    if !about.is_empty() {
+        tx.insert(
+            "INSERT INTO audit_patients (seq, patient, types)",
+            &about,
+            "",
+        )
+        .await?;
+    }
     Ok(())
+}
+
+/// What `/admin/audit` asks for; every part optional.
+#[derive(Debug, Default, Clone)]
+pub struct Filter {
+    pub patient: Option<String>,
+    pub client_id: Option<String>,
+    pub user_id: Option<String>,
+    /// From and to (µs, inclusive).
+    pub from: Option<i64>,
+    pub to: Option<i64>,
+    /// `Some(true)`: answered below 400; `Some(false)`: refused or failed.
+    pub success: Option<bool>,
+    /// Records after this `seq` (keyset paging).
+    pub after: i64,
+    pub limit: i64,
+}
+
+/// The records that match, in the chain's order.
+pub async fn search(mut ex: impl Executor, f: &Filter) -> Result<Vec<Stored>, crate::store::Error> {
+    let columns: String = COLUMNS
+        .split(", ")
+        .map(|c| format!("a.{}", c.trim()))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let mut sql = Sql::new(format!("SELECT {columns} FROM audit_log a"));
+    if let Some(p) = &f.patient {
+        sql.push(" JOIN audit_patients ap ON ap.seq = a.seq AND ap.patient = ")
+            .bind(p.as_str());
+    }
+    sql.push(" WHERE a.seq > ").bind(f.after);
+    filters(&mut sql, f);
+    sql.push(" ORDER BY a.seq LIMIT ").bind(f.limit);
+    ex.fetch_all(&sql).await
+}
+
+fn filters(sql: &mut Sql, f: &Filter) {
+    if let Some(c) = &f.client_id {
+        sql.push(" AND a.client_id = ").bind(c.as_str());
+    }
+    if let Some(u) = &f.user_id {
+        sql.push(" AND a.user_id = ").bind(u.as_str());
+    }
+    if let Some(from) = f.from {
+        sql.push(" AND a.at >= ").bind(from);
+    }
+    if let Some(to) = f.to {
+        sql.push(" AND a.at <= ").bind(to);
+    }
+    match f.success {
+        Some(true) => {
+            sql.push(" AND a.status < 400");
+        }
+        Some(false) => {
+            sql.push(" AND a.status >= 400");
+        }
+        None => {}
+    }
+}
+
+/// Whose data a portal client (or one of its users) saw in a period (R19): per client, the
+/// answered requests that served its data, and the first and last of them.
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow, serde::Deserialize, serde::Serialize)]
+pub struct Exposure {
+    pub patient: String,
+    pub requests: i64,
+    pub first_at: i64,
+    pub last_at: i64,
+}
+
+pub async fn exposure(
+    mut ex: impl Executor,
+    f: &Filter,
+) -> Result<Vec<Exposure>, crate::store::Error> {
+    let mut sql = Sql::new(
+        "SELECT ap.patient AS patient, COUNT(*) AS requests, MIN(a.at) AS first_at, \
+         MAX(a.at) AS last_at FROM audit_patients ap JOIN audit_log a ON a.seq = ap.seq WHERE 1 = 1",
+    );
+    filters(
+        &mut sql,
+        &Filter {
+            success: Some(true),
+            ..f.clone()
+        },
+    );
+    sql.push(" GROUP BY ap.patient ORDER BY ap.patient");
+    ex.fetch_all(&sql).await
 }
 
 /// Up to `limit` records after `after`, in the chain's order.
@@ -95,6 +208,44 @@ pub async fn after(
         "SELECT {COLUMNS} FROM audit_log WHERE seq > $1 ORDER BY seq LIMIT $2"
     ))
     .arg(after)
+    .arg(limit);
+    ex.fetch_all(&sql).await
+}
+
+/// A record of a client's data being seen, as the client's holder is shown it: when, how, by
+/// whom as the holder knows them (the name and relationship of their link), which types.
+#[derive(Debug, Clone, sqlx::FromRow, serde::Deserialize)]
+pub struct Seen {
+    pub seq: i64,
+    pub at: i64,
+    pub action: String,
+    pub client_id: Option<String>,
+    pub types: Option<String>,
+    pub name: Option<String>,
+    pub relationship: Option<String>,
+}
+
+/// Who saw `patient`'s data (answered reads, searches and history), newest first, before
+/// `before` (a `seq`).
+pub async fn seen(
+    mut ex: impl Executor,
+    patient: &str,
+    before: i64,
+    limit: i64,
+) -> Result<Vec<Seen>, crate::store::Error> {
+    let sql = Sql::new(
+        "SELECT a.seq AS seq, a.at AS at, a.action AS action, a.client_id AS client_id, \
+         ap.types AS types, l.name AS name, l.relationship AS relationship \
+         FROM audit_patients ap JOIN audit_log a ON a.seq = ap.seq \
+         LEFT JOIN users u ON u.client_id = a.client_id AND u.external_id = a.user_id \
+         LEFT JOIN links l ON l.id = (SELECT MAX(l2.id) FROM links l2 \
+             WHERE l2.user_id = u.id AND l2.patient_id = ap.patient) \
+         WHERE ap.patient = $1 AND ap.seq < $2 AND a.status < 400 \
+           AND a.action IN ('read', 'search', 'history') AND ap.types IS NOT NULL \
+         ORDER BY ap.seq DESC LIMIT $3",
+    )
+    .arg(patient)
+    .arg(before)
     .arg(limit);
     ex.fetch_all(&sql).await
 }

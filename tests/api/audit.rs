@@ -246,6 +246,33 @@ async fn the_command_line_verifies_the_chain() {
     let (code, out, err) = run();
     assert_eq!(code, Some(0), "{out}{err}");
     assert!(out.contains("intact: 3 records"), "{out}");
+    // Exported as NDJSON, whole or by period.
+    let export = |extra: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_sluis"))
+            .args(["audit", "export", "--config", config.to_str().unwrap()])
+            .args(extra)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, out, err) = export(&[]);
+    assert_eq!(code, Some(0), "{err}");
+    let lines: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 3, "{out}");
+    assert_eq!(lines[0]["seq"], 1);
+    assert_eq!(lines[2]["route"], "/fhir/{type}/{id}");
+    assert!(lines[1]["hash"].as_str().unwrap().len() == 64);
+    assert_eq!(export(&["--to", "2000-01-01T00:00:00Z"]).1, "");
+    let (code, _, err) = export(&["--from", "yesterday"]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("--from"), "{err}");
     unguard(&app.state.db).await;
     app.state
         .db
@@ -394,3 +421,248 @@ on_both!(
         assert!(matches!(verify(&db).await.unwrap(), Verdict::Intact(_)));
     }
 );
+
+on_both!(
+    the_admin_filters_the_trail_and_reports_exposure,
+    |b| async move {
+        let app = TestApp::spawn(b).await;
+        app.push_ok(&transaction(&[
+            patient("p1"),
+            patient("p2"),
+            observation("o1", "p1", "29463-7", "2025-01-01"),
+            observation("o2", "p2", "29463-7", "2025-01-01"),
+        ]))
+        .await;
+        app.set_clock("2027-01-01T00:00:00Z").await;
+        let h1 = app.holder("h1", "p1").await;
+        let h2 = app.holder("h2", "p2").await;
+        for _ in 0..2 {
+            assert_eq!(h1.get("/fhir/Observation?patient=p1").await.0, 200);
+        }
+        assert_eq!(h2.get("/fhir/Observation?patient=p2").await.0, 200);
+        // A stranger tries p2: refused, and recorded as about p2.
+        let stranger = app.user("stranger").await;
+        let (status, body) = stranger.get("/fhir/Observation?patient=p2").await;
+        assert_eq!(status, 403, "{body}");
+        let get = |path: String| {
+            let app = &app;
+            async move {
+                let r = app
+                    .http
+                    .get(app.url(&path))
+                    .bearer_auth(ADMIN)
+                    .send()
+                    .await
+                    .unwrap();
+                let status = r.status().as_u16();
+                (
+                    status,
+                    r.json::<serde_json::Value>().await.unwrap_or_default(),
+                )
+            }
+        };
+        let (status, body) = get("/admin/audit?patient=p2".into()).await;
+        assert_eq!(status, 200, "{body}");
+        let recs = body["records"].as_array().unwrap();
+        let statuses: Vec<i64> = recs
+            .iter()
+            .filter(|r| r["route"] == "/fhir/{type}")
+            .map(|r| r["status"].as_i64().unwrap())
+            .collect();
+        assert_eq!(statuses, [200, 403], "{body:#}");
+        let (_, body) = get("/admin/audit?patient=p2&outcome=failure".into()).await;
+        let recs = body["records"].as_array().unwrap();
+        assert_eq!(recs.len(), 1, "{body:#}");
+        assert_eq!(recs[0]["user_id"], "stranger");
+        assert_eq!(recs[0]["reason"], "not-linked");
+        let (_, body) = get(format!(
+            "/admin/audit?client={}&user=h1&outcome=success",
+            PORTAL.0
+        ))
+        .await;
+        let recs = body["records"].as_array().unwrap();
+        assert!(
+            recs.iter()
+                .all(|r| r["user_id"] == "h1" && r["status"].as_i64().unwrap() < 400)
+        );
+        assert_eq!(
+            recs.iter().filter(|r| r["route"] == "/fhir/{type}").count(),
+            2,
+            "{body:#}"
+        );
+        // A period before anything happened holds nothing.
+        let (_, body) = get("/admin/audit?to=2000-01-01T00:00:00Z".into()).await;
+        assert_eq!(body["records"].as_array().unwrap().len(), 0);
+        // Paged: the pages put together are the whole.
+        let (_, all) = get("/admin/audit?_count=1000".into()).await;
+        let all: Vec<i64> = all["records"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["seq"].as_i64().unwrap())
+            .collect();
+        let mut paged = Vec::new();
+        let mut next = Some("/admin/audit?_count=3".to_string());
+        while let Some(url) = next {
+            let (status, body) = get(url).await;
+            assert_eq!(status, 200);
+            paged.extend(
+                body["records"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|r| r["seq"].as_i64().unwrap()),
+            );
+            next = body["next"].as_str().map(str::to_string);
+        }
+        // (The paging requests are recorded too: only those before it are compared.)
+        assert_eq!(&paged[..all.len()], &all[..]);
+        // Exposure: whose data the vendor's user, and the vendor, saw.
+        let (status, body) =
+            get(format!("/admin/audit/exposure?client={}&user=h1", PORTAL.0)).await;
+        assert_eq!(status, 200, "{body}");
+        let patients = body["patients"].as_array().unwrap();
+        assert_eq!(patients.len(), 1, "{body:#}");
+        assert_eq!(patients[0]["patient"], "p1");
+        assert!(patients[0]["requests"].as_i64().unwrap() >= 2);
+        let (_, body) = get(format!("/admin/audit/exposure?client={}", PORTAL.0)).await;
+        let seen: Vec<&str> = body["patients"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["patient"].as_str().unwrap())
+            .collect();
+        assert_eq!(seen, ["p1", "p2"]);
+        // Bad questions, and no token.
+        for bad in [
+            "/admin/audit?from=yesterday",
+            "/admin/audit?outcome=maybe",
+            "/admin/audit?_count=-1",
+            "/admin/audit?color=red",
+            "/admin/audit/exposure?user=h1",
+        ] {
+            let (status, body) = get(bad.into()).await;
+            assert_eq!(status, 400, "{bad}: {body}");
+            assert_eq!(body["resourceType"], "OperationOutcome");
+        }
+        let r = app.http.get(app.url("/admin/audit")).send().await.unwrap();
+        assert_eq!(r.status(), 401);
+    }
+);
+
+on_both!(
+    the_holder_sees_who_looked_and_a_member_cannot,
+    |b| async move {
+        let app = TestApp::spawn(b).await;
+        app.push_ok(&transaction(&[
+            patient("p1"),
+            patient("p2"),
+            observation("o1", "p1", "29463-7", "2025-01-01"),
+            observation("o2", "p2", "29463-7", "2025-01-01"),
+            appointment("a2", "p2", "2026-06-01T10:00:00Z"),
+        ]))
+        .await;
+        app.set_clock("2027-01-01T00:00:00Z").await;
+        let holder = app.holder("h1", "p1").await;
+        let member = app.member(&holder, "m1", "p1", &["metingen"], false).await;
+        // The member is also the holder of p2, and reads both clients in one search.
+        let (status, code) = app
+            .admin_post(
+                "/admin/activation-codes",
+                &serde_json::json!({"patient": "Patient/p2", "relationship": "self"}),
+            )
+            .await;
+        assert_eq!(status, 201);
+        let (status, body) = member
+            .post(
+                "/portal/link",
+                &serde_json::json!({"code": code["code"], "birth_date": "1970-01-01"}),
+            )
+            .await;
+        assert_eq!(status, 201, "{body}");
+        assert_eq!(member.get("/fhir/Observation").await.0, 200);
+        assert_eq!(member.get("/fhir/Appointment?patient=p2").await.0, 200);
+        assert_eq!(holder.get("/fhir/Observation/o1").await.0, 200);
+
+        let (status, body) = holder.get("/fhir/AuditEvent?patient=p1").await;
+        assert_eq!(status, 200, "{body}");
+        let events: Vec<&serde_json::Value> = body["entry"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| &e["resource"])
+            .collect();
+        assert_eq!(events.len(), 2, "{body:#}");
+        // Newest first: the holder's own read, then the member's search.
+        assert_eq!(events[0]["resourceType"], "AuditEvent");
+        assert_eq!(events[0]["subtype"][0]["code"], "read");
+        assert_eq!(
+            events[0]["agent"][0]["who"]["display"],
+            "the client themself"
+        );
+        assert_eq!(events[1]["subtype"][0]["code"], "search-type");
+        assert_eq!(events[1]["agent"][0]["who"]["display"], "Member m1 (DAUC)");
+        assert_eq!(events[1]["entity"][0]["what"]["reference"], "Patient/p1");
+        assert_eq!(events[1]["entity"][0]["description"], "seen: Observation");
+        // Nothing of the other client, of the vendor's user ids or of the queries.
+        let text = body.to_string();
+        for hidden in ["p2", "Appointment", "m1\"", "h1", PORTAL.0, "patient="] {
+            assert!(
+                !text.contains(hidden)
+                    || hidden == "patient=" && text.matches("patient=").count() == 1,
+                "{hidden} in {text}"
+            );
+        }
+        // Paged.
+        let (_, page) = holder.get("/fhir/AuditEvent?patient=p1&_count=1").await;
+        assert_eq!(page["entry"].as_array().unwrap().len(), 1);
+        let next = page["link"][1]["url"]
+            .as_str()
+            .unwrap()
+            .replace("http://sluis.test", "");
+        let (_, page2) = holder.get(&next).await;
+        assert_eq!(page2["entry"][0]["resource"]["id"], events[1]["id"]);
+        // A member cannot read it; nor can anyone without a link; nor bad questions.
+        let (status, body) = member.get("/fhir/AuditEvent?patient=p1").await;
+        assert_eq!(status, 403, "{body}");
+        assert_eq!(
+            body["issue"][0]["details"]["coding"][0]["code"],
+            "not-holder"
+        );
+        let stranger = app.user("stranger").await;
+        assert_eq!(stranger.get("/fhir/AuditEvent?patient=p1").await.0, 403);
+        for bad in [
+            "/fhir/AuditEvent",
+            "/fhir/AuditEvent?patient=p1&_count=0",
+            "/fhir/AuditEvent?patient=p1&date=2026",
+        ] {
+            assert_eq!(holder.get(bad).await.0, 400, "{bad}");
+        }
+    }
+);
+
+/// Two processes on one PostgreSQL write one chain.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_processes_keep_one_chain() {
+    let Some(b) = Backend::postgres() else {
+        eprintln!("skipped: SLUIS_TEST_POSTGRES_URL is not set");
+        return;
+    };
+    let first = TestApp::spawn(b).await;
+    let second = first.restart_with("", T0).await;
+    let mut load = Vec::new();
+    for app in [&first, &second] {
+        for w in 0..4 {
+            let (http, url) = (app.http.clone(), app.url(&format!("/fhir/Patient/w{w}")));
+            load.push(tokio::spawn(async move {
+                for _ in 0..40 {
+                    http.get(&url).send().await.unwrap();
+                }
+            }));
+        }
+    }
+    for t in load {
+        t.await.unwrap();
+    }
+    assert_eq!(verify(&first.state.db).await.unwrap(), Verdict::Intact(320));
+}

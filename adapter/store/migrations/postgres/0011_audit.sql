@@ -22,8 +22,17 @@ CREATE TABLE audit_log (
     hash           TEXT    NOT NULL
 );
 
-CREATE INDEX audit_log_patient ON audit_log (patient, seq) WHERE patient IS NOT NULL;
 CREATE INDEX audit_log_user ON audit_log (client_id, user_id, seq);
+CREATE INDEX audit_log_at ON audit_log (at);
+
+-- Each client a record is about, one row each (a search may serve several clients' data): for
+-- the client's own view, the admin's filter and the exposure report (R19).
+CREATE TABLE audit_patients (
+    seq     BIGINT NOT NULL REFERENCES audit_log (seq),
+    patient TEXT   NOT NULL,
+    types   TEXT,                                -- the resource types of its data served, space-separated
+    PRIMARY KEY (patient, seq)
+);
 
 CREATE FUNCTION audit_log_refuse() RETURNS trigger AS $$
 BEGIN
@@ -35,4 +44,10 @@ CREATE TRIGGER audit_log_no_change BEFORE UPDATE OR DELETE ON audit_log
     FOR EACH ROW EXECUTE FUNCTION audit_log_refuse();
 
 CREATE TRIGGER audit_log_no_truncate BEFORE TRUNCATE ON audit_log
+    FOR EACH STATEMENT EXECUTE FUNCTION audit_log_refuse();
+
+CREATE TRIGGER audit_patients_no_change BEFORE UPDATE OR DELETE ON audit_patients
+    FOR EACH ROW EXECUTE FUNCTION audit_log_refuse();
+
+CREATE TRIGGER audit_patients_no_truncate BEFORE TRUNCATE ON audit_patients
     FOR EACH STATEMENT EXECUTE FUNCTION audit_log_refuse();

@@ -22,8 +22,17 @@ CREATE TABLE audit_log (
     hash           TEXT    NOT NULL
 );
 
-CREATE INDEX audit_log_patient ON audit_log (patient, seq) WHERE patient IS NOT NULL;
 CREATE INDEX audit_log_user ON audit_log (client_id, user_id, seq);
+CREATE INDEX audit_log_at ON audit_log (at);
+
+-- Each client a record is about, one row each (a search may serve several clients' data): for
+-- the client's own view, the admin's filter and the exposure report (R19).
+CREATE TABLE audit_patients (
+    seq     INTEGER NOT NULL REFERENCES audit_log (seq),
+    patient TEXT   NOT NULL,
+    types   TEXT,                                -- the resource types of its data served, space-separated
+    PRIMARY KEY (patient, seq)
+);
 
 CREATE TRIGGER audit_log_no_update BEFORE UPDATE ON audit_log
 BEGIN
@@ -31,6 +40,16 @@ BEGIN
 END;
 
 CREATE TRIGGER audit_log_no_delete BEFORE DELETE ON audit_log
+BEGIN
+    SELECT RAISE(ABORT, 'audit records cannot be removed');
+END;
+
+CREATE TRIGGER audit_patients_no_update BEFORE UPDATE ON audit_patients
+BEGIN
+    SELECT RAISE(ABORT, 'audit records cannot be changed');
+END;
+
+CREATE TRIGGER audit_patients_no_delete BEFORE DELETE ON audit_patients
 BEGIN
     SELECT RAISE(ABORT, 'audit records cannot be removed');
 END;
