@@ -3,13 +3,16 @@
 //! `sluis audit verify` walks it from the first record.
 
 use crate::store::Db;
-use crate::store::audit::{GENESIS, Stored, after};
+use crate::store::audit::{GENESIS, Stored, after, patients_between, strays};
 use sha2::{Digest, Sha256};
 
 /// The hash of a record: SHA-256 over the hash before it and the record's fields (as a JSON
 /// array in a fixed order), in hex.
 pub fn hash(r: &Stored) -> String {
+    let mut types = r.types.clone();
+    types.sort();
     let fields = serde_json::json!([
+        types,
         r.seq,
         r.at,
         r.action,
@@ -47,12 +50,44 @@ pub enum Verdict {
 pub async fn verify(db: &Db) -> Result<Verdict, crate::store::Error> {
     let (mut expected_seq, mut prev) = (1i64, GENESIS.to_string());
     let mut count = 0u64;
+    let stray = strays(db).await?;
+    if stray > 0 {
+        return Ok(Verdict::Broken {
+            seq: 0,
+            why: format!(
+                "{stray} rows stand outside the chain (numbered below 1, or of no record)"
+            ),
+        });
+    }
     loop {
         let page = after(db, expected_seq - 1, 5000).await?;
-        if page.is_empty() {
+        let (Some(first), Some(last)) = (page.first(), page.last()) else {
             return Ok(Verdict::Intact(count));
-        }
-        for r in page {
+        };
+        let rows = patients_between(db, first.seq, last.seq).await?;
+        for mut r in page {
+            // The record's clients as kept beside it: exactly those its `patient` names,
+            // with the types that are part of its hash.
+            let kept: Vec<&(i64, String, Option<String>)> =
+                rows.iter().filter(|(seq, _, _)| *seq == r.seq).collect();
+            let mut named: Vec<&str> = r
+                .patient
+                .iter()
+                .flat_map(|p| p.split(' '))
+                .filter(|p| !p.is_empty())
+                .collect();
+            named.sort_unstable();
+            named.dedup();
+            if kept.iter().map(|(_, p, _)| p.as_str()).collect::<Vec<_>>() != named {
+                return Ok(Verdict::Broken {
+                    seq: r.seq,
+                    why: "the clients kept beside it are not the ones it names".into(),
+                });
+            }
+            r.types = kept
+                .iter()
+                .filter_map(|(_, p, t)| t.clone().map(|t| (p.clone(), t)))
+                .collect();
             if r.seq != expected_seq {
                 return Ok(Verdict::Broken {
                     seq: expected_seq,

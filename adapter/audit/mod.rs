@@ -76,6 +76,9 @@ pub fn batch_detail(outcomes: &[crate::ingest::Outcome]) -> String {
     format!("entries={} refused={refused}", outcomes.len())
 }
 
+/// The most clients a request's query may name for its record.
+const MAX_NAMED: usize = 5;
+
 /// Routes that touch no client data and are not recorded.
 const UNRECORDED: &[&str] = &["/healthz", "/readyz", "/metrics", "/fhir/metadata"];
 
@@ -121,18 +124,37 @@ pub async fn track(State(state): State<AppState>, request: Request, next: Next) 
         .extensions()
         .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
         .map(|c| c.0.ip().to_string());
-    // The client a request names (`patient=`, `subject=`) is what it is about, answered or not.
+    // The client a request names (`patient=`, `subject=`) is what it is about, answered or
+    // not: valid ids only, a few at most (a stranger must not grow the trail at will).
     let mut named = Note::default();
     for (key, value) in form_urlencoded::parse(query.as_deref().unwrap_or("").as_bytes()) {
         if matches!(key.as_ref(), "patient" | "subject" | "subject:Patient") {
             let id = value.trim_start_matches("Patient/");
-            if !id.is_empty() && id.len() <= 64 && !named.patients.iter().any(|p| p == id) {
+            if crate::fhir::reference::is_fhir_id(id)
+                && named.patients.len() < MAX_NAMED
+                && !named.patients.iter().any(|p| p == id)
+            {
                 named.patients.push(id.to_string());
             }
         }
     }
     let note = Arc::new(Mutex::new(named));
-    let response = NOTE.scope(note.clone(), next.run(request)).await;
+    // The request's deadline, a little before the edge's own (`edge::deadline`), so that a
+    // request that runs out of time is answered, and recorded, here.
+    let limit = state.config.server.request_timeout;
+    let response = match tokio::time::timeout(
+        limit.saturating_sub(limit / 20),
+        NOTE.scope(note.clone(), next.run(request)),
+    )
+    .await
+    {
+        Ok(response) => response,
+        Err(_) => ApiError::timeout(
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            "the request was not answered within server.request_timeout",
+        )
+        .into_response(),
+    };
     let note = note.lock().map(|n| n.clone()).unwrap_or_default();
     let header = |h: &HeaderMap, name: &str| {
         h.get(name)
@@ -214,11 +236,28 @@ impl Auditor {
                     }
                 }
                 let mut records: Vec<Stored> = batch.iter().map(|p| p.record.clone()).collect();
-                let result = write_batch(&db, &mut records)
-                    .await
-                    .map_err(|e| AuditError(e.to_string()));
-                for p in batch {
-                    let _ = p.done.send(result.clone());
+                match write_batch(&db, &mut records).await {
+                    Ok(()) => {
+                        for p in batch {
+                            let _ = p.done.send(Ok(()));
+                        }
+                    }
+                    // One record that cannot be written must not cost the others theirs.
+                    Err(e) if batch.len() > 1 => {
+                        tracing::warn!(error = %e, records = batch.len(), "an audit batch failed; writing its records one by one");
+                        for p in batch {
+                            let mut one = vec![p.record];
+                            let result = write_batch(&db, &mut one)
+                                .await
+                                .map_err(|e| AuditError(e.to_string()));
+                            let _ = p.done.send(result);
+                        }
+                    }
+                    Err(e) => {
+                        for p in batch {
+                            let _ = p.done.send(Err(AuditError(e.to_string())));
+                        }
+                    }
                 }
             }
         });

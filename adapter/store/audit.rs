@@ -90,14 +90,18 @@ pub async fn append(tx: &mut Tx, records: &[Stored]) -> Result<(), crate::store:
     let about: Vec<[Arg; 3]> = records
         .iter()
         .flat_map(|r| {
-            r.patient
+            let mut patients: Vec<&str> = r
+                .patient
                 .iter()
                 .flat_map(|p| p.split(' '))
                 .filter(|p| !p.is_empty())
-                .map(|p| {
-                    let types = r.types.iter().find(|(q, _)| q == p).map(|(_, t)| t.clone());
-                    [r.seq.into(), p.into(), types.into()]
-                })
+                .collect();
+            patients.sort_unstable();
+            patients.dedup();
+            patients.into_iter().map(|p| {
+                let types = r.types.iter().find(|(q, _)| q == p).map(|(_, t)| t.clone());
+                [r.seq.into(), p.into(), types.into()]
+            })
         })
         .collect();
     if !about.is_empty() {
@@ -185,7 +189,8 @@ pub async fn exposure(
 ) -> Result<Vec<Exposure>, crate::store::Error> {
     let mut sql = Sql::new(
         "SELECT ap.patient AS patient, COUNT(*) AS requests, MIN(a.at) AS first_at, \
-         MAX(a.at) AS last_at FROM audit_patients ap JOIN audit_log a ON a.seq = ap.seq WHERE 1 = 1",
+         MAX(a.at) AS last_at FROM audit_patients ap JOIN audit_log a ON a.seq = ap.seq \
+         WHERE ap.types IS NOT NULL",
     );
     filters(
         &mut sql,
@@ -248,4 +253,40 @@ pub async fn seen(
     .arg(before)
     .arg(limit);
     ex.fetch_all(&sql).await
+}
+
+/// The `audit_patients` rows of records `from..=to`: (seq, patient, types), in order.
+pub async fn patients_between(
+    mut ex: impl Executor,
+    from: i64,
+    to: i64,
+) -> Result<Vec<(i64, String, Option<String>)>, crate::store::Error> {
+    #[derive(sqlx::FromRow, serde::Deserialize)]
+    struct Row {
+        seq: i64,
+        patient: String,
+        types: Option<String>,
+    }
+    let sql = Sql::new(
+        "SELECT seq, patient, types FROM audit_patients WHERE seq >= $1 AND seq <= $2 \
+         ORDER BY seq, patient",
+    )
+    .arg(from)
+    .arg(to);
+    let rows: Vec<Row> = ex.fetch_all(&sql).await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| (r.seq, r.patient, r.types))
+        .collect())
+}
+
+/// Rows that no chain walk from 1 reaches: records numbered below 1, and client rows of no
+/// record.
+pub async fn strays(mut ex: impl Executor) -> Result<i64, crate::store::Error> {
+    let sql = Sql::new(
+        "SELECT (SELECT COUNT(*) FROM audit_log WHERE seq < 1) \
+         + (SELECT COUNT(*) FROM audit_patients ap WHERE NOT EXISTS \
+             (SELECT 1 FROM audit_log a WHERE a.seq = ap.seq)) AS n",
+    );
+    ex.fetch_count(&sql).await
 }

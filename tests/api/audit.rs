@@ -141,7 +141,7 @@ async fn unguard(db: &Db) {
 on_both!(
     the_database_refuses_changes_and_verify_names_the_first_tampered_record,
     |b| async move {
-        for tampering in ["update", "delete", "insert", "rehash"] {
+        for tampering in ["update", "delete", "insert", "rehash", "stray", "client"] {
             let app = TestApp::spawn(b.clone()).await;
             for i in 0..6 {
                 let r = app
@@ -167,6 +167,23 @@ on_both!(
             );
             if db.engine() == sluis::store::db::Engine::Postgres {
                 assert!(db.execute(&Sql::new("TRUNCATE audit_log")).await.is_err());
+            }
+            // Inserts need no guard off: rows outside the chain, a client added to a record.
+            if tampering == "stray" || tampering == "client" {
+                let sql = if tampering == "stray" {
+                    "INSERT INTO audit_log (seq, at, action, route, method, status, prev_hash, hash) \
+                     SELECT -1, at, 'read', route, method, 200, prev_hash, hash FROM audit_log WHERE seq = 1"
+                } else {
+                    "INSERT INTO audit_patients (seq, patient, types) VALUES (3, 'p9', 'Observation')"
+                };
+                db.execute(&Sql::new(sql)).await.unwrap();
+                match verify(db).await.unwrap() {
+                    Verdict::Broken { seq, .. } => {
+                        assert_eq!(seq, if tampering == "stray" { 0 } else { 3 }, "{tampering}");
+                    }
+                    v => panic!("{tampering}: {v:?}"),
+                }
+                continue;
             }
             unguard(db).await;
             if tampering == "rehash" {
@@ -517,6 +534,8 @@ on_both!(
         }
         // (The paging requests are recorded too: only those before it are compared.)
         assert_eq!(&paged[..all.len()], &all[..]);
+        // Naming a client whose data is not served is no exposure.
+        assert_eq!(h1.get("/fhir/Observation?patient=p2").await.0, 200);
         // Exposure: whose data the vendor's user, and the vendor, saw.
         let (status, body) =
             get(format!("/admin/audit/exposure?client={}&user=h1", PORTAL.0)).await;
@@ -638,6 +657,25 @@ on_both!(
         ] {
             assert_eq!(holder.get(bad).await.0, 400, "{bad}");
         }
+        // What the holder is shown is part of the chain: a changed type is found.
+        assert!(matches!(
+            verify(&app.state.db).await.unwrap(),
+            Verdict::Intact(_)
+        ));
+        let guard_off = match app.state.db.engine() {
+            sluis::store::db::Engine::Sqlite => "DROP TRIGGER audit_patients_no_update",
+            sluis::store::db::Engine::Postgres => "ALTER TABLE audit_patients DISABLE TRIGGER USER",
+        };
+        app.state.db.execute(&Sql::new(guard_off)).await.unwrap();
+        app.state
+            .db
+            .execute(&Sql::new("UPDATE audit_patients SET types = 'Condition' WHERE patient = 'p1' AND types IS NOT NULL"))
+            .await
+            .unwrap();
+        assert!(matches!(
+            verify(&app.state.db).await.unwrap(),
+            Verdict::Broken { .. }
+        ));
     }
 );
 
@@ -666,3 +704,81 @@ async fn two_processes_keep_one_chain() {
     }
     assert_eq!(verify(&first.state.db).await.unwrap(), Verdict::Intact(320));
 }
+
+on_both!(
+    what_a_query_names_cannot_break_or_swell_the_trail,
+    |b| async move {
+        let app = TestApp::spawn(b).await;
+        // Ids with spaces or commas, repeats, and many of them: each request still answered
+        // (and recorded), with a few valid ids at most.
+        let many: String = (0..200).map(|i| format!("patient=x{i:05}&")).collect();
+        let mut load = Vec::new();
+        for path in [
+            "/fhir/Patient/p1?patient=p1%20p1".to_string(),
+            "/fhir/Observation?subject=p1,p2&patient=Patient/p3&patient=p3".to_string(),
+            format!("/fhir/Observation?{many}"),
+            "/fhir/Patient/p1".to_string(),
+        ] {
+            for _ in 0..5 {
+                let (http, url) = (app.http.clone(), app.url(&path));
+                load.push(tokio::spawn(async move {
+                    http.get(url).send().await.unwrap().status().as_u16()
+                }));
+            }
+        }
+        for t in load {
+            assert_eq!(t.await.unwrap(), 401);
+        }
+        let recs = records(&app.state.db).await;
+        assert_eq!(recs.len(), 20);
+        for r in &recs {
+            let named: Vec<&str> = r
+                .patient
+                .as_deref()
+                .unwrap_or("")
+                .split(' ')
+                .filter(|p| !p.is_empty())
+                .collect();
+            assert!(named.len() <= 5, "{named:?}");
+            assert!(named.iter().all(|p| !p.contains(',')), "{named:?}");
+        }
+        assert!(recs.iter().any(|r| r.patient.as_deref() == Some("p3")));
+        assert_eq!(verify(&app.state.db).await.unwrap(), Verdict::Intact(20));
+    }
+);
+
+on_both!(
+    a_request_that_runs_out_of_time_is_answered_and_recorded_as_such,
+    |b| async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let app = TestApp::spawn_with(
+            b,
+            "[server]\nlisten = \"127.0.0.1:0\"\npublic_base_url = \"http://sluis.test\"\nbody_timeout = \"PT10S\"\nrequest_timeout = \"PT1S\"\n",
+        )
+        .await;
+        let portal = app.token(PORTAL).await;
+        let addr = app.base.trim_start_matches("http://").to_string();
+        let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        stream
+            .write_all(format!(
+                "POST /portal/terms HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {portal}\r\nX-Portal-User: slow\r\nX-Request-Id: slow-1\r\nContent-Type: application/json\r\nContent-Length: 50\r\n\r\n{{"
+            ).as_bytes())
+            .await
+            .unwrap();
+        let mut answer = vec![0u8; 4096];
+        let n = tokio::time::timeout(std::time::Duration::from_secs(5), stream.read(&mut answer))
+            .await
+            .unwrap()
+            .unwrap();
+        let answer = String::from_utf8_lossy(&answer[..n]).to_string();
+        assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+        let rec = records(&app.state.db)
+            .await
+            .into_iter()
+            .find(|r| r.request_id.as_deref() == Some("slow-1"))
+            .expect("the request that ran out of time is recorded");
+        assert_eq!(rec.status, 503);
+        assert_eq!(rec.route, "/portal/terms");
+        assert_eq!(rec.user_id.as_deref(), Some("slow"));
+    }
+);

@@ -33,6 +33,7 @@ CREATE TABLE audit_patients (
     types   TEXT,                                -- the resource types of its data served, space-separated
     PRIMARY KEY (patient, seq)
 );
+CREATE INDEX audit_patients_seq ON audit_patients (seq);
 
 CREATE FUNCTION audit_log_refuse() RETURNS trigger AS $$
 BEGIN
