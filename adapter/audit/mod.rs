@@ -37,6 +37,11 @@ pub struct Note {
     pub resources: Vec<String>,
     /// A batch's counts (ingest): entries and how many were refused.
     pub detail: Option<String>,
+    /// What the middleware knows before the handler runs (route, query, ids, address).
+    pub draft: Option<Stored>,
+    /// Set when the handler wrote the record itself, in its own transaction, with this
+    /// status (a pushed transaction: one commit for both).
+    pub recorded: Option<i64>,
 }
 
 tokio::task_local! {
@@ -120,6 +125,11 @@ pub async fn track(State(state): State<AppState>, request: Request, next: Next) 
     let method = request.method().as_str().to_string();
     let query = request.uri().query().map(str::to_string);
     let headers = request.headers().clone();
+    let header = |h: &HeaderMap, name: &str| {
+        h.get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(|v| v.chars().take(200).collect::<String>())
+    };
     let remote = request
         .extensions()
         .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
@@ -138,6 +148,17 @@ pub async fn track(State(state): State<AppState>, request: Request, next: Next) 
             }
         }
     }
+    named.draft = Some(Stored {
+        at: crate::time::to_micros(state.clock.wall()),
+        action: action(&route, &method).to_string(),
+        route: route.clone(),
+        method: method.clone(),
+        query: query.as_ref().map(|q| q.chars().take(2000).collect()),
+        request_id: header(&headers, "x-request-id"),
+        correlation_id: header(&headers, "x-correlation-id"),
+        remote: remote.clone(),
+        ..Default::default()
+    });
     let note = Arc::new(Mutex::new(named));
     // The request's deadline, a little before the edge's own (`edge::deadline`), so that a
     // request that runs out of time is answered, and recorded, here.
@@ -156,11 +177,9 @@ pub async fn track(State(state): State<AppState>, request: Request, next: Next) 
         .into_response(),
     };
     let note = note.lock().map(|n| n.clone()).unwrap_or_default();
-    let header = |h: &HeaderMap, name: &str| {
-        h.get(name)
-            .and_then(|v| v.to_str().ok())
-            .map(|v| v.chars().take(200).collect::<String>())
-    };
+    if note.recorded == Some(i64::from(response.status().as_u16())) {
+        return response;
+    }
     let record = Stored {
         at: crate::time::to_micros(state.clock.wall()),
         action: action(&route, &method).to_string(),
@@ -275,6 +294,41 @@ impl Auditor {
             .await
             .map_err(|_| AuditError("the audit writer has stopped".into()))?
     }
+}
+
+/// Appends the current request's record inside `tx` (the handler's own write transaction),
+/// with `status` and `detail`; whether there was a request to record. The caller marks the
+/// note with [`recorded`] once `tx` has committed.
+pub async fn append_in(
+    tx: &mut crate::store::db::Tx,
+    status: i64,
+    detail: String,
+) -> Result<bool, crate::store::Error> {
+    let Ok(Some(mut record)) = NOTE.try_with(|n| {
+        n.lock().ok().and_then(|n| {
+            n.draft.clone().map(|mut d| {
+                d.client_id = n.client_id.clone();
+                d.user_id = n.user_id.clone();
+                d.patient = (!n.patients.is_empty()).then(|| n.patients.join(" "));
+                d
+            })
+        })
+    }) else {
+        return Ok(false);
+    };
+    record.status = status;
+    record.detail = Some(detail);
+    let (seq, prev) = crate::store::audit::head(tx).await?;
+    record.seq = seq + 1;
+    record.prev_hash = prev;
+    record.hash = chain::hash(&record);
+    crate::store::audit::append(tx, std::slice::from_ref(&record)).await?;
+    Ok(true)
+}
+
+/// Marks the current request as recorded with `status` (after [`append_in`]'s commit).
+pub fn recorded(status: i64) {
+    note(|n| n.recorded = Some(status));
 }
 
 /// Chains `records` to the head of the log and appends them, in one transaction.

@@ -343,8 +343,17 @@ async fn write_all(
     if let Some(taken) = pulled {
         store_pull::page_taken(&mut tx, taken).await?;
     }
+    // A pushed transaction's audit record goes in the same commit (answered 200 when it
+    // commits): one write transaction per push, not two.
+    let audited = mode == Mode::Transaction
+        && pulled.is_none()
+        && arrived_at.is_none()
+        && crate::audit::append_in(&mut tx, 200, crate::audit::batch_detail(&outcomes)).await?;
     let written_at = started.elapsed();
     tx.commit().await?;
+    if audited {
+        crate::audit::recorded(200);
+    }
     let us = |d: Duration| d.as_micros() as u64;
     tracing::debug!(
         target: "sluis::ingest",

@@ -782,3 +782,36 @@ on_both!(
         assert_eq!(rec.user_id.as_deref(), Some("slow"));
     }
 );
+
+on_both!(
+    a_pushed_transaction_is_recorded_once_in_its_own_commit,
+    |b| async move {
+        let app = TestApp::spawn(b).await;
+        app.push_ok(&transaction(&[
+            patient("p1"),
+            observation("o1", "p1", "29463-7", "2025-01-01"),
+        ]))
+        .await;
+        let mut bad = observation("o2", "p1", "29463-7", "2025-01-01");
+        bad["status"] = serde_json::json!("gisteren");
+        let (status, _) = app.push(&transaction(&[bad])).await;
+        assert_eq!(status, 400);
+        let pushes: Vec<_> = records(&app.state.db)
+            .await
+            .into_iter()
+            .filter(|r| r.route == "/ingest/{source}")
+            .collect();
+        assert_eq!(pushes.len(), 2, "{pushes:#?}");
+        assert_eq!(pushes[0].status, 200);
+        assert_eq!(pushes[0].action, "ingest");
+        assert_eq!(pushes[0].detail.as_deref(), Some("entries=2 refused=0"));
+        assert_eq!(pushes[0].client_id.as_deref(), Some(SOURCE.0));
+        assert!(pushes[0].request_id.is_some() && pushes[0].remote.is_some());
+        assert_eq!(pushes[1].status, 400);
+        assert_eq!(pushes[1].reason.as_deref(), Some("invalid-resource"));
+        assert!(matches!(
+            verify(&app.state.db).await.unwrap(),
+            Verdict::Intact(_)
+        ));
+    }
+);
