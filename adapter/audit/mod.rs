@@ -44,6 +44,25 @@ pub struct Note {
     pub recorded: Option<i64>,
 }
 
+impl Note {
+    /// The record as far as the request's draft and this note tell it (status, reason and
+    /// hashes are set by whoever writes it).
+    fn record(&self) -> Stored {
+        let mut r = self.draft.clone().unwrap_or_default();
+        r.client_id = self.client_id.clone();
+        r.user_id = self.user_id.clone();
+        r.patient = (!self.patients.is_empty()).then(|| self.patients.join(" "));
+        r.resources = (!self.resources.is_empty()).then(|| self.resources.join(" "));
+        r.detail = self.detail.clone();
+        r.types = self
+            .types
+            .iter()
+            .map(|(p, types)| (p.clone(), types.join(" ")))
+            .collect();
+        r
+    }
+}
+
 tokio::task_local! {
     static NOTE: Arc<Mutex<Note>>;
 }
@@ -124,7 +143,6 @@ pub async fn track(State(state): State<AppState>, request: Request, next: Next) 
     }
     let method = request.method().as_str().to_string();
     let query = request.uri().query().map(str::to_string);
-    let headers = request.headers().clone();
     let header = |h: &HeaderMap, name: &str| {
         h.get(name)
             .and_then(|v| v.to_str().ok())
@@ -151,12 +169,12 @@ pub async fn track(State(state): State<AppState>, request: Request, next: Next) 
     named.draft = Some(Stored {
         at: crate::time::to_micros(state.clock.wall()),
         action: action(&route, &method).to_string(),
-        route: route.clone(),
-        method: method.clone(),
+        route,
+        method,
         query: query.as_ref().map(|q| q.chars().take(2000).collect()),
-        request_id: header(&headers, "x-request-id"),
-        correlation_id: header(&headers, "x-correlation-id"),
-        remote: remote.clone(),
+        request_id: header(request.headers(), "x-request-id"),
+        correlation_id: header(request.headers(), "x-correlation-id"),
+        remote,
         ..Default::default()
     });
     let note = Arc::new(Mutex::new(named));
@@ -180,33 +198,16 @@ pub async fn track(State(state): State<AppState>, request: Request, next: Next) 
     if note.recorded == Some(i64::from(response.status().as_u16())) {
         return response;
     }
-    let record = Stored {
-        at: crate::time::to_micros(state.clock.wall()),
-        action: action(&route, &method).to_string(),
-        route,
-        method,
-        query: query.map(|q| q.chars().take(2000).collect()),
-        client_id: note.client_id,
-        user_id: note.user_id,
-        patient: (!note.patients.is_empty()).then(|| note.patients.join(" ")),
-        resources: (!note.resources.is_empty()).then(|| note.resources.join(" ")),
-        detail: note.detail,
-        types: note
-            .types
-            .into_iter()
-            .map(|(p, types)| (p, types.join(" ")))
-            .collect(),
-        status: i64::from(response.status().as_u16()),
-        reason: response
-            .extensions()
-            .get::<Reason>()
-            .map(|r| r.code().to_string()),
-        request_id: header(response.headers(), "x-request-id")
-            .or_else(|| header(&headers, "x-request-id")),
-        correlation_id: header(&headers, "x-correlation-id"),
-        remote,
-        ..Default::default()
-    };
+    let mut record = note.record();
+    record.status = i64::from(response.status().as_u16());
+    record.reason = response
+        .extensions()
+        .get::<Reason>()
+        .map(|r| r.code().to_string());
+    // The id the edge gave the request (a sent one it kept, or one it made).
+    if let Some(id) = header(response.headers(), "x-request-id") {
+        record.request_id = Some(id);
+    }
     match state.auditor.write(record).await {
         Ok(()) => response,
         Err(e) => {
@@ -305,14 +306,9 @@ pub async fn append_in(
     detail: String,
 ) -> Result<bool, crate::store::Error> {
     let Ok(Some(mut record)) = NOTE.try_with(|n| {
-        n.lock().ok().and_then(|n| {
-            n.draft.clone().map(|mut d| {
-                d.client_id = n.client_id.clone();
-                d.user_id = n.user_id.clone();
-                d.patient = (!n.patients.is_empty()).then(|| n.patients.join(" "));
-                d
-            })
-        })
+        n.lock()
+            .ok()
+            .and_then(|n| n.draft.is_some().then(|| n.record()))
     }) else {
         return Ok(false);
     };
