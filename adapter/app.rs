@@ -92,6 +92,12 @@ impl AppState {
         let pullers = crate::pull::Pullers::new(&config, &clock)?;
         crate::metrics::handle();
         let auditor = crate::audit::Auditor::start(db.clone());
+        if !config.audit.enabled {
+            tracing::warn!(
+                "audit.enabled = false: no audit trail is written (NEN 7513 requires one); \
+                 for measuring what it costs only, never in production"
+            );
+        }
         let state = Self(Arc::new(Inner {
             config,
             db,

@@ -1,4 +1,5 @@
-//! The command line (contract §1): demo, serve, migrate, check, import, audit verify.
+//! The command line (contract §1): demo, serve, migrate, check, import, audit verify, prune
+//! and export.
 
 use crate::app::{AppState, Application, redact_url};
 use crate::clock::Clock;
@@ -71,6 +72,14 @@ enum AuditCommand {
         #[arg(long, env = "SLUIS_CONFIG")]
         config: PathBuf,
     },
+    /// Removes the records older than `[audit] retention` (the chain still verifies).
+    Prune {
+        #[arg(long, env = "SLUIS_CONFIG")]
+        config: PathBuf,
+        /// Removes only what is older than this instant (at most now minus the retention).
+        #[arg(long)]
+        before: Option<String>,
+    },
     /// Writes audit records as NDJSON to standard output, oldest first.
     Export {
         #[arg(long, env = "SLUIS_CONFIG")]
@@ -107,6 +116,9 @@ pub fn main() -> ExitCode {
             Command::Audit {
                 command: AuditCommand::Verify { config },
             } => return audit_verify(&config).await,
+            Command::Audit {
+                command: AuditCommand::Prune { config, before },
+            } => audit_prune(&config, before.as_deref()).await,
             Command::Audit {
                 command: AuditCommand::Export { config, from, to },
             } => audit_export(&config, from.as_deref(), to.as_deref()).await,
@@ -168,7 +180,14 @@ async fn audit_verify(path: &Path) -> anyhow::Result<ExitCode> {
     }
     match crate::audit::chain::verify(&db).await? {
         crate::audit::chain::Verdict::Intact(n) => {
-            println!("the audit chain is intact: {n} records");
+            match crate::store::audit::anchor(&db).await? {
+                Some(a) => println!(
+                    "the audit chain is intact: {n} records, from record {} (those older than {} were pruned)",
+                    a.upto + 1,
+                    crate::time::instant(crate::time::from_micros(a.before))
+                ),
+                None => println!("the audit chain is intact: {n} records"),
+            }
             Ok(ExitCode::SUCCESS)
         }
         crate::audit::chain::Verdict::Broken { seq, why } => {
@@ -176,6 +195,54 @@ async fn audit_verify(path: &Path) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::FAILURE)
         }
     }
+}
+
+/// `sluis audit prune`: removes what is older than the retention period (or than `--before`,
+/// which may not be later), and says what it did.
+async fn audit_prune(path: &Path, before: Option<&str>) -> anyhow::Result<()> {
+    let config = load_config(path)?;
+    let db = Db::connect(config.database.url.expose_secret(), 1).await?;
+    if !db.is_migrated().await? {
+        anyhow::bail!("the database is not migrated: run `sluis migrate` first");
+    }
+    let now = Clock::system().wall();
+    let limit = config.audit.retention.before(now);
+    let before = match before {
+        None => limit,
+        Some(text) => {
+            let at = crate::time::parse_instant(text).ok_or_else(|| {
+                anyhow::anyhow!("--before: `{text}` is not an instant (e.g. 2021-01-01T00:00:00Z)")
+            })?;
+            if at > limit {
+                anyhow::bail!(
+                    "--before {text}: records younger than the retention period ({}) must be kept; \
+                     the latest allowed is {}",
+                    config.audit.retention,
+                    crate::time::instant(limit)
+                );
+            }
+            at
+        }
+    };
+    let pruned = crate::audit::prune::prune(
+        &db,
+        crate::time::to_micros(before),
+        crate::time::to_micros(now),
+    )
+    .await?;
+    match pruned.upto {
+        Some(upto) => println!(
+            "removed {} records older than {}; the chain goes on from record {}",
+            pruned.removed,
+            crate::time::instant(before),
+            upto + 1
+        ),
+        None => println!(
+            "no record is older than {}: nothing removed",
+            crate::time::instant(before)
+        ),
+    }
+    Ok(())
 }
 
 /// `sluis audit export`: the records (with their hashes) as NDJSON, a page at a time.
@@ -269,6 +336,14 @@ async fn check(path: &Path) -> anyhow::Result<ExitCode> {
                 ));
             }
         }
+    }
+    if let Some(c) = &config
+        && !c.audit.enabled
+    {
+        println!(
+            "warning: audit.enabled = false: no audit trail is written (NEN 7513 requires one); \
+             for measuring what it costs only, never in production"
+        );
     }
     if let Some(m) = &mappings {
         println!("{}", crate::mapping::report::coverage(m));

@@ -174,8 +174,10 @@ impl fmt::Display for IsoDuration {
             return f.write_str("P0D");
         }
         f.write_str("P")?;
-        if self.months > 0 {
-            write!(f, "{}M", self.months)?;
+        match (self.months / 12, self.months % 12) {
+            (0, 0) => {}
+            (years, 0) => write!(f, "{years}Y")?,
+            _ => write!(f, "{}M", self.months)?,
         }
         if self.days > 0 {
             write!(f, "{}D", self.days)?;
@@ -213,6 +215,22 @@ mod tests {
             mixed.before(t0),
             Utc.with_ymd_and_hms(2026, 1, 30, 10, 30, 0).unwrap()
         );
+    }
+
+    #[test]
+    fn durations_print_as_written_where_they_can() {
+        for (text, printed) in [
+            ("P5Y", "P5Y"),
+            ("P60M", "P5Y"),
+            ("P13M", "P13M"),
+            ("P14D", "P14D"),
+            ("P1Y2D", "P1Y2D"),
+            ("P14M2D", "P14M2D"),
+        ] {
+            let d: IsoDuration = text.parse().unwrap();
+            assert_eq!(d.to_string(), printed, "{text}");
+            assert_eq!(printed.parse::<IsoDuration>(), Ok(d));
+        }
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! `sluis audit verify` walks it from the first record.
 
 use crate::store::Db;
-use crate::store::audit::{GENESIS, Stored, after, patients_between, strays};
+use crate::store::audit::{GENESIS, Stored, after, anchor, patients_between, strays};
 use sha2::{Digest, Sha256};
 
 /// The hash of a record: SHA-256 over the hash before it and the record's fields (as a JSON
@@ -46,9 +46,16 @@ pub enum Verdict {
     Broken { seq: i64, why: String },
 }
 
-/// Walks the whole chain, a page at a time.
+/// Walks the whole chain, a page at a time: from the first record, or after a prune from the
+/// record after its anchor, which a `prune` record further on must vouch for.
 pub async fn verify(db: &Db) -> Result<Verdict, crate::store::Error> {
-    let (mut expected_seq, mut prev) = (1i64, GENESIS.to_string());
+    let anchor = anchor(db).await?;
+    let (mut expected_seq, mut prev) = match &anchor {
+        Some(a) => (a.upto + 1, a.hash.clone()),
+        None => (1i64, GENESIS.to_string()),
+    };
+    let vouching = anchor.as_ref().map(super::prune::vouching);
+    let mut vouched = anchor.is_none();
     let mut count = 0u64;
     let stray = strays(db).await?;
     if stray > 0 {
@@ -62,6 +69,15 @@ pub async fn verify(db: &Db) -> Result<Verdict, crate::store::Error> {
     loop {
         let page = after(db, expected_seq - 1, 5000).await?;
         let (Some(first), Some(last)) = (page.first(), page.last()) else {
+            if let (false, Some(a)) = (vouched, &anchor) {
+                return Ok(Verdict::Broken {
+                    seq: a.upto + 1,
+                    why: format!(
+                        "the chain starts after record {}, but no prune up to it is recorded",
+                        a.upto
+                    ),
+                });
+            }
             return Ok(Verdict::Intact(count));
         };
         let rows = patients_between(db, first.seq, last.seq).await?;
@@ -105,6 +121,9 @@ pub async fn verify(db: &Db) -> Result<Verdict, crate::store::Error> {
                     seq: r.seq,
                     why: "its content does not match its hash (it was changed)".into(),
                 });
+            }
+            if r.action == "prune" && r.detail.is_some() && r.detail == vouching {
+                vouched = true;
             }
             prev = r.hash;
             expected_seq += 1;

@@ -5,10 +5,12 @@
 //! the records of concurrent requests together (group commit). When the record cannot be
 //! written the request fails with 503 instead of being answered unlogged.
 //!
-//! `chain` hashes and verifies; `view` is the holder's `GET /fhir/AuditEvent`; `store::audit`
+//! `chain` hashes and verifies; `prune` removes what is older than the retention period;
+//! `view` is the holder's `GET /fhir/AuditEvent`; `store::audit`
 //! keeps the rows.
 
 pub mod chain;
+pub mod prune;
 pub mod view;
 
 use crate::app::AppState;
@@ -138,7 +140,7 @@ pub async fn track(State(state): State<AppState>, request: Request, next: Next) 
         .extensions()
         .get::<MatchedPath>()
         .map_or_else(|| "unmatched".to_string(), |m| m.as_str().to_string());
-    if UNRECORDED.contains(&route.as_str()) {
+    if UNRECORDED.contains(&route.as_str()) || !state.config.audit.enabled {
         return next.run(request).await;
     }
     let method = request.method().as_str().to_string();

@@ -71,10 +71,12 @@ pub struct Config {
     pub sources: Vec<Source>,
 }
 
-/// `[audit]`: how long the audit trail is kept (R18: at least five years).
+/// `[audit]`: how long the audit trail is kept (R18: at least five years), and whether it is
+/// written at all (off only to measure what it costs; never in production).
 #[derive(Debug, Clone)]
 pub struct Audit {
     pub retention: IsoDuration,
+    pub enabled: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -470,12 +472,14 @@ struct RawAdmin {
 #[serde(deny_unknown_fields, default)]
 struct RawAudit {
     retention: String,
+    enabled: bool,
 }
 
 impl Default for RawAudit {
     fn default() -> Self {
         Self {
             retention: "P5Y".into(),
+            enabled: true,
         }
     }
 }
@@ -893,6 +897,7 @@ impl RawConfig {
                     }
                     retention
                 },
+                enabled: self.audit.enabled,
             },
             limits: Limits {
                 max_body_bytes: usize::try_from(l.max_body_bytes).unwrap_or(usize::MAX),

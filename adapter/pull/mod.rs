@@ -544,7 +544,9 @@ async fn poll_pages(
             status: 200,
             ..Default::default()
         };
-        if let Err(e) = state.auditor.write(record).await {
+        if state.config.audit.enabled
+            && let Err(e) = state.auditor.write(record).await
+        {
             tracing::error!(source = %p.id, resource_type = %key, error = %e, "cannot write the audit record of a pulled page");
         }
         tracing::debug!(source = %p.id, resource_type = %key, resources = count, refused = outcomes.iter().filter(|o| o.error.is_some()).count(), "page taken in");

@@ -290,3 +290,106 @@ pub async fn strays(mut ex: impl Executor) -> Result<i64, crate::store::Error> {
     );
     ex.fetch_count(&sql).await
 }
+
+/// Where the chain starts after a prune: the last record removed and its hash.
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow, serde::Deserialize)]
+pub struct Anchor {
+    pub upto: i64,
+    pub hash: String,
+    /// The records removed were all older than this (µs).
+    pub before: i64,
+    /// When the prune ran (µs).
+    pub at: i64,
+}
+
+/// The latest anchor, if the chain was ever pruned.
+pub async fn anchor(mut ex: impl Executor) -> Result<Option<Anchor>, crate::store::Error> {
+    ex.fetch_optional(&Sql::new(
+        "SELECT upto, hash, before, at FROM audit_anchors ORDER BY upto DESC LIMIT 1",
+    ))
+    .await
+}
+
+/// The last record that a prune of what is older than `before` (µs) removes, with its hash:
+/// the one before the first record that is not older (every record up to it is).
+pub async fn prunable(
+    tx: &mut Tx,
+    before: i64,
+) -> Result<Option<(i64, String)>, crate::store::Error> {
+    #[derive(sqlx::FromRow, serde::Deserialize)]
+    struct Last {
+        seq: i64,
+        hash: String,
+    }
+    let young: Option<Last> = tx
+        .fetch_optional(
+            &Sql::new("SELECT seq, hash FROM audit_log WHERE at >= $1 ORDER BY seq LIMIT 1")
+                .arg(before),
+        )
+        .await?;
+    let last: Option<Last> = match young {
+        Some(y) => {
+            tx.fetch_optional(
+                &Sql::new("SELECT seq, hash FROM audit_log WHERE seq = $1").arg(y.seq - 1),
+            )
+            .await?
+        }
+        None => {
+            tx.fetch_optional(&Sql::new(
+                "SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1",
+            ))
+            .await?
+        }
+    };
+    Ok(last.map(|l| (l.seq, l.hash)))
+}
+
+/// Records the anchor of a prune (in the transaction that records the prune in the chain).
+pub async fn add_anchor(tx: &mut Tx, a: &Anchor) -> Result<(), crate::store::Error> {
+    tx.insert(
+        "INSERT INTO audit_anchors (upto, hash, before, at)",
+        &[[
+            a.upto.into(),
+            a.hash.as_str().into(),
+            a.before.into(),
+            a.at.into(),
+        ]],
+        "",
+    )
+    .await?;
+    Ok(())
+}
+
+/// Removes up to `chunk` of the oldest records at or below `upto` (an anchor's), with their
+/// client rows, in one transaction; how many records went.
+pub async fn remove_upto(
+    db: &super::Db,
+    upto: i64,
+    chunk: i64,
+) -> Result<u64, crate::store::Error> {
+    let mut tx = db.begin().await?;
+    let first = tx
+        .fetch_count(&Sql::new(
+            "SELECT COALESCE(MIN(seq), 0) AS n FROM audit_log",
+        ))
+        .await?;
+    if first < 1 || first > upto {
+        return Ok(0);
+    }
+    let end = upto.min(first.saturating_add(chunk - 1));
+    tx.execute(
+        &Sql::new("DELETE FROM audit_patients WHERE seq >= $1 AND seq <= $2")
+            .arg(first)
+            .arg(end),
+    )
+    .await?;
+    let n = tx
+        .execute(
+            &Sql::new("DELETE FROM audit_log WHERE seq >= $1 AND seq <= $2")
+                .arg(first)
+                .arg(end),
+        )
+        .await?;
+    tx.commit().await?;
+    Ok(n)
+}

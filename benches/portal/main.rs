@@ -18,8 +18,8 @@ mod source;
 mod targets;
 
 use report::{
-    Ceilings, CpuSteps, FilterCost, Filters, Ingest, IngestRun, JsonCeiling, Memory, PullRun,
-    Report, SqliteInsert, Storage,
+    AuditCost, Ceilings, CpuSteps, FilterCost, Filters, Ingest, IngestRun, JsonCeiling, Memory,
+    PullRun, Report, SqliteInsert, Storage,
 };
 use serde_json::{Value, json};
 use sluis::access::{Access, Decision, Role, SectionSet};
@@ -841,6 +841,88 @@ async fn search(server: &Server, dataset: &data::Dataset, rate: f64, secs: u64) 
     runs
 }
 
+/// Auditing on against off (issue 21): the holder's portal query in a closed loop, as fast as
+/// the server answers, by a server with auditing on (the one that ran the searches), then one
+/// with it off, on again, off again, on the same database; `secs` per reading.
+async fn audit_cost(
+    on: Server,
+    dir: &std::path::Path,
+    database: &str,
+    dataset: &data::Dataset,
+    secs: u64,
+) -> AuditCost {
+    let ids: Arc<Vec<String>> = Arc::new(
+        dataset
+            .clients
+            .iter()
+            .skip(1)
+            .map(|c| c.id.clone())
+            .collect(),
+    );
+    let reading = async |server: &Server| -> (f64, f64, f64) {
+        let (http, base, token) = (
+            server.http.clone(),
+            server.base.clone(),
+            server.token.clone(),
+        );
+        let ids = ids.clone();
+        let pid = server.child.id();
+        let cpu = load::process_cpu_secs(pid);
+        let (per_s, _, p99) = load::closed_loop(8, Duration::from_secs(secs), move |i| {
+            let c = ids[(i as usize * 7919) % ids.len()].clone();
+            let (http, base, token) = (http.clone(), base.clone(), token.clone());
+            async move {
+                http.get(format!(
+                    "{base}/fhir/Observation?patient={c}&category=vital-signs&_count=50"
+                ))
+                .bearer_auth(&token)
+                .header("x-portal-user", format!("h-{c}"))
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success())
+            }
+        })
+        .await;
+        let cpu_us = match (cpu, load::process_cpu_secs(pid)) {
+            (Some(a), Some(b)) if per_s > 0.0 => (b - a) * 1e6 / (per_s * secs as f64),
+            _ => 0.0,
+        };
+        (per_s, p99, cpu_us)
+    };
+    let (mut ons, mut offs) = (vec![reading(&on).await], Vec::new());
+    drop(on);
+    for round in 0..3 {
+        let audited = round % 2 == 1;
+        let extra = if audited {
+            ""
+        } else {
+            "[audit]\nenabled = false\n"
+        };
+        let server = start_with(dir, database, extra).await;
+        let r = reading(&server).await;
+        if audited { ons.push(r) } else { offs.push(r) }
+    }
+    let median = |v: &[(f64, f64, f64)], f: fn(&(f64, f64, f64)) -> f64| {
+        let mut x: Vec<f64> = v.iter().map(f).collect();
+        x.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
+        (x[(x.len() - 1) / 2] + x[x.len() / 2]) / 2.0
+    };
+    let (on_rate, off_rate) = (median(&ons, |r| r.0), median(&offs, |r| r.0));
+    AuditCost {
+        on_per_s: ons.iter().map(|r| r.0).collect(),
+        off_per_s: offs.iter().map(|r| r.0).collect(),
+        on_p99_ms: median(&ons, |r| r.1),
+        off_p99_ms: median(&offs, |r| r.1),
+        on_cpu_us: median(&ons, |r| r.2),
+        off_cpu_us: median(&offs, |r| r.2),
+        throughput_cost: if off_rate > 0.0 {
+            1.0 - on_rate / off_rate
+        } else {
+            0.0
+        },
+    }
+}
+
 /// The cost of the consent and delay filters: the same portal query as SQL with the decision
 /// pushed in, against the same criteria for a user who sees everything and nothing embargoed.
 async fn filter_cost(db: Db, dataset: &data::Dataset, secs: u64) -> Filters {
@@ -1134,6 +1216,18 @@ fn print_table(engine: &str, r: &Report) {
             );
         }
     }
+    if let Some(a) = &r.audit {
+        println!(
+            "auditing on vs off, the holder's query in a closed loop: {:?} vs {:?} queries/s ({:.1}% cost), p99 {:.2} vs {:.2} ms, CPU {:.0} vs {:.0} µs/query",
+            a.on_per_s.iter().map(|x| x.round()).collect::<Vec<_>>(),
+            a.off_per_s.iter().map(|x| x.round()).collect::<Vec<_>>(),
+            a.throughput_cost * 100.0,
+            a.on_p99_ms,
+            a.off_p99_ms,
+            a.on_cpu_us,
+            a.off_cpu_us
+        );
+    }
     for (who, f) in r.filters.iter().flat_map(Filters::roles) {
         println!(
             "filters ({who}): {:.0} vs {:.0} queries/s unfiltered ({:.1}% cost, pairs {:.1}% to {:.1}%), p50 {:.2} vs {:.2} ms (+{:.2} ms)",
@@ -1228,6 +1322,7 @@ async fn run_engine(
             pull: pulled,
             search: None,
             filters: None,
+            audit: None,
             storage: stored,
             memory: Memory {
                 rss_mb: None,
@@ -1268,6 +1363,12 @@ async fn run_engine(
     let (rss, peak) = server.rss_mb();
     let db = Db::connect(&url4, 4).await.unwrap();
     let filters = filter_cost(db.clone(), dataset, secs).await;
+    drop(db);
+    let audit = if only == "filters" {
+        None
+    } else {
+        Some(audit_cost(server, dir, &url4, dataset, if smoke { 1 } else { 3 }).await)
+    };
     let storage = stored;
     Report {
         engine: engine.to_string(),
@@ -1276,6 +1377,7 @@ async fn run_engine(
         pull: pulled,
         search: Some(runs),
         filters: Some(filters),
+        audit,
         storage,
         memory: Memory {
             rss_mb: Some(rss),
@@ -1311,8 +1413,22 @@ fn smoke_checks(engine: &str, dataset: &data::Dataset, r: &Report) {
         "{engine}: {:?}",
         r.storage
     );
+    let audit = r.audit.as_ref().expect("auditing on and off was compared");
+    assert_eq!(
+        (audit.on_per_s.len(), audit.off_per_s.len()),
+        (2, 2),
+        "{engine}: {audit:?}"
+    );
+    assert!(
+        audit
+            .on_per_s
+            .iter()
+            .chain(&audit.off_per_s)
+            .all(|x| *x > 0.0),
+        "{engine}: {audit:?}"
+    );
     // Every target is judged (whether a debug build meets them does not matter).
-    assert_eq!(r.targets.len(), 9, "{engine}: {:#?}", r.targets);
+    assert_eq!(r.targets.len(), 10, "{engine}: {:#?}", r.targets);
     targets::self_test();
     println!("smoke run on {engine}: every part ran (numbers of a debug build, not kept)");
 }

@@ -24,6 +24,9 @@ pub struct Report {
     /// `None` when the run left them out (`SLUIS_BENCH_ONLY=ingest`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub filters: Option<Filters>,
+    /// Auditing on against off; `None` when the run left the searches out.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub audit: Option<AuditCost>,
     pub storage: Storage,
     pub memory: Memory,
     /// The targets judged from the rest ([`crate::targets::verdicts`]); empty until then.
@@ -133,6 +136,23 @@ impl Ingest {
             run,
         }
     }
+}
+
+/// What the audit trail costs the portal's searches: the holder's query as fast as the server
+/// answers it, on the same database, by servers with auditing on and off, alternated.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct AuditCost {
+    /// Queries per second, one reading per server started, in the order run.
+    pub on_per_s: Vec<f64>,
+    pub off_per_s: Vec<f64>,
+    /// Medians of the readings' p99, ms.
+    pub on_p99_ms: f64,
+    pub off_p99_ms: f64,
+    /// Server CPU per query, µs (medians).
+    pub on_cpu_us: f64,
+    pub off_cpu_us: f64,
+    /// 1 − the median on / the median off.
+    pub throughput_cost: f64,
 }
 
 /// The cost of the consent and delay filters, per role.

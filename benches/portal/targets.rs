@@ -3,7 +3,9 @@
 //! cores; on PostgreSQL the same lines are printed for comparison.
 
 use crate::load;
-use crate::report::{FilterCost, Filters, Ingest, IngestRun, Memory, PullRun, Report, Storage};
+use crate::report::{
+    AuditCost, FilterCost, Filters, Ingest, IngestRun, Memory, PullRun, Report, Storage,
+};
 use serde::{Serialize, Serializer};
 
 /// One target and how the run did against it.
@@ -116,6 +118,23 @@ pub fn verdicts(r: &Report) -> Vec<Verdict> {
                 "the slowest of {} searches at {rate:.0} req/s: {}; {errors} errors",
                 portal.len(),
                 worst.name
+            ),
+        });
+    }
+    if let Some(a) = &r.audit {
+        out.push(Verdict {
+            target: "auditing on: ≥ 0.9 × the search throughput with it off",
+            measured: 1.0 - a.throughput_cost,
+            limit: 0.9,
+            at_least: true,
+            detail: format!(
+                "{:?} vs {:?} queries/s; p99 {:.2} vs {:.2} ms; CPU {:.0} vs {:.0} µs/query",
+                a.on_per_s.iter().map(|x| x.round()).collect::<Vec<_>>(),
+                a.off_per_s.iter().map(|x| x.round()).collect::<Vec<_>>(),
+                a.on_p99_ms,
+                a.off_p99_ms,
+                a.on_cpu_us,
+                a.off_cpu_us
             ),
         });
     }
@@ -262,6 +281,12 @@ fn every_target_is_judged_from_a_full_run() {
             holder: filter(0.024, 0.01),
             member: filter(0.068, 0.02),
         }),
+        audit: Some(AuditCost {
+            on_per_s: vec![900.0, 940.0],
+            off_per_s: vec![1000.0, 980.0],
+            throughput_cost: 0.08,
+            ..Default::default()
+        }),
         storage: Storage {
             ratio_to_raw: 2.4,
             bytes_per_resource: 1415.0,
@@ -274,7 +299,7 @@ fn every_target_is_judged_from_a_full_run() {
         ..Default::default()
     };
     let v = verdicts(&r);
-    assert_eq!(v.len(), 9, "{v:#?}");
+    assert_eq!(v.len(), 10, "{v:#?}");
     let by = |t: &str| v.iter().find(|x| x.target.starts_with(t)).unwrap();
     let one = by("ingest, 1 client");
     assert!(!one.met());
@@ -292,6 +317,9 @@ fn every_target_is_judged_from_a_full_run() {
     let filters = by("consent and delay filters: ≤ 10%");
     assert!((filters.measured - 6.8).abs() < 1e-9 && filters.met());
     assert!(by("server resident").met() && by("storage").met());
+    let audit = by("auditing on");
+    assert!((audit.measured - 0.92).abs() < 1e-9 && audit.met());
+    assert!(audit.detail.contains("[900.0, 940.0]"), "{}", audit.detail);
     // The file has the computed `met` and `missed_by` beside the rest.
     let written = serde_json::to_value(one).unwrap();
     assert_eq!(written["met"], false);

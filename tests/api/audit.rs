@@ -815,3 +815,156 @@ on_both!(
         ));
     }
 );
+
+/// Runs `sluis audit <args> --config <config>`: exit code, stdout, stderr.
+fn audit_cli(config: &std::path::Path, args: &[&str]) -> (Option<i32>, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sluis"))
+        .arg("audit")
+        .args(args)
+        .args(["--config", config.to_str().unwrap()])
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+on_both!(
+    prune_removes_what_is_older_than_the_retention_and_the_rest_still_verifies,
+    |b| async move {
+        let app = TestApp::spawn(b).await;
+        let db = &app.state.db;
+        // Five records from six years ago, as a process then wrote them, about client p1.
+        let auditor = sluis::audit::Auditor::start(db.clone());
+        let old = chrono::Utc::now() - chrono::Duration::days(6 * 366);
+        for i in 0..5 {
+            auditor
+                .write(sluis::store::audit::Stored {
+                    at: old.timestamp_micros() + i,
+                    action: "read".into(),
+                    route: "/fhir/{type}/{id}".into(),
+                    method: "GET".into(),
+                    client_id: Some("portal".into()),
+                    patient: Some("p1".into()),
+                    resources: Some(format!("Observation/o{i}")),
+                    status: 200,
+                    types: vec![("p1".into(), "Observation".into())],
+                    ..Default::default()
+                })
+                .await
+                .unwrap();
+        }
+        // And three of today.
+        for _ in 0..3 {
+            let r = app
+                .http
+                .get(app.url("/fhir/Patient/p1"))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 401);
+        }
+        assert_eq!(verify(db).await.unwrap(), Verdict::Intact(8));
+        // Nothing is removed without a prune.
+        assert!(
+            db.execute(&Sql::new("DELETE FROM audit_log WHERE seq = 1"))
+                .await
+                .is_err()
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("sluis.toml");
+        std::fs::write(&config, config_text(&app.database_url, "")).unwrap();
+        // Records younger than the retention period stay, whatever --before says.
+        let a_year_ago = (chrono::Utc::now() - chrono::Duration::days(366))
+            .format("%Y-%m-%dT%H:%M:%SZ")
+            .to_string();
+        let (code, out, err) = audit_cli(&config, &["prune", "--before", &a_year_ago]);
+        assert_eq!(code, Some(1), "{out}{err}");
+        assert!(err.contains("retention period (P5Y)"), "{err}");
+        let (code, _, err) = audit_cli(&config, &["prune", "--before", "last year"]);
+        assert_eq!(code, Some(1));
+        assert!(err.contains("--before"), "{err}");
+        assert_eq!(verify(db).await.unwrap(), Verdict::Intact(8));
+
+        let (code, out, err) = audit_cli(&config, &["prune"]);
+        assert_eq!(code, Some(0), "{out}{err}");
+        assert!(
+            out.contains("removed 5 records") && out.contains("goes on from record 6"),
+            "{out}"
+        );
+        let left = records(db).await;
+        assert_eq!(
+            left.iter().map(|r| r.seq).collect::<Vec<_>>(),
+            [6, 7, 8, 9],
+            "{left:?}"
+        );
+        let prune = &left[3];
+        assert_eq!(prune.action, "prune");
+        assert!(
+            prune.detail.as_deref().unwrap().starts_with("upto=5 "),
+            "{prune:?}"
+        );
+        assert_eq!(
+            db.fetch_count(&Sql::new("SELECT COUNT(*) AS n FROM audit_patients"))
+                .await
+                .unwrap(),
+            0
+        );
+        assert_eq!(verify(db).await.unwrap(), Verdict::Intact(4));
+        let (code, out, _) = audit_cli(&config, &["verify"]);
+        assert_eq!(code, Some(0));
+        assert!(out.contains("intact: 4 records, from record 6"), "{out}");
+        // Again: nothing more is old enough; no second prune is recorded.
+        let (code, out, err) = audit_cli(&config, &["prune"]);
+        assert_eq!(code, Some(0), "{out}{err}");
+        assert!(out.contains("removed 0 records"), "{out}");
+        assert_eq!(verify(db).await.unwrap(), Verdict::Intact(4));
+        // What is left is still guarded; anchors too.
+        for sql in [
+            "DELETE FROM audit_log WHERE seq = 6",
+            "UPDATE audit_log SET status = 200 WHERE seq = 7",
+            "DELETE FROM audit_anchors",
+            "UPDATE audit_anchors SET upto = 7",
+        ] {
+            assert!(db.execute(&Sql::new(sql)).await.is_err(), "{sql}");
+        }
+        // An anchor slipped in (so that more can be removed) is one no prune vouches for.
+        db.execute(&Sql::new(
+            "INSERT INTO audit_anchors (upto, hash, before, at) \
+             SELECT seq, hash, at, at FROM audit_log WHERE seq = 7",
+        ))
+        .await
+        .unwrap();
+        db.execute(&Sql::new("DELETE FROM audit_log WHERE seq <= 7"))
+            .await
+            .unwrap();
+        match verify(db).await.unwrap() {
+            Verdict::Broken { seq, why } => {
+                assert_eq!(seq, 8, "{why}");
+                assert!(why.contains("no prune"), "{why}");
+            }
+            v => panic!("{v:?}"),
+        }
+    }
+);
+
+/// `[audit] enabled = false` (for measuring what the trail costs) writes no record: of a
+/// request, a refusal or a push.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auditing_off_writes_no_record() {
+    let app = TestApp::spawn_with(Backend::Sqlite, "[audit]\nenabled = false\n").await;
+    let r = app
+        .http
+        .get(app.url("/fhir/Patient/p1"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    app.push_ok(&transaction(&[patient("p1")])).await;
+    let user = app.holder("holder-1", "p1").await;
+    let (status, body) = user.get("/fhir/Patient/p1").await;
+    assert_eq!(status, 200, "{body}");
+    assert!(records(&app.state.db).await.is_empty());
+}
