@@ -97,6 +97,22 @@ impl AppState {
                 "audit.enabled = false: no audit trail is written (NEN 7513 requires one); \
                  for measuring what it costs only, never in production"
             );
+            // The gap is in the chain: the last record before it says auditing stopped.
+            auditor
+                .write(crate::store::audit::Stored {
+                    at: crate::time::to_micros(clock.wall()),
+                    action: "audit off".into(),
+                    route: "sluis serve".into(),
+                    method: "START".into(),
+                    detail: Some(
+                        "audit.enabled = false: nothing is recorded until a restart with it on"
+                            .into(),
+                    ),
+                    status: 200,
+                    ..Default::default()
+                })
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot record that auditing is off: {e}"))?;
         }
         let state = Self(Arc::new(Inner {
             config,

@@ -206,7 +206,12 @@ async fn audit_prune(path: &Path, before: Option<&str>) -> anyhow::Result<()> {
         anyhow::bail!("the database is not migrated: run `sluis migrate` first");
     }
     let now = Clock::system().wall();
-    let limit = config.audit.retention.before(now);
+    // Never less than five years back, however the retention's months and days fall.
+    let limit = config
+        .audit
+        .retention
+        .before(now)
+        .min(crate::time::IsoDuration::years(5).before(now));
     let before = match before {
         None => limit,
         Some(text) => {
@@ -340,10 +345,11 @@ async fn check(path: &Path) -> anyhow::Result<ExitCode> {
     if let Some(c) = &config
         && !c.audit.enabled
     {
-        println!(
-            "warning: audit.enabled = false: no audit trail is written (NEN 7513 requires one); \
-             for measuring what it costs only, never in production"
-        );
+        problems.push(format!(
+            "{}: audit.enabled = false: no audit trail is written (NEN 7513 requires one); \
+             for measuring what it costs only, never in production",
+            path.display()
+        ));
     }
     if let Some(m) = &mappings {
         println!("{}", crate::mapping::report::coverage(m));

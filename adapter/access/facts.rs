@@ -213,11 +213,14 @@ pub type UserFactsSet = (
 
 /// Facts read since the last write, so that a user's requests do not read them again.
 ///
-/// Exact, not a time-based cache: an entry is used only while no write has been committed since
-/// it was read (`Db::write_generation`), so a grant change, block or new episode acts on the
-/// next request, also when another process (`sluis import`, a second `serve`) wrote it. On
-/// SQLite only, where every commit changes the WAL index header; on PostgreSQL facts are
-/// always read fresh. The decision itself is always made anew (it depends on the moment).
+/// Exact, not a time-based cache: an entry is used while no write has been committed since it
+/// was read (`Db::write_generation`), or, after commits, while the store's count of changes to
+/// the facts (`facts_version`, bumped by triggers in the changing transaction) is what it was
+/// when they were read. So a grant change, block or new episode acts on the next request, also
+/// when another process (`sluis import`, a second `serve`) wrote it, while the audit trail's
+/// commits (one per request) cost no re-read. On SQLite only, where every commit changes the
+/// WAL index header; on PostgreSQL facts are always read fresh. The decision itself is always
+/// made anew (it depends on the moment).
 #[derive(Default)]
 pub struct FactsCache {
     entries: std::sync::Mutex<std::collections::HashMap<UserKey, CachedFacts>>,
@@ -225,8 +228,8 @@ pub struct FactsCache {
 
 /// `(portal client, portal user)`.
 type UserKey = (String, String);
-/// The write generation the facts were read at, and the facts.
-type CachedFacts = (u64, std::sync::Arc<UserFactsSet>);
+/// The write generation last seen, the facts version they were read at, and the facts.
+type CachedFacts = (u64, i64, std::sync::Arc<UserFactsSet>);
 
 const CACHE_LIMIT: usize = 20_000;
 
@@ -244,21 +247,31 @@ impl FactsCache {
             ));
         };
         let key = (client_id.to_string(), external_id.to_string());
-        if let Ok(entries) = self.entries.lock()
-            && let Some((g, facts)) = entries.get(&key)
+        let cached = match self.entries.lock() {
+            Ok(entries) => entries.get(&key).cloned(),
+            Err(_) => None,
+        };
+        if let Some((g, _, facts)) = &cached
             && *g == generation
         {
             return Ok(facts.clone());
         }
-        let facts = std::sync::Arc::new(for_user(db, client_id, external_id).await?);
-        // Kept only if nothing was written while reading.
-        if db.write_generation() == Some(generation)
-            && let Ok(mut entries) = self.entries.lock()
-        {
+        // Something was committed: the facts still hold if none of them changed. The version
+        // is read before the facts, so facts changed in between are read again next time.
+        let version = db
+            .fetch_count(&crate::store::Sql::new(
+                "SELECT n FROM facts_version WHERE id = 1",
+            ))
+            .await?;
+        let facts = match cached {
+            Some((_, v, facts)) if v == version => facts,
+            _ => std::sync::Arc::new(for_user(db, client_id, external_id).await?),
+        };
+        if let Ok(mut entries) = self.entries.lock() {
             if entries.len() >= CACHE_LIMIT {
                 entries.clear();
             }
-            entries.insert(key, (generation, facts.clone()));
+            entries.insert(key, (generation, version, facts.clone()));
         }
         Ok(facts)
     }

@@ -4,6 +4,7 @@
 
 use crate::store::Db;
 use crate::store::audit::{GENESIS, Stored, after, anchor, patients_between, strays};
+use crate::time::IsoDuration;
 use sha2::{Digest, Sha256};
 
 /// The hash of a record: SHA-256 over the hash before it and the record's fields (as a JSON
@@ -46,17 +47,101 @@ pub enum Verdict {
     Broken { seq: i64, why: String },
 }
 
+/// Checks records in order, each against the one before it.
+struct Walk {
+    /// The `seq` the next record must have.
+    expected: i64,
+    /// The hash it must follow; `None` for a walk that starts where the chain was cut.
+    prev: Option<String>,
+}
+
+impl Walk {
+    /// Why `r` does not fit (its clients kept beside it are `kept`), if it does not.
+    fn check(&mut self, mut r: Stored, kept: &[&(i64, String, Option<String>)]) -> Option<Verdict> {
+        let broken = |seq: i64, why: &str| {
+            Some(Verdict::Broken {
+                seq,
+                why: why.to_string(),
+            })
+        };
+        // The record's clients as kept beside it: exactly those its `patient` names, with
+        // the types that are part of its hash.
+        let mut named: Vec<&str> = r
+            .patient
+            .iter()
+            .flat_map(|p| p.split(' '))
+            .filter(|p| !p.is_empty())
+            .collect();
+        named.sort_unstable();
+        named.dedup();
+        if kept.iter().map(|(_, p, _)| p.as_str()).collect::<Vec<_>>() != named {
+            return broken(
+                r.seq,
+                "the clients kept beside it are not the ones it names",
+            );
+        }
+        r.types = kept
+            .iter()
+            .filter_map(|(_, p, t)| t.clone().map(|t| (p.clone(), t)))
+            .collect();
+        if r.seq != self.expected {
+            return Some(Verdict::Broken {
+                seq: self.expected,
+                why: format!(
+                    "record {} is missing (the next is {})",
+                    self.expected, r.seq
+                ),
+            });
+        }
+        if self.prev.as_ref().is_some_and(|p| *p != r.prev_hash) {
+            return broken(
+                r.seq,
+                "it does not follow the record before it (one was removed, changed or slipped in)",
+            );
+        }
+        if hash(&r) != r.hash {
+            return broken(
+                r.seq,
+                "its content does not match its hash (it was changed)",
+            );
+        }
+        self.prev = Some(r.hash);
+        self.expected += 1;
+        None
+    }
+}
+
+/// Walks records from `walk.expected` on, a page at a time, up to `last` (inclusive);
+/// `visit` sees each record that fits. The first break, if any.
+async fn walk(
+    db: &Db,
+    walk: &mut Walk,
+    last: i64,
+    mut visit: impl FnMut(&Stored),
+) -> Result<Option<Verdict>, crate::store::Error> {
+    loop {
+        let mut page = after(db, walk.expected - 1, 5000).await?;
+        page.retain(|r| r.seq <= last);
+        let (Some(first), Some(end)) = (page.first(), page.last()) else {
+            return Ok(None);
+        };
+        let rows = patients_between(db, first.seq, end.seq).await?;
+        for r in page {
+            let kept: Vec<&(i64, String, Option<String>)> =
+                rows.iter().filter(|(seq, _, _)| *seq == r.seq).collect();
+            let seen = r.clone();
+            if let Some(v) = walk.check(r, &kept) {
+                return Ok(Some(v));
+            }
+            visit(&seen);
+        }
+    }
+}
+
 /// Walks the whole chain, a page at a time: from the first record, or after a prune from the
-/// record after its anchor, which a `prune` record further on must vouch for.
+/// record after its anchor, which a `prune` record further on must vouch for. Records a prune
+/// cut short left at or below the anchor must still lead up to it.
 pub async fn verify(db: &Db) -> Result<Verdict, crate::store::Error> {
-    let anchor = anchor(db).await?;
-    let (mut expected_seq, mut prev) = match &anchor {
-        Some(a) => (a.upto + 1, a.hash.clone()),
-        None => (1i64, GENESIS.to_string()),
-    };
-    let vouching = anchor.as_ref().map(super::prune::vouching);
-    let mut vouched = anchor.is_none();
-    let mut count = 0u64;
     let stray = strays(db).await?;
     if stray > 0 {
         return Ok(Verdict::Broken {
@@ -66,68 +151,83 @@ pub async fn verify(db: &Db) -> Result<Verdict, crate::store::Error> {
             ),
         });
     }
-    loop {
-        let page = after(db, expected_seq - 1, 5000).await?;
-        let (Some(first), Some(last)) = (page.first(), page.last()) else {
-            if let (false, Some(a)) = (vouched, &anchor) {
-                return Ok(Verdict::Broken {
-                    seq: a.upto + 1,
-                    why: format!(
-                        "the chain starts after record {}, but no prune up to it is recorded",
-                        a.upto
-                    ),
-                });
-            }
-            return Ok(Verdict::Intact(count));
+    let anchor = anchor(db).await?;
+    if let Some(a) = &anchor
+        && let Some(first) = after(db, 0, 1).await?.first()
+        && first.seq <= a.upto
+    {
+        let mut left = Walk {
+            expected: first.seq,
+            prev: None,
         };
-        let rows = patients_between(db, first.seq, last.seq).await?;
-        for mut r in page {
-            // The record's clients as kept beside it: exactly those its `patient` names,
-            // with the types that are part of its hash.
-            let kept: Vec<&(i64, String, Option<String>)> =
-                rows.iter().filter(|(seq, _, _)| *seq == r.seq).collect();
-            let mut named: Vec<&str> = r
-                .patient
-                .iter()
-                .flat_map(|p| p.split(' '))
-                .filter(|p| !p.is_empty())
-                .collect();
-            named.sort_unstable();
-            named.dedup();
-            if kept.iter().map(|(_, p, _)| p.as_str()).collect::<Vec<_>>() != named {
-                return Ok(Verdict::Broken {
-                    seq: r.seq,
-                    why: "the clients kept beside it are not the ones it names".into(),
-                });
-            }
-            r.types = kept
-                .iter()
-                .filter_map(|(_, p, t)| t.clone().map(|t| (p.clone(), t)))
-                .collect();
-            if r.seq != expected_seq {
-                return Ok(Verdict::Broken {
-                    seq: expected_seq,
-                    why: format!("record {expected_seq} is missing (the next is {})", r.seq),
-                });
-            }
-            if r.prev_hash != prev {
-                return Ok(Verdict::Broken {
-                    seq: r.seq,
-                    why: "it does not follow the record before it (one was removed, changed or slipped in)".into(),
-                });
-            }
-            if hash(&r) != r.hash {
-                return Ok(Verdict::Broken {
-                    seq: r.seq,
-                    why: "its content does not match its hash (it was changed)".into(),
-                });
-            }
-            if r.action == "prune" && r.detail.is_some() && r.detail == vouching {
-                vouched = true;
-            }
-            prev = r.hash;
-            expected_seq += 1;
-            count += 1;
+        if let Some(v) = walk(db, &mut left, a.upto, |_| {}).await? {
+            return Ok(v);
         }
+        if left.expected != a.upto + 1 || left.prev.as_deref() != Some(a.hash.as_str()) {
+            return Ok(Verdict::Broken {
+                seq: left.expected.min(a.upto),
+                why: "the records left below the chain's anchor do not lead up to it".into(),
+            });
+        }
+    }
+    let mut chain = match &anchor {
+        Some(a) => Walk {
+            expected: a.upto + 1,
+            prev: Some(a.hash.clone()),
+        },
+        None => Walk {
+            expected: 1,
+            prev: Some(GENESIS.to_string()),
+        },
+    };
+    let start = chain.expected;
+    // The prune record that vouches for the anchor: it names it, was made when the anchor
+    // was, not in the future, and removed nothing younger than five years then (R18).
+    let vouching = anchor.as_ref().map(super::prune::vouching);
+    let mut vouched: Option<Result<(), String>> = anchor.is_none().then_some(Ok(()));
+    let now = crate::time::to_micros(crate::clock::Clock::system().wall());
+    if let Some(v) = walk(db, &mut chain, i64::MAX, |r| {
+        if let (Some(a), Some(detail)) = (&anchor, &vouching)
+            && r.action == "prune"
+            && r.detail.as_ref() == Some(detail)
+        {
+            let five_years_before = crate::time::to_micros(
+                IsoDuration::years(5).before(crate::time::from_micros(r.at)),
+            );
+            vouched = Some(if r.at != a.at {
+                Err(format!(
+                    "the prune record {} was not made when the anchor was",
+                    r.seq
+                ))
+            } else if r.at > now + 300_000_000 {
+                Err(format!("the prune record {} is dated in the future", r.seq))
+            } else if a.before > five_years_before {
+                Err(format!(
+                    "the prune record {} removed records younger than five years",
+                    r.seq
+                ))
+            } else {
+                Ok(())
+            });
+        }
+    })
+    .await?
+    {
+        return Ok(v);
+    }
+    let count = u64::try_from(chain.expected - start).unwrap_or(0);
+    match (vouched, &anchor) {
+        (Some(Ok(())), _) | (_, None) => Ok(Verdict::Intact(count)),
+        (Some(Err(why)), Some(a)) => Ok(Verdict::Broken {
+            seq: a.upto + 1,
+            why: format!("the chain starts after record {}, but {why}", a.upto),
+        }),
+        (None, Some(a)) => Ok(Verdict::Broken {
+            seq: a.upto + 1,
+            why: format!(
+                "the chain starts after record {}, but no prune up to it is recorded",
+                a.upto
+            ),
+        }),
     }
 }

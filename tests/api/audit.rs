@@ -168,8 +168,23 @@ on_both!(
             if db.engine() == sluis::store::db::Engine::Postgres {
                 assert!(db.execute(&Sql::new("TRUNCATE audit_log")).await.is_err());
             }
-            // Inserts need no guard off: rows outside the chain, a client added to a record.
+            // A row numbered below 1 is refused; with that guard off it stands outside the
+            // chain. A client added to a record needs no guard off.
             if tampering == "stray" || tampering == "client" {
+                if tampering == "stray" {
+                    let stray = "INSERT INTO audit_log (seq, at, action, route, method, status, prev_hash, hash) \
+                         SELECT -1, at, 'read', route, method, 200, prev_hash, hash FROM audit_log WHERE seq = 1";
+                    assert!(db.execute(&Sql::new(stray)).await.is_err());
+                    let below = match db.engine() {
+                        sluis::store::db::Engine::Sqlite => {
+                            "DROP TRIGGER audit_log_no_insert_below"
+                        }
+                        sluis::store::db::Engine::Postgres => {
+                            "ALTER TABLE audit_log DISABLE TRIGGER audit_log_no_insert_below"
+                        }
+                    };
+                    db.execute(&Sql::new(below)).await.unwrap();
+                }
                 let sql = if tampering == "stray" {
                     "INSERT INTO audit_log (seq, at, action, route, method, status, prev_hash, hash) \
                      SELECT -1, at, 'read', route, method, 200, prev_hash, hash FROM audit_log WHERE seq = 1"
@@ -867,9 +882,40 @@ on_both!(
             assert_eq!(r.status(), 401);
         }
         assert_eq!(verify(db).await.unwrap(), Verdict::Intact(8));
-        // Nothing is removed without a prune.
+        // A prune cut short: its anchor (after record 3) and record are written, its records
+        // not yet removed. What is left below the anchor still leads up to it.
+        let third = records(db).await.remove(2);
+        let cut = sluis::store::audit::Anchor {
+            upto: 3,
+            hash: third.hash.clone(),
+            before: third.at + 1,
+            at: chrono::Utc::now().timestamp_micros(),
+        };
+        let mut tx = db.begin().await.unwrap();
+        let (head, prev) = sluis::store::audit::head(&mut tx).await.unwrap();
+        sluis::store::audit::add_anchor(&mut tx, &cut)
+            .await
+            .unwrap();
+        let mut record = sluis::store::audit::Stored {
+            seq: head + 1,
+            at: cut.at,
+            action: "prune".into(),
+            route: "sluis audit prune".into(),
+            method: "CLI".into(),
+            detail: Some(sluis::audit::prune::vouching(&cut)),
+            status: 200,
+            prev_hash: prev,
+            ..Default::default()
+        };
+        record.hash = sluis::audit::chain::hash(&record);
+        sluis::store::audit::append(&mut tx, std::slice::from_ref(&record))
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+        assert_eq!(verify(db).await.unwrap(), Verdict::Intact(6));
+        // Nothing above an anchor is removed without a prune.
         assert!(
-            db.execute(&Sql::new("DELETE FROM audit_log WHERE seq = 1"))
+            db.execute(&Sql::new("DELETE FROM audit_log WHERE seq = 4"))
                 .await
                 .is_err()
         );
@@ -886,7 +932,7 @@ on_both!(
         let (code, _, err) = audit_cli(&config, &["prune", "--before", "last year"]);
         assert_eq!(code, Some(1));
         assert!(err.contains("--before"), "{err}");
-        assert_eq!(verify(db).await.unwrap(), Verdict::Intact(8));
+        assert_eq!(verify(db).await.unwrap(), Verdict::Intact(6));
 
         let (code, out, err) = audit_cli(&config, &["prune"]);
         assert_eq!(code, Some(0), "{out}{err}");
@@ -897,10 +943,10 @@ on_both!(
         let left = records(db).await;
         assert_eq!(
             left.iter().map(|r| r.seq).collect::<Vec<_>>(),
-            [6, 7, 8, 9],
+            [6, 7, 8, 9, 10],
             "{left:?}"
         );
-        let prune = &left[3];
+        let prune = &left[4];
         assert_eq!(prune.action, "prune");
         assert!(
             prune.detail.as_deref().unwrap().starts_with("upto=5 "),
@@ -912,15 +958,15 @@ on_both!(
                 .unwrap(),
             0
         );
-        assert_eq!(verify(db).await.unwrap(), Verdict::Intact(4));
+        assert_eq!(verify(db).await.unwrap(), Verdict::Intact(5));
         let (code, out, _) = audit_cli(&config, &["verify"]);
         assert_eq!(code, Some(0));
-        assert!(out.contains("intact: 4 records, from record 6"), "{out}");
+        assert!(out.contains("intact: 5 records, from record 6"), "{out}");
         // Again: nothing more is old enough; no second prune is recorded.
         let (code, out, err) = audit_cli(&config, &["prune"]);
         assert_eq!(code, Some(0), "{out}{err}");
         assert!(out.contains("removed 0 records"), "{out}");
-        assert_eq!(verify(db).await.unwrap(), Verdict::Intact(4));
+        assert_eq!(verify(db).await.unwrap(), Verdict::Intact(5));
         // What is left is still guarded; anchors too.
         for sql in [
             "DELETE FROM audit_log WHERE seq = 6",
@@ -930,6 +976,35 @@ on_both!(
         ] {
             assert!(db.execute(&Sql::new(sql)).await.is_err(), "{sql}");
         }
+        // Nothing is slipped in where the chain was cut; and what is, verify names.
+        for sql in [
+            "INSERT INTO audit_log (seq, at, action, route, method, status, prev_hash, hash) \
+             SELECT 3, at, action, route, method, status, prev_hash, hash FROM audit_log WHERE seq = 6",
+            "INSERT INTO audit_patients (seq, patient, types) VALUES (3, 'p9', 'Observation')",
+        ] {
+            assert!(db.execute(&Sql::new(sql)).await.is_err(), "{sql}");
+        }
+        let below = match db.engine() {
+            sluis::store::db::Engine::Sqlite => "DROP TRIGGER audit_log_no_insert_below",
+            sluis::store::db::Engine::Postgres => {
+                "ALTER TABLE audit_log DISABLE TRIGGER audit_log_no_insert_below"
+            }
+        };
+        db.execute(&Sql::new(below)).await.unwrap();
+        db.execute(&Sql::new(
+            "INSERT INTO audit_log (seq, at, action, route, method, patient, status, prev_hash, hash) \
+             SELECT 3, at, action, route, method, NULL, status, prev_hash, hash FROM audit_log WHERE seq = 6",
+        ))
+        .await
+        .unwrap();
+        match verify(db).await.unwrap() {
+            Verdict::Broken { seq, why } => assert!(seq <= 5, "{seq} {why}"),
+            v => panic!("a row below the anchor: {v:?}"),
+        }
+        db.execute(&Sql::new("DELETE FROM audit_log WHERE seq = 3"))
+            .await
+            .unwrap();
+        assert_eq!(verify(db).await.unwrap(), Verdict::Intact(5));
         // An anchor slipped in (so that more can be removed) is one no prune vouches for.
         db.execute(&Sql::new(
             "INSERT INTO audit_anchors (upto, hash, before, at) \
@@ -947,11 +1022,52 @@ on_both!(
             }
             v => panic!("{v:?}"),
         }
+        // Nor does a prune record forged at the chain's end (no hash before it recomputed):
+        // the anchor removed records younger than five years.
+        let anchor = sluis::store::audit::anchor(db).await.unwrap().unwrap();
+        let last = records(db).await.pop().unwrap();
+        let mut forged = sluis::store::audit::Stored {
+            seq: last.seq + 1,
+            at: anchor.at,
+            action: "prune".into(),
+            route: "sluis audit prune".into(),
+            method: "CLI".into(),
+            detail: Some(sluis::audit::prune::vouching(&anchor)),
+            status: 200,
+            prev_hash: last.hash.clone(),
+            ..Default::default()
+        };
+        forged.hash = sluis::audit::chain::hash(&forged);
+        let mut tx = db.begin().await.unwrap();
+        sluis::store::audit::append(&mut tx, std::slice::from_ref(&forged))
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+        match verify(db).await.unwrap() {
+            Verdict::Broken { seq, why } => {
+                assert_eq!(seq, 8, "{why}");
+                assert!(why.contains("younger than five years"), "{why}");
+            }
+            v => panic!("{v:?}"),
+        }
+        // A retention whose months and days fall short of five years on the calendar still
+        // keeps five years.
+        std::fs::write(
+            &config,
+            config_text(&app.database_url, "[audit]\nretention = \"P4Y11M30D\"\n"),
+        )
+        .unwrap();
+        let almost = (chrono::Utc::now() - chrono::Duration::days(5 * 365))
+            .format("%Y-%m-%dT%H:%M:%SZ")
+            .to_string();
+        let (code, out, err) = audit_cli(&config, &["prune", "--before", &almost]);
+        assert_eq!(code, Some(1), "{out}{err}");
+        assert!(err.contains("must be kept"), "{err}");
     }
 );
 
-/// `[audit] enabled = false` (for measuring what the trail costs) writes no record: of a
-/// request, a refusal or a push.
+/// `[audit] enabled = false` (for measuring what the trail costs) writes no record of a
+/// request, a refusal or a push; only that it is off.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn auditing_off_writes_no_record() {
     let app = TestApp::spawn_with(Backend::Sqlite, "[audit]\nenabled = false\n").await;
@@ -966,5 +1082,24 @@ async fn auditing_off_writes_no_record() {
     let user = app.holder("holder-1", "p1").await;
     let (status, body) = user.get("/fhir/Patient/p1").await;
     assert_eq!(status, 200, "{body}");
-    assert!(records(&app.state.db).await.is_empty());
+    // Only that auditing was off, written at the start, so the gap shows in the chain.
+    let recs = records(&app.state.db).await;
+    assert_eq!(recs.len(), 1, "{recs:?}");
+    assert_eq!(recs[0].action, "audit off");
+    assert_eq!(verify(&app.state.db).await.unwrap(), Verdict::Intact(1));
+    // `sluis check` refuses such a config.
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("sluis.toml");
+    std::fs::write(
+        &config,
+        config_text(&app.database_url, "[audit]\nenabled = false\n"),
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sluis"))
+        .args(["check", "--config", config.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("audit.enabled = false"), "{err}");
 }

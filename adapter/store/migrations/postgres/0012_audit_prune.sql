@@ -37,3 +37,18 @@ CREATE TRIGGER audit_patients_no_update BEFORE UPDATE ON audit_patients
     FOR EACH ROW EXECUTE FUNCTION audit_log_refuse();
 CREATE TRIGGER audit_patients_no_delete BEFORE DELETE ON audit_patients
     FOR EACH ROW EXECUTE FUNCTION audit_log_refuse_delete();
+
+-- Nothing is slipped in where the chain was cut: no row at or below an anchor.
+CREATE FUNCTION audit_log_refuse_below() RETURNS trigger AS $$
+BEGIN
+    IF NEW.seq <= (SELECT COALESCE(MAX(upto), 0) FROM audit_anchors) THEN
+        RAISE EXCEPTION 'audit records cannot be added where the chain was pruned';
+    END IF;
+    RETURN NEW;
+END;
+$$ LANGUAGE plpgsql;
+
+CREATE TRIGGER audit_log_no_insert_below BEFORE INSERT ON audit_log
+    FOR EACH ROW EXECUTE FUNCTION audit_log_refuse_below();
+CREATE TRIGGER audit_patients_no_insert_below BEFORE INSERT ON audit_patients
+    FOR EACH ROW EXECUTE FUNCTION audit_log_refuse_below();

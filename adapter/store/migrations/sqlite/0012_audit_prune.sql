@@ -33,3 +33,16 @@ WHEN OLD.seq > (SELECT COALESCE(MAX(upto), 0) FROM audit_anchors)
 BEGIN
     SELECT RAISE(ABORT, 'audit records cannot be removed');
 END;
+
+-- Nothing is slipped in where the chain was cut: no row at or below an anchor.
+CREATE TRIGGER audit_log_no_insert_below BEFORE INSERT ON audit_log
+WHEN NEW.seq <= (SELECT COALESCE(MAX(upto), 0) FROM audit_anchors)
+BEGIN
+    SELECT RAISE(ABORT, 'audit records cannot be added where the chain was pruned');
+END;
+
+CREATE TRIGGER audit_patients_no_insert_below BEFORE INSERT ON audit_patients
+WHEN NEW.seq <= (SELECT COALESCE(MAX(upto), 0) FROM audit_anchors)
+BEGIN
+    SELECT RAISE(ABORT, 'audit records cannot be added where the chain was pruned');
+END;
