@@ -26,7 +26,13 @@ fn claims(parts: &Parts, state: &AppState, kind: &str) -> Result<Claims, ApiErro
         .tokens
         .verify(token, state.clock.now().timestamp())
         .ok_or_else(|| ApiError::unauthorized("token invalid or expired"))?;
-    if claims.kind != kind || state.config.client(&claims.sub).is_none() {
+    // What the client is comes from config, read again on every request, not from the
+    // token: a client removed, disabled or changed in kind is refused with its old tokens.
+    let configured = state.config.client(&claims.sub).map(|c| match c.kind {
+        crate::config::ClientKind::Portal => "portal",
+        crate::config::ClientKind::Source => "source",
+    });
+    if configured != Some(kind) {
         return Err(ApiError::unauthorized(format!(
             "this call needs a token of a {kind} client"
         )));

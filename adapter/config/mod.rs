@@ -186,6 +186,9 @@ pub struct Client {
     pub auth: ClientAuth,
     /// With kind `source`: the source it may push to.
     pub source: Option<String>,
+    /// `false`: the client gets no token, and the tokens it has are refused from the next
+    /// request on (after a restart with the changed config).
+    pub enabled: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -273,8 +276,9 @@ impl Config {
     }
 
     /// The client with this id, if configured.
+    /// The enabled client with this id (a disabled one is as unknown).
     pub fn client(&self, id: &str) -> Option<&Client> {
-        self.clients.iter().find(|c| c.id == id)
+        self.clients.iter().find(|c| c.id == id && c.enabled)
     }
 
     /// Whether a source with this id is configured.
@@ -558,6 +562,12 @@ struct RawClient {
     secret: Option<String>,
     #[serde(default)]
     source: Option<String>,
+    #[serde(default = "enabled")]
+    enabled: bool,
+}
+
+fn enabled() -> bool {
+    true
 }
 
 #[derive(Debug, Deserialize)]
@@ -819,6 +829,7 @@ impl RawConfig {
                 kind,
                 auth,
                 source: c.source,
+                enabled: c.enabled,
             });
         }
         let mut sources: Vec<Source> = Vec::new();
