@@ -181,6 +181,10 @@ fn public_routes() -> Router<AppState> {
         .route("/readyz", get(readyz))
         .route("/metrics", get(crate::metrics::metrics))
         .route("/auth/token", post(auth::token::token))
+        .route(
+            "/.well-known/smart-configuration",
+            get(auth::token::smart_configuration),
+        )
         .route("/fhir/metadata", get(serve::metadata::metadata))
         .route("/fhir/_history", get(serve::history::history))
         .route("/fhir/Consent", get(serve::consent::search))

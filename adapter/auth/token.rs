@@ -1,6 +1,7 @@
 //! `POST /auth/token`: client credentials for a bearer token (contract §3).
 //!
-//! Clients with `auth = "client_secret"` authenticate with HTTP Basic. The token is a JWT
+//! Clients with `auth = "client_secret"` authenticate with HTTP Basic, clients with
+//! `auth = "private_key_jwt"` with a signed client assertion (`assertion.rs`). The token is a JWT
 //! signed with the adapter's own key; it names the client and its kind and expires after
 //! `auth.token_lifetime`.
 
@@ -121,9 +122,13 @@ async fn issue(state: AppState, headers: HeaderMap, body: axum::body::Body) -> A
         ));
     }
     let client_id = if form.client_assertion.is_some() || form.client_assertion_type.is_some() {
-        return Err(ApiError::unauthorized(
-            "private_key_jwt client assertions are not accepted yet; use HTTP Basic with a client secret",
-        ));
+        super::assertion::client(
+            &state,
+            form.client_assertion_type.as_deref(),
+            form.client_assertion.as_deref(),
+            form.client_id.as_deref(),
+        )
+        .await?
     } else {
         basic_client(&state, &headers, form.client_id.as_deref())?
     };
@@ -165,6 +170,24 @@ async fn issue(state: AppState, headers: HeaderMap, body: axum::body::Body) -> A
         body.to_string(),
     )
         .into_response())
+}
+
+/// `GET /.well-known/smart-configuration`: what the token endpoint supports (SMART App
+/// Launch 2.x, for backend services).
+pub async fn smart_configuration(State(state): State<AppState>) -> Response {
+    let body = serde_json::json!({
+        "issuer": state.config.server.public_base_url.trim_end_matches('/'),
+        "token_endpoint": super::assertion::token_url(&state),
+        "token_endpoint_auth_methods_supported": ["private_key_jwt", "client_secret_basic"],
+        "token_endpoint_auth_signing_alg_values_supported": ["RS384", "ES384"],
+        "grant_types_supported": ["client_credentials"],
+        "capabilities": ["client-confidential-asymmetric"],
+    });
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        body.to_string(),
+    )
+        .into_response()
 }
 
 /// The client named and proven by HTTP Basic (`client_secret`).

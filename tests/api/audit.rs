@@ -51,7 +51,13 @@ on_both!(
         let app = TestApp::spawn(b).await;
         let routes = routes();
         assert!(routes.len() >= 30, "{routes:?}");
-        let unrecorded = ["/healthz", "/readyz", "/metrics", "/fhir/metadata"];
+        let unrecorded = [
+            "/healthz",
+            "/readyz",
+            "/metrics",
+            "/fhir/metadata",
+            "/.well-known/smart-configuration",
+        ];
         for (n, (route, methods)) in routes.iter().enumerate() {
             assert!(!methods.is_empty(), "{route}");
             let path = route

@@ -63,3 +63,217 @@ on_both!(
         assert_ne!(get(&again, &token).await, 401);
     }
 );
+
+/// SMART Backend Services: a vendor proves itself with a JWT signed by a key of its JWKS.
+mod private_key_jwt {
+    use super::*;
+    use jsonwebtoken::{Algorithm, EncodingKey, Header};
+    use serde_json::{Value, json};
+
+    const KEYS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/keys");
+    const AUD: &str = "http://sluis.test/auth/token";
+    const ASSERTION_TYPE: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
+
+    pub fn vendor() -> String {
+        format!(
+            "[[clients]]\nid = \"vendor\"\nkind = \"portal\"\nauth = \"private_key_jwt\"\njwks_path = \"{KEYS}/portal.jwks.json\"\n"
+        )
+    }
+
+    /// The adapter's clock in these tests, in seconds.
+    fn t0() -> i64 {
+        chrono::DateTime::parse_from_rfc3339(T0)
+            .unwrap()
+            .timestamp()
+    }
+
+    /// An assertion signed with `key` (a file in tests/keys) under `kid`, with `claims` over
+    /// the good ones.
+    pub fn assertion(alg: Algorithm, key: &str, kid: &str, claims: Value) -> String {
+        let mut body = json!({
+            "iss": "vendor",
+            "sub": "vendor",
+            "aud": AUD,
+            "exp": t0() + 240,
+            "iat": t0(),
+            "jti": format!("jti-{}", uuid::Uuid::new_v4()),
+        });
+        for (k, v) in claims.as_object().unwrap() {
+            body[k] = v.clone();
+        }
+        let pem = std::fs::read(format!("{KEYS}/{key}.pem")).unwrap();
+        let key = match alg {
+            Algorithm::RS384 => EncodingKey::from_rsa_pem(&pem).unwrap(),
+            _ => EncodingKey::from_ec_pem(&pem).unwrap(),
+        };
+        let mut header = Header::new(alg);
+        header.kid = Some(kid.to_string());
+        jsonwebtoken::encode(&header, &body, &key).unwrap()
+    }
+
+    /// `POST /auth/token` with a client assertion: status and body.
+    pub async fn request(app: &TestApp, assertion: &str) -> (u16, Value) {
+        let r = app
+            .http
+            .post(app.url("/auth/token"))
+            .form(&[
+                ("grant_type", "client_credentials"),
+                ("client_assertion_type", ASSERTION_TYPE),
+                ("client_assertion", assertion),
+                ("scope", "system/*.rs"),
+            ])
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+    }
+
+    fn refused(what: &str, (status, body): (u16, Value)) {
+        assert_eq!(status, 401, "{what}: {body}");
+        assert_eq!(body["resourceType"], "OperationOutcome", "{what}: {body}");
+    }
+
+    on_both!(
+        a_good_assertion_gets_a_token_and_every_bad_one_401,
+        |b| async move {
+            let app = TestApp::spawn_with(b, &vendor()).await;
+            for (alg, key) in [
+                (Algorithm::RS384, "portal-rs384"),
+                (Algorithm::ES384, "portal-es384"),
+            ] {
+                let good = assertion(alg, key, key, json!({}));
+                let (status, body) = request(&app, &good).await;
+                assert_eq!(status, 200, "{key}: {body}");
+                let token = body["access_token"].as_str().unwrap();
+                let r = app
+                    .http
+                    .get(app.url("/fhir/Patient/p1"))
+                    .bearer_auth(token)
+                    .header("x-portal-user", "u1")
+                    .send()
+                    .await
+                    .unwrap();
+                assert_ne!(r.status(), 401, "{key}: the token reads /fhir");
+                // The same assertion again: a replay.
+                refused("replayed", request(&app, &good).await);
+            }
+            let rs =
+                |claims: Value| assertion(Algorithm::RS384, "portal-rs384", "portal-rs384", claims);
+            refused(
+                "expired",
+                request(&app, &rs(json!({"exp": t0() - 120}))).await,
+            );
+            refused(
+                "far future",
+                request(&app, &rs(json!({"exp": t0() + 3600}))).await,
+            );
+            refused(
+                "wrong aud",
+                request(&app, &rs(json!({"aud": "https://elsewhere/token"}))).await,
+            );
+            refused(
+                "sub not iss",
+                request(&app, &rs(json!({"sub": "someone"}))).await,
+            );
+            refused("no jti", request(&app, &rs(json!({"jti": ""}))).await);
+            refused(
+                "unknown client",
+                request(&app, &rs(json!({"iss": "nobody", "sub": "nobody"}))).await,
+            );
+            refused(
+                "a client_secret client",
+                request(&app, &rs(json!({"iss": PORTAL.0, "sub": PORTAL.0}))).await,
+            );
+            // A key the vendor never registered, under its kid and under another.
+            refused(
+                "foreign key",
+                request(
+                    &app,
+                    &assertion(Algorithm::RS384, "foreign-rs384", "portal-rs384", json!({})),
+                )
+                .await,
+            );
+            refused(
+                "unknown kid",
+                request(
+                    &app,
+                    &assertion(
+                        Algorithm::ES384,
+                        "foreign-es384",
+                        "foreign-es384",
+                        json!({}),
+                    ),
+                )
+                .await,
+            );
+            // alg none, and HS256 keyed with what an attacker can read (the public key).
+            let claims = json!({"iss": "vendor", "sub": "vendor", "aud": AUD, "exp": t0() + 240, "jti": "none-1"});
+            let b64 = |v: &Value| {
+                use base64::Engine as _;
+                base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string())
+            };
+            let none = format!(
+                "{}.{}.",
+                b64(&json!({"alg": "none", "kid": "portal-rs384"})),
+                b64(&claims)
+            );
+            refused("alg none", request(&app, &none).await);
+            let mut header = Header::new(Algorithm::HS256);
+            header.kid = Some("portal-rs384".into());
+            let jwks = std::fs::read(format!("{KEYS}/portal.jwks.json")).unwrap();
+            let hs =
+                jsonwebtoken::encode(&header, &claims, &EncodingKey::from_secret(&jwks)).unwrap();
+            refused("HS256", request(&app, &hs).await);
+            refused("garbage", request(&app, "not-a-jwt").await);
+            // The wrong assertion type.
+            let r = app
+                .http
+                .post(app.url("/auth/token"))
+                .form(&[
+                    ("grant_type", "client_credentials"),
+                    ("client_assertion_type", "urn:something:else"),
+                    ("client_assertion", rs(json!({})).as_str()),
+                ])
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 401);
+        }
+    );
+
+    on_both!(
+        an_assertion_used_by_one_process_is_refused_by_another,
+        |b| async move {
+            let app = TestApp::spawn_with(b, &vendor()).await;
+            let other = app.restart_with(&vendor(), T0).await;
+            let good = assertion(Algorithm::ES384, "portal-es384", "portal-es384", json!({}));
+            assert_eq!(request(&app, &good).await.0, 200);
+            refused("replayed in another process", request(&other, &good).await);
+        }
+    );
+}
+
+/// What the token endpoint supports, for a vendor's SMART client library.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_smart_configuration_says_what_is_supported() {
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    let r = app
+        .http
+        .get(app.url("/.well-known/smart-configuration"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["token_endpoint"], "http://sluis.test/auth/token");
+    assert_eq!(
+        body["token_endpoint_auth_signing_alg_values_supported"],
+        serde_json::json!(["RS384", "ES384"])
+    );
+    assert!(
+        body["token_endpoint_auth_methods_supported"]
+            .as_array()
+            .unwrap()
+            .contains(&serde_json::json!("private_key_jwt"))
+    );
+}

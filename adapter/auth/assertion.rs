@@ -1,0 +1,182 @@
+//! `private_key_jwt` client authentication (SMART Backend Services): a client proves itself
+//! with a JWT it signed (RS384 or ES384, every other `alg` refused) with a key of its JWKS
+//! (`jwks_path`, read at every token request, so a key added or withdrawn there counts at
+//! once). `iss` and `sub` are the client id, `aud` the token URL, `exp` at most five minutes
+//! ahead, and `jti` never seen before: the replay record is in the database, so that several
+//! processes share it. Times are the adapter's clock with a minute of skew.
+
+use crate::app::AppState;
+use crate::config::ClientAuth;
+use crate::error::{ApiError, ApiResult};
+use crate::store::Sql;
+use crate::store::db::Executor as _;
+use base64::Engine as _;
+use jsonwebtoken::jwk::JwkSet;
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use serde::Deserialize;
+
+/// The `client_assertion_type` of a JWT client assertion.
+pub const ASSERTION_TYPE: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
+
+/// The clock skew allowed either way, in seconds.
+const SKEW: i64 = 60;
+
+/// How far ahead an assertion's `exp` may lie, in seconds (SMART: five minutes).
+const MAX_AHEAD: i64 = 300;
+
+#[derive(Debug, Deserialize)]
+struct Claims {
+    exp: i64,
+    jti: String,
+    #[serde(default)]
+    nbf: Option<i64>,
+}
+
+/// The client id proven by `assertion`, or 401.
+pub async fn client(
+    state: &AppState,
+    assertion_type: Option<&str>,
+    assertion: Option<&str>,
+    form_client: Option<&str>,
+) -> ApiResult<String> {
+    if assertion_type != Some(ASSERTION_TYPE) {
+        return Err(ApiError::unauthorized(format!(
+            "client_assertion_type must be {ASSERTION_TYPE}"
+        )));
+    }
+    let jwt = assertion
+        .filter(|a| a.len() <= 16 * 1024)
+        .ok_or_else(|| ApiError::unauthorized("client_assertion missing or too long"))?;
+    let header = jsonwebtoken::decode_header(jwt)
+        .map_err(|_| ApiError::unauthorized("client_assertion is not a signed JWT"))?;
+    let alg = match header.alg {
+        Algorithm::RS384 | Algorithm::ES384 => header.alg,
+        other => {
+            return Err(ApiError::unauthorized(format!(
+                "client assertions are signed with RS384 or ES384, not {other:?}"
+            )));
+        }
+    };
+    // Who it says it is, to find its keys; believed only once the signature is checked.
+    let iss = unverified_issuer(jwt)
+        .ok_or_else(|| ApiError::unauthorized("client_assertion has no iss"))?;
+    let refuse = || ApiError::unauthorized("unknown client, or not one that signs its assertions");
+    if form_client.is_some_and(|c| c != iss) {
+        return Err(refuse());
+    }
+    let client = state.config.client(&iss).ok_or_else(refuse)?;
+    let ClientAuth::PrivateKeyJwt { jwks_path } = &client.auth else {
+        return Err(refuse());
+    };
+    let text = tokio::fs::read_to_string(jwks_path).await.map_err(|e| {
+        tracing::error!(client = %iss, path = %jwks_path.display(), error = %e, "cannot read the client's JWKS");
+        ApiError::unauthorized("the client's keys cannot be read")
+    })?;
+    let keys: JwkSet = serde_json::from_str(&text).map_err(|e| {
+        tracing::error!(client = %iss, path = %jwks_path.display(), error = %e, "the client's JWKS is not valid");
+        ApiError::unauthorized("the client's keys cannot be read")
+    })?;
+    let jwk = match &header.kid {
+        Some(kid) => keys.find(kid),
+        None if keys.keys.len() == 1 => keys.keys.first(),
+        None => None,
+    }
+    .ok_or_else(|| ApiError::unauthorized("no key of this client has the assertion's kid"))?;
+    let key = DecodingKey::from_jwk(jwk)
+        .map_err(|_| ApiError::unauthorized("the client's key cannot check this assertion"))?;
+    let mut validation = Validation::new(alg);
+    validation.set_issuer(&[iss.as_str()]);
+    validation.sub = Some(iss.clone());
+    validation.set_audience(&[token_url(state)]);
+    validation.validate_exp = false;
+    validation.leeway = 0;
+    validation.set_required_spec_claims(&["exp", "iss", "sub", "aud"]);
+    let claims = jsonwebtoken::decode::<Claims>(jwt, &key, &validation)
+        .map_err(|e| {
+            ApiError::unauthorized(format!(
+                "client_assertion refused ({}): signature, iss, sub and aud (the token URL) must be right",
+                kind(&e)
+            ))
+        })?
+        .claims;
+    let now = state.clock.now().timestamp();
+    if claims.exp <= now - SKEW {
+        return Err(ApiError::unauthorized("client_assertion has expired"));
+    }
+    if claims.exp > now + MAX_AHEAD + SKEW {
+        return Err(ApiError::unauthorized(
+            "client_assertion's exp is more than five minutes ahead",
+        ));
+    }
+    if claims.nbf.is_some_and(|nbf| nbf > now + SKEW) {
+        return Err(ApiError::unauthorized("client_assertion is not valid yet"));
+    }
+    if claims.jti.is_empty() || claims.jti.len() > 256 {
+        return Err(ApiError::unauthorized(
+            "client_assertion needs a jti of 1 to 256 characters",
+        ));
+    }
+    if !first_use(state, &iss, &claims.jti, claims.exp, now).await? {
+        return Err(ApiError::unauthorized(
+            "client_assertion's jti was used before",
+        ));
+    }
+    Ok(iss)
+}
+
+/// The token URL, which an assertion's `aud` must name.
+pub fn token_url(state: &AppState) -> String {
+    format!(
+        "{}/auth/token",
+        state.config.server.public_base_url.trim_end_matches('/')
+    )
+}
+
+/// The `iss` of a JWT's payload, unchecked.
+fn unverified_issuer(jwt: &str) -> Option<String> {
+    let payload = jwt.split('.').nth(1)?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload.trim_end_matches('='))
+        .ok()?;
+    let value: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+    value.get("iss")?.as_str().map(str::to_string)
+}
+
+fn kind(e: &jsonwebtoken::errors::Error) -> &'static str {
+    use jsonwebtoken::errors::ErrorKind;
+    match e.kind() {
+        ErrorKind::InvalidSignature => "bad signature",
+        ErrorKind::InvalidIssuer => "wrong iss",
+        ErrorKind::InvalidSubject => "wrong sub",
+        ErrorKind::InvalidAudience => "wrong aud",
+        ErrorKind::MissingRequiredClaim(_) => "a claim is missing",
+        ErrorKind::InvalidAlgorithm => "alg does not fit the key",
+        _ => "not valid",
+    }
+}
+
+/// Records `jti` of `client` until `exp` (and forgets expired ones); whether it is new.
+async fn first_use(
+    state: &AppState,
+    client: &str,
+    jti: &str,
+    exp: i64,
+    now: i64,
+) -> ApiResult<bool> {
+    let mut tx = state.db.begin().await?;
+    tx.execute(&Sql::new("DELETE FROM assertion_jtis WHERE expires_at < $1").arg(now - SKEW))
+        .await?;
+    let inserted = tx
+        .execute(
+            &Sql::new(
+                "INSERT INTO assertion_jtis (client_id, jti, expires_at) VALUES ($1, $2, $3) \
+                 ON CONFLICT (client_id, jti) DO NOTHING",
+            )
+            .arg(client)
+            .arg(jti)
+            .arg(exp),
+        )
+        .await?;
+    tx.commit().await?;
+    Ok(inserted == 1)
+}
