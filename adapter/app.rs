@@ -81,7 +81,7 @@ impl AppState {
         db.analyze()
             .await
             .context("cannot update the planner's statistics")?;
-        let tokens = auth::TokenKeys::load_or_create(&db).await?;
+        let tokens = auth::TokenKeys::load(&config.auth)?;
         let capability = serde_json::to_vec(&serve::metadata::capability_statement(
             &config.organization.name,
             &config.server.public_base_url,
@@ -183,6 +183,10 @@ fn public_routes() -> Router<AppState> {
         .route("/auth/token", post(auth::token::token))
         .route(
             "/.well-known/smart-configuration",
+            get(auth::token::smart_configuration),
+        )
+        .route(
+            "/fhir/.well-known/smart-configuration",
             get(auth::token::smart_configuration),
         )
         .route("/fhir/metadata", get(serve::metadata::metadata))

@@ -331,6 +331,9 @@ async fn check(path: &Path) -> anyhow::Result<ExitCode> {
                 }
             }
         }
+        if let Err(e) = crate::auth::TokenKeys::load(&c.auth) {
+            problems.push(format!("{}: auth.signing_key: {e:#}", path.display()));
+        }
         for (i, source) in c.sources.iter().enumerate() {
             if let Some(pull) = &source.pull
                 && let Err(e) = crate::pull::check_key(&pull.auth)

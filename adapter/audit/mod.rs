@@ -112,6 +112,7 @@ const UNRECORDED: &[&str] = &[
     "/metrics",
     "/fhir/metadata",
     "/.well-known/smart-configuration",
+    "/fhir/.well-known/smart-configuration",
 ];
 
 /// The action a route stands for, by its template and method.

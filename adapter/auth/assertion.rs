@@ -21,8 +21,13 @@ pub const ASSERTION_TYPE: &str = "urn:ietf:params:oauth:client-assertion-type:jw
 /// The clock skew allowed either way, in seconds.
 const SKEW: i64 = 60;
 
-/// How far ahead an assertion's `exp` may lie, in seconds (SMART: five minutes).
-const MAX_AHEAD: i64 = 300;
+/// How far ahead an assertion's `exp` may lie, in seconds (SMART: five minutes), with a few
+/// seconds for the clocks.
+const MAX_AHEAD: i64 = 300 + 10;
+
+/// How long a `jti` is remembered after its `exp`, in seconds: far longer than any process
+/// whose clock lags may still accept the assertion.
+const REMEMBER: i64 = 24 * 3600;
 
 #[derive(Debug, Deserialize)]
 struct Claims {
@@ -57,16 +62,31 @@ pub async fn client(
             )));
         }
     };
-    // Who it says it is, to find its keys; believed only once the signature is checked.
-    let iss = unverified_issuer(jwt)
-        .ok_or_else(|| ApiError::unauthorized("client_assertion has no iss"))?;
-    let refuse = || ApiError::unauthorized("unknown client, or not one that signs its assertions");
-    if form_client.is_some_and(|c| c != iss) {
-        return Err(refuse());
+    // RFC 7515 §4.1.11: extensions it must understand; we understand none.
+    if unverified_part(jwt, 0).is_some_and(|h| h.get("crit").is_some()) {
+        return Err(ApiError::unauthorized(
+            "client_assertion has critical header extensions (crit), which are not supported",
+        ));
     }
-    let client = state.config.client(&iss).ok_or_else(refuse)?;
+    // Who it says it is, to find its keys; believed only once the signature is checked.
+    let iss = unverified_part(jwt, 1)
+        .and_then(|p| p.get("iss").and_then(|i| i.as_str()).map(str::to_string))
+        .ok_or_else(|| ApiError::unauthorized("client_assertion has no iss"))?;
+    // One answer for an unknown client, a client that does not sign, and a key not found,
+    // so that the answers do not tell which clients exist; the log says which.
+    let refuse = |why: &str| {
+        tracing::info!(client = %iss, why, "client assertion refused");
+        ApiError::unauthorized("unknown client, or no key of it signed this client_assertion")
+    };
+    if form_client.is_some_and(|c| c != iss) {
+        return Err(refuse("client_id is not the assertion's iss"));
+    }
+    let client = state
+        .config
+        .client(&iss)
+        .ok_or_else(|| refuse("no such client"))?;
     let ClientAuth::PrivateKeyJwt { jwks_path } = &client.auth else {
-        return Err(refuse());
+        return Err(refuse("the client authenticates with a secret"));
     };
     let text = tokio::fs::read_to_string(jwks_path).await.map_err(|e| {
         tracing::error!(client = %iss, path = %jwks_path.display(), error = %e, "cannot read the client's JWKS");
@@ -76,14 +96,30 @@ pub async fn client(
         tracing::error!(client = %iss, path = %jwks_path.display(), error = %e, "the client's JWKS is not valid");
         ApiError::unauthorized("the client's keys cannot be read")
     })?;
+    // Signing keys only (a key marked for encryption is not one).
+    let signing: Vec<&jsonwebtoken::jwk::Jwk> = keys
+        .keys
+        .iter()
+        .filter(|k| {
+            !matches!(
+                k.common.public_key_use,
+                Some(
+                    jsonwebtoken::jwk::PublicKeyUse::Encryption
+                        | jsonwebtoken::jwk::PublicKeyUse::Other(_)
+                )
+            )
+        })
+        .collect();
     let jwk = match &header.kid {
-        Some(kid) => keys.find(kid),
-        None if keys.keys.len() == 1 => keys.keys.first(),
+        Some(kid) => signing
+            .iter()
+            .find(|k| k.common.key_id.as_deref() == Some(kid.as_str()))
+            .copied(),
+        None if signing.len() == 1 => signing.first().copied(),
         None => None,
     }
-    .ok_or_else(|| ApiError::unauthorized("no key of this client has the assertion's kid"))?;
-    let key = DecodingKey::from_jwk(jwk)
-        .map_err(|_| ApiError::unauthorized("the client's key cannot check this assertion"))?;
+    .ok_or_else(|| refuse("no signing key of the client has the assertion's kid"))?;
+    let key = DecodingKey::from_jwk(jwk).map_err(|_| refuse("the key cannot be used"))?;
     let mut validation = Validation::new(alg);
     validation.set_issuer(&[iss.as_str()]);
     validation.sub = Some(iss.clone());
@@ -103,7 +139,7 @@ pub async fn client(
     if claims.exp <= now - SKEW {
         return Err(ApiError::unauthorized("client_assertion has expired"));
     }
-    if claims.exp > now + MAX_AHEAD + SKEW {
+    if claims.exp > now + MAX_AHEAD {
         return Err(ApiError::unauthorized(
             "client_assertion's exp is more than five minutes ahead",
         ));
@@ -111,9 +147,9 @@ pub async fn client(
     if claims.nbf.is_some_and(|nbf| nbf > now + SKEW) {
         return Err(ApiError::unauthorized("client_assertion is not valid yet"));
     }
-    if claims.jti.is_empty() || claims.jti.len() > 256 {
+    if claims.jti.is_empty() || claims.jti.len() > 256 || claims.jti.chars().any(char::is_control) {
         return Err(ApiError::unauthorized(
-            "client_assertion needs a jti of 1 to 256 characters",
+            "client_assertion needs a jti of 1 to 256 bytes, without control characters",
         ));
     }
     if !first_use(state, &iss, &claims.jti, claims.exp, now).await? {
@@ -132,14 +168,13 @@ pub fn token_url(state: &AppState) -> String {
     )
 }
 
-/// The `iss` of a JWT's payload, unchecked.
-fn unverified_issuer(jwt: &str) -> Option<String> {
-    let payload = jwt.split('.').nth(1)?;
+/// Part `n` of a JWT (0 the header, 1 the payload) as JSON, unchecked.
+fn unverified_part(jwt: &str, n: usize) -> Option<serde_json::Value> {
+    let part = jwt.split('.').nth(n)?;
     let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(payload.trim_end_matches('='))
+        .decode(part.trim_end_matches('='))
         .ok()?;
-    let value: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
-    value.get("iss")?.as_str().map(str::to_string)
+    serde_json::from_slice(&bytes).ok()
 }
 
 fn kind(e: &jsonwebtoken::errors::Error) -> &'static str {
@@ -164,7 +199,7 @@ async fn first_use(
     now: i64,
 ) -> ApiResult<bool> {
     let mut tx = state.db.begin().await?;
-    tx.execute(&Sql::new("DELETE FROM assertion_jtis WHERE expires_at < $1").arg(now - SKEW))
+    tx.execute(&Sql::new("DELETE FROM assertion_jtis WHERE expires_at < $1").arg(now - REMEMBER))
         .await?;
     let inserted = tx
         .execute(

@@ -32,7 +32,8 @@ fn claims(parts: &Parts, state: &AppState, kind: &str) -> Result<Claims, ApiErro
         crate::config::ClientKind::Portal => "portal",
         crate::config::ClientKind::Source => "source",
     });
-    if configured != Some(kind) {
+    // And the token was issued to it as what it is now: a kind changed since is refused.
+    if configured != Some(kind) || claims.kind != kind {
         return Err(ApiError::unauthorized(format!(
             "this call needs a token of a {kind} client"
         )));

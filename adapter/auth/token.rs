@@ -8,7 +8,6 @@
 use crate::app::AppState;
 use crate::config::{ClientAuth, ClientKind};
 use crate::error::{ApiError, ApiResult};
-use crate::store::db::{Db, Sql};
 use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::http::header::AUTHORIZATION;
@@ -33,11 +32,13 @@ pub struct Claims {
 
 const ISSUER: &str = "sluis";
 
-/// The signing key, shared by every process through the database.
+/// The keys of access tokens: one signs, each verifies the tokens that name its `kid`. From
+/// key files (`auth.signing_key`, `auth.previous_signing_keys`), never from the database:
+/// whoever can read the database cannot mint a token.
 #[derive(Clone)]
 pub struct TokenKeys {
-    encoding: EncodingKey,
-    decoding: DecodingKey,
+    signing: (String, EncodingKey),
+    verifying: Vec<(String, DecodingKey)>,
 }
 
 impl std::fmt::Debug for TokenKeys {
@@ -46,50 +47,81 @@ impl std::fmt::Debug for TokenKeys {
     }
 }
 
+/// The fewest bytes a signing key has (HS256: the hash's length).
+const MIN_KEY_BYTES: usize = 32;
+
 impl TokenKeys {
-    /// Reads the key from the store, creating it the first time.
-    pub async fn load_or_create(db: &Db) -> anyhow::Result<Self> {
-        let mut fresh = [0u8; 32];
-        getrandom::fill(&mut fresh).map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;
-        let encoded = base64::engine::general_purpose::STANDARD.encode(fresh);
-        db.execute(
-            &Sql::new(
-                "INSERT INTO settings (key, value) VALUES ('token_key', $1) ON CONFLICT (key) DO NOTHING",
-            )
-            .arg(encoded),
-        )
-        .await?;
-        #[derive(sqlx::FromRow, serde::Deserialize)]
-        struct Row {
-            value: String,
+    /// The configured keys; without `auth.signing_key`, a key made now, which only this
+    /// process knows (its tokens end with it, and another process refuses them).
+    pub fn load(auth: &crate::config::Auth) -> anyhow::Result<Self> {
+        let signing = match &auth.signing_key {
+            Some(path) => read_key(path)?,
+            None => {
+                let mut fresh = [0u8; 32];
+                getrandom::fill(&mut fresh).map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;
+                tracing::warn!(
+                    "auth.signing_key is not set: tokens are signed with a key made at start, \
+                     which this process alone knows (set it when several processes serve, or \
+                     tokens should outlive a restart)"
+                );
+                fresh.to_vec()
+            }
+        };
+        let mut verifying = vec![(kid(&signing), DecodingKey::from_secret(&signing))];
+        for path in &auth.previous_signing_keys {
+            let key = read_key(path)?;
+            verifying.push((kid(&key), DecodingKey::from_secret(&key)));
         }
-        let row: Row = db
-            .fetch_one(&Sql::new(
-                "SELECT value FROM settings WHERE key = 'token_key'",
-            ))
-            .await?;
-        let secret = base64::engine::general_purpose::STANDARD.decode(row.value)?;
         Ok(Self {
-            encoding: EncodingKey::from_secret(&secret),
-            decoding: DecodingKey::from_secret(&secret),
+            signing: (kid(&signing), EncodingKey::from_secret(&signing)),
+            verifying,
         })
     }
 
     pub fn issue(&self, claims: &Claims) -> Result<String, jsonwebtoken::errors::Error> {
-        jsonwebtoken::encode(&Header::new(Algorithm::HS256), claims, &self.encoding)
+        let mut header = Header::new(Algorithm::HS256);
+        header.kid = Some(self.signing.0.clone());
+        jsonwebtoken::encode(&header, claims, &self.signing.1)
     }
 
-    /// Checks signature, issuer and expiry against the adapter's clock (`now`, in seconds).
+    /// Checks signature (by the key its `kid` names), issuer and expiry against the
+    /// adapter's clock (`now`, in seconds).
     pub fn verify(&self, token: &str, now: i64) -> Option<Claims> {
+        let kid = jsonwebtoken::decode_header(token).ok()?.kid?;
+        let (_, key) = self.verifying.iter().find(|(k, _)| *k == kid)?;
         let mut validation = Validation::new(Algorithm::HS256);
         validation.set_issuer(&[ISSUER]);
         validation.validate_exp = false;
         validation.set_required_spec_claims(&["exp", "iss", "sub"]);
-        let claims = jsonwebtoken::decode::<Claims>(token, &self.decoding, &validation)
+        let claims = jsonwebtoken::decode::<Claims>(token, key, &validation)
             .ok()?
             .claims;
         (claims.exp > now).then_some(claims)
     }
+}
+
+/// A key file's secret: its bytes, less surrounding white space, at least 32 of them.
+pub fn read_key(path: &std::path::Path) -> anyhow::Result<Vec<u8>> {
+    let bytes = std::fs::read(path).map_err(|e| {
+        anyhow::anyhow!("cannot read the token signing key {}: {e}", path.display())
+    })?;
+    let key = bytes.trim_ascii().to_vec();
+    if key.len() < MIN_KEY_BYTES {
+        anyhow::bail!(
+            "the token signing key {} has {} bytes; at least {MIN_KEY_BYTES} (e.g. `openssl rand -base64 48 > {}`)",
+            path.display(),
+            key.len(),
+            path.display()
+        );
+    }
+    Ok(key)
+}
+
+/// A key's id: the start of its SHA-256, which names it without giving it away.
+fn kid(key: &[u8]) -> String {
+    use sha2::Digest as _;
+    let digest = sha2::Sha256::digest(key);
+    digest.iter().take(8).map(|b| format!("{b:02x}")).collect()
 }
 
 /// The form of a token request.
@@ -122,6 +154,12 @@ async fn issue(state: AppState, headers: HeaderMap, body: axum::body::Body) -> A
         ));
     }
     let client_id = if form.client_assertion.is_some() || form.client_assertion_type.is_some() {
+        // RFC 6749 §2.3: one way of authenticating per request.
+        if headers.contains_key(AUTHORIZATION) {
+            return Err(ApiError::unauthorized(
+                "authenticate with a client assertion or with HTTP Basic, not both",
+            ));
+        }
         super::assertion::client(
             &state,
             form.client_assertion_type.as_deref(),
@@ -136,6 +174,7 @@ async fn issue(state: AppState, headers: HeaderMap, body: axum::body::Body) -> A
         .config
         .client(&client_id)
         .ok_or_else(|| ApiError::unauthorized("unknown client or wrong secret"))?;
+    crate::audit::note(|n| n.client_id = Some(client.id.clone()));
     let now = state.clock.now();
     let lifetime = state.config.auth.token_lifetime;
     let exp = lifetime.after(now).timestamp();
@@ -176,7 +215,6 @@ async fn issue(state: AppState, headers: HeaderMap, body: axum::body::Body) -> A
 /// Launch 2.x, for backend services).
 pub async fn smart_configuration(State(state): State<AppState>) -> Response {
     let body = serde_json::json!({
-        "issuer": state.config.server.public_base_url.trim_end_matches('/'),
         "token_endpoint": super::assertion::token_url(&state),
         "token_endpoint_auth_methods_supported": ["private_key_jwt", "client_secret_basic"],
         "token_endpoint_auth_signing_alg_values_supported": ["RS384", "ES384"],
@@ -251,15 +289,21 @@ fn serde_urlencoded_form(body: &[u8]) -> ApiResult<TokenRequest> {
         client_assertion: None,
     };
     for (key, value) in form_urlencoded::parse(body) {
-        let value = Some(value.into_owned());
-        match key.as_ref() {
-            "grant_type" => form.grant_type = value,
-            "scope" => form.scope = value,
-            "client_id" => form.client_id = value,
-            "client_assertion_type" => form.client_assertion_type = value,
-            "client_assertion" => form.client_assertion = value,
-            _ => {}
+        let slot = match key.as_ref() {
+            "grant_type" => &mut form.grant_type,
+            "scope" => &mut form.scope,
+            "client_id" => &mut form.client_id,
+            "client_assertion_type" => &mut form.client_assertion_type,
+            "client_assertion" => &mut form.client_assertion,
+            _ => continue,
+        };
+        // RFC 6749 §3.2: a parameter at most once (what a proxy reads is what we read).
+        if slot.is_some() {
+            return Err(ApiError::unauthorized(format!(
+                "the parameter {key} is given more than once"
+            )));
         }
+        *slot = Some(value.into_owned());
     }
     Ok(form)
 }
@@ -275,12 +319,19 @@ mod tests {
         assert!(!constant_time_eq(b"abc", b"abcd"));
     }
 
+    fn keys(signing: &[u8], previous: &[&[u8]]) -> TokenKeys {
+        let mut verifying = vec![(kid(signing), DecodingKey::from_secret(signing))];
+        for p in previous {
+            verifying.push((kid(p), DecodingKey::from_secret(p)));
+        }
+        TokenKeys {
+            signing: (kid(signing), EncodingKey::from_secret(signing)),
+            verifying,
+        }
+    }
+
     #[test]
-    fn tokens_expire_by_the_adapters_clock() {
-        let keys = TokenKeys {
-            encoding: EncodingKey::from_secret(b"k"),
-            decoding: DecodingKey::from_secret(b"k"),
-        };
+    fn tokens_expire_by_the_adapters_clock_and_need_a_known_key() {
         let claims = Claims {
             sub: "caren".into(),
             kind: "portal".into(),
@@ -289,14 +340,25 @@ mod tests {
             exp: 200,
             iss: ISSUER.into(),
         };
-        let token = keys.issue(&claims).unwrap();
-        assert_eq!(keys.verify(&token, 150), Some(claims));
-        assert_eq!(keys.verify(&token, 200), None);
-        assert_eq!(keys.verify("garbage", 150), None);
-        let other = TokenKeys {
-            encoding: EncodingKey::from_secret(b"other"),
-            decoding: DecodingKey::from_secret(b"other"),
-        };
-        assert_eq!(other.verify(&token, 150), None);
+        let old = keys(b"k-one", &[]);
+        let token = old.issue(&claims).unwrap();
+        assert_eq!(old.verify(&token, 150), Some(claims.clone()));
+        assert_eq!(old.verify(&token, 200), None);
+        assert_eq!(old.verify("garbage", 150), None);
+        // Rotated: the new key signs, the old one still verifies; then it is gone.
+        let rotated = keys(b"k-two", &[b"k-one"]);
+        assert_eq!(rotated.verify(&token, 150), Some(claims.clone()));
+        let new_token = rotated.issue(&claims).unwrap();
+        assert_ne!(
+            jsonwebtoken::decode_header(&new_token).unwrap().kid,
+            jsonwebtoken::decode_header(&token).unwrap().kid
+        );
+        assert_eq!(keys(b"k-two", &[]).verify(&token, 150), None);
+        // A token whose kid names a key but whose signature is another's.
+        let mut forged = Header::new(Algorithm::HS256);
+        forged.kid = Some(kid(b"k-one"));
+        let forged =
+            jsonwebtoken::encode(&forged, &claims, &EncodingKey::from_secret(b"x")).unwrap();
+        assert_eq!(old.verify(&forged, 150), None);
     }
 }

@@ -153,6 +153,11 @@ pub struct Limits {
 #[derive(Debug, Clone)]
 pub struct Auth {
     pub token_lifetime: IsoDuration,
+    /// The file of the key that signs access tokens (`None`: a key made at start, known to
+    /// this process only).
+    pub signing_key: Option<PathBuf>,
+    /// Keys that signed before the current one: their tokens are accepted until they expire.
+    pub previous_signing_keys: Vec<PathBuf>,
 }
 
 #[derive(Debug, Clone)]
@@ -518,12 +523,16 @@ impl Default for RawLimits {
 #[serde(deny_unknown_fields, default)]
 struct RawAuth {
     token_lifetime: String,
+    signing_key: Option<String>,
+    previous_signing_keys: Vec<String>,
 }
 
 impl Default for RawAuth {
     fn default() -> Self {
         Self {
             token_lifetime: "PT15M".into(),
+            signing_key: None,
+            previous_signing_keys: Vec::new(),
         }
     }
 }
@@ -918,6 +927,13 @@ impl RawConfig {
             },
             auth: Auth {
                 token_lifetime: duration("auth.token_lifetime", &self.auth.token_lifetime, report),
+                signing_key: self.auth.signing_key.map(PathBuf::from),
+                previous_signing_keys: self
+                    .auth
+                    .previous_signing_keys
+                    .into_iter()
+                    .map(PathBuf::from)
+                    .collect(),
             },
             portal: Portal {
                 activation_code_lifetime: duration(
@@ -1236,6 +1252,8 @@ mod example {
             "max_count",
             "user_requests_per_minute",
             "token_lifetime",
+            "signing_key",
+            "previous_signing_keys",
             "activation_code_lifetime",
             "invitation_lifetime",
             "dir",

@@ -57,6 +57,7 @@ on_both!(
             "/metrics",
             "/fhir/metadata",
             "/.well-known/smart-configuration",
+            "/fhir/.well-known/smart-configuration",
         ];
         for (n, (route, methods)) in routes.iter().enumerate() {
             assert!(!methods.is_empty(), "{route}");

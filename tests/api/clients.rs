@@ -58,6 +58,17 @@ on_both!(
             )
             .await;
         assert_eq!(get(&source, &token).await, 401);
+        // Nor does it push as the source its client now is: it was issued to a portal.
+        let r = source
+            .http
+            .post(source.url("/ingest/ons"))
+            .bearer_auth(&token)
+            .header("content-type", "application/fhir+json")
+            .body(r#"{"resourceType": "Patient", "id": "p-kind"}"#)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 401);
         // Enabled again, the same token works.
         let again = app.restart_with(&other("enabled = true\n"), T0).await;
         assert_ne!(get(&again, &token).await, 401);
@@ -241,6 +252,97 @@ mod private_key_jwt {
         }
     );
 
+    // What an attack round on the token endpoint found, each refused now.
+    on_both!(the_edges_of_an_assertion_are_refused, |b| async move {
+        let enc = format!(
+            "[[clients]]\nid = \"venc\"\nkind = \"portal\"\nauth = \"private_key_jwt\"\njwks_path = \"{KEYS}/portal-enc.jwks.json\"\n"
+        );
+        let app = TestApp::spawn_with(b, &format!("{}{enc}", vendor())).await;
+        let rs =
+            |claims: Value| assertion(Algorithm::RS384, "portal-rs384", "portal-rs384", claims);
+        // A jti with a control character (PostgreSQL cannot store NUL).
+        refused(
+            "NUL in jti",
+            request(&app, &rs(json!({"jti": "a\u{0}b"}))).await,
+        );
+        // exp more than five minutes (and a few seconds) ahead.
+        refused(
+            "exp six minutes ahead",
+            request(&app, &rs(json!({"exp": t0() + 360}))).await,
+        );
+        assert_eq!(request(&app, &rs(json!({"exp": t0() + 300}))).await.0, 200);
+        // A key its JWKS marks for encryption does not sign.
+        refused(
+            "an encryption key",
+            request(&app, &rs(json!({"iss": "venc", "sub": "venc"}))).await,
+        );
+        // Critical header extensions.
+        let pem = std::fs::read(format!("{KEYS}/portal-rs384.pem")).unwrap();
+        let header = json!({"alg": "RS384", "kid": "portal-rs384", "crit": ["foo"], "foo": 1});
+        let body = json!({"iss": "vendor", "sub": "vendor", "aud": AUD, "exp": t0() + 240, "jti": "crit-1"});
+        let b64 = |v: &Value| {
+            use base64::Engine as _;
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string())
+        };
+        let signing_input = format!("{}.{}", b64(&header), b64(&body));
+        let signature = jsonwebtoken::crypto::sign(
+            signing_input.as_bytes(),
+            &EncodingKey::from_rsa_pem(&pem).unwrap(),
+            Algorithm::RS384,
+        )
+        .unwrap();
+        refused(
+            "crit",
+            request(&app, &format!("{signing_input}.{signature}")).await,
+        );
+        // Two ways of authenticating at once, and a parameter given twice.
+        let good = rs(json!({}));
+        let r = app
+            .http
+            .post(app.url("/auth/token"))
+            .basic_auth(PORTAL.0, Some(PORTAL.1))
+            .form(&[
+                ("grant_type", "client_credentials"),
+                ("client_assertion_type", ASSERTION_TYPE),
+                ("client_assertion", good.as_str()),
+            ])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 401, "Basic and an assertion");
+        let r = app
+            .http
+            .post(app.url("/auth/token"))
+            .form(&[
+                ("grant_type", "client_credentials"),
+                ("client_assertion_type", ASSERTION_TYPE),
+                ("client_assertion", "garbage"),
+                ("client_assertion", good.as_str()),
+            ])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 401, "client_assertion twice");
+        // A replay after another request moved past the assertion's expiry: the jti is
+        // remembered far longer than a lagging clock could accept it.
+        let once = rs(json!({"exp": t0() + 10}));
+        assert_eq!(request(&app, &once).await.0, 200);
+        app.set_clock("2026-03-02T09:02:00Z").await;
+        assert_eq!(request(&app, &rs(json!({"exp": t0() + 200}))).await.0, 200);
+        app.set_clock(T0).await;
+        refused("replay after a purge", request(&app, &once).await);
+        // The token's record names the client it was issued to.
+        let recs = sluis::store::audit::after(&app.state.db, 0, 100_000)
+            .await
+            .unwrap();
+        assert!(
+            recs.iter().any(|r| r.action == "token"
+                && r.status == 200
+                && r.client_id.as_deref() == Some("vendor")),
+            "{recs:?}"
+        );
+    });
+
     on_both!(
         an_assertion_used_by_one_process_is_refused_by_another,
         |b| async move {
@@ -266,6 +368,15 @@ async fn the_smart_configuration_says_what_is_supported() {
     assert_eq!(r.status(), 200);
     let body: serde_json::Value = r.json().await.unwrap();
     assert_eq!(body["token_endpoint"], "http://sluis.test/auth/token");
+    assert!(body.get("issuer").is_none(), "{body}");
+    // Also under the FHIR base, where SMART clients look.
+    let r = app
+        .http
+        .get(app.url("/fhir/.well-known/smart-configuration"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
     assert_eq!(
         body["token_endpoint_auth_signing_alg_values_supported"],
         serde_json::json!(["RS384", "ES384"])
@@ -276,4 +387,79 @@ async fn the_smart_configuration_says_what_is_supported() {
             .unwrap()
             .contains(&serde_json::json!("private_key_jwt"))
     );
+}
+
+// Access tokens are signed with a key from a file, never from the database; a rotation
+// keeps the previous key's tokens valid until it is taken out of config.
+on_both!(
+    a_rotated_signing_key_still_verifies_until_it_is_taken_out,
+    |b| async move {
+        let keys = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/keys");
+        let auth = |signing: &str, previous: &[&str]| {
+            let previous: Vec<String> =
+                previous.iter().map(|p| format!("\"{keys}/{p}\"")).collect();
+            format!(
+                "[auth]\nsigning_key = \"{keys}/{signing}\"\nprevious_signing_keys = [{}]\n",
+                previous.join(", ")
+            )
+        };
+        let app = TestApp::spawn_with(b, &auth("token-signing.key", &[])).await;
+        let old = app.token(PORTAL).await;
+        let get = async |app: &TestApp, token: &str| {
+            app.http
+                .get(app.url("/fhir/Patient/p1"))
+                .bearer_auth(token)
+                .header("x-portal-user", "u1")
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        };
+        assert_ne!(get(&app, &old).await, 401);
+        // The database holds no key to mint tokens with.
+        assert_eq!(
+            app.state
+                .db
+                .fetch_count(&sluis::store::Sql::new(
+                    "SELECT COUNT(*) AS n FROM settings WHERE key = 'token_key'"
+                ))
+                .await
+                .unwrap(),
+            0
+        );
+        // Rotated: the next key signs; the old one's tokens hold within their lifetime.
+        let rotated = app
+            .restart_with(&auth("token-signing-next.key", &["token-signing.key"]), T0)
+            .await;
+        assert_ne!(get(&rotated, &old).await, 401);
+        let new = rotated.token(PORTAL).await;
+        assert_ne!(get(&rotated, &new).await, 401);
+        // The old key taken out: its tokens are refused, the new key's are not.
+        let after = app
+            .restart_with(&auth("token-signing-next.key", &[]), T0)
+            .await;
+        assert_eq!(get(&after, &old).await, 401);
+        assert_ne!(get(&after, &new).await, 401);
+        // Past its lifetime a token is refused whatever key signed it.
+        after.set_clock("2026-03-02T10:00:00Z").await;
+        assert_eq!(get(&after, &new).await, 401);
+    }
+);
+
+/// A signing key that cannot be read or is too short stops the start.
+#[test]
+fn a_short_or_missing_signing_key_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let short = dir.path().join("short.key");
+    std::fs::write(&short, "too-short").unwrap();
+    for path in [short, dir.path().join("absent.key")] {
+        let auth = sluis::config::Auth {
+            token_lifetime: "PT5M".parse().unwrap(),
+            signing_key: Some(path.clone()),
+            previous_signing_keys: Vec::new(),
+        };
+        let e = sluis::auth::TokenKeys::load(&auth).unwrap_err().to_string();
+        assert!(e.contains("signing key"), "{path:?}: {e}");
+    }
 }

@@ -110,6 +110,16 @@ pub fn config_text(database_url: &str, extra: &str) -> String {
     } else {
         "[server]\nlisten = \"127.0.0.1:0\"\npublic_base_url = \"http://sluis.test\"\n"
     };
+    // One signing key for every test adapter, so that processes on one database accept each
+    // other's tokens (a test about keys passes its own `[auth]`).
+    let auth = if extra.contains("[auth]") {
+        String::new()
+    } else {
+        format!(
+            "[auth]\nsigning_key = \"{}/tests/keys/token-signing.key\"\n",
+            env!("CARGO_MANIFEST_DIR")
+        )
+    };
     let base = format!(
         r#"
 {server}
@@ -123,6 +133,7 @@ token = "{ADMIN}"
 [dev]
 clock_override = true
 
+{auth}
 [[clients]]
 id = "{}"
 kind = "portal"

@@ -7,3 +7,6 @@ CREATE TABLE assertion_jtis (
     PRIMARY KEY (client_id, jti)
 );
 CREATE INDEX assertion_jtis_expiry ON assertion_jtis (expires_at);
+
+-- Access tokens are no longer signed with a key kept here (auth.signing_key): the old one goes.
+DELETE FROM settings WHERE key = 'token_key';
