@@ -1,10 +1,10 @@
 //! Who is calling: access tokens (`POST /auth/token`) and the extractors that check them.
 //!
 //! Clients of `[[clients]]` authenticate with a client secret (HTTP Basic) or a signed JWT
-//! (`assertion`, SMART Backend Services), and get short-lived bearer tokens, signed (HS256)
-//! with a key the
-//! adapter keeps in its database, so that every process in front of one database accepts
-//! every other's tokens. Portal calls also name the person (`X-Portal-User`); what that
+//! (`assertion`, SMART Backend Services), and get short-lived bearer tokens, signed (HS256,
+//! with a `kid`) with the key of a file (`auth.signing_key`; earlier keys still verify), never
+//! one the database holds; processes that share the file accept each other's tokens. What a
+//! token's client may do is read from config on every request. Portal calls also name the person (`X-Portal-User`); what that
 //! person may see is `access`'s decision, not this module's.
 
 pub mod assertion;
