@@ -82,6 +82,15 @@ impl AppState {
             .await
             .context("cannot update the planner's statistics")?;
         let tokens = auth::TokenKeys::load(&config.auth)?;
+        for client in &config.clients {
+            if let crate::config::ClientAuth::ClientSecret { .. } = client.auth {
+                tracing::warn!(
+                    client = %client.id,
+                    "this client authenticates with a shared secret (auth = \"client_secret\"): \
+                     for development; in production use private_key_jwt (docs/api.md)"
+                );
+            }
+        }
         let capability = serde_json::to_vec(&serve::metadata::capability_statement(
             &config.organization.name,
             &config.server.public_base_url,

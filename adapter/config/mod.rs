@@ -530,7 +530,7 @@ struct RawAuth {
 impl Default for RawAuth {
     fn default() -> Self {
         Self {
-            token_lifetime: "PT15M".into(),
+            token_lifetime: "PT5M".into(),
             signing_key: None,
             previous_signing_keys: Vec::new(),
         }
@@ -1011,6 +1011,17 @@ auth = "client_secret"
         assert!(keys.contains(&"organization.care_end_grace"), "{keys:?}");
         assert!(keys.contains(&"clients[0].secret"), "{keys:?}");
         assert!(problems.iter().all(|p| p.file == "test.toml"));
+    }
+
+    #[test]
+    fn access_tokens_are_short_lived_by_default() {
+        let c = load(MINIMAL, &[]).unwrap();
+        assert_eq!(
+            c.auth.token_lifetime.fixed(),
+            Some(std::time::Duration::from_secs(300))
+        );
+        assert_eq!(c.auth.signing_key, None);
+        assert!(c.clients.iter().all(|c| c.enabled));
     }
 
     #[test]

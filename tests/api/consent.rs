@@ -171,7 +171,7 @@ on_both!(
         let grant = grants["grants"][0]["id"].as_str().unwrap().to_string();
         assert_eq!(grants["grants"][0]["sections"], json!(["agenda"]));
         assert_eq!(son.get("/fhir/Observation/o1").await.0, 404);
-        app.set_clock("2026-03-02T09:05:00Z").await;
+        app.set_clock("2026-03-02T09:04:00Z").await;
         let (status, changed) = holder
             .patch(
                 &format!("/portal/grants/{grant}"),

@@ -204,7 +204,7 @@ on_both!(token_endpoint_refuses_bad_clients, |b| async move {
     let (status, body) = post(Some(PORTAL), grant).await;
     assert_eq!(status, 200);
     assert_eq!(body["token_type"], "bearer");
-    assert_eq!(body["expires_in"], 900);
+    assert_eq!(body["expires_in"], 300);
     let r = app
         .http
         .get(app.url("/no/such/endpoint"))
