@@ -266,6 +266,9 @@ impl Auditor {
                 // (its log pages) is shared by more records; idle, it costs microseconds.
                 for round in 0..=LINGER {
                     if round > 0 {
+                        if batch.len() >= BATCH {
+                            break;
+                        }
                         tokio::task::yield_now().await;
                     }
                     while batch.len() < BATCH {

@@ -271,32 +271,16 @@ async fn the_command_line_verifies_the_chain() {
         ),
     )
     .unwrap();
-    let run = || {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_sluis"))
-            .args(["audit", "verify", "--config", config.to_str().unwrap()])
-            .output()
-            .unwrap();
-        (
-            out.status.code(),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
-    };
+    let run = || audit_cli(&config, &["verify"]);
     let (code, out, err) = run();
     assert_eq!(code, Some(0), "{out}{err}");
     assert!(out.contains("intact: 3 records"), "{out}");
     // Exported as NDJSON, whole or by period.
     let export = |extra: &[&str]| {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_sluis"))
-            .args(["audit", "export", "--config", config.to_str().unwrap()])
-            .args(extra)
-            .output()
-            .unwrap();
-        (
-            out.status.code(),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
+        let args: Vec<&str> = std::iter::once("export")
+            .chain(extra.iter().copied())
+            .collect();
+        audit_cli(&config, &args)
     };
     let (code, out, err) = export(&[]);
     assert_eq!(code, Some(0), "{err}");

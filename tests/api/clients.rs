@@ -6,6 +6,20 @@ use crate::on_both;
 
 const OTHER: (&str, &str) = ("other-portal", "other-portal-secret");
 
+/// The status of a portal read with `token` (past the token, a stranger's Patient is 403 or
+/// 404; a refused token 401).
+async fn read_with(app: &TestApp, token: &str) -> u16 {
+    app.http
+        .get(app.url("/fhir/Patient/p1"))
+        .bearer_auth(token)
+        .header("x-portal-user", "u1")
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
 fn other(extra: &str) -> String {
     format!(
         "[[clients]]\nid = \"{}\"\nkind = \"portal\"\nauth = \"client_secret\"\nsecret = \"{}\"\n{extra}",
@@ -18,19 +32,8 @@ on_both!(
     |b| async move {
         let app = TestApp::spawn_with(b, &other("")).await;
         let token = app.token(OTHER).await;
-        let get = async |app: &TestApp, token: &str| {
-            app.http
-                .get(app.url("/fhir/Patient/p1"))
-                .bearer_auth(token)
-                .header("x-portal-user", "u1")
-                .send()
-                .await
-                .unwrap()
-                .status()
-                .as_u16()
-        };
         // Known, so past the token (a stranger's Patient is 403 or 404, not 401).
-        assert_ne!(get(&app, &token).await, 401);
+        assert_ne!(read_with(&app, &token).await, 401);
         let token_request = async |app: &TestApp| {
             app.http
                 .post(app.url("/auth/token"))
@@ -43,10 +46,10 @@ on_both!(
                 .as_u16()
         };
         let disabled = app.restart_with(&other("enabled = false\n"), T0).await;
-        assert_eq!(get(&disabled, &token).await, 401);
+        assert_eq!(read_with(&disabled, &token).await, 401);
         assert_eq!(token_request(&disabled).await, 401);
         let removed = app.restart_with("", T0).await;
-        assert_eq!(get(&removed, &token).await, 401);
+        assert_eq!(read_with(&removed, &token).await, 401);
         // Its kind changed to source: a portal token no longer reads /fhir.
         let source = app
             .restart_with(
@@ -57,7 +60,7 @@ on_both!(
                 T0,
             )
             .await;
-        assert_eq!(get(&source, &token).await, 401);
+        assert_eq!(read_with(&source, &token).await, 401);
         // Nor does it push as the source its client now is: it was issued to a portal.
         let r = source
             .http
@@ -71,7 +74,7 @@ on_both!(
         assert_eq!(r.status(), 401);
         // Enabled again, the same token works.
         let again = app.restart_with(&other("enabled = true\n"), T0).await;
-        assert_ne!(get(&again, &token).await, 401);
+        assert_ne!(read_with(&again, &token).await, 401);
     }
 );
 
@@ -156,15 +159,11 @@ mod private_key_jwt {
                 let (status, body) = request(&app, &good).await;
                 assert_eq!(status, 200, "{key}: {body}");
                 let token = body["access_token"].as_str().unwrap();
-                let r = app
-                    .http
-                    .get(app.url("/fhir/Patient/p1"))
-                    .bearer_auth(token)
-                    .header("x-portal-user", "u1")
-                    .send()
-                    .await
-                    .unwrap();
-                assert_ne!(r.status(), 401, "{key}: the token reads /fhir");
+                assert_ne!(
+                    read_with(&app, token).await,
+                    401,
+                    "{key}: the token reads /fhir"
+                );
                 // The same assertion again: a replay.
                 refused("replayed", request(&app, &good).await);
             }
@@ -405,18 +404,7 @@ on_both!(
         };
         let app = TestApp::spawn_with(b, &auth("token-signing.key", &[])).await;
         let old = app.token(PORTAL).await;
-        let get = async |app: &TestApp, token: &str| {
-            app.http
-                .get(app.url("/fhir/Patient/p1"))
-                .bearer_auth(token)
-                .header("x-portal-user", "u1")
-                .send()
-                .await
-                .unwrap()
-                .status()
-                .as_u16()
-        };
-        assert_ne!(get(&app, &old).await, 401);
+        assert_ne!(read_with(&app, &old).await, 401);
         // The database holds no key to mint tokens with.
         assert_eq!(
             app.state
@@ -432,18 +420,18 @@ on_both!(
         let rotated = app
             .restart_with(&auth("token-signing-next.key", &["token-signing.key"]), T0)
             .await;
-        assert_ne!(get(&rotated, &old).await, 401);
+        assert_ne!(read_with(&rotated, &old).await, 401);
         let new = rotated.token(PORTAL).await;
-        assert_ne!(get(&rotated, &new).await, 401);
+        assert_ne!(read_with(&rotated, &new).await, 401);
         // The old key taken out: its tokens are refused, the new key's are not.
         let after = app
             .restart_with(&auth("token-signing-next.key", &[]), T0)
             .await;
-        assert_eq!(get(&after, &old).await, 401);
-        assert_ne!(get(&after, &new).await, 401);
+        assert_eq!(read_with(&after, &old).await, 401);
+        assert_ne!(read_with(&after, &new).await, 401);
         // Past its lifetime a token is refused whatever key signed it.
         after.set_clock("2026-03-02T10:00:00Z").await;
-        assert_eq!(get(&after, &new).await, 401);
+        assert_eq!(read_with(&after, &new).await, 401);
     }
 );
 
