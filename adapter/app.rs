@@ -3,7 +3,7 @@
 //! SIGTERM or Ctrl-C and then drains.
 
 use crate::clock::Clock;
-use crate::config::Config;
+use crate::config::{AdminListen, Config};
 use crate::error::{ApiError, ApiResult, Reason};
 use crate::mapping::Mappings;
 use crate::store::Db;
@@ -30,14 +30,16 @@ pub struct Inner {
     pub capability: Vec<u8>,
     /// The access decision's facts, while no write has made them stale.
     pub facts: crate::access::facts::FactsCache,
-    /// Each portal user's requests per minute (R16).
-    pub limiter: auth::UserLimiter,
+    /// The request limits of `[limits]` (R16).
+    pub limits: auth::Limits,
     /// The sources this process pulls from.
     pub pullers: crate::pull::Pullers,
     /// When `/metrics` last read its gauges from the store (monotonic µs).
     pub scraped: tokio::sync::Mutex<Option<i64>>,
     /// Writes the audit trail.
     pub auditor: crate::audit::Auditor,
+    /// The JWKS of clients that publish theirs (`jwks_uri`).
+    pub jwks: auth::jwks::JwksCache,
 }
 
 /// The shared state, cheap to clone.
@@ -97,7 +99,7 @@ impl AppState {
             &mappings.sections,
             &crate::time::instant(clock.now()),
         ))?;
-        let limiter = auth::UserLimiter::new(config.limits.user_requests_per_minute);
+        let limits = auth::Limits::new(&config.limits);
         let pullers = crate::pull::Pullers::new(&config, &clock)?;
         crate::metrics::handle();
         let auditor = crate::audit::Auditor::start(db.clone());
@@ -131,10 +133,11 @@ impl AppState {
             tokens,
             capability,
             facts: Default::default(),
-            limiter,
+            limits,
             pullers,
             scraped: Default::default(),
             auditor,
+            jwks: auth::jwks::JwksCache::new()?,
         }));
         if let Some(n) = crate::release::recompute::after_rule_change(&state).await? {
             tracing::info!(
@@ -293,10 +296,14 @@ pub struct Application {
 }
 
 impl Application {
-    /// Builds the state and binds `server.listen` (and `server.admin_listen` if set).
+    /// Builds the state and binds `server.listen`, and `server.admin_listen` unless that is
+    /// `"public"`.
     pub async fn build(config: Config, clock: Clock) -> anyhow::Result<Self> {
         let listen = config.server.listen;
-        let admin_listen = config.server.admin_listen;
+        let admin_listen = match config.server.admin_listen {
+            crate::config::AdminListen::Separate(a) => Some(a),
+            crate::config::AdminListen::Public => None,
+        };
         let state = AppState::new(config, clock).await?;
         Self::bind(state, listen, admin_listen).await
     }
@@ -325,7 +332,8 @@ impl Application {
         })
     }
 
-    /// Serves an already bound listener (no separate admin listener).
+    /// Serves an already bound listener: `/admin` on it too when `server.admin_listen` is
+    /// `"public"`, else not at all.
     pub fn from_listener(state: AppState, listener: TcpListener) -> Self {
         Self {
             state,
@@ -382,13 +390,13 @@ impl Application {
         let serving = async {
             match admin_listener {
                 None => {
-                    serve(
-                        listener,
-                        router(state),
-                        limits,
-                        when_stopped(stopped.clone()),
-                    )
-                    .await;
+                    // `/admin` beside the rest only where the config says so.
+                    let app = if state.config.server.admin_listen == AdminListen::Public {
+                        router(state)
+                    } else {
+                        finish(public_routes(), state)
+                    };
+                    serve(listener, app, limits, when_stopped(stopped.clone())).await;
                 }
                 Some(admin) => {
                     let public = finish(public_routes(), state.clone());

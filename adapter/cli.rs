@@ -319,17 +319,32 @@ async fn check(path: &Path) -> anyhow::Result<ExitCode> {
     };
     if let Some(c) = &config {
         for (i, client) in c.clients.iter().enumerate() {
-            if let ClientAuth::PrivateKeyJwt { jwks_path } = &client.auth {
-                let readable = std::fs::read_to_string(jwks_path)
+            if let ClientAuth::PrivateKeyJwt {
+                jwks: crate::config::Jwks::Path(jwks_path),
+            } = &client.auth
+            {
+                let keys = std::fs::read_to_string(jwks_path)
                     .ok()
-                    .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
-                    .is_some_and(|v| v.get("keys").is_some());
-                if !readable {
-                    problems.push(format!(
-                        "{}: clients[{i}].jwks_path: `{}` is not a readable JWKS file",
-                        path.display(),
+                    .and_then(|t| serde_json::from_str::<jsonwebtoken::jwk::JwkSet>(&t).ok());
+                let place = format!("{}: clients[{i}].jwks_path", path.display());
+                match keys {
+                    None => problems.push(format!(
+                        "{place}: `{}` is not a readable JWKS file",
                         jwks_path.display()
-                    ));
+                    )),
+                    Some(set) if set.keys.is_empty() => {
+                        problems.push(format!("{place}: `{}` holds no key", jwks_path.display()));
+                    }
+                    Some(set) => {
+                        for key in &set.keys {
+                            if let Some(problem) = crate::auth::assertion::weak_key(key) {
+                                problems.push(format!(
+                                    "{place}: key {}: {problem}",
+                                    key.common.key_id.as_deref().unwrap_or("(without kid)")
+                                ));
+                            }
+                        }
+                    }
                 }
             }
         }
@@ -537,6 +552,7 @@ pub async fn import_file(
         mode,
         parsed.into_iter().map(entries::Sent::Read).collect(),
         arrived_at,
+        None,
     )
     .await
     .map_err(|e| anyhow::anyhow!("{}", describe(&e)))?;

@@ -120,6 +120,7 @@ async fn load(state: &AppState) -> anyhow::Result<(usize, Vec<(String, String)>)
             mode,
             parsed.into_iter().map(entries::Sent::Read).collect(),
             Some(to_micros(arrived)),
+            None,
         )
         .await
         .map_err(|e| anyhow::anyhow!("{}: {}", path.display(), crate::cli::describe(&e)))?;
@@ -163,6 +164,7 @@ async fn link_user(state: &AppState, u: &DemoUser, now: DateTime<Utc>) -> anyhow
     let user = PortalUser {
         client_id: client_id.clone(),
         external_id: u.id.clone(),
+        scopes: Default::default(),
     };
     crate::portal::codes::redeem(state, &user, &code, &u.birth_date, to_micros(now))
         .await
@@ -224,7 +226,13 @@ fn print_instructions(state: &AppState, loaded: usize, users: &[(String, String)
         _ => (String::new(), String::new()),
     };
     // The demo prints its own credentials: they are the demo's, not secrets.
-    let admin = state.config.admin.token.expose_secret();
+    let admin = state
+        .config
+        .admin
+        .credentials
+        .first()
+        .map(|c| c.token.expose_secret())
+        .unwrap_or_default();
     let (user, patient) = users.first().cloned().unwrap_or_default();
     println!(
         "

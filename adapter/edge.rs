@@ -24,6 +24,40 @@ const ECHOED: [HeaderName; 2] = [
     HeaderName::from_static("x-trace-id"),
 ];
 
+/// The caller's address: the connection's peer; when the peer is one of
+/// `server.trusted_proxies`, the nearest address in `X-Forwarded-For` that is not one of them
+/// (what a proxy appends is to be believed, what the caller wrote there is not).
+pub fn remote_address(
+    extensions: &axum::http::Extensions,
+    headers: &axum::http::HeaderMap,
+    trusted: &[std::net::IpAddr],
+) -> Option<std::net::IpAddr> {
+    let peer = extensions
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()?
+        .0
+        .ip();
+    if !trusted.contains(&peer) {
+        return Some(peer);
+    }
+    let hops: Vec<&str> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .collect();
+    let mut nearest = peer;
+    for hop in hops.iter().rev() {
+        match hop.parse::<std::net::IpAddr>() {
+            Ok(ip) if trusted.contains(&ip) => nearest = ip,
+            Ok(ip) => return Some(ip),
+            // Not an address: what lies beyond it cannot be believed.
+            Err(_) => return Some(nearest),
+        }
+    }
+    Some(nearest)
+}
+
 /// The layers around `router`, outermost last.
 pub fn layers(router: Router, server: &Server) -> Router {
     let (request_timeout, body_timeout) = (server.request_timeout, server.body_timeout);

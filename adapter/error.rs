@@ -98,7 +98,8 @@ pub struct ApiError {
     pub message: String,
     pub details: Vec<Detail>,
     pub retry_after: Option<u64>,
-    /// The `WWW-Authenticate` challenge of a 401 (default: a bearer token).
+    /// The `WWW-Authenticate` challenge of a 401 (default: a bearer token), or of a 403 for
+    /// want of scope.
     pub challenge: Option<&'static str>,
     /// The cause of an internal error, logged and never shown.
     pub cause: Option<anyhow::Error>,
@@ -271,6 +272,12 @@ impl IntoResponse for ApiError {
             response.headers_mut().insert(
                 header::WWW_AUTHENTICATE,
                 HeaderValue::from_static(self.challenge.unwrap_or(BEARER_CHALLENGE)),
+            );
+        } else if let Some(challenge) = self.challenge {
+            // A 403 of a token without the scope (RFC 6750 §3.1 `insufficient_scope`).
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static(challenge),
             );
         }
         response

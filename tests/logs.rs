@@ -42,6 +42,7 @@ async fn pull_failures_are_logged_with_source_type_and_url_and_no_token() {
         r#"
 [server]
 listen = "127.0.0.1:{port}"
+admin_listen = "127.0.0.1:0"
 [database]
 url = "sqlite://{}/logs.db"
 [admin]

@@ -58,7 +58,7 @@ async fn record(
 /// vendor's client id, `{user}` its id of the person.
 pub async fn block_user(
     State(state): State<AppState>,
-    _admin: Admin,
+    admin: Admin,
     Path((client, user)): Path<(String, String)>,
     Json(req): Json<BlockRequest>,
 ) -> ApiResult<Response> {
@@ -66,7 +66,7 @@ pub async fn block_user(
         return Err(ApiError::invalid("a block needs a reason (R7)"));
     }
     let until = crate::body::instant_field("until", req.until.as_deref())?;
-    let by = req.by.unwrap_or_else(|| "admin".into());
+    let by = req.by.unwrap_or_else(|| admin.name.clone());
     let now = to_micros(state.clock.now());
     let user_id = accounts::block_user(&state.db, &client, &user, &req.reason, until, &by, now)
         .await?
@@ -91,7 +91,7 @@ pub async fn block_user(
 /// `POST /admin/users/{client}/{user}/unblock`.
 pub async fn unblock_user(
     State(state): State<AppState>,
-    _admin: Admin,
+    admin: Admin,
     Path((client, user)): Path<(String, String)>,
 ) -> ApiResult<Response> {
     let user_id = accounts::unblock_user(&state.db, &client, &user)
@@ -99,7 +99,7 @@ pub async fn unblock_user(
         .ok_or_else(|| not_found(format!("no portal user {user} of client {client}")))?;
     record(
         &state,
-        "admin",
+        &admin.name,
         "user-unblocked",
         Some(user_id),
         None,
@@ -117,14 +117,14 @@ pub async fn unblock_user(
 /// data at all (R8), until unblocked.
 pub async fn block_patient(
     State(state): State<AppState>,
-    _admin: Admin,
+    admin: Admin,
     Path(id): Path<String>,
     OptionalJson(req): OptionalJson<ActorBody>,
 ) -> ApiResult<Response> {
     if !accounts::patient_exists(&state.db, &id).await? {
         return Err(not_found(format!("no Patient/{id} has been ingested")));
     }
-    let by = req.by.unwrap_or_else(|| "admin".into());
+    let by = req.by.unwrap_or_else(|| admin.name.clone());
     clients::block(
         &state.db,
         &id,
@@ -152,7 +152,7 @@ pub async fn block_patient(
 /// `POST /admin/patients/{id}/unblock`.
 pub async fn unblock_patient(
     State(state): State<AppState>,
-    _admin: Admin,
+    admin: Admin,
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
     if !clients::unblock(&state.db, &id).await? {
@@ -160,7 +160,7 @@ pub async fn unblock_patient(
     }
     record(
         &state,
-        "admin",
+        &admin.name,
         "patient-unblocked",
         None,
         Some(&id),
@@ -178,7 +178,7 @@ pub async fn unblock_patient(
 /// when consent is withdrawn (R9); at once.
 pub async fn end_link(
     State(state): State<AppState>,
-    _admin: Admin,
+    admin: Admin,
     Path(id): Path<String>,
     OptionalJson(req): OptionalJson<ActorBody>,
 ) -> ApiResult<Response> {
@@ -190,7 +190,7 @@ pub async fn end_link(
     let reason = req
         .reason
         .unwrap_or_else(|| "ended by the care organisation".into());
-    let by = req.by.unwrap_or_else(|| "admin".into());
+    let by = req.by.unwrap_or_else(|| admin.name.clone());
     let now = to_micros(state.clock.now());
     let mut tx = state.db.begin().await?;
     accounts::end_link(&mut tx, id, &reason, now).await?;

@@ -33,7 +33,7 @@ pub struct ActivationRequest {
 /// `POST /admin/activation-codes`: a holder activation code for one client.
 pub async fn activation_code(
     State(state): State<AppState>,
-    _admin: Admin,
+    admin: Admin,
     Json(req): Json<ActivationRequest>,
 ) -> ApiResult<Response> {
     let patient_id = req
@@ -69,7 +69,7 @@ pub async fn activation_code(
             name: None,
             sections: None,
             can_post: true,
-            created_by: "admin",
+            created_by: &admin.name,
             created_at: to_micros(now),
             expires_at: to_micros(expires),
             invited_by: None,

@@ -157,10 +157,12 @@ pub async fn track(State(state): State<AppState>, request: Request, next: Next) 
             .and_then(|v| v.to_str().ok())
             .map(|v| v.chars().take(200).collect::<String>())
     };
-    let remote = request
-        .extensions()
-        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
-        .map(|c| c.0.ip().to_string());
+    let remote = crate::edge::remote_address(
+        request.extensions(),
+        request.headers(),
+        &state.config.server.trusted_proxies,
+    )
+    .map(|ip| ip.to_string());
     // The client a request names (`patient=`, `subject=`) is what it is about, answered or
     // not: valid ids only, a few at most (a stranger must not grow the trail at will).
     let mut named = Note::default();

@@ -7,7 +7,7 @@
 
 use crate::access;
 use crate::app::AppState;
-use crate::auth::PortalUser;
+use crate::auth::{Interaction, PortalUser};
 use crate::error::{ApiError, ApiResult, fhir_json};
 use crate::store::audit::{Seen, seen};
 use crate::time::{from_micros, instant};
@@ -25,6 +25,7 @@ pub async fn search(
     user: PortalUser,
     RawQuery(raw): RawQuery,
 ) -> ApiResult<Response> {
+    user.scopes.require("AuditEvent", Interaction::Search)?;
     let q = crate::body::query_map(raw.as_deref(), &["patient", "_count", "_cursor"])?;
     let patient = q
         .get("patient")
@@ -78,7 +79,9 @@ pub async fn search(
 /// Who, as the holder knows them.
 fn who(r: &Seen) -> String {
     match (r.client_id.as_deref(), &r.name, &r.relationship) {
-        (Some("admin"), _, _) => "a staff member of the care organisation".into(),
+        (Some(c), _, _) if c == "admin" || c.starts_with("admin:") => {
+            "a staff member of the care organisation".into()
+        }
         (_, Some(name), Some(rel)) => format!("{name} ({})", relationship_text(rel)),
         (_, None, Some(rel)) => relationship_text(rel).to_string(),
         (_, Some(name), None) => name.clone(),

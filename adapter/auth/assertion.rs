@@ -6,7 +6,7 @@
 //! processes share it. Times are the adapter's clock with a minute of skew.
 
 use crate::app::AppState;
-use crate::config::ClientAuth;
+use crate::config::{ClientAuth, Jwks};
 use crate::error::{ApiError, ApiResult};
 use crate::store::Sql;
 use crate::store::db::Executor as _;
@@ -85,17 +85,10 @@ pub async fn client(
         .config
         .client(&iss)
         .ok_or_else(|| refuse("no such client"))?;
-    let ClientAuth::PrivateKeyJwt { jwks_path } = &client.auth else {
+    let ClientAuth::PrivateKeyJwt { jwks } = &client.auth else {
         return Err(refuse("the client authenticates with a secret"));
     };
-    let text = tokio::fs::read_to_string(jwks_path).await.map_err(|e| {
-        tracing::error!(client = %iss, path = %jwks_path.display(), error = %e, "cannot read the client's JWKS");
-        ApiError::unauthorized("the client's keys cannot be read")
-    })?;
-    let keys: JwkSet = serde_json::from_str(&text).map_err(|e| {
-        tracing::error!(client = %iss, path = %jwks_path.display(), error = %e, "the client's JWKS is not valid");
-        ApiError::unauthorized("the client's keys cannot be read")
-    })?;
+    let keys = client_keys(state, &iss, jwks, header.kid.as_deref()).await?;
     // Signing keys only (a key marked for encryption is not one).
     let signing: Vec<&jsonwebtoken::jwk::Jwk> = keys
         .keys
@@ -119,6 +112,10 @@ pub async fn client(
         None => None,
     }
     .ok_or_else(|| refuse("no signing key of the client has the assertion's kid"))?;
+    if let Some(problem) = weak_key(jwk) {
+        tracing::warn!(client = %iss, problem, "a client's key is refused");
+        return Err(refuse("the key is too weak"));
+    }
     let key = DecodingKey::from_jwk(jwk).map_err(|_| refuse("the key cannot be used"))?;
     let mut validation = Validation::new(alg);
     validation.set_issuer(&[iss.as_str()]);
@@ -158,6 +155,61 @@ pub async fn client(
         ));
     }
     Ok(iss)
+}
+
+/// The client's public keys: its JWKS file, read now, or its `jwks_uri`, as kept.
+async fn client_keys(
+    state: &AppState,
+    client: &str,
+    jwks: &Jwks,
+    kid: Option<&str>,
+) -> ApiResult<JwkSet> {
+    let cannot = || ApiError::unauthorized("the client's keys cannot be read");
+    match jwks {
+        Jwks::Path(path) => {
+            let text = tokio::fs::read_to_string(path).await.map_err(|e| {
+                tracing::error!(client, path = %path.display(), error = %e, "cannot read the client's JWKS");
+                cannot()
+            })?;
+            serde_json::from_str(&text).map_err(|e| {
+                tracing::error!(client, path = %path.display(), error = %e, "the client's JWKS is not valid");
+                cannot()
+            })
+        }
+        Jwks::Uri(uri) => state
+            .jwks
+            .keys(&state.clock, uri, kid)
+            .await
+            .map_err(|problem| {
+                tracing::error!(client, problem, "cannot get the client's JWKS");
+                cannot()
+            }),
+    }
+}
+
+/// What makes a public key too weak to trust: RSA under 2048 bits, EC on another curve than
+/// P-384 (ES384's).
+pub fn weak_key(jwk: &jsonwebtoken::jwk::Jwk) -> Option<String> {
+    use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve};
+    match &jwk.algorithm {
+        AlgorithmParameters::RSA(rsa) => {
+            let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(rsa.n.trim_end_matches('='))
+                .unwrap_or_default();
+            let significant = bytes.iter().skip_while(|b| **b == 0).count();
+            (significant * 8 < 2048).then(|| {
+                format!(
+                    "an RSA key of about {} bits; at least 2048",
+                    significant * 8
+                )
+            })
+        }
+        AlgorithmParameters::EllipticCurve(ec) if ec.curve == EllipticCurve::P384 => None,
+        AlgorithmParameters::EllipticCurve(ec) => {
+            Some(format!("an EC key on {:?}; ES384 needs P-384", ec.curve))
+        }
+        _ => Some("neither an RSA nor an EC key".into()),
+    }
 }
 
 /// The token URL, which an assertion's `aud` must name.
@@ -214,4 +266,35 @@ async fn first_use(
         .await?;
     tx.commit().await?;
     Ok(inserted == 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::weak_key;
+
+    fn keys(file: &str) -> Vec<jsonwebtoken::jwk::Jwk> {
+        let path = format!("{}/tests/keys/{file}", env!("CARGO_MANIFEST_DIR"));
+        let text = std::fs::read_to_string(path).unwrap();
+        serde_json::from_str::<jsonwebtoken::jwk::JwkSet>(&text)
+            .unwrap()
+            .keys
+    }
+
+    #[test]
+    fn rsa_under_2048_bits_and_curves_other_than_p384_are_weak() {
+        for key in keys("portal.jwks.json") {
+            assert_eq!(weak_key(&key), None, "{:?}", key.common.key_id);
+        }
+        let weak: Vec<String> = keys("weak.jwks.json")
+            .iter()
+            .map(|k| weak_key(k).unwrap())
+            .collect();
+        assert_eq!(
+            weak,
+            [
+                "an RSA key of about 1024 bits; at least 2048",
+                "an EC key on P256; ES384 needs P-384"
+            ]
+        );
+    }
 }

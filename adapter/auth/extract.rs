@@ -1,13 +1,13 @@
 //! Extractors that turn request headers into a checked caller, or an OperationOutcome.
 
 use crate::app::AppState;
-use crate::error::{ApiError, Reason};
+use crate::error::ApiError;
 use axum::extract::FromRequestParts;
-use axum::http::StatusCode;
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 use secrecy::ExposeSecret;
 
+use super::scope::Scopes;
 use super::token::{Claims, constant_time_eq};
 
 fn bearer(parts: &Parts) -> Option<&str> {
@@ -20,41 +20,61 @@ fn bearer(parts: &Parts) -> Option<&str> {
         .map(str::trim)
 }
 
-fn claims(parts: &Parts, state: &AppState, kind: &str) -> Result<Claims, ApiError> {
+/// A valid token's claims, and what its scope and the client's config both allow now.
+fn claims(parts: &Parts, state: &AppState, kind: &str) -> Result<(Claims, Scopes), ApiError> {
     let token = bearer(parts).ok_or_else(|| ApiError::unauthorized("bearer token missing"))?;
-    let claims = state
-        .tokens
-        .verify(token, state.clock.now().timestamp())
-        .ok_or_else(|| ApiError::unauthorized("token invalid or expired"))?;
+    // Tokens that are not ours count as failed authentication of their address (an expired
+    // one of ours does not: portals meet those in the normal run of things).
+    let address = remote(parts, state);
+    state.limits.failures.check(&state.clock, "", &address)?;
+    let claims = match state.tokens.verify(token, state.clock.now().timestamp()) {
+        Ok(claims) => claims,
+        Err(super::token::Refused::Expired) => {
+            return Err(ApiError::unauthorized("token expired: get a new one"));
+        }
+        Err(super::token::Refused::NotOurs) => {
+            state.limits.failures.spend(&state.clock, "", &address);
+            return Err(ApiError::unauthorized("token invalid"));
+        }
+    };
     // What the client is comes from config, read again on every request, not from the
     // token: a client removed, disabled or changed in kind is refused with its old tokens.
-    let configured = state.config.client(&claims.sub).map(|c| match c.kind {
+    let client = state.config.client(&claims.sub);
+    let configured = client.map(|c| match c.kind {
         crate::config::ClientKind::Portal => "portal",
         crate::config::ClientKind::Source => "source",
     });
     // And the token was issued to it as what it is now: a kind changed since is refused.
-    if configured != Some(kind) || claims.kind != kind {
+    let (Some(client), true) = (client, configured == Some(kind) && claims.kind == kind) else {
         return Err(ApiError::unauthorized(format!(
             "this call needs a token of a {kind} client"
         )));
-    }
-    Ok(claims)
+    };
+    state.limits.clients.admit(&state.clock, &client.id, "")?;
+    // The token's scope, as far as the config allows it now.
+    let scopes = Scopes::parse(&claims.scope)
+        .map(|s| s.narrow(&client.scope))
+        .unwrap_or_default();
+    Ok((claims, scopes))
 }
 
 /// A portal vendor (step 1 of contract §5).
 #[derive(Debug, Clone)]
 pub struct Portal {
     pub client_id: String,
+    /// What its token's scope and its config both allow.
+    pub scopes: Scopes,
 }
 
 impl FromRequestParts<AppState> for Portal {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let claims = claims(parts, state, "portal")?;
+        let (claims, scopes) = claims(parts, state, "portal")?;
         crate::audit::note(|n| n.client_id = Some(claims.sub.clone()));
         Ok(Portal {
             client_id: claims.sub,
+            scopes,
         })
     }
 }
@@ -64,6 +84,8 @@ impl FromRequestParts<AppState> for Portal {
 pub struct PortalUser {
     pub client_id: String,
     pub external_id: String,
+    /// What the vendor's token's scope and config both allow.
+    pub scopes: Scopes,
 }
 
 impl FromRequestParts<AppState> for PortalUser {
@@ -84,24 +106,14 @@ impl FromRequestParts<AppState> for PortalUser {
             })?;
         crate::audit::note(|n| n.user_id = Some(external_id.to_string()));
         // R16: after the token (a stranger's requests count for no one), before anything else.
-        if let Err(seconds) = state
-            .limiter
-            .admit(&state.clock, &portal.client_id, external_id)
-        {
-            let mut error = ApiError::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                Reason::RateLimited,
-                format!(
-                    "more than limits.user_requests_per_minute ({}) requests of this user; retry in {seconds} s",
-                    state.config.limits.user_requests_per_minute
-                ),
-            );
-            error.retry_after = Some(seconds);
-            return Err(error);
-        }
+        state
+            .limits
+            .users
+            .admit(&state.clock, &portal.client_id, external_id)?;
         Ok(PortalUser {
             client_id: portal.client_id,
             external_id: external_id.to_string(),
+            scopes: portal.scopes,
         })
     }
 }
@@ -111,13 +123,15 @@ impl FromRequestParts<AppState> for PortalUser {
 pub struct SourceClient {
     pub client_id: String,
     pub source: String,
+    /// What its token's scope and its config both allow.
+    pub scopes: Scopes,
 }
 
 impl FromRequestParts<AppState> for SourceClient {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let claims = claims(parts, state, "source")?;
+        let (claims, scopes) = claims(parts, state, "source")?;
         crate::audit::note(|n| n.client_id = Some(claims.sub.clone()));
         let source = state
             .config
@@ -127,27 +141,60 @@ impl FromRequestParts<AppState> for SourceClient {
         Ok(SourceClient {
             client_id: claims.sub,
             source,
+            scopes,
         })
     }
 }
 
-/// Care staff and integration engineers, with `admin.token`.
+/// Care staff and integration engineers, with one of the admin credentials (`admin.token`,
+/// `[[admin.credentials]]`); the audit names the credential.
 #[derive(Debug, Clone)]
-pub struct Admin;
+pub struct Admin {
+    pub name: String,
+}
 
 impl FromRequestParts<AppState> for Admin {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         crate::audit::note(|n| n.client_id = Some("admin".into()));
-        let token = bearer(parts).ok_or_else(|| ApiError::unauthorized("admin token missing"))?;
-        if constant_time_eq(
-            token.as_bytes(),
-            state.config.admin.token.expose_secret().as_bytes(),
-        ) {
-            Ok(Admin)
-        } else {
-            Err(ApiError::unauthorized("wrong admin token"))
+        let address = remote(parts, state);
+        state
+            .limits
+            .failures
+            .check(&state.clock, "admin", &address)?;
+        let token = bearer(parts).unwrap_or_default();
+        // Every credential is compared, so that the time taken does not say which matched.
+        let mut found = None;
+        for credential in &state.config.admin.credentials {
+            if constant_time_eq(
+                token.as_bytes(),
+                credential.token.expose_secret().as_bytes(),
+            ) {
+                found = Some(credential.name.clone());
+            }
         }
+        let Some(name) = found else {
+            state.limits.failures.spend(&state.clock, "admin", &address);
+            return Err(ApiError::unauthorized(if token.is_empty() {
+                "admin token missing"
+            } else {
+                "wrong admin token"
+            }));
+        };
+        crate::audit::note(|n| n.client_id = Some(format!("admin:{name}")));
+        state.limits.admins.admit(&state.clock, &name, "")?;
+        Ok(Admin { name })
     }
+}
+
+/// The caller's address for the failed-authentication limit (`""` if unknown).
+pub fn remote(parts: &Parts, state: &AppState) -> String {
+    crate::edge::remote_address(
+        &parts.extensions,
+        &parts.headers,
+        &state.config.server.trusted_proxies,
+    )
+    .map(|ip| ip.to_string())
+    .unwrap_or_default()
 }

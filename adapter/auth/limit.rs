@@ -1,28 +1,67 @@
-//! The per-user request limit (R16, `limits.user_requests_per_minute`): a bucket per portal
-//! user (portal vendor and `X-Portal-User`) that holds a minute's worth of requests and
-//! refills evenly; a request that finds it empty is answered 429 `rate-limited` with
-//! `Retry-After`. Time is the clock's real time passing ([`Clock::monotonic_micros`]), so a
-//! pinned clock does not freeze the refill.
+//! Request limits (R16, `[limits]`): token buckets that hold a minute's worth of requests and
+//! refill evenly; a request that finds its bucket empty is answered 429 `rate-limited` with
+//! `Retry-After`. [`Limits`] holds one set of buckets per kind of limit: per portal user, per
+//! client, per client's token requests, per admin credential, and failed authentication per
+//! claimed client and remote address. Time is the clock's real time passing
+//! ([`Clock::monotonic_micros`]), so a pinned clock does not freeze the refill.
+//!
+//! The buckets live in this process: behind a load balancer over `n` processes a caller may
+//! get up to `n` times a limit (the failed-authentication limit included), unless the
+//! balancer keeps a caller on one process.
 
 use crate::clock::Clock;
+use crate::error::{ApiError, Reason};
+use axum::http::StatusCode;
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-/// Beyond this many users kept, buckets that have filled up again are dropped.
+/// Beyond this many keys kept, buckets that have filled up again are dropped.
 const PRUNE_AT: usize = 10_000;
 
 const MINUTE_US: f64 = 60_000_000.0;
 
-/// The buckets of all portal users.
-pub struct UserLimiter {
+/// Every limit of `[limits]`, each with its own buckets.
+pub struct Limits {
+    pub users: Limiter,
+    pub clients: Limiter,
+    pub tokens: Limiter,
+    pub admins: Limiter,
+    pub failures: Limiter,
+}
+
+impl Limits {
+    pub fn new(config: &crate::config::Limits) -> Self {
+        Self {
+            users: Limiter::new(config.user_requests_per_minute, "user_requests_per_minute"),
+            clients: Limiter::new(
+                config.client_requests_per_minute,
+                "client_requests_per_minute",
+            ),
+            tokens: Limiter::new(
+                config.token_requests_per_minute,
+                "token_requests_per_minute",
+            ),
+            admins: Limiter::new(
+                config.admin_requests_per_minute,
+                "admin_requests_per_minute",
+            ),
+            failures: Limiter::new(config.failed_auth_per_minute, "failed_auth_per_minute"),
+        }
+    }
+}
+
+/// The buckets of one limit, by key (`(client, user)`, `(client, "")`, `(client, address)`).
+pub struct Limiter {
     per_minute: f64,
+    /// Its config key, for the message of a refusal.
+    name: &'static str,
     buckets: Mutex<Buckets>,
 }
 
 struct Buckets {
-    by_user: HashMap<(String, String), Bucket>,
+    by_key: HashMap<(String, String), Bucket>,
     /// Prune when this many are kept: twice what the last pruning kept (at least
-    /// [`PRUNE_AT`]), so that many users active at once do not make every request prune.
+    /// [`PRUNE_AT`]), so that many keys active at once do not make every request prune.
     prune_at: usize,
 }
 
@@ -33,38 +72,76 @@ struct Bucket {
     at: i64,
 }
 
-impl UserLimiter {
-    pub fn new(per_minute: u32) -> Self {
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Take {
+    /// One, if one is left (a request).
+    IfLeft,
+    /// None (a look before authenticating).
+    Nothing,
+    /// One, into debt if none is left (a failure).
+    Always,
+}
+
+impl Limiter {
+    pub fn new(per_minute: u32, name: &'static str) -> Self {
         Self {
             per_minute: f64::from(per_minute.max(1)),
+            name,
             buckets: Mutex::new(Buckets {
-                by_user: HashMap::new(),
+                by_key: HashMap::new(),
                 prune_at: PRUNE_AT,
             }),
         }
     }
 
-    /// Takes one request of `user` of portal `client` now; `Err(seconds)` to wait when none
-    /// is left.
-    pub fn admit(&self, clock: &Clock, client: &str, user: &str) -> Result<(), u64> {
-        self.admit_at(clock.monotonic_micros(), client, user)
+    /// Takes one request of `key` now; 429 when none is left.
+    pub fn admit(&self, clock: &Clock, a: &str, b: &str) -> Result<(), ApiError> {
+        self.take_at(clock.monotonic_micros(), a, b, Take::IfLeft)
+            .map_err(|s| self.refusal(s))
     }
 
-    fn admit_at(&self, now: i64, client: &str, user: &str) -> Result<(), u64> {
+    /// 429 when `key` has nothing left, without taking anything (a failure takes with
+    /// [`Limiter::spend`]).
+    pub fn check(&self, clock: &Clock, a: &str, b: &str) -> Result<(), ApiError> {
+        self.take_at(clock.monotonic_micros(), a, b, Take::Nothing)
+            .map_err(|s| self.refusal(s))
+    }
+
+    /// Takes one from `key`'s bucket, also when it is empty.
+    pub fn spend(&self, clock: &Clock, a: &str, b: &str) {
+        let _ = self.take_at(clock.monotonic_micros(), a, b, Take::Always);
+    }
+
+    fn refusal(&self, seconds: u64) -> ApiError {
+        let mut error = ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            Reason::RateLimited,
+            format!(
+                "more than limits.{} ({}); retry in {seconds} s",
+                self.name, self.per_minute
+            ),
+        );
+        error.retry_after = Some(seconds);
+        error
+    }
+
+    /// Counts `key`'s bucket up to now, and takes as `take` says; `Err(seconds)` until one
+    /// comes back when none was left.
+    fn take_at(&self, now: i64, a: &str, b: &str, take: Take) -> Result<(), u64> {
         let mut buckets = match self.buckets.lock() {
             Ok(guard) => guard,
             Err(poisoned) => poisoned.into_inner(),
         };
         let per_us = self.per_minute / MINUTE_US;
         let full = self.per_minute;
-        if buckets.by_user.len() >= buckets.prune_at {
+        if buckets.by_key.len() >= buckets.prune_at {
             buckets
-                .by_user
+                .by_key
                 .retain(|_, b| b.left + (now - b.at) as f64 * per_us < full);
-            buckets.prune_at = (2 * buckets.by_user.len()).max(PRUNE_AT);
+            buckets.prune_at = (2 * buckets.by_key.len()).max(PRUNE_AT);
         }
-        let key = (client.to_string(), user.to_string());
-        let bucket = buckets.by_user.entry(key).or_insert(Bucket {
+        let key = (a.to_string(), b.to_string());
+        let bucket = buckets.by_key.entry(key).or_insert(Bucket {
             left: full,
             at: now,
         });
@@ -72,8 +149,15 @@ impl UserLimiter {
         bucket.left = (bucket.left + elapsed * per_us).min(full);
         bucket.at = bucket.at.max(now);
         if bucket.left >= 1.0 {
-            bucket.left -= 1.0;
+            if take != Take::Nothing {
+                bucket.left -= 1.0;
+            }
             return Ok(());
+        }
+        if take == Take::Always {
+            // A failure while empty pushes the refill further off (at most a minute's worth
+            // in debt), so that hammering on does not get through sooner.
+            bucket.left = (bucket.left - 1.0).max(-full);
         }
         let wait_us = (1.0 - bucket.left) / per_us;
         Err(((wait_us / 1_000_000.0).ceil() as u64).max(1))
@@ -86,61 +170,87 @@ mod tests {
 
     const SECOND: i64 = 1_000_000;
 
+    impl Limiter {
+        fn take(&self, now: i64, a: &str, b: &str) -> Result<(), u64> {
+            self.take_at(now, a, b, Take::IfLeft)
+        }
+    }
+
     #[test]
     fn a_minute_of_requests_then_one_per_share_of_the_minute() {
-        let limiter = UserLimiter::new(60);
+        let limiter = Limiter::new(60, "x");
         for _ in 0..60 {
-            assert_eq!(limiter.admit_at(0, "caren", "u1"), Ok(()));
+            assert_eq!(limiter.take(0, "caren", "u1"), Ok(()));
         }
-        assert_eq!(limiter.admit_at(0, "caren", "u1"), Err(1));
+        assert_eq!(limiter.take(0, "caren", "u1"), Err(1));
         // Others are not held up by u1, also not the same id at another portal.
-        assert_eq!(limiter.admit_at(0, "caren", "u2"), Ok(()));
-        assert_eq!(limiter.admit_at(0, "other", "u1"), Ok(()));
+        assert_eq!(limiter.take(0, "caren", "u2"), Ok(()));
+        assert_eq!(limiter.take(0, "other", "u1"), Ok(()));
         // One request comes back per second.
-        assert_eq!(limiter.admit_at(SECOND / 2, "caren", "u1"), Err(1));
-        assert_eq!(limiter.admit_at(SECOND, "caren", "u1"), Ok(()));
-        assert_eq!(limiter.admit_at(SECOND, "caren", "u1"), Err(1));
+        assert_eq!(limiter.take(SECOND / 2, "caren", "u1"), Err(1));
+        assert_eq!(limiter.take(SECOND, "caren", "u1"), Ok(()));
+        assert_eq!(limiter.take(SECOND, "caren", "u1"), Err(1));
         // A quiet minute fills the bucket, never beyond it.
         let later = 10 * 60 * SECOND;
         for _ in 0..60 {
-            assert_eq!(limiter.admit_at(later, "caren", "u1"), Ok(()));
+            assert_eq!(limiter.take(later, "caren", "u1"), Ok(()));
         }
-        assert!(limiter.admit_at(later, "caren", "u1").is_err());
+        assert!(limiter.take(later, "caren", "u1").is_err());
     }
 
     #[test]
     fn retry_after_is_the_time_until_the_next_request_comes_back() {
-        let limiter = UserLimiter::new(2);
-        assert!(limiter.admit_at(0, "c", "u").is_ok());
-        assert!(limiter.admit_at(0, "c", "u").is_ok());
-        assert_eq!(limiter.admit_at(0, "c", "u"), Err(30));
-        assert_eq!(limiter.admit_at(20 * SECOND, "c", "u"), Err(10));
+        let limiter = Limiter::new(2, "x");
+        assert!(limiter.take(0, "c", "u").is_ok());
+        assert!(limiter.take(0, "c", "u").is_ok());
+        assert_eq!(limiter.take(0, "c", "u"), Err(30));
+        assert_eq!(limiter.take(20 * SECOND, "c", "u"), Err(10));
         // Time running backwards (it cannot with a monotonic clock) refills nothing, and
         // does not count twice when it runs forward again.
-        assert_eq!(limiter.admit_at(-SECOND, "c", "u"), Err(10));
-        assert_eq!(limiter.admit_at(20 * SECOND, "c", "u"), Err(10));
-        assert!(limiter.admit_at(30 * SECOND, "c", "u").is_ok());
+        assert_eq!(limiter.take(-SECOND, "c", "u"), Err(10));
+        assert_eq!(limiter.take(20 * SECOND, "c", "u"), Err(10));
+        assert!(limiter.take(30 * SECOND, "c", "u").is_ok());
     }
 
     #[test]
     fn buckets_that_filled_up_again_are_dropped_when_many_are_kept() {
-        let limiter = UserLimiter::new(60);
+        let limiter = Limiter::new(60, "x");
         for i in 0..PRUNE_AT {
-            assert!(limiter.admit_at(0, "c", &i.to_string()).is_ok());
+            assert!(limiter.take(0, "c", &i.to_string()).is_ok());
         }
-        assert!(limiter.admit_at(2 * 60 * SECOND, "c", "new").is_ok());
-        assert_eq!(limiter.buckets.lock().unwrap().by_user.len(), 1);
+        assert!(limiter.take(2 * 60 * SECOND, "c", "new").is_ok());
+        assert_eq!(limiter.buckets.lock().unwrap().by_key.len(), 1);
     }
 
     #[test]
     fn many_users_at_once_do_not_make_every_request_prune() {
-        let limiter = UserLimiter::new(60);
+        let limiter = Limiter::new(60, "x");
         for i in 0..PRUNE_AT + 10 {
-            assert!(limiter.admit_at(0, "c", &i.to_string()).is_ok());
+            assert!(limiter.take(0, "c", &i.to_string()).is_ok());
         }
         // All are still busy: none was dropped, and the next pruning waits for twice as many.
         let buckets = limiter.buckets.lock().unwrap();
-        assert_eq!(buckets.by_user.len(), PRUNE_AT + 10);
+        assert_eq!(buckets.by_key.len(), PRUNE_AT + 10);
         assert_eq!(buckets.prune_at, 2 * PRUNE_AT);
+    }
+
+    #[test]
+    fn failures_are_counted_and_a_look_takes_nothing() {
+        let limiter = Limiter::new(2, "x");
+        let look = |now| limiter.take_at(now, "c", "addr", Take::Nothing);
+        assert!(look(0).is_ok());
+        assert!(look(0).is_ok());
+        limiter.take_at(0, "c", "addr", Take::Always).unwrap();
+        limiter.take_at(0, "c", "addr", Take::Always).unwrap();
+        assert_eq!(look(0), Err(30));
+        // Failing on while refused pushes the next try further off, up to a minute's worth.
+        for _ in 0..10 {
+            let _ = limiter.take_at(0, "c", "addr", Take::Always);
+        }
+        assert_eq!(look(0), Err(90));
+        assert_eq!(look(60 * SECOND), Err(30));
+        assert!(look(90 * SECOND).is_ok());
+        // Another address is not held up.
+        assert!(limiter.take_at(0, "c", "other", Take::Nothing).is_ok());
     }
 }

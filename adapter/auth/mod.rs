@@ -9,9 +9,12 @@
 
 pub mod assertion;
 pub mod extract;
+pub mod jwks;
 pub mod limit;
+pub mod scope;
 pub mod token;
 
 pub use extract::{Admin, Portal, PortalUser, SourceClient};
-pub use limit::UserLimiter;
+pub use limit::{Limiter, Limits};
+pub use scope::{Interaction, Scopes};
 pub use token::TokenKeys;

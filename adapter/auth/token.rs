@@ -47,6 +47,15 @@ impl std::fmt::Debug for TokenKeys {
     }
 }
 
+/// Why a bearer token is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refused {
+    /// Signed by a key of ours, but past its `exp`.
+    Expired,
+    /// Not made by us (or by a key rotated out): a guess, a forgery, or garbage.
+    NotOurs,
+}
+
 /// The fewest bytes a signing key has (HS256: the hash's length).
 const MIN_KEY_BYTES: usize = 32;
 
@@ -86,17 +95,28 @@ impl TokenKeys {
 
     /// Checks signature (by the key its `kid` names), issuer and expiry against the
     /// adapter's clock (`now`, in seconds).
-    pub fn verify(&self, token: &str, now: i64) -> Option<Claims> {
-        let kid = jsonwebtoken::decode_header(token).ok()?.kid?;
-        let (_, key) = self.verifying.iter().find(|(k, _)| *k == kid)?;
+    pub fn verify(&self, token: &str, now: i64) -> Result<Claims, Refused> {
+        let kid = jsonwebtoken::decode_header(token)
+            .ok()
+            .and_then(|h| h.kid)
+            .ok_or(Refused::NotOurs)?;
+        let (_, key) = self
+            .verifying
+            .iter()
+            .find(|(k, _)| *k == kid)
+            .ok_or(Refused::NotOurs)?;
         let mut validation = Validation::new(Algorithm::HS256);
         validation.set_issuer(&[ISSUER]);
         validation.validate_exp = false;
         validation.set_required_spec_claims(&["exp", "iss", "sub"]);
         let claims = jsonwebtoken::decode::<Claims>(token, key, &validation)
-            .ok()?
+            .map_err(|_| Refused::NotOurs)?
             .claims;
-        (claims.exp > now).then_some(claims)
+        if claims.exp > now {
+            Ok(claims)
+        } else {
+            Err(Refused::Expired)
+        }
     }
 }
 
@@ -137,23 +157,104 @@ pub struct TokenRequest {
 /// `POST /auth/token`; a refused client is told to authenticate with HTTP Basic.
 pub async fn token(
     State(state): State<AppState>,
+    request: axum::extract::Request,
+) -> ApiResult<Response> {
+    let (parts, body) = request.into_parts();
+    let address = crate::edge::remote_address(
+        &parts.extensions,
+        &parts.headers,
+        &state.config.server.trusted_proxies,
+    )
+    .map(|ip| ip.to_string())
+    .unwrap_or_default();
+    issue(state, address, parts.headers, body)
+        .await
+        .map_err(|e| match e.status {
+            axum::http::StatusCode::UNAUTHORIZED => e.with_challenge(crate::error::BASIC_CHALLENGE),
+            _ => e,
+        })
+}
+
+async fn issue(
+    state: AppState,
+    address: String,
     headers: HeaderMap,
     body: axum::body::Body,
 ) -> ApiResult<Response> {
-    issue(state, headers, body)
-        .await
-        .map_err(|e| e.with_challenge(crate::error::BASIC_CHALLENGE))
-}
-
-async fn issue(state: AppState, headers: HeaderMap, body: axum::body::Body) -> ApiResult<Response> {
     let body = crate::body::read_limited(body, 64 * 1024).await?;
     let form: TokenRequest = serde_urlencoded_form(&body)?;
+    // Failed authentication counts per claimed client and address: checked before the
+    // credentials are, so that beyond the limit even right ones wait.
+    let claimed = claimed_client(&headers, &form);
+    state
+        .limits
+        .failures
+        .check(&state.clock, &claimed, &address)?;
+    match authenticate(&state, &headers, &form).await {
+        Ok(id) => {
+            state.limits.tokens.admit(&state.clock, &id, "")?;
+            grant(&state, &id, form)
+        }
+        Err(e) => {
+            if e.status == axum::http::StatusCode::UNAUTHORIZED {
+                state
+                    .limits
+                    .failures
+                    .spend(&state.clock, &claimed, &address);
+            }
+            Err(e)
+        }
+    }
+}
+
+/// The client a token request says it is, before anything is checked: the form's
+/// `client_id`, HTTP Basic's user, or the assertion's `iss` (`""` if none).
+fn claimed_client(headers: &HeaderMap, form: &TokenRequest) -> String {
+    if let Some(id) = &form.client_id {
+        return id.chars().take(256).collect();
+    }
+    if let Some(assertion) = &form.client_assertion {
+        let iss = assertion
+            .split('.')
+            .nth(1)
+            .and_then(|p| {
+                base64::engine::general_purpose::URL_SAFE_NO_PAD
+                    .decode(p)
+                    .ok()
+            })
+            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+            .and_then(|v| v.get("iss").and_then(|s| s.as_str()).map(str::to_string));
+        return iss.unwrap_or_default().chars().take(256).collect();
+    }
+    headers
+        .get(AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Basic "))
+        .and_then(|b| {
+            base64::engine::general_purpose::STANDARD
+                .decode(b.trim())
+                .ok()
+        })
+        .and_then(|b| String::from_utf8(b).ok())
+        .and_then(|d| d.split_once(':').map(|(id, _)| percent_decode(id)))
+        .unwrap_or_default()
+        .chars()
+        .take(256)
+        .collect()
+}
+
+/// The client the request proves to be: by its assertion, or by HTTP Basic.
+async fn authenticate(
+    state: &AppState,
+    headers: &HeaderMap,
+    form: &TokenRequest,
+) -> ApiResult<String> {
     if form.grant_type.as_deref() != Some("client_credentials") {
         return Err(ApiError::unauthorized(
             "grant_type must be client_credentials",
         ));
     }
-    let client_id = if form.client_assertion.is_some() || form.client_assertion_type.is_some() {
+    if form.client_assertion.is_some() || form.client_assertion_type.is_some() {
         // RFC 6749 §2.3: one way of authenticating per request.
         if headers.contains_key(AUTHORIZATION) {
             return Err(ApiError::unauthorized(
@@ -161,18 +262,22 @@ async fn issue(state: AppState, headers: HeaderMap, body: axum::body::Body) -> A
             ));
         }
         super::assertion::client(
-            &state,
+            state,
             form.client_assertion_type.as_deref(),
             form.client_assertion.as_deref(),
             form.client_id.as_deref(),
         )
-        .await?
+        .await
     } else {
-        basic_client(&state, &headers, form.client_id.as_deref())?
-    };
+        basic_client(state, headers, form.client_id.as_deref())
+    }
+}
+
+/// The token for `client_id`, proven.
+fn grant(state: &AppState, client_id: &str, form: TokenRequest) -> ApiResult<Response> {
     let client = state
         .config
-        .client(&client_id)
+        .client(client_id)
         .ok_or_else(|| ApiError::unauthorized("unknown client or wrong secret"))?;
     crate::audit::note(|n| n.client_id = Some(client.id.clone()));
     let now = state.clock.now();
@@ -182,10 +287,22 @@ async fn issue(state: AppState, headers: HeaderMap, body: axum::body::Body) -> A
         ClientKind::Portal => "portal",
         ClientKind::Source => "source",
     };
-    let scope = form.scope.unwrap_or_else(|| match client.kind {
-        ClientKind::Portal => "user/*.rs".into(),
-        ClientKind::Source => "system/*.cud".into(),
-    });
+    // What it asks for, as far as its config allows; without a `scope`, all its config allows.
+    let scope = match form.scope.as_deref() {
+        None => client.scope.clone(),
+        Some(asked) => {
+            let asked = super::Scopes::parse(asked).map_err(invalid_scope)?;
+            let granted = asked.narrow(&client.scope);
+            if granted.is_empty() {
+                return Err(invalid_scope(format!(
+                    "none of the scope asked for is allowed to this client (it may have: {})",
+                    client.scope
+                )));
+            }
+            granted
+        }
+    }
+    .to_string();
     let claims = Claims {
         sub: client.id.clone(),
         kind: kind.into(),
@@ -211,6 +328,14 @@ async fn issue(state: AppState, headers: HeaderMap, body: axum::body::Body) -> A
         .into_response())
 }
 
+/// RFC 6749 §5.2 `invalid_scope`: 400, saying what is wrong.
+fn invalid_scope(problem: String) -> ApiError {
+    ApiError::bad_request(
+        crate::error::Reason::InvalidToken,
+        format!("invalid_scope: {problem}"),
+    )
+}
+
 /// `GET /.well-known/smart-configuration`: what the token endpoint supports (SMART App
 /// Launch 2.x, for backend services).
 pub async fn smart_configuration(State(state): State<AppState>) -> Response {
@@ -219,7 +344,8 @@ pub async fn smart_configuration(State(state): State<AppState>) -> Response {
         "token_endpoint_auth_methods_supported": ["private_key_jwt", "client_secret_basic"],
         "token_endpoint_auth_signing_alg_values_supported": ["RS384", "ES384"],
         "grant_types_supported": ["client_credentials"],
-        "capabilities": ["client-confidential-asymmetric"],
+        "scopes_supported": ["system/*.rs", "system/*.cud", "system/*.read", "system/*.write"],
+        "capabilities": ["client-confidential-asymmetric", "permission-v1", "permission-v2"],
     });
     (
         [(axum::http::header::CONTENT_TYPE, "application/json")],
@@ -342,23 +468,26 @@ mod tests {
         };
         let old = keys(b"k-one", &[]);
         let token = old.issue(&claims).unwrap();
-        assert_eq!(old.verify(&token, 150), Some(claims.clone()));
-        assert_eq!(old.verify(&token, 200), None);
-        assert_eq!(old.verify("garbage", 150), None);
+        assert_eq!(old.verify(&token, 150), Ok(claims.clone()));
+        assert_eq!(old.verify(&token, 200), Err(Refused::Expired));
+        assert_eq!(old.verify("garbage", 150), Err(Refused::NotOurs));
         // Rotated: the new key signs, the old one still verifies; then it is gone.
         let rotated = keys(b"k-two", &[b"k-one"]);
-        assert_eq!(rotated.verify(&token, 150), Some(claims.clone()));
+        assert_eq!(rotated.verify(&token, 150), Ok(claims.clone()));
         let new_token = rotated.issue(&claims).unwrap();
         assert_ne!(
             jsonwebtoken::decode_header(&new_token).unwrap().kid,
             jsonwebtoken::decode_header(&token).unwrap().kid
         );
-        assert_eq!(keys(b"k-two", &[]).verify(&token, 150), None);
+        assert_eq!(
+            keys(b"k-two", &[]).verify(&token, 150),
+            Err(Refused::NotOurs)
+        );
         // A token whose kid names a key but whose signature is another's.
         let mut forged = Header::new(Algorithm::HS256);
         forged.kid = Some(kid(b"k-one"));
         let forged =
             jsonwebtoken::encode(&forged, &claims, &EncodingKey::from_secret(b"x")).unwrap();
-        assert_eq!(old.verify(&forged, 150), None);
+        assert_eq!(old.verify(&forged, 150), Err(Refused::NotOurs));
     }
 }

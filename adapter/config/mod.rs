@@ -84,7 +84,11 @@ pub struct Server {
     pub listen: SocketAddr,
     /// Without a trailing slash, e.g. `https://sluis.example.org`.
     pub public_base_url: String,
-    pub admin_listen: Option<SocketAddr>,
+    /// Where `/admin` is served.
+    pub admin_listen: AdminListen,
+    /// Reverse proxies whose `X-Forwarded-For` names the caller (for the audit and the
+    /// failed-authentication limit).
+    pub trusted_proxies: Vec<std::net::IpAddr>,
     /// A connection must send a request's headers within this; else it is closed.
     pub header_timeout: std::time::Duration,
     /// A request's body must arrive within this: else 408.
@@ -93,6 +97,14 @@ pub struct Server {
     pub request_timeout: std::time::Duration,
     /// Open connections at most; more wait to be accepted.
     pub max_connections: usize,
+}
+
+/// Where `/admin` is served: a listener of its own (default `127.0.0.1:8081`), or, only when
+/// configured as `"public"`, the public one too.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AdminListen {
+    Separate(SocketAddr),
+    Public,
 }
 
 #[derive(Debug, Clone)]
@@ -132,9 +144,72 @@ pub struct Embargo {
     pub waiver_warning: String,
 }
 
+/// `[admin]`: the credentials of `/admin`.
 #[derive(Debug, Clone)]
 pub struct Admin {
+    /// `admin.token` (named `admin`) and `[[admin.credentials]]`; the audit names who acted.
+    pub credentials: Vec<AdminCredential>,
+}
+
+#[derive(Debug, Clone)]
+pub struct AdminCredential {
+    pub name: String,
     pub token: SecretString,
+}
+
+/// Whether a client's `jwks_uri` may be fetched: https, or http on this machine only (where
+/// nobody between could swap the keys).
+fn jwks_uri_fits(uri: &str) -> bool {
+    let Ok(url) = reqwest::Url::parse(uri) else {
+        return false;
+    };
+    match url.scheme() {
+        "https" => url.host_str().is_some(),
+        "http" => url.host_str().is_some_and(|host| {
+            host == "localhost"
+                || host
+                    .trim_start_matches('[')
+                    .trim_end_matches(']')
+                    .parse::<std::net::IpAddr>()
+                    .is_ok_and(|ip| ip.is_loopback())
+        }),
+        _ => false,
+    }
+}
+
+/// The fewest characters of a secret of ours (an admin token, a client secret).
+pub const MIN_SECRET_CHARS: usize = 16;
+
+/// What makes `secret` unfit: too short, or a placeholder left from an example.
+pub fn weak_secret(secret: &str) -> Option<String> {
+    let folded: String = secret
+        .to_lowercase()
+        .chars()
+        .filter(char::is_ascii_alphanumeric)
+        .collect();
+    const PLACEHOLDERS: [&str; 8] = [
+        "changeme",
+        "change",
+        "placeholder",
+        "replaceme",
+        "example",
+        "yoursecret",
+        "yourtoken",
+        "xxxxxxxx",
+    ];
+    if PLACEHOLDERS.iter().any(|p| folded.contains(p)) || secret.contains('…') {
+        return Some("is a placeholder: set a secret of your own".into());
+    }
+    if secret.chars().count() < MIN_SECRET_CHARS {
+        return Some(format!(
+            "must be at least {MIN_SECRET_CHARS} characters (e.g. `openssl rand -base64 24`)"
+        ));
+    }
+    let first = secret.chars().next();
+    if secret.chars().all(|c| Some(c) == first) {
+        return Some("is one character repeated: set a secret of your own".into());
+    }
+    None
 }
 
 #[derive(Debug, Clone)]
@@ -148,6 +223,15 @@ pub struct Limits {
     pub default_count: u32,
     pub max_count: u32,
     pub user_requests_per_minute: u32,
+    /// Requests of one client (`/fhir`, `/portal`, `/ingest`), all its users together.
+    pub client_requests_per_minute: u32,
+    /// `POST /auth/token` of one client.
+    pub token_requests_per_minute: u32,
+    /// Requests with one admin credential.
+    pub admin_requests_per_minute: u32,
+    /// Failed authentications per claimed client and remote address; beyond it even the
+    /// right credentials wait.
+    pub failed_auth_per_minute: u32,
 }
 
 #[derive(Debug, Clone)]
@@ -180,8 +264,17 @@ pub enum ClientKind {
 
 #[derive(Debug, Clone)]
 pub enum ClientAuth {
-    PrivateKeyJwt { jwks_path: PathBuf },
+    PrivateKeyJwt { jwks: Jwks },
     ClientSecret { secret: SecretString },
+}
+
+/// Where a `private_key_jwt` client's public keys are.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Jwks {
+    /// A file, read at every token request.
+    Path(PathBuf),
+    /// The client's own URL (https, or http on loopback), fetched and kept a while.
+    Uri(String),
 }
 
 #[derive(Debug, Clone)]
@@ -194,6 +287,9 @@ pub struct Client {
     /// `false`: the client gets no token, and the tokens it has are refused from the next
     /// request on (after a restart with the changed config).
     pub enabled: bool,
+    /// What it may ever be granted (SMART `system/` scopes; default `system/*.rs` for a
+    /// portal, `system/*.cud` for a source).
+    pub scope: crate::auth::Scopes,
 }
 
 #[derive(Debug, Clone)]
@@ -372,6 +468,7 @@ struct RawServer {
     listen: String,
     public_base_url: Option<String>,
     admin_listen: Option<String>,
+    trusted_proxies: Vec<String>,
     header_timeout: String,
     body_timeout: String,
     request_timeout: String,
@@ -384,6 +481,7 @@ impl Default for RawServer {
             listen: "127.0.0.1:8080".into(),
             public_base_url: None,
             admin_listen: None,
+            trusted_proxies: Vec::new(),
             header_timeout: "PT10S".into(),
             body_timeout: "PT60S".into(),
             request_timeout: "PT120S".into(),
@@ -473,6 +571,15 @@ impl Default for RawEmbargo {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 struct RawAdmin {
+    #[serde(deserialize_with = "optional_string_like")]
+    token: Option<String>,
+    credentials: Vec<RawAdminCredential>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawAdminCredential {
+    name: String,
     #[serde(deserialize_with = "string_like")]
     token: String,
 }
@@ -506,6 +613,10 @@ struct RawLimits {
     default_count: u32,
     max_count: u32,
     user_requests_per_minute: u32,
+    client_requests_per_minute: u32,
+    token_requests_per_minute: u32,
+    admin_requests_per_minute: u32,
+    failed_auth_per_minute: u32,
 }
 
 impl Default for RawLimits {
@@ -515,6 +626,10 @@ impl Default for RawLimits {
             default_count: 50,
             max_count: 500,
             user_requests_per_minute: 600,
+            client_requests_per_minute: 60_000,
+            token_requests_per_minute: 60,
+            admin_requests_per_minute: 600,
+            failed_auth_per_minute: 10,
         }
     }
 }
@@ -567,12 +682,16 @@ struct RawClient {
     auth: String,
     #[serde(default)]
     jwks_path: Option<String>,
+    #[serde(default)]
+    jwks_uri: Option<String>,
     #[serde(default, deserialize_with = "optional_string_like")]
     secret: Option<String>,
     #[serde(default)]
     source: Option<String>,
     #[serde(default = "enabled")]
     enabled: bool,
+    #[serde(default)]
+    scope: Option<String>,
 }
 
 fn enabled() -> bool {
@@ -655,11 +774,30 @@ impl RawConfig {
 
         let listen = addr("server.listen", &self.server.listen, report)
             .unwrap_or_else(|()| SocketAddr::from(([127, 0, 0, 1], 8080)));
-        let admin_listen = self
-            .server
-            .admin_listen
-            .as_deref()
-            .and_then(|a| addr("server.admin_listen", a, report).ok());
+        let admin_listen = match self.server.admin_listen.as_deref() {
+            None => AdminListen::Separate(SocketAddr::from(([127, 0, 0, 1], 8081))),
+            Some("public") => AdminListen::Public,
+            Some(a) => addr("server.admin_listen", a, report)
+                .map(AdminListen::Separate)
+                .unwrap_or(AdminListen::Public),
+        };
+        if admin_listen == AdminListen::Separate(listen) {
+            report(
+                "server.admin_listen",
+                "is server.listen: give /admin an address of its own, or \"public\" to serve it there"
+                    .into(),
+            );
+        }
+        let mut trusted_proxies = Vec::new();
+        for (i, text) in self.server.trusted_proxies.iter().enumerate() {
+            match text.parse::<std::net::IpAddr>() {
+                Ok(ip) => trusted_proxies.push(ip),
+                Err(_) => report(
+                    &format!("server.trusted_proxies[{i}]"),
+                    format!("`{text}` is not an IP address such as 10.0.0.2"),
+                ),
+            }
+        }
         let public_base_url = self
             .server
             .public_base_url
@@ -736,10 +874,55 @@ impl RawConfig {
             waiver_warning: e.waiver_warning,
         };
 
-        if self.admin.token.len() < 8 {
+        // `admin.token` is the credential named `admin`; `[[admin.credentials]]` name more.
+        let mut admins: Vec<AdminCredential> = Vec::new();
+        if let Some(token) = self.admin.token {
+            if let Some(problem) = weak_secret(&token) {
+                report(
+                    "admin.token",
+                    format!("{problem} (use SLUIS__ADMIN__TOKEN)"),
+                );
+            }
+            admins.push(AdminCredential {
+                name: "admin".into(),
+                token: SecretString::from(token),
+            });
+        }
+        for (i, c) in self.admin.credentials.into_iter().enumerate() {
+            let key = |k: &str| format!("admin.credentials[{i}].{k}");
+            if !is_source_id(&c.name.replace('.', "_")) {
+                report(
+                    &key("name"),
+                    format!("`{}` must be 1-64 letters, digits, '.', '-' or '_'", c.name),
+                );
+            }
+            if admins.iter().any(|a| a.name == c.name) {
+                report(&key("name"), format!("`{}` is used twice", c.name));
+            }
+            if let Some(problem) = weak_secret(&c.token) {
+                report(
+                    &key("token"),
+                    format!("{problem} (use SLUIS__ADMIN__CREDENTIALS__{i}__TOKEN)"),
+                );
+            }
+            if admins
+                .iter()
+                .any(|a| secrecy::ExposeSecret::expose_secret(&a.token) == c.token.as_str())
+            {
+                report(
+                    &key("token"),
+                    "is another credential's token: each must be its own".into(),
+                );
+            }
+            admins.push(AdminCredential {
+                name: c.name,
+                token: SecretString::from(c.token),
+            });
+        }
+        if admins.is_empty() {
             report(
                 "admin.token",
-                "must be set, at least 8 characters (use SLUIS__ADMIN__TOKEN)".into(),
+                "must be set, or [[admin.credentials]] given (use SLUIS__ADMIN__TOKEN)".into(),
             );
         }
 
@@ -753,11 +936,16 @@ impl RawConfig {
                 format!("must be between 1 and limits.max_count ({})", l.max_count),
             );
         }
-        if l.user_requests_per_minute == 0 {
-            report(
-                "limits.user_requests_per_minute",
-                "must be at least 1".into(),
-            );
+        for (key, value) in [
+            ("user_requests_per_minute", l.user_requests_per_minute),
+            ("client_requests_per_minute", l.client_requests_per_minute),
+            ("token_requests_per_minute", l.token_requests_per_minute),
+            ("admin_requests_per_minute", l.admin_requests_per_minute),
+            ("failed_auth_per_minute", l.failed_auth_per_minute),
+        ] {
+            if value == 0 {
+                report(&format!("limits.{key}"), "must be at least 1".into());
+            }
         }
 
         let mut clients = Vec::new();
@@ -780,31 +968,52 @@ impl RawConfig {
                     ClientKind::Portal
                 }
             };
-            let auth = match (c.auth.as_str(), c.jwks_path, c.secret) {
-                ("private_key_jwt", Some(path), _) => ClientAuth::PrivateKeyJwt {
-                    jwks_path: PathBuf::from(path),
-                },
+            let jwks = match (c.jwks_path, c.jwks_uri) {
+                (Some(path), None) => Some(Jwks::Path(PathBuf::from(path))),
+                (None, Some(uri)) => {
+                    if !jwks_uri_fits(&uri) {
+                        report(
+                            &key("jwks_uri"),
+                            format!(
+                                "`{uri}` must be an https:// URL (http:// only to 127.0.0.1, ::1 or localhost)"
+                            ),
+                        );
+                    }
+                    Some(Jwks::Uri(uri))
+                }
+                (Some(_), Some(_)) => {
+                    report(
+                        &key("jwks_uri"),
+                        "give jwks_path or jwks_uri, not both".into(),
+                    );
+                    None
+                }
+                (None, None) => None,
+            };
+            let auth = match (c.auth.as_str(), jwks, c.secret) {
+                ("private_key_jwt", Some(jwks), _) => ClientAuth::PrivateKeyJwt { jwks },
                 ("private_key_jwt", None, _) => {
                     report(
                         &key("jwks_path"),
-                        "required with auth = \"private_key_jwt\"".into(),
+                        "jwks_path or jwks_uri is required with auth = \"private_key_jwt\"".into(),
                     );
                     ClientAuth::ClientSecret {
                         secret: SecretString::from(""),
                     }
                 }
-                ("client_secret", _, Some(secret)) if secret.len() >= 8 => {
+                ("client_secret", _, Some(secret)) if weak_secret(&secret).is_none() => {
                     ClientAuth::ClientSecret {
                         secret: SecretString::from(secret),
                     }
                 }
-                ("client_secret", _, _) => {
+                ("client_secret", _, secret) => {
+                    let problem = secret
+                        .as_deref()
+                        .and_then(weak_secret)
+                        .unwrap_or_else(|| "required with auth = \"client_secret\"".into());
                     report(
                         &key("secret"),
-                        format!(
-                            "required with auth = \"client_secret\", at least 8 characters \
-                             (use SLUIS__CLIENTS__{i}__SECRET)"
-                        ),
+                        format!("{problem} (use SLUIS__CLIENTS__{i}__SECRET)"),
                     );
                     ClientAuth::ClientSecret {
                         secret: SecretString::from(""),
@@ -833,12 +1042,24 @@ impl RawConfig {
                 ),
                 _ => {}
             }
+            let scope = c.scope.unwrap_or_else(|| {
+                match kind {
+                    ClientKind::Portal => "system/*.rs",
+                    ClientKind::Source => "system/*.cud",
+                }
+                .into()
+            });
+            let scope = crate::auth::Scopes::parse(&scope).unwrap_or_else(|problem| {
+                report(&key("scope"), problem);
+                crate::auth::Scopes::default()
+            });
             clients.push(Client {
                 id: c.id,
                 kind,
                 auth,
                 source: c.source,
                 enabled: c.enabled,
+                scope,
             });
         }
         let mut sources: Vec<Source> = Vec::new();
@@ -869,6 +1090,7 @@ impl RawConfig {
                 listen,
                 public_base_url,
                 admin_listen,
+                trusted_proxies,
                 header_timeout: timeout(
                     "server.header_timeout",
                     &self.server.header_timeout,
@@ -894,7 +1116,7 @@ impl RawConfig {
             organization,
             embargo,
             admin: Admin {
-                token: SecretString::from(self.admin.token),
+                credentials: admins,
             },
             dev: Dev {
                 clock_override: self.dev.clock_override,
@@ -924,6 +1146,10 @@ impl RawConfig {
                 default_count: l.default_count,
                 max_count: l.max_count,
                 user_requests_per_minute: l.user_requests_per_minute,
+                client_requests_per_minute: l.client_requests_per_minute,
+                token_requests_per_minute: l.token_requests_per_minute,
+                admin_requests_per_minute: l.admin_requests_per_minute,
+                failed_auth_per_minute: l.failed_auth_per_minute,
             },
             auth: Auth {
                 token_lifetime: duration("auth.token_lifetime", &self.auth.token_lifetime, report),
@@ -1198,7 +1424,7 @@ source = "ons"
             text,
             &[
                 ("SLUIS__LIMITS__MAX_COUNT", "100"),
-                ("SLUIS__CLIENTS__0__SECRET", "12345678"),
+                ("SLUIS__CLIENTS__0__SECRET", "a-secret-from-the-env"),
                 ("OTHER", "x"),
             ],
         )
@@ -1206,7 +1432,10 @@ source = "ons"
         assert_eq!(c.limits.max_count, 100);
         match &c.clients[0].auth {
             ClientAuth::ClientSecret { secret } => {
-                assert_eq!(secrecy::ExposeSecret::expose_secret(secret), "12345678")
+                assert_eq!(
+                    secrecy::ExposeSecret::expose_secret(secret),
+                    "a-secret-from-the-env"
+                )
             }
             other => panic!("{other:?}"),
         }
@@ -1230,9 +1459,34 @@ mod example {
 
     const EXAMPLE: &str = include_str!("../../config/example.toml");
 
+    /// The example's secrets are placeholders: an operator sets them from the environment.
+    fn secrets() -> impl Iterator<Item = (String, String)> {
+        [
+            ("SLUIS__ADMIN__TOKEN", "an-admin-token-of-our-own"),
+            ("SLUIS__CLIENTS__0__SECRET", "a-portal-secret-of-its-own"),
+            ("SLUIS__CLIENTS__1__SECRET", "a-source-secret-of-its-own"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+    }
+
+    #[test]
+    fn the_examples_placeholder_secrets_are_refused() {
+        let problems = Config::from_toml(EXAMPLE, "config/example.toml", std::iter::empty())
+            .unwrap_err()
+            .0;
+        let keys: Vec<&str> = problems.iter().map(|p| p.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            ["admin.token", "clients[0].secret", "clients[1].secret"],
+            "{problems:?}"
+        );
+        assert!(problems.iter().all(|p| p.message.contains("placeholder")));
+    }
+
     #[test]
     fn the_example_loads_and_documents_every_key() {
-        let config = Config::from_toml(EXAMPLE, "config/example.toml", std::iter::empty())
+        let config = Config::from_toml(EXAMPLE, "config/example.toml", secrets())
             .unwrap_or_else(|p| panic!("{p}"));
         assert_eq!(config.clients.len(), 2);
         let keys = [
@@ -1261,7 +1515,12 @@ mod example {
             "max_body_bytes",
             "default_count",
             "max_count",
+            "trusted_proxies",
             "user_requests_per_minute",
+            "client_requests_per_minute",
+            "token_requests_per_minute",
+            "admin_requests_per_minute",
+            "failed_auth_per_minute",
             "token_lifetime",
             "signing_key",
             "previous_signing_keys",
@@ -1273,6 +1532,7 @@ mod example {
             "auth",
             "secret",
             "jwks_path",
+            "jwks_uri",
             "source",
             "retention",
             "base_url",
@@ -1312,6 +1572,7 @@ mod example {
                     "SLUIS__DATABASE__URL",
                     "postgres://sluis:db-password-sesame@db/sluis",
                 ),
+                ("SLUIS__CLIENTS__0__SECRET", "another-secret-sesame"),
                 ("SLUIS__CLIENTS__1__SECRET", "client-secret-sesame"),
             ]
             .into_iter()
@@ -1319,7 +1580,10 @@ mod example {
         )
         .unwrap_or_else(|p| panic!("{p}"));
         use secrecy::ExposeSecret;
-        assert_eq!(config.admin.token.expose_secret(), "admin-token-sesame");
+        assert_eq!(
+            config.admin.credentials[0].token.expose_secret(),
+            "admin-token-sesame"
+        );
         assert!(
             config
                 .database

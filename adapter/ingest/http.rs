@@ -42,7 +42,7 @@ pub async fn post(
             .await
             .map_err(|e| ApiError::internal(e.into()))??
     };
-    let outcomes = ingest(&state, &source, mode, sent, None).await?;
+    let outcomes = ingest(&state, &source, mode, sent, None, Some(&caller.scopes)).await?;
     Ok(respond(mode, outcomes))
 }
 
@@ -110,7 +110,7 @@ pub async fn put(
         if_none_exist: None,
         resource: Some(value),
     };
-    one(&state, &source, entry).await
+    one(&state, &caller, &source, entry).await
 }
 
 /// `DELETE /ingest/{source}/{type}/{id}`: withdraws the resource from the portal at once.
@@ -128,13 +128,26 @@ pub async fn delete(
         if_none_exist: None,
         resource: None,
     };
-    one(&state, &source, entry).await
+    one(&state, &caller, &source, entry).await
 }
 
 /// Ingests one entry of a `PUT` or `DELETE`, and answers for it.
-async fn one(state: &AppState, source: &str, entry: Entry) -> ApiResult<Response> {
+async fn one(
+    state: &AppState,
+    caller: &SourceClient,
+    source: &str,
+    entry: Entry,
+) -> ApiResult<Response> {
     let sent = vec![Sent::Read(Ok(entry))];
-    let outcomes = ingest(state, source, Mode::Single, sent, None).await?;
+    let outcomes = ingest(
+        state,
+        source,
+        Mode::Single,
+        sent,
+        None,
+        Some(&caller.scopes),
+    )
+    .await?;
     Ok(respond(Mode::Single, outcomes))
 }
 

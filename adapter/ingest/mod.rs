@@ -25,6 +25,7 @@ mod version;
 pub use outcome::{Outcome, UNCHANGED};
 
 use crate::app::AppState;
+use crate::auth::{Interaction, Scopes};
 use crate::error::{ApiError, ApiResult, Detail, Reason};
 use crate::store::pull::{self as store_pull, PageTaken};
 use crate::store::release as store_release;
@@ -44,6 +45,7 @@ pub async fn ingest(
     mode: Mode,
     sent: Vec<Sent>,
     arrived_at: Option<Micros>,
+    scopes: Option<&Scopes>,
 ) -> ApiResult<Vec<Outcome>> {
     // 1. Every entry parsed (where it came as text) and its resource checked: CPU work, on
     //    every core.
@@ -58,8 +60,18 @@ pub async fn ingest(
     })
     .await?;
     let read_in = started.elapsed();
+    // 2. Every entry within the token's scope: else the transaction is refused whole, and a
+    //    batch entry on its own.
+    let beyond = |p: &entries::Parsed| match (scopes, p) {
+        (Some(scopes), Ok(entry)) => out_of_scope(scopes, entry),
+        _ => None,
+    };
     match mode {
         Mode::Transaction | Mode::Single => {
+            if let Some(refusal) = read.iter().find_map(|(p, _)| beyond(p)) {
+                crate::metrics::refused(source, via(arrived_at), read.len());
+                return Err(refusal);
+            }
             let sent = read.len();
             let result = all_or_nothing(state, source, mode, read, arrived_at, read_in).await;
             match &result {
@@ -77,7 +89,11 @@ pub async fn ingest(
         Mode::Batch => {
             let mut outcomes = Vec::with_capacity(read.len());
             for (p, details) in read {
+                let refusal = beyond(&p);
                 let outcome = match p {
+                    _ if refusal.is_some() => {
+                        Outcome::failed(refusal.unwrap_or_else(ApiError::not_found))
+                    }
                     Err(detail) => Outcome::failed(
                         ApiError::invalid(detail.message.clone()).with_details(vec![detail]),
                     ),
@@ -105,6 +121,25 @@ pub async fn ingest(
             Ok(outcomes)
         }
     }
+}
+
+/// The refusal of an entry the token's scope does not allow: a create needs `c`, a `PUT`
+/// (create or update under its id) `u`, a delete `d`, on the entry's type.
+fn out_of_scope(scopes: &Scopes, entry: &entries::Entry) -> Option<ApiError> {
+    let ty = match (&entry.target, &entry.resource) {
+        (Some((ty, _)), _) => ty.as_str(),
+        (None, Some(resource)) => resource.get("resourceType")?.as_str()?,
+        (None, None) => return None,
+    };
+    let interaction = match entry.method {
+        entries::Method::Create => Interaction::Create,
+        entries::Method::Update => Interaction::Update,
+        entries::Method::Delete => Interaction::Delete,
+    };
+    scopes.require(ty, interaction).err().map(|e| {
+        let message = format!("entry {}: {}", entry.index, e.message);
+        ApiError { message, ..e }
+    })
 }
 
 /// A transaction or a single resource: stored whole, or refused whole.

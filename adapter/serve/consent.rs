@@ -6,7 +6,7 @@
 use super::bundle::query_string;
 use crate::access::{self, Role, relationships};
 use crate::app::AppState;
-use crate::auth::PortalUser;
+use crate::auth::{Interaction, PortalUser};
 use crate::error::{ApiError, ApiResult, fhir_json};
 use crate::store::accounts::{self, LinkRow};
 use crate::time::{from_micros, instant};
@@ -138,6 +138,7 @@ pub async fn search(
     user: PortalUser,
     RawQuery(raw): RawQuery,
 ) -> ApiResult<Response> {
+    user.scopes.require("Consent", Interaction::Search)?;
     let q = crate::body::query_map(raw.as_deref(), &["patient", "_include", "_format"])?;
     // The people a grant names come with it anyway; no other include is known here.
     if let Some(include) = q.get("_include")
@@ -161,7 +162,10 @@ pub async fn search(
         Some(p) => Some(crate::search::params::patient_id(p, "patient")?),
         None => None,
     };
-    let (consents, people) = visible(&state, &user, patient.as_deref()).await?;
+    let (consents, mut people) = visible(&state, &user, patient.as_deref()).await?;
+    if !user.scopes.allows("RelatedPerson", Interaction::Read) {
+        people.clear();
+    }
     let base = &state.config.server.public_base_url;
     let entry = |r: &Value, mode: &str| {
         json!({
@@ -193,6 +197,7 @@ pub async fn read(
     user: PortalUser,
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
+    user.scopes.require("Consent", Interaction::Read)?;
     let (consents, _) = visible(&state, &user, None).await?;
     consents
         .into_iter()

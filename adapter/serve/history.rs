@@ -5,7 +5,7 @@
 use super::bundle::{Viewer, query_string};
 use crate::access;
 use crate::app::AppState;
-use crate::auth::PortalUser;
+use crate::auth::{Interaction, PortalUser};
 use crate::error::{ApiError, ApiResult, fhir_json};
 use crate::search::dates;
 use crate::search::params::Cursor;
@@ -22,6 +22,8 @@ pub async fn history(
     user: PortalUser,
     RawQuery(raw): RawQuery,
 ) -> ApiResult<Response> {
+    // It lists every type the user may see: a scope of some types does not reach it.
+    user.scopes.require_every_type(Interaction::Read)?;
     let decision = access::decide_for(&state, &user).await?;
     let mut since = i64::MIN;
     let mut count = i64::from(state.config.limits.default_count);

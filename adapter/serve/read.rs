@@ -4,7 +4,7 @@
 use super::bundle::{Entry, SearchSet, Viewer};
 use crate::access::{self, Decision};
 use crate::app::AppState;
-use crate::auth::PortalUser;
+use crate::auth::{Interaction, PortalUser, Scopes};
 use crate::error::{ApiError, ApiResult};
 use crate::fhir::definitions;
 use crate::fhir::path;
@@ -92,6 +92,7 @@ pub async fn search(
     RawQuery(raw): RawQuery,
 ) -> ApiResult<Response> {
     known_type(&resource_type)?;
+    user.scopes.require(&resource_type, Interaction::Search)?;
     let decision = access::decide_for(&state, &user).await?;
     let counts = Counts {
         default: state.config.limits.default_count,
@@ -149,7 +150,7 @@ pub async fn search(
                 text: viewer.text(h),
             })
             .collect();
-        let includes = includes(&state, &q, &matches, viewer, now_micros).await?;
+        let includes = includes(&state, &q, &matches, viewer, &user.scopes, now_micros).await?;
         (matches, includes, next)
     };
     let bundle = SearchSet {
@@ -165,12 +166,14 @@ pub async fn search(
     Ok(crate::error::fhir_raw(StatusCode::OK, bundle.into_bytes()))
 }
 
-/// The resources `_include` names, among those the user may see.
+/// The resources `_include` names, among those the user may see and of types the token's
+/// scope may read.
 async fn includes(
     state: &AppState,
     q: &Query,
     matches: &[Entry],
     viewer: Viewer<'_>,
+    scopes: &Scopes,
     now: i64,
 ) -> ApiResult<Vec<Entry>> {
     if q.includes.is_empty() {
@@ -240,7 +243,7 @@ async fn includes(
             .into_iter()
             .filter(|id| !already.iter().any(|(t, i)| *t == ty && i == id))
             .collect();
-        if ids.is_empty() {
+        if ids.is_empty() || !scopes.allows(&ty, Interaction::Read) {
             continue;
         }
         let scope = sql::Scope::new(viewer.decision, &state.mappings);
@@ -261,6 +264,7 @@ pub async fn read(
     Path((resource_type, id)): Path<(String, String)>,
 ) -> ApiResult<Response> {
     known_type(&resource_type)?;
+    user.scopes.require(&resource_type, Interaction::Read)?;
     if !crate::fhir::reference::is_fhir_id(&id) {
         return Err(ApiError::not_found());
     }

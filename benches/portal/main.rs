@@ -77,6 +77,7 @@ async fn start_with(dir: &std::path::Path, database: &str, extra: &str) -> Serve
 [server]
 listen = "127.0.0.1:{port}"
 public_base_url = "http://127.0.0.1:{port}"
+admin_listen = "public"
 [database]
 url = "{database}"
 max_connections = {conns}
@@ -88,18 +89,20 @@ token = "{ADMIN}"
 clock_override = true
 [limits]
 max_count = 500
-# The benchmark measures the adapter, not the per-user limit (R16).
+# The benchmark measures the adapter, not the request limits (R16).
 user_requests_per_minute = 100000000
+client_requests_per_minute = 100000000
+token_requests_per_minute = 100000000
 [[clients]]
 id = "portal"
 kind = "portal"
 auth = "client_secret"
-secret = "portal-secret"
+secret = "portal-secret-0001"
 [[clients]]
 id = "ecd"
 kind = "source"
 auth = "client_secret"
-secret = "ecd-secret-1"
+secret = "ecd-secret-000001"
 source = "ecd"
 [[sources]]
 id = "ecd"
@@ -145,8 +148,8 @@ id = "ecd"
         source_token: String::new(),
     };
     server.set_clock(NOW).await;
-    server.token = server.token_of("portal", "portal-secret").await;
-    server.source_token = server.token_of("ecd", "ecd-secret-1").await;
+    server.token = server.token_of("portal", "portal-secret-0001").await;
+    server.source_token = server.token_of("ecd", "ecd-secret-000001").await;
     server
 }
 

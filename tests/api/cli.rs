@@ -309,3 +309,43 @@ async fn the_demo_serves_what_it_prints() {
     child.kill().unwrap();
     let _ = child.wait();
 }
+
+/// `sluis check` reads each client's JWKS file and names keys too weak to trust, and refuses
+/// placeholder secrets (as `serve` does).
+#[test]
+fn check_refuses_weak_client_keys_and_placeholder_secrets() {
+    let dir = tempfile::tempdir().unwrap();
+    let client = |jwks: &str| {
+        format!(
+            "[[clients]]\nid = \"vendor\"\nkind = \"portal\"\nauth = \"private_key_jwt\"\njwks_path = \"{ROOT}/tests/keys/{jwks}\"\n"
+        )
+    };
+    let good = write_config(dir.path(), &client("portal.jwks.json"));
+    let (code, out, err) = run(&["check", "--config", good.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}{err}");
+    let weak = write_config(dir.path(), &client("weak.jwks.json"));
+    let (code, out, err) = run(&["check", "--config", weak.to_str().unwrap()]);
+    assert_ne!(code, 0);
+    let all = format!("{out}{err}");
+    assert!(
+        all.contains("key weak-rsa1024: an RSA key of about 1024 bits"),
+        "{all}"
+    );
+    assert!(all.contains("key p256: an EC key on P256"), "{all}");
+    let placeholder = dir.path().join("placeholder.toml");
+    std::fs::write(
+        &placeholder,
+        std::fs::read_to_string(good)
+            .unwrap()
+            .replace(ADMIN, "change-me-now"),
+    )
+    .unwrap();
+    for command in ["check", "serve"] {
+        let (code, out, err) = run(&[command, "--config", placeholder.to_str().unwrap()]);
+        assert_ne!(code, 0, "{command}");
+        assert!(
+            format!("{out}{err}").contains("admin.token: is a placeholder"),
+            "{command}: {out}{err}"
+        );
+    }
+}

@@ -342,6 +342,114 @@ mod private_key_jwt {
         );
     });
 
+    /// A vendor's JWKS endpoint serving `portal.jwks.json` (or 503 once told to fail),
+    /// counting requests.
+    async fn jwks_server() -> (
+        String,
+        std::sync::Arc<std::sync::atomic::AtomicUsize>,
+        std::sync::Arc<std::sync::atomic::AtomicBool>,
+    ) {
+        use std::sync::atomic::Ordering;
+        let hits = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let down = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (h, d) = (hits.clone(), down.clone());
+        let jwks = std::fs::read_to_string(format!("{KEYS}/portal.jwks.json")).unwrap();
+        let app = axum::Router::new().route(
+            "/.well-known/jwks.json",
+            axum::routing::get(move || {
+                let (h, d, jwks) = (h.clone(), d.clone(), jwks.clone());
+                async move {
+                    h.fetch_add(1, Ordering::SeqCst);
+                    if d.load(Ordering::SeqCst) {
+                        (axum::http::StatusCode::SERVICE_UNAVAILABLE, String::new())
+                    } else {
+                        (axum::http::StatusCode::OK, jwks)
+                    }
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        (format!("http://{addr}/.well-known/jwks.json"), hits, down)
+    }
+
+    on_both!(
+        a_vendor_that_publishes_its_keys_is_fetched_once_and_kept,
+        |b| async move {
+            use std::sync::atomic::Ordering;
+            let (uri, hits, down) = jwks_server().await;
+            let app = TestApp::spawn_with(
+                b,
+                &format!(
+                    "[[clients]]\nid = \"vendor\"\nkind = \"portal\"\nauth = \"private_key_jwt\"\njwks_uri = \"{uri}\"\n"
+                ),
+            )
+            .await;
+            for (alg, key) in [
+                (Algorithm::RS384, "portal-rs384"),
+                (Algorithm::ES384, "portal-es384"),
+            ] {
+                let (status, body) = request(&app, &assertion(alg, key, key, json!({}))).await;
+                assert_eq!(status, 200, "{key}: {body}");
+            }
+            assert_eq!(hits.load(Ordering::SeqCst), 1, "fetched once, then kept");
+            // The vendor's server down: the keys kept still serve.
+            down.store(true, Ordering::SeqCst);
+            let good = assertion(Algorithm::RS384, "portal-rs384", "portal-rs384", json!({}));
+            assert_eq!(request(&app, &good).await.0, 200);
+            // A key it never published is refused as ever.
+            refused(
+                "foreign key",
+                request(
+                    &app,
+                    &assertion(Algorithm::RS384, "foreign-rs384", "portal-rs384", json!({})),
+                )
+                .await,
+            );
+            // A vendor whose server never answered: refused, 401 with an OperationOutcome.
+            let never = TestApp::spawn_with(
+                Backend::Sqlite,
+                "[[clients]]\nid = \"vendor\"\nkind = \"portal\"\nauth = \"private_key_jwt\"\njwks_uri = \"http://127.0.0.1:9/jwks\"\n",
+            )
+            .await;
+            refused("keys unreachable", request(&never, &good).await);
+        }
+    );
+
+    #[test]
+    fn a_jwks_uri_must_be_https_and_alone() {
+        let load = |client: &str| {
+            sluis::config::Config::from_toml(
+                &config_text(
+                    "sqlite://x.db",
+                    &format!(
+                        "[[clients]]\nid = \"v\"\nkind = \"portal\"\nauth = \"private_key_jwt\"\n{client}"
+                    ),
+                ),
+                "test.toml",
+                std::iter::empty(),
+            )
+        };
+        assert!(load("jwks_uri = \"https://vendor.example/jwks.json\"\n").is_ok());
+        assert!(load("jwks_uri = \"http://localhost:8000/jwks.json\"\n").is_ok());
+        for bad in [
+            "jwks_uri = \"http://vendor.example/jwks.json\"\n",
+            "jwks_uri = \"ftp://vendor.example/jwks.json\"\n",
+            "jwks_uri = \"not a url\"\n",
+            "jwks_uri = \"https://v.example/j\"\njwks_path = \"x.json\"\n",
+            "",
+        ] {
+            let problems = load(bad).unwrap_err().0;
+            assert!(
+                problems
+                    .iter()
+                    .any(|p| p.key.starts_with("clients[3].jwks")),
+                "{bad}: {problems:?}"
+            );
+        }
+    }
+
     on_both!(
         an_assertion_used_by_one_process_is_refused_by_another,
         |b| async move {

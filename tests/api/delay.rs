@@ -555,7 +555,9 @@ on_both!(
          [[rule]]\nsection = \"metingen\"\ncode = \"http://loinc.org|2708-6\"\ndelay = \"manual\"\n",
     );
         // Thirty days of hourly polls take seconds here: past the real-time request limit.
-        let config = format!("{mappings}\n[limits]\nuser_requests_per_minute = 100000\n");
+        let config = format!(
+            "{mappings}\n[limits]\nuser_requests_per_minute = 100000\ntoken_requests_per_minute = 100000\n"
+        );
         let app = probe.restart_with(&config, T0).await;
         app.push_ok(&transaction(&[patient("p1")])).await;
         let u = app.holder("poller", "p1").await;

@@ -1086,7 +1086,7 @@ async fn run(app: &TestApp, seed: u64) {
     // Open invitations: name → (patient, code, inviting holder link, withdrawn).
     let mut open: BTreeMap<String, (String, String, String, bool)> = BTreeMap::new();
     let mut outcomes = (0usize, 0usize);
-    let other = || app.token(("other-push", "other-secret-1"));
+    let other = || app.token(("other-push", "other-push-secret-1"));
     for (at, step) in &world.steps {
         app.set_clock(&sluis::time::instant(*at)).await;
         match step {

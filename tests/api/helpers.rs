@@ -9,8 +9,8 @@ use sluis::config::Config;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 pub const ADMIN: &str = "test-admin-token";
-pub const PORTAL: (&str, &str) = ("caren", "caren-secret-1");
-pub const SOURCE: (&str, &str) = ("ons-push", "ons-secret-12");
+pub const PORTAL: (&str, &str) = ("caren", "caren-secret-0001");
+pub const SOURCE: (&str, &str) = ("ons-push", "ons-push-secret-01");
 pub const T0: &str = "2026-03-02T09:00:00Z";
 
 /// Which store a test runs on.
@@ -105,10 +105,23 @@ async fn postgres_schema(base: &str) -> String {
 /// The config every test starts from; `extra` is appended (later keys of a section win only
 /// if written as separate sections, so tests pass whole sections they change).
 pub fn config_text(database_url: &str, extra: &str) -> String {
+    // `/admin` on the one listener (a test about the admin listener passes `admin_listen`).
     let server = if extra.contains("[server]") {
         ""
     } else {
-        "[server]\nlisten = \"127.0.0.1:0\"\npublic_base_url = \"http://sluis.test\"\n"
+        "[server]\nlisten = \"127.0.0.1:0\"\npublic_base_url = \"http://sluis.test\"\nadmin_listen = \"public\"\n"
+    };
+    let extra = if extra.contains("[server]") && !extra.contains("admin_listen") {
+        extra.replacen("[server]\n", "[server]\nadmin_listen = \"public\"\n", 1)
+    } else {
+        extra.to_string()
+    };
+    // Tests get many tokens and send many wrong ones from 127.0.0.1; a test about the limits
+    // passes its own `[limits]`.
+    let limits = if extra.contains("[limits]") {
+        ""
+    } else {
+        "[limits]\ntoken_requests_per_minute = 100000\nfailed_auth_per_minute = 100000\n"
     };
     // One signing key for every test adapter, so that processes on one database accept each
     // other's tokens (a test about keys passes its own `[auth]`).
@@ -123,6 +136,7 @@ pub fn config_text(database_url: &str, extra: &str) -> String {
     let base = format!(
         r#"
 {server}
+{limits}
 [database]
 url = "{database_url}"
 max_connections = 4
@@ -151,7 +165,7 @@ source = "ons"
 id = "other-push"
 kind = "source"
 auth = "client_secret"
-secret = "other-secret-1"
+secret = "other-push-secret-1"
 source = "other"
 
 [[sources]]
@@ -167,7 +181,7 @@ id = "other"
         text.push_str("\n[organization]\nterms_version = \"2026-01\"\nassume_active_care = true\n");
     }
     text.push('\n');
-    text.push_str(extra);
+    text.push_str(&extra);
     text
 }
 

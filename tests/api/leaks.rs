@@ -594,7 +594,7 @@ on_both!(
         ]))
         .await;
         let holder = app.holder("h", "p1").await;
-        let other = app.token(("other-push", "other-secret-1")).await;
+        let other = app.token(("other-push", "other-push-secret-1")).await;
         let put = |path: &str, body: Value| {
             app.http
                 .put(app.url(path))
@@ -1212,7 +1212,7 @@ on_both!(
     |b| async move {
         let app = TestApp::spawn(b).await;
         app.push_ok(&transaction(&[patient("p1")])).await;
-        let other = app.token(("other-push", "other-secret-1")).await;
+        let other = app.token(("other-push", "other-push-secret-1")).await;
         let bundle = json!({"resourceType": "Bundle", "type": "transaction", "entry": [
             {"fullUrl": "urn:uuid:0b1e2f7a-0000-4000-8000-000000000001",
              "resource": {"resourceType": "Patient", "name": [{"family": "Probe"}],

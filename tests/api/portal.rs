@@ -195,7 +195,10 @@ on_both!(token_endpoint_refuses_bad_clients, |b| async move {
     };
     let grant = &[("grant_type", "client_credentials")];
     assert_eq!(post(Some(("caren", "wrong-secret")), grant).await.0, 401);
-    assert_eq!(post(Some(("nobody", "caren-secret-1")), grant).await.0, 401);
+    assert_eq!(
+        post(Some(("nobody", "caren-secret-0001")), grant).await.0,
+        401
+    );
     assert_eq!(post(None, grant).await.0, 401);
     assert_eq!(
         post(Some(PORTAL), &[("grant_type", "password")]).await.0,

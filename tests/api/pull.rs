@@ -580,11 +580,11 @@ on_both!(a_flood_of_notifications_makes_few_rounds, |b| async move {
                 "flooded",
                 &rs.base,
                 "resource_types = [\"Patient\"]\ninterval = \"PT1H\"",
-            ) + "\n[[clients]]\nid = \"flooder\"\nkind = \"source\"\nauth = \"client_secret\"\nsecret = \"flooder-secret\"\nsource = \"flooded\"\n"),
+            ) + "\n[[clients]]\nid = \"flooder\"\nkind = \"source\"\nauth = \"client_secret\"\nsecret = \"flooder-secret-0001\"\nsource = \"flooded\"\n"),
         )
         .await;
     wait_rounds(&app, "flooded", 1).await;
-    let token = app.token(("flooder", "flooder-secret")).await;
+    let token = app.token(("flooder", "flooder-secret-0001")).await;
     let before = rs.requests().len();
     let started = Instant::now();
     while started.elapsed() < Duration::from_secs(2) {
@@ -781,12 +781,12 @@ on_both!(
             "ons-pull",
             &rs.base,
             "resource_types = [\"Patient\", \"Observation\"]\ninterval = \"PT1H\"",
-        ) + "\n[[clients]]\nid = \"ehr-notify\"\nkind = \"source\"\nauth = \"client_secret\"\nsecret = \"notify-secret-1\"\nsource = \"ons-pull\"\n"),
+        ) + "\n[[clients]]\nid = \"ehr-notify\"\nkind = \"source\"\nauth = \"client_secret\"\nsecret = \"notify-secret-00001\"\nsource = \"ons-pull\"\n"),
     )
     .await;
         wait_rounds(&app, "ons-pull", 1).await;
         rs.put_all(&[obs("fresh", "p0", 1)]);
-        let token = app.token(("ehr-notify", "notify-secret-1")).await;
+        let token = app.token(("ehr-notify", "notify-secret-00001")).await;
         let started = Instant::now();
         let r = app
             .http
@@ -902,13 +902,13 @@ on_both!(
                 &rs.base,
                 "resource_types = [\"Patient\", \"Observation\"]\ninterval = \"PT1H\"\npage_size = 4",
             ) + &format!(
-                "[[clients]]\nid = \"{pusher}\"\nkind = \"source\"\nauth = \"client_secret\"\nsecret = \"pusher-secret\"\nsource = \"{metered}\"\n"
+                "[[clients]]\nid = \"{pusher}\"\nkind = \"source\"\nauth = \"client_secret\"\nsecret = \"pusher-secret-0001\"\nsource = \"{metered}\"\n"
             )),
         )
         .await;
         wait_rounds(&app, metered, 1).await;
         // Pushed too: a transaction refused whole (two entries), a batch with one refused.
-        let token = app.token((&pusher, "pusher-secret")).await;
+        let token = app.token((&pusher, "pusher-secret-0001")).await;
         let bad = json!({"resourceType": "Observation", "id": "bad", "status": "gisteren",
             "code": {"text": "x"}});
         for (kind, want) in [("transaction", 400), ("batch", 200)] {
