@@ -241,7 +241,9 @@ sluis demo: {org}, {loaded} demo resources loaded (older entries visible, recent
   FHIR API        {base}/fhir  (CapabilityStatement: {base}/fhir/metadata)
   portal client   id {client}, secret {secret}  (HTTP Basic at POST {base}/auth/token)
   portal user     X-Portal-User: {user}  (holder of Patient/{patient}, terms accepted)
-  admin token     {admin}
+  admin token     {admin}  (/admin on {base})
+  vendor client   id demo-vendor, private_key_jwt with config/keys/demo-vendor.pem (docs/vendor.md):
+                  docs/examples/smart-token.sh demo-vendor config/keys/demo-vendor.pem demo-vendor {base}/auth/token
 
 Try it:
 

@@ -59,7 +59,10 @@ pub struct Limiter {
 }
 
 struct Buckets {
-    by_key: HashMap<(String, String), Bucket>,
+    /// By the key's first part, then its second: looked up without allocating.
+    by_key: HashMap<String, HashMap<String, Bucket>>,
+    /// How many buckets `by_key` holds.
+    kept: usize,
     /// Prune when this many are kept: twice what the last pruning kept (at least
     /// [`PRUNE_AT`]), so that many keys active at once do not make every request prune.
     prune_at: usize,
@@ -89,6 +92,7 @@ impl Limiter {
             name,
             buckets: Mutex::new(Buckets {
                 by_key: HashMap::new(),
+                kept: 0,
                 prune_at: PRUNE_AT,
             }),
         }
@@ -134,17 +138,36 @@ impl Limiter {
         };
         let per_us = self.per_minute / MINUTE_US;
         let full = self.per_minute;
-        if buckets.by_key.len() >= buckets.prune_at {
-            buckets
-                .by_key
-                .retain(|_, b| b.left + (now - b.at) as f64 * per_us < full);
-            buckets.prune_at = (2 * buckets.by_key.len()).max(PRUNE_AT);
+        if buckets.kept >= buckets.prune_at {
+            let filled = |b: &Bucket| b.left + (now - b.at) as f64 * per_us >= full;
+            for inner in buckets.by_key.values_mut() {
+                inner.retain(|_, b| !filled(b));
+            }
+            buckets.by_key.retain(|_, inner| !inner.is_empty());
+            buckets.kept = buckets.by_key.values().map(HashMap::len).sum();
+            buckets.prune_at = (2 * buckets.kept).max(PRUNE_AT);
         }
-        let key = (a.to_string(), b.to_string());
-        let bucket = buckets.by_key.entry(key).or_insert(Bucket {
-            left: full,
-            at: now,
-        });
+        let known = buckets
+            .by_key
+            .get(a)
+            .is_some_and(|inner| inner.contains_key(b));
+        if !known {
+            // A look at a key never counted finds it full, and keeps nothing.
+            if take == Take::Nothing {
+                return Ok(());
+            }
+            buckets.kept += 1;
+            buckets.by_key.entry(a.to_string()).or_default().insert(
+                b.to_string(),
+                Bucket {
+                    left: full,
+                    at: now,
+                },
+            );
+        }
+        let Some(bucket) = buckets.by_key.get_mut(a).and_then(|inner| inner.get_mut(b)) else {
+            return Ok(());
+        };
         let elapsed = (now - bucket.at).max(0) as f64;
         bucket.left = (bucket.left + elapsed * per_us).min(full);
         bucket.at = bucket.at.max(now);
@@ -219,7 +242,7 @@ mod tests {
             assert!(limiter.take(0, "c", &i.to_string()).is_ok());
         }
         assert!(limiter.take(2 * 60 * SECOND, "c", "new").is_ok());
-        assert_eq!(limiter.buckets.lock().unwrap().by_key.len(), 1);
+        assert_eq!(limiter.buckets.lock().unwrap().kept, 1);
     }
 
     #[test]
@@ -230,7 +253,7 @@ mod tests {
         }
         // All are still busy: none was dropped, and the next pruning waits for twice as many.
         let buckets = limiter.buckets.lock().unwrap();
-        assert_eq!(buckets.by_key.len(), PRUNE_AT + 10);
+        assert_eq!(buckets.kept, PRUNE_AT + 10);
         assert_eq!(buckets.prune_at, 2 * PRUNE_AT);
     }
 
@@ -250,7 +273,8 @@ mod tests {
         assert_eq!(look(0), Err(90));
         assert_eq!(look(60 * SECOND), Err(30));
         assert!(look(90 * SECOND).is_ok());
-        // Another address is not held up.
+        // Another address is not held up, and a look at it keeps nothing.
         assert!(limiter.take_at(0, "c", "other", Take::Nothing).is_ok());
+        assert_eq!(limiter.buckets.lock().unwrap().kept, 1);
     }
 }

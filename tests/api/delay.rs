@@ -556,7 +556,7 @@ on_both!(
     );
         // Thirty days of hourly polls take seconds here: past the real-time request limit.
         let config = format!(
-            "{mappings}\n[limits]\nuser_requests_per_minute = 100000\ntoken_requests_per_minute = 100000\n"
+            "{mappings}\n[limits]\nuser_requests_per_minute = 100000\ntoken_requests_per_minute = 100000\nadmin_requests_per_minute = 100000\nclient_requests_per_minute = 1000000\n"
         );
         let app = probe.restart_with(&config, T0).await;
         app.push_ok(&transaction(&[patient("p1")])).await;

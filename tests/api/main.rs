@@ -19,3 +19,4 @@ mod pull;
 mod scopes;
 mod search;
 mod source;
+mod vendor;
