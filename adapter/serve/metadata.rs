@@ -101,8 +101,12 @@ pub fn capability_statement(
             "mode": "server",
             "documentation": "Search results contain only what the portal user may see now: consent, the explanation delay and withdrawals are applied. Sorting: _sort=date, -date, _lastUpdated, -_lastUpdated. _summary=count and _total=none are supported.",
             "security": {
+                "extension": [{
+                    "url": "http://fhir-registry.smart-platform.org/StructureDefinition/oauth-uris",
+                    "extension": [{"url": "token", "valueUri": format!("{base}/auth/token")}]
+                }],
                 "service": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/restful-security-service", "code": "SMART-on-FHIR"}]}],
-                "description": "Bearer token from POST /auth/token (client credentials), and X-Portal-User naming the person"
+                "description": "SMART Backend Services: a bearer token from POST /auth/token (client credentials with a signed client assertion; system/ scopes, see /.well-known/smart-configuration), and X-Portal-User naming the person"
             },
             "resource": resources,
             "interaction": [{"code": "history-system"}]

@@ -494,6 +494,28 @@ async fn the_smart_configuration_says_what_is_supported() {
             .unwrap()
             .contains(&serde_json::json!("private_key_jwt"))
     );
+    assert!(
+        body["scopes_supported"]
+            .as_array()
+            .unwrap()
+            .contains(&serde_json::json!("system/*.rs"))
+    );
+    // The CapabilityStatement names the token endpoint too (SMART's oauth-uris).
+    let metadata: serde_json::Value = app
+        .http
+        .get(app.url("/fhir/metadata"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let security = &metadata["rest"][0]["security"];
+    assert_eq!(
+        security["extension"][0]["extension"][0]["valueUri"],
+        "http://sluis.test/auth/token",
+        "{security}"
+    );
 }
 
 // Access tokens are signed with a key from a file, never from the database; a rotation
