@@ -336,6 +336,31 @@ async fn check(path: &Path) -> anyhow::Result<ExitCode> {
                         problems.push(format!("{place}: `{}` holds no key", jwks_path.display()));
                     }
                     Some(set) => {
+                        let raw: serde_json::Value = std::fs::read_to_string(jwks_path)
+                            .ok()
+                            .and_then(|t| serde_json::from_str(&t).ok())
+                            .unwrap_or_default();
+                        for (n, key) in raw["keys"].as_array().into_iter().flatten().enumerate() {
+                            let private: Vec<&str> = ["d", "p", "q", "dp", "dq", "qi", "k"]
+                                .into_iter()
+                                .filter(|m| key.get(m).is_some())
+                                .collect();
+                            if !private.is_empty() {
+                                problems.push(format!(
+                                    "{place}: key {n} holds private key material ({}): a JWKS given to sluis holds public keys only; make a new key pair",
+                                    private.join(", ")
+                                ));
+                            }
+                        }
+                        let mut kids: Vec<&str> = set
+                            .keys
+                            .iter()
+                            .filter_map(|k| k.common.key_id.as_deref())
+                            .collect();
+                        kids.sort_unstable();
+                        if let Some(twice) = kids.windows(2).find(|w| w[0] == w[1]) {
+                            problems.push(format!("{place}: the kid `{}` is used twice", twice[0]));
+                        }
                         for key in &set.keys {
                             if let Some(problem) = crate::auth::assertion::weak_key(key) {
                                 problems.push(format!(

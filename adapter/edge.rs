@@ -58,10 +58,36 @@ pub fn remote_address(
     Some(nearest)
 }
 
+/// A refusal made by the framework rather than the adapter (a path segment that is not
+/// UTF-8, say) comes as plain text: it becomes an OperationOutcome like every other, with the
+/// same status and the framework's words.
+async fn plain_rejection(response: Response) -> Response {
+    let plain = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|c| c.starts_with("text/plain"));
+    if !response.status().is_client_error() || !plain {
+        return response;
+    }
+    let status = response.status();
+    let text = axum::body::to_bytes(response.into_body(), 4096)
+        .await
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .unwrap_or_default();
+    let reason = if status == StatusCode::NOT_FOUND {
+        crate::error::Reason::NotFound
+    } else {
+        crate::error::Reason::InvalidResource
+    };
+    ApiError::new(status, reason, text).into_response()
+}
+
 /// The layers around `router`, outermost last.
 pub fn layers(router: Router, server: &Server) -> Router {
     let (request_timeout, body_timeout) = (server.request_timeout, server.body_timeout);
     router
+        .layer(middleware::map_response(plain_rejection))
         .layer(middleware::from_fn(move |req, next| {
             deadline(request_timeout, req, next)
         }))

@@ -112,6 +112,20 @@ pub async fn client(
         None => None,
     }
     .ok_or_else(|| refuse("no signing key of the client has the assertion's kid"))?;
+    // A key that says what it is for is used for that only.
+    if jwk
+        .common
+        .key_algorithm
+        .is_some_and(|a| a.to_string() != format!("{alg:?}"))
+    {
+        return Err(refuse("the key's alg is not the assertion's"));
+    }
+    if jwk.common.key_operations.as_ref().is_some_and(|ops| {
+        !ops.iter()
+            .any(|op| matches!(op, jsonwebtoken::jwk::KeyOperations::Verify))
+    }) {
+        return Err(refuse("the key's key_ops do not include verify"));
+    }
     if let Some(problem) = weak_key(jwk) {
         tracing::warn!(client = %iss, problem, "a client's key is refused");
         return Err(refuse("the key is too weak"));
@@ -125,11 +139,13 @@ pub async fn client(
     validation.leeway = 0;
     validation.set_required_spec_claims(&["exp", "iss", "sub", "aud"]);
     let claims = jsonwebtoken::decode::<Claims>(jwt, &key, &validation)
-        .map_err(|e| {
-            ApiError::unauthorized(format!(
-                "client_assertion refused ({}): signature, iss, sub and aud (the token URL) must be right",
-                kind(&e)
-            ))
+        .map_err(|e| match kind(&e) {
+            // Until the signature holds, the answer is the one for an unknown client: it must
+            // not tell which clients exist or which keys they have.
+            Some(what) => ApiError::unauthorized(format!(
+                "client_assertion refused ({what}): iss, sub and aud (the token URL) must be right"
+            )),
+            None => refuse("the signature does not verify with the key"),
         })?
         .claims;
     let now = state.clock.now().timestamp();
@@ -197,12 +213,23 @@ pub fn weak_key(jwk: &jsonwebtoken::jwk::Jwk) -> Option<String> {
                 .decode(rsa.n.trim_end_matches('='))
                 .unwrap_or_default();
             let significant = bytes.iter().skip_while(|b| **b == 0).count();
-            (significant * 8 < 2048).then(|| {
-                format!(
+            let e = base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(rsa.e.trim_end_matches('='))
+                .unwrap_or_default();
+            let e = e.iter().skip_while(|b| **b == 0).collect::<Vec<_>>();
+            let e_small = e.len() < 3 || (e.len() == 3 && (*e[0], *e[1], *e[2]) < (1, 0, 1));
+            if significant == 0 || bytes.last().is_some_and(|b| b % 2 == 0) {
+                Some("an RSA key whose modulus is not valid".into())
+            } else if significant * 8 < 2048 {
+                Some(format!(
                     "an RSA key of about {} bits; at least 2048",
                     significant * 8
-                )
-            })
+                ))
+            } else if e_small || e.last().is_some_and(|b| *b % 2 == 0) {
+                Some("an RSA key whose exponent is not 65537 or another odd one as large".into())
+            } else {
+                None
+            }
         }
         AlgorithmParameters::EllipticCurve(ec) if ec.curve == EllipticCurve::P384 => None,
         AlgorithmParameters::EllipticCurve(ec) => {
@@ -229,16 +256,16 @@ fn unverified_part(jwt: &str, n: usize) -> Option<serde_json::Value> {
     serde_json::from_slice(&bytes).ok()
 }
 
-fn kind(e: &jsonwebtoken::errors::Error) -> &'static str {
+/// What is wrong with an assertion whose signature verified; `None` when it did not (or
+/// could not be checked).
+fn kind(e: &jsonwebtoken::errors::Error) -> Option<&'static str> {
     use jsonwebtoken::errors::ErrorKind;
     match e.kind() {
-        ErrorKind::InvalidSignature => "bad signature",
-        ErrorKind::InvalidIssuer => "wrong iss",
-        ErrorKind::InvalidSubject => "wrong sub",
-        ErrorKind::InvalidAudience => "wrong aud",
-        ErrorKind::MissingRequiredClaim(_) => "a claim is missing",
-        ErrorKind::InvalidAlgorithm => "alg does not fit the key",
-        _ => "not valid",
+        ErrorKind::InvalidIssuer => Some("wrong iss"),
+        ErrorKind::InvalidSubject => Some("wrong sub"),
+        ErrorKind::InvalidAudience => Some("wrong aud"),
+        ErrorKind::MissingRequiredClaim(_) => Some("a claim is missing"),
+        _ => None,
     }
 }
 

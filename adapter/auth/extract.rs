@@ -10,14 +10,11 @@ use secrecy::ExposeSecret;
 use super::scope::Scopes;
 use super::token::{Claims, constant_time_eq};
 
+/// The token of `Authorization: Bearer …` (the scheme in any case, RFC 7235).
 fn bearer(parts: &Parts) -> Option<&str> {
-    parts
-        .headers
-        .get(AUTHORIZATION)?
-        .to_str()
-        .ok()?
-        .strip_prefix("Bearer ")
-        .map(str::trim)
+    let value = parts.headers.get(AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }
 
 /// A valid token's claims, and what its scope and the client's config both allow now.
@@ -26,17 +23,42 @@ fn claims(parts: &Parts, state: &AppState, kind: &str) -> Result<(Claims, Scopes
     // Tokens that are not ours count as failed authentication of their address (an expired
     // one of ours does not: portals meet those in the normal run of things).
     let address = remote(parts, state);
-    state.limits.failures.check(&state.clock, "", &address)?;
+    state
+        .limits
+        .failures
+        .check(&state.clock, "bearer", &address)?;
     let claims = match state.tokens.verify(token, state.clock.now().timestamp()) {
         Ok(claims) => claims,
         Err(super::token::Refused::Expired) => {
             return Err(ApiError::unauthorized("token expired: get a new one"));
         }
         Err(super::token::Refused::NotOurs) => {
-            state.limits.failures.spend(&state.clock, "", &address);
+            state
+                .limits
+                .failures
+                .spend(&state.clock, "bearer", &address);
             return Err(ApiError::unauthorized("token invalid"));
         }
     };
+    // A token issued at a moment yet to come (by a process whose clock was pinned ahead,
+    // `dev.clock_override`, sharing the key), or living longer than tokens here do, is no
+    // token of this adapter's.
+    let lifetime = state
+        .config
+        .auth
+        .token_lifetime
+        .after(state.clock.now())
+        .timestamp()
+        - state.clock.now().timestamp();
+    if (!state.clock.is_pinned() && claims.iat > state.clock.wall().timestamp() + 60)
+        || claims.exp - claims.iat > lifetime + 60
+    {
+        state
+            .limits
+            .failures
+            .spend(&state.clock, "bearer", &address);
+        return Err(ApiError::unauthorized("token invalid"));
+    }
     // What the client is comes from config, read again on every request, not from the
     // token: a client removed, disabled or changed in kind is refused with its old tokens.
     let client = state.config.client(&claims.sub);
@@ -50,7 +72,6 @@ fn claims(parts: &Parts, state: &AppState, kind: &str) -> Result<(Claims, Scopes
             "this call needs a token of a {kind} client"
         )));
     };
-    state.limits.clients.admit(&state.clock, &client.id, "")?;
     // The token's scope, as far as the config allows it now.
     let scopes = Scopes::parse(&claims.scope)
         .map(|s| s.narrow(&client.scope))
@@ -70,6 +91,18 @@ impl FromRequestParts<AppState> for Portal {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let portal = Portal::unlimited(parts, state)?;
+        state
+            .limits
+            .clients
+            .admit(&state.clock, &portal.client_id, "")?;
+        Ok(portal)
+    }
+}
+
+impl Portal {
+    /// The portal client of a valid token, before any limit is counted.
+    fn unlimited(parts: &Parts, state: &AppState) -> Result<Self, ApiError> {
         let (claims, scopes) = claims(parts, state, "portal")?;
         crate::audit::note(|n| n.client_id = Some(claims.sub.clone()));
         Ok(Portal {
@@ -92,7 +125,7 @@ impl FromRequestParts<AppState> for PortalUser {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let portal = Portal::from_request_parts(parts, state).await?;
+        let portal = Portal::unlimited(parts, state)?;
         let external_id = parts
             .headers
             .get("x-portal-user")
@@ -105,11 +138,17 @@ impl FromRequestParts<AppState> for PortalUser {
                 )
             })?;
         crate::audit::note(|n| n.user_id = Some(external_id.to_string()));
-        // R16: after the token (a stranger's requests count for no one), before anything else.
+        // R16: after the token (a stranger's requests count for no one), before anything else;
+        // the user's own limit first, so that one person held back takes nothing of what the
+        // vendor's other users may do.
         state
             .limits
             .users
             .admit(&state.clock, &portal.client_id, external_id)?;
+        state
+            .limits
+            .clients
+            .admit(&state.clock, &portal.client_id, "")?;
         Ok(PortalUser {
             client_id: portal.client_id,
             external_id: external_id.to_string(),
@@ -133,6 +172,7 @@ impl FromRequestParts<AppState> for SourceClient {
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         let (claims, scopes) = claims(parts, state, "source")?;
         crate::audit::note(|n| n.client_id = Some(claims.sub.clone()));
+        state.limits.clients.admit(&state.clock, &claims.sub, "")?;
         let source = state
             .config
             .client(&claims.sub)

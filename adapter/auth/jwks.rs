@@ -7,7 +7,7 @@
 use crate::clock::Clock;
 use jsonwebtoken::jwk::JwkSet;
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// How long a fetched set is used without asking again (µs).
@@ -22,7 +22,7 @@ const MAX_BYTES: usize = 256 * 1024;
 /// The sets fetched, by URI.
 pub struct JwksCache {
     http: reqwest::Client,
-    sets: Mutex<HashMap<String, Kept>>,
+    sets: Arc<Mutex<HashMap<String, Kept>>>,
 }
 
 #[derive(Clone)]
@@ -30,7 +30,7 @@ struct Kept {
     keys: Option<JwkSet>,
     /// When `keys` were fetched (µs of [`Clock::monotonic_micros`]).
     fetched_at: i64,
-    /// When a fetch was last tried, whatever came of it.
+    /// When a fetch was last begun, whatever came of it.
     tried_at: i64,
 }
 
@@ -38,18 +38,19 @@ impl JwksCache {
     pub fn new() -> anyhow::Result<Self> {
         let http = reqwest::Client::builder()
             .user_agent(concat!("sluis/", env!("CARGO_PKG_VERSION")))
-            .connect_timeout(Duration::from_secs(5))
-            .timeout(Duration::from_secs(10))
+            .connect_timeout(Duration::from_secs(3))
+            .timeout(Duration::from_secs(5))
             .redirect(reqwest::redirect::Policy::none())
             .build()?;
         Ok(Self {
             http,
-            sets: Mutex::new(HashMap::new()),
+            sets: Arc::new(Mutex::new(HashMap::new())),
         })
     }
 
     /// The keys at `uri` for an assertion that names `kid`: the kept set if fresh and holding
-    /// `kid`, else fetched again (as far as [`REFETCH_AFTER`] allows); `Err` with what went
+    /// `kid`; a stale one that holds it at once, fetched again meanwhile; else fetched now.
+    /// At most one fetch begins per [`REFETCH_AFTER`], whatever is asked. `Err` with what went
     /// wrong when there is no set to use.
     pub async fn keys(
         &self,
@@ -61,21 +62,49 @@ impl JwksCache {
     }
 
     async fn keys_at(&self, now: i64, uri: &str, kid: Option<&str>) -> Result<JwkSet, String> {
-        let kept = self.lock().get(uri).cloned();
         let holds = |set: &JwkSet| kid.is_none_or(|k| set.find(k).is_some());
+        let kept = lock(&self.sets).get(uri).cloned();
+        let usable = kept
+            .as_ref()
+            .and_then(|k| k.keys.clone().filter(|_| now - k.fetched_at < STALE_FOR));
         if let Some(k) = &kept {
             let fresh = now - k.fetched_at < FRESH;
             let may_try = now - k.tried_at >= REFETCH_AFTER;
-            match &k.keys {
-                Some(set) if fresh && (holds(set) || !may_try) => return Ok(set.clone()),
-                None if !may_try => {
-                    return Err("the client's JWKS could not be fetched (tried moments ago)".into());
-                }
-                _ => {}
+            if !may_try || (fresh && usable.as_ref().is_some_and(holds)) {
+                return usable.ok_or_else(|| {
+                    "the client's JWKS could not be fetched (tried moments ago)".into()
+                });
+            }
+            if let Some(set) = usable.clone().filter(holds) {
+                // Stale but holding the key: answered now, fetched again meanwhile.
+                self.begin(uri, now);
+                let (http, sets, uri) = (self.http.clone(), self.sets.clone(), uri.to_string());
+                tokio::spawn(async move {
+                    if let Ok(set) = fetch(&http, &uri).await.inspect_err(|problem| {
+                        tracing::warn!(uri, problem = %problem, "cannot fetch a client's JWKS");
+                    }) {
+                        store(&sets, &uri, set, now);
+                    }
+                });
+                return Ok(set);
             }
         }
-        // Tried now, whatever comes of it (concurrent requests do not all fetch).
-        self.lock()
+        self.begin(uri, now);
+        match fetch(&self.http, uri).await {
+            Ok(set) => {
+                store(&self.sets, uri, set.clone(), now);
+                Ok(set)
+            }
+            Err(problem) => {
+                tracing::warn!(uri, problem = %problem, "cannot fetch a client's JWKS");
+                usable.ok_or(problem)
+            }
+        }
+    }
+
+    /// Marks a fetch of `uri` begun now (requests meanwhile do not begin another).
+    fn begin(&self, uri: &str, now: i64) {
+        lock(&self.sets)
             .entry(uri.to_string())
             .and_modify(|k| k.tried_at = now)
             .or_insert(Kept {
@@ -83,59 +112,49 @@ impl JwksCache {
                 fetched_at: i64::MIN / 2,
                 tried_at: now,
             });
-        match self.fetch(uri).await {
-            Ok(set) => {
-                self.lock().insert(
-                    uri.to_string(),
-                    Kept {
-                        keys: Some(set.clone()),
-                        fetched_at: now,
-                        tried_at: now,
-                    },
-                );
-                Ok(set)
-            }
-            Err(problem) => {
-                tracing::warn!(uri, problem = %problem, "cannot fetch a client's JWKS");
-                match kept.and_then(|k| k.keys.filter(|_| now - k.fetched_at < STALE_FOR)) {
-                    Some(set) => Ok(set),
-                    None => Err(problem),
-                }
-            }
-        }
     }
+}
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Kept>> {
-        match self.sets.lock() {
-            Ok(guard) => guard,
-            Err(poisoned) => poisoned.into_inner(),
-        }
-    }
+fn store(sets: &Mutex<HashMap<String, Kept>>, uri: &str, set: JwkSet, now: i64) {
+    lock(sets).insert(
+        uri.to_string(),
+        Kept {
+            keys: Some(set),
+            fetched_at: now,
+            tried_at: now,
+        },
+    );
+}
 
-    async fn fetch(&self, uri: &str) -> Result<JwkSet, String> {
-        let mut response = self
-            .http
-            .get(uri)
-            .header("accept", "application/json")
-            .send()
-            .await
-            .map_err(|e| format!("cannot reach {uri}: {e}"))?;
-        if !response.status().is_success() {
-            return Err(format!("{uri} answered {}", response.status()));
-        }
-        let mut body = Vec::new();
-        while let Some(chunk) = response
-            .chunk()
-            .await
-            .map_err(|e| format!("reading {uri}: {e}"))?
-        {
-            body.extend_from_slice(&chunk);
-            if body.len() > MAX_BYTES {
-                return Err(format!("{uri} sent more than {MAX_BYTES} bytes"));
-            }
-        }
-        serde_json::from_slice(&body).map_err(|e| format!("{uri} is not a JWKS: {e}"))
+fn lock(sets: &Mutex<HashMap<String, Kept>>) -> std::sync::MutexGuard<'_, HashMap<String, Kept>> {
+    match sets.lock() {
+        Ok(guard) => guard,
+        Err(poisoned) => poisoned.into_inner(),
     }
+}
+
+async fn fetch(http: &reqwest::Client, uri: &str) -> Result<JwkSet, String> {
+    let mut response = http
+        .get(uri)
+        .header("accept", "application/json")
+        .send()
+        .await
+        .map_err(|e| format!("cannot reach {uri}: {e}"))?;
+    if !response.status().is_success() {
+        return Err(format!("{uri} answered {}", response.status()));
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response
+        .chunk()
+        .await
+        .map_err(|e| format!("reading {uri}: {e}"))?
+    {
+        body.extend_from_slice(&chunk);
+        if body.len() > MAX_BYTES {
+            return Err(format!("{uri} sent more than {MAX_BYTES} bytes"));
+        }
+    }
+    serde_json::from_slice(&body).map_err(|e| format!("{uri} is not a JWKS: {e}"))
 }
 
 #[cfg(test)]
@@ -229,14 +248,27 @@ mod tests {
             let _ = cache.keys_at(t * SECOND, &v.uri, Some("made-up")).await;
         }
         assert_eq!(hits(), 2);
-        // Past FRESH the set is fetched again; when the vendor is down, the last set serves
-        // for STALE_FOR, then nothing does.
+        // Past FRESH a set that holds the key answers at once and is fetched again meanwhile;
+        // when the vendor is down, it serves for STALE_FOR, then nothing does.
         *v.answer.lock().unwrap() = (503, "down".into());
         let stale = cache
             .keys_at(11 * SECOND + FRESH, &v.uri, Some("k1"))
             .await
             .unwrap();
         assert_eq!(kids(&stale), ["k1", "k2"]);
+        for _ in 0..100 {
+            if hits() == 3 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(hits(), 3);
+        // However many ask meanwhile, for any kid, no other fetch begins within ten seconds.
+        for t in 1..10 {
+            let now = 11 * SECOND + FRESH + t * SECOND;
+            assert!(cache.keys_at(now, &v.uri, Some("k1")).await.is_ok());
+            let _ = cache.keys_at(now, &v.uri, Some("made-up")).await;
+        }
         assert_eq!(hits(), 3);
         let gone = cache
             .keys_at(11 * SECOND + STALE_FOR, &v.uri, Some("k1"))

@@ -185,17 +185,30 @@ async fn issue(
     let form: TokenRequest = serde_urlencoded_form(&body)?;
     // Failed authentication counts per claimed client and address: checked before the
     // credentials are, so that beyond the limit even right ones wait.
-    let claimed = claimed_client(&headers, &form);
+    // Its own key space ("token/…"), apart from the admin's and bearer tokens'.
+    let claimed = format!("token/{}", claimed_client(&headers, &form));
     state
         .limits
         .failures
         .check(&state.clock, &claimed, &address)?;
+    // A client beyond its token limit is told so before its assertion's jti is spent.
+    if let Some(id) = claimed.strip_prefix("token/").filter(|c| !c.is_empty()) {
+        state.limits.tokens.check(&state.clock, id, "")?;
+    }
     match authenticate(&state, &headers, &form).await {
         Ok(id) => {
             state.limits.tokens.admit(&state.clock, &id, "")?;
             grant(&state, &id, form)
         }
         Err(e) => {
+            // The record of a failed request names the client it claimed to be, so that
+            // guessing at one client can be found in the audit.
+            if let Some(id) = claimed
+                .strip_prefix("token/")
+                .filter(|c| state.config.client(c).is_some())
+            {
+                crate::audit::note(|n| n.client_id = Some(id.to_string()));
+            }
             if e.status == axum::http::StatusCode::UNAUTHORIZED {
                 state
                     .limits
@@ -229,7 +242,7 @@ fn claimed_client(headers: &HeaderMap, form: &TokenRequest) -> String {
     headers
         .get(AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Basic "))
+        .and_then(basic)
         .and_then(|b| {
             base64::engine::general_purpose::STANDARD
                 .decode(b.trim())
@@ -354,6 +367,12 @@ pub async fn smart_configuration(State(state): State<AppState>) -> Response {
         .into_response()
 }
 
+/// The credentials of `Authorization: Basic …` (the scheme in any case, RFC 7235).
+fn basic(value: &str) -> Option<&str> {
+    let (scheme, credentials) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("basic").then_some(credentials)
+}
+
 /// The client named and proven by HTTP Basic (`client_secret`).
 fn basic_client(
     state: &AppState,
@@ -365,8 +384,7 @@ fn basic_client(
         .get(AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .ok_or_else(|| ApiError::unauthorized("client authentication missing: use HTTP Basic"))?;
-    let encoded = value
-        .strip_prefix("Basic ")
+    let encoded = basic(value)
         .ok_or_else(|| ApiError::unauthorized("client authentication must be HTTP Basic"))?;
     let decoded = base64::engine::general_purpose::STANDARD
         .decode(encoded.trim())

@@ -205,9 +205,23 @@ pub fn weak_secret(secret: &str) -> Option<String> {
             "must be at least {MIN_SECRET_CHARS} characters (e.g. `openssl rand -base64 24`)"
         ));
     }
-    let first = secret.chars().next();
-    if secret.chars().all(|c| Some(c) == first) {
-        return Some("is one character repeated: set a secret of your own".into());
+    let mut distinct: Vec<char> = secret.chars().collect();
+    distinct.sort_unstable();
+    distinct.dedup();
+    let guessable = [
+        "password",
+        "wachtwoord",
+        "12345678",
+        "qwerty",
+        "letmein",
+        "admin123",
+    ];
+    if distinct.len() < 8 || guessable.iter().any(|g| folded.contains(g)) {
+        return Some(
+            "is easy to guess (fewer than 8 different characters, or a common password): \
+             set a random one (e.g. `openssl rand -base64 24`)"
+                .into(),
+        );
     }
     None
 }
@@ -951,8 +965,15 @@ impl RawConfig {
         let mut clients = Vec::new();
         for (i, c) in self.clients.into_iter().enumerate() {
             let key = |k: &str| format!("clients[{i}].{k}");
-            if c.id.trim().is_empty() {
-                report(&key("id"), "must not be empty".into());
+            // Ids name clients in the audit and the limits: plain, and never `admin` (the
+            // audit's name for staff).
+            if !is_source_id(&c.id.replace('.', "_")) {
+                report(
+                    &key("id"),
+                    format!("`{}` must be 1-64 letters, digits, '.', '-' or '_'", c.id),
+                );
+            } else if c.id.eq_ignore_ascii_case("admin") {
+                report(&key("id"), "`admin` is reserved for staff".into());
             }
             if clients.iter().any(|x: &Client| x.id == c.id) {
                 report(&key("id"), format!("`{}` is used twice", c.id));
@@ -1053,6 +1074,23 @@ impl RawConfig {
                 report(&key("scope"), problem);
                 crate::auth::Scopes::default()
             });
+            if let ClientAuth::ClientSecret { secret } = &auth {
+                let secret = secrecy::ExposeSecret::expose_secret(secret);
+                let shared = !secret.is_empty()
+                    && (admins
+                        .iter()
+                        .any(|a| secrecy::ExposeSecret::expose_secret(&a.token) == secret)
+                        || clients.iter().any(|x: &Client| {
+                            matches!(&x.auth, ClientAuth::ClientSecret { secret: other }
+                                if secrecy::ExposeSecret::expose_secret(other) == secret)
+                        }));
+                if shared {
+                    report(
+                        &key("secret"),
+                        "is another client's secret or an admin token: each must be its own".into(),
+                    );
+                }
+            }
             clients.push(Client {
                 id: c.id,
                 kind,

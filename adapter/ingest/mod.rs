@@ -60,20 +60,11 @@ pub async fn ingest(
     })
     .await?;
     let read_in = started.elapsed();
-    // 2. Every entry within the token's scope: else the transaction is refused whole, and a
-    //    batch entry on its own.
-    let beyond = |p: &entries::Parsed| match (scopes, p) {
-        (Some(scopes), Ok(entry)) => out_of_scope(scopes, entry),
-        _ => None,
-    };
     match mode {
         Mode::Transaction | Mode::Single => {
-            if let Some(refusal) = read.iter().find_map(|(p, _)| beyond(p)) {
-                crate::metrics::refused(source, via(arrived_at), read.len());
-                return Err(refusal);
-            }
             let sent = read.len();
-            let result = all_or_nothing(state, source, mode, read, arrived_at, read_in).await;
+            let result =
+                all_or_nothing(state, source, mode, read, arrived_at, read_in, scopes).await;
             match &result {
                 Ok(outcomes) => {
                     crate::metrics::ingested(source, via(arrived_at), outcomes);
@@ -89,11 +80,7 @@ pub async fn ingest(
         Mode::Batch => {
             let mut outcomes = Vec::with_capacity(read.len());
             for (p, details) in read {
-                let refusal = beyond(&p);
                 let outcome = match p {
-                    _ if refusal.is_some() => {
-                        Outcome::failed(refusal.unwrap_or_else(ApiError::not_found))
-                    }
                     Err(detail) => Outcome::failed(
                         ApiError::invalid(detail.message.clone()).with_details(vec![detail]),
                     ),
@@ -101,10 +88,17 @@ pub async fn ingest(
                         Outcome::failed(ApiError::invalid(not_valid(mode)).with_details(details))
                     }
                     Ok(entry) => {
-                        let written =
-                            write_all(state, source, mode, vec![entry], arrived_at, read_in, None)
-                                .await
-                                .and_then(Written::stored);
+                        let written = write_all(
+                            state,
+                            source,
+                            mode,
+                            vec![entry],
+                            arrived_at,
+                            read_in,
+                            By::Push(scopes),
+                        )
+                        .await
+                        .and_then(Written::stored);
                         match written {
                             Ok(mut o) => o
                                 .pop()
@@ -123,23 +117,30 @@ pub async fn ingest(
     }
 }
 
-/// The refusal of an entry the token's scope does not allow: a create needs `c`, a `PUT`
-/// (create or update under its id) `u`, a delete `d`, on the entry's type.
-fn out_of_scope(scopes: &Scopes, entry: &entries::Entry) -> Option<ApiError> {
-    let ty = match (&entry.target, &entry.resource) {
-        (Some((ty, _)), _) => ty.as_str(),
-        (None, Some(resource)) => resource.get("resourceType")?.as_str()?,
-        (None, None) => return None,
+/// What a write is made for: a push (with the token's scopes; none for `sluis import` and the
+/// demo), or a page of a pull, written only while this process holds the source's lease.
+pub(crate) enum By<'a> {
+    Push(Option<&'a Scopes>),
+    Pull(&'a PageTaken<'a>),
+}
+
+/// The refusal of a version the token's scope does not allow, by what it does: a delete or
+/// an `entered-in-error` version withdraws (`d`), a version of a resource stored already
+/// (or written earlier in the same Bundle) changes it (`u`), any other creates (`c`).
+fn beyond_scope(scopes: &Scopes, p: &prepare::Prepared, exists: bool) -> Option<ApiError> {
+    let interaction = match (&p.body, &p.indexed) {
+        (None, _) => Interaction::Delete,
+        (_, Some(indexed)) if indexed.entered_in_error => Interaction::Delete,
+        _ if exists => Interaction::Update,
+        _ => Interaction::Create,
     };
-    let interaction = match entry.method {
-        entries::Method::Create => Interaction::Create,
-        entries::Method::Update => Interaction::Update,
-        entries::Method::Delete => Interaction::Delete,
-    };
-    scopes.require(ty, interaction).err().map(|e| {
-        let message = format!("entry {}: {}", entry.index, e.message);
-        ApiError { message, ..e }
-    })
+    scopes
+        .require(&p.resource_type, interaction)
+        .err()
+        .map(|e| ApiError {
+            message: format!("{}/{}: {}", p.resource_type, p.id, e.message),
+            ..e
+        })
 }
 
 /// A transaction or a single resource: stored whole, or refused whole.
@@ -150,6 +151,7 @@ async fn all_or_nothing(
     read: Vec<(entries::Parsed, Vec<Detail>)>,
     arrived_at: Option<Micros>,
     read_in: std::time::Duration,
+    scopes: Option<&Scopes>,
 ) -> ApiResult<Vec<Outcome>> {
     let broken: Vec<Detail> = read
         .iter()
@@ -170,9 +172,17 @@ async fn all_or_nothing(
     if !details.is_empty() {
         return Err(ApiError::invalid(not_valid(mode)).with_details(details));
     }
-    let outcomes = write_all(state, source, mode, entries, arrived_at, read_in, None)
-        .await?
-        .stored()?;
+    let outcomes = write_all(
+        state,
+        source,
+        mode,
+        entries,
+        arrived_at,
+        read_in,
+        By::Push(scopes),
+    )
+    .await?
+    .stored()?;
     Ok(outcomes)
 }
 
@@ -239,8 +249,12 @@ async fn write_all(
     entries: Vec<Entry>,
     arrived_at: Option<Micros>,
     read_in: Duration,
-    pulled: Option<&PageTaken<'_>>,
+    by: By<'_>,
 ) -> ApiResult<Written> {
+    let (pulled, scopes) = match by {
+        By::Push(scopes) => (None, scopes),
+        By::Pull(taken) => (Some(taken), None),
+    };
     let started = Instant::now();
     let resources = entries.len();
     // 2. Ids and references, then what is stored of each resource: its JSON, hash, search
@@ -340,6 +354,15 @@ async fn write_all(
                 error: None,
             });
             continue;
+        }
+        if let Some(refusal) = scopes.and_then(|s| {
+            beyond_scope(
+                s,
+                &p,
+                heads.contains_key(&key) || written.contains_key(&key),
+            )
+        }) {
+            return Err(refusal);
         }
         // Versions written earlier in this same Bundle count as stored.
         let mut prior: Vec<Prior> = heads

@@ -6,7 +6,7 @@
 //! source's lease.
 
 use super::entries::{Entry, Mode};
-use super::{Outcome, Written, check, cores, not_valid, write_all};
+use super::{By, Outcome, Written, check, cores, not_valid, write_all};
 use crate::app::AppState;
 use crate::error::{ApiError, ApiResult};
 use crate::store::pull::{self as store, PageTaken};
@@ -63,7 +63,7 @@ pub async fn take_page(
         valid,
         None,
         read_in,
-        Some(taken),
+        By::Pull(taken),
     )
     .await
     {
@@ -78,7 +78,7 @@ pub async fn take_page(
                     vec![entry],
                     None,
                     read_in,
-                    None,
+                    By::Push(None),
                 )
                 .await
                 {

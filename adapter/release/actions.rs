@@ -22,7 +22,7 @@ use serde::Deserialize;
 #[serde(deny_unknown_fields)]
 pub struct ReleaseRequest {
     resource: String,
-    /// Who explained it (a staff member's name or id); default "admin".
+    /// Who explained it (a staff member's name or id); default the admin credential's name.
     by: Option<String>,
     note: Option<String>,
 }
@@ -45,8 +45,10 @@ fn target(resource: &str) -> ApiResult<(String, String)> {
     })
 }
 
-fn actor(by: Option<String>) -> ApiResult<String> {
-    let by = by.unwrap_or_else(|| "admin".into());
+/// Who acts: `by` as given, else the admin credential's name (the audit records the
+/// credential either way).
+fn actor(by: Option<String>, admin: &Admin) -> ApiResult<String> {
+    let by = by.unwrap_or_else(|| admin.name.clone());
     if by.trim().is_empty() || by.len() > 200 {
         return Err(ApiError::invalid(
             "`by` must name who acts, in at most 200 characters",
@@ -58,11 +60,11 @@ fn actor(by: Option<String>) -> ApiResult<String> {
 /// `POST /admin/release`.
 pub async fn release(
     State(state): State<AppState>,
-    _admin: Admin,
+    admin: Admin,
     Json(req): Json<ReleaseRequest>,
 ) -> ApiResult<Response> {
     let (ty, id) = target(&req.resource)?;
-    let by = actor(req.by)?;
+    let by = actor(req.by, &admin)?;
     let resource_id = store::resource_id(&state.db, &ty, &id)
         .await?
         .ok_or_else(|| {
@@ -112,11 +114,11 @@ pub async fn release(
 /// `POST /admin/hold`.
 pub async fn hold(
     State(state): State<AppState>,
-    _admin: Admin,
+    admin: Admin,
     Json(req): Json<HoldRequest>,
 ) -> ApiResult<Response> {
     let (ty, id) = target(&req.resource)?;
-    let by = actor(req.by)?;
+    let by = actor(req.by, &admin)?;
     let until = crate::body::instant_field("until", req.until.as_deref())?;
     let now = to_micros(state.clock.now());
     let mut tx = state.db.begin().await?;

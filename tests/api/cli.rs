@@ -332,6 +332,45 @@ fn check_refuses_weak_client_keys_and_placeholder_secrets() {
         "{all}"
     );
     assert!(all.contains("key p256: an EC key on P256"), "{all}");
+    // Built from the vendor's good key: exponent 3, private material, a kid twice.
+    let good_set: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(format!("{ROOT}/tests/keys/portal.jwks.json")).unwrap(),
+    )
+    .unwrap();
+    let rsa = good_set["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["kty"] == "RSA")
+        .unwrap()
+        .clone();
+    let mut e3 = rsa.clone();
+    e3["kid"] = "e3".into();
+    e3["e"] = "Aw".into();
+    let mut private = rsa.clone();
+    private["kid"] = "private".into();
+    private["d"] = "AQAB".into();
+    let mut twice = rsa.clone();
+    twice["kid"] = "twice".into();
+    let odd = serde_json::json!({"keys": [e3, private, twice.clone(), twice]});
+    std::fs::write(dir.path().join("odd.jwks.json"), odd.to_string()).unwrap();
+    let odd_config = write_config(
+        dir.path(),
+        &format!(
+            "[[clients]]\nid = \"vendor\"\nkind = \"portal\"\nauth = \"private_key_jwt\"\njwks_path = \"{}\"\n",
+            dir.path().join("odd.jwks.json").display()
+        ),
+    );
+    let (code, out, err) = run(&["check", "--config", odd_config.to_str().unwrap()]);
+    assert_ne!(code, 0);
+    let all = format!("{out}{err}");
+    for says in [
+        "key e3: an RSA key whose exponent is not 65537",
+        "key 1 holds private key material (d)",
+        "the kid `twice` is used twice",
+    ] {
+        assert!(all.contains(says), "{says}: {all}");
+    }
     let placeholder = dir.path().join("placeholder.toml");
     std::fs::write(
         &placeholder,

@@ -342,6 +342,66 @@ mod private_key_jwt {
         );
     });
 
+    // Found by attacking: a key that says what it is for is used for that only, and the
+    // answers before a signature holds do not tell known clients from unknown ones.
+    on_both!(
+        a_keys_alg_and_key_ops_bind_it_and_refusals_tell_nothing,
+        |b| async move {
+            let dir = tempfile::tempdir().unwrap();
+            let jwks: Value = serde_json::from_str(
+                &std::fs::read_to_string(format!("{KEYS}/portal.jwks.json")).unwrap(),
+            )
+            .unwrap();
+            let mut clients = String::new();
+            for (id, member, value) in [
+                ("v-alg", "alg", json!("RS256")),
+                ("v-ops", "key_ops", json!(["encrypt"])),
+                ("v-verify", "key_ops", json!(["verify"])),
+            ] {
+                let mut set = jwks.clone();
+                for key in set["keys"].as_array_mut().unwrap() {
+                    key[member] = value.clone();
+                }
+                let path = dir.path().join(format!("{id}.json"));
+                std::fs::write(&path, set.to_string()).unwrap();
+                clients.push_str(&format!(
+                    "[[clients]]\nid = \"{id}\"\nkind = \"portal\"\nauth = \"private_key_jwt\"\njwks_path = \"{}\"\n",
+                    path.display()
+                ));
+            }
+            let app = TestApp::spawn_with(b, &format!("{}{clients}", vendor())).await;
+            let signed_as = |id: &str, key: &str| {
+                assertion(
+                    Algorithm::RS384,
+                    key,
+                    "portal-rs384",
+                    json!({"iss": id, "sub": id}),
+                )
+            };
+            refused(
+                "alg RS256",
+                request(&app, &signed_as("v-alg", "portal-rs384")).await,
+            );
+            refused(
+                "key_ops encrypt",
+                request(&app, &signed_as("v-ops", "portal-rs384")).await,
+            );
+            assert_eq!(
+                request(&app, &signed_as("v-verify", "portal-rs384"))
+                    .await
+                    .0,
+                200
+            );
+            // A foreign key under a known client's kid, and an unknown client: one answer.
+            let known = request(&app, &signed_as("vendor", "foreign-rs384")).await.1;
+            let unknown = request(&app, &signed_as("nobody", "foreign-rs384")).await.1;
+            assert_eq!(
+                known["issue"][0]["diagnostics"],
+                unknown["issue"][0]["diagnostics"]
+            );
+        }
+    );
+
     /// A vendor's JWKS endpoint serving `portal.jwks.json` (or 503 once told to fail),
     /// counting requests.
     async fn jwks_server() -> (
@@ -512,8 +572,7 @@ async fn the_smart_configuration_says_what_is_supported() {
         .unwrap();
     let security = &metadata["rest"][0]["security"];
     assert_eq!(
-        security["extension"][0]["extension"][0]["valueUri"],
-        "http://sluis.test/auth/token",
+        security["extension"][0]["extension"][0]["valueUri"], "http://sluis.test/auth/token",
         "{security}"
     );
 }
@@ -581,3 +640,27 @@ fn a_short_or_missing_signing_key_is_refused() {
         assert!(e.contains("signing key"), "{path:?}: {e}");
     }
 }
+
+// Found by attacking: a token minted under a clock pinned ahead (dev.clock_override), by a
+// process sharing the signing key, is no token to a process that follows the real time.
+on_both!(
+    a_token_from_a_pinned_future_is_refused_by_real_time,
+    |b| async move {
+        let app = TestApp::spawn(b).await;
+        app.set_clock("2099-01-01T00:00:00Z").await;
+        let future = app.token(PORTAL).await;
+        let real = app.restart_with("", T0).await;
+        let r = real
+            .http
+            .put(real.url("/admin/clock"))
+            .bearer_auth(ADMIN)
+            .json(&serde_json::json!({"now": null}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        assert_eq!(read_with(&real, &future).await, 401);
+        let now = real.token(PORTAL).await;
+        assert_ne!(read_with(&real, &now).await, 401);
+    }
+);

@@ -359,6 +359,26 @@ fn placeholder_short_and_shared_secrets_are_refused() {
             "clients[0].secret",
         ),
         (
+            "[admin]\ntoken = \"an-admin-token-of-its-own\"",
+            "passwordpassword",
+            "clients[0].secret",
+        ),
+        (
+            "[admin]\ntoken = \"an-admin-token-of-its-own\"",
+            "abababababababab",
+            "clients[0].secret",
+        ),
+        (
+            "[admin]\ntoken = \"an-admin-token-of-its-own\"",
+            "1234567890123456",
+            "clients[0].secret",
+        ),
+        (
+            "[admin]\ntoken = \"an-admin-token-of-its-own\"",
+            "an-admin-token-of-its-own",
+            "clients[0].secret",
+        ),
+        (
             "[admin]\ntoken = \"an-admin-token-of-its-own\"\n[[admin.credentials]]\nname = \"x\"\ntoken = \"an-admin-token-of-its-own\"",
             good,
             "admin.credentials[0].token",
@@ -428,6 +448,144 @@ on_both!(
         assert_limited(
             answer(wrong(&direct, "198.51.100.9")).await,
             "a forged header",
+        );
+    }
+);
+
+#[test]
+fn client_ids_are_plain_and_secrets_are_not_shared() {
+    use sluis::config::Config;
+    let load = |clients: &str| {
+        Config::from_toml(
+            &format!("[admin]\ntoken = \"an-admin-token-of-its-own\"\n{clients}"),
+            "test.toml",
+            std::iter::empty(),
+        )
+    };
+    let client = |id: &str, secret: &str| {
+        format!(
+            "[[clients]]\nid = \"{id}\"\nkind = \"portal\"\nauth = \"client_secret\"\nsecret = \"{secret}\"\n"
+        )
+    };
+    assert!(load(&client("caren.nl", "a-client-secret-of-its-own")).is_ok());
+    for (clients, key) in [
+        (
+            client("admin", "a-client-secret-of-its-own"),
+            "clients[0].id",
+        ),
+        (
+            client("admin:m.jansen", "a-client-secret-of-its-own"),
+            "clients[0].id",
+        ),
+        (
+            client(" x y ", "a-client-secret-of-its-own"),
+            "clients[0].id",
+        ),
+        (
+            client("a", "a-client-secret-of-its-own") + &client("b", "a-client-secret-of-its-own"),
+            "clients[1].secret",
+        ),
+    ] {
+        let problems = load(&clients).unwrap_err().0;
+        assert!(
+            problems.iter().any(|p| p.key == key),
+            "{clients}: {problems:?}"
+        );
+    }
+}
+
+// Found by attacking: each kind of failure counts in its own bucket, and one person held back
+// takes nothing of the rest of the vendor's budget.
+on_both!(limits_do_not_spill_over, |b| async move {
+    let app = TestApp::spawn_with(
+        b,
+        "[limits]\nfailed_auth_per_minute = 3\nuser_requests_per_minute = 2\nclient_requests_per_minute = 7\n",
+    )
+    .await;
+    // Failed token requests claiming `admin`, or claiming nothing, lock neither /admin nor
+    // bearer tokens.
+    for _ in 0..5 {
+        let r = app
+            .http
+            .post(app.url("/auth/token"))
+            .basic_auth("admin", Some("guess-guess-guess"))
+            .form(&[("grant_type", "client_credentials")]);
+        let _ = answer(r).await;
+        let r = app
+            .http
+            .post(app.url("/auth/token"))
+            .form(&[("grant_type", "client_credentials")]);
+        let _ = answer(r).await;
+    }
+    let admin = app.http.get(app.url("/admin/sources")).bearer_auth(ADMIN);
+    assert_eq!(answer(admin).await.0, 200);
+    let token = app.token(PORTAL).await;
+    let read = |user: &str| {
+        app.http
+            .get(app.url("/portal/me"))
+            .bearer_auth(&token)
+            .header("x-portal-user", user)
+    };
+    assert_eq!(answer(read("u-other")).await.0, 200);
+    // One user's flood: refused by the user's limit, it leaves the client's budget alone.
+    for _ in 0..20 {
+        let _ = answer(read("u-flood")).await;
+    }
+    for i in 0..4 {
+        let (status, _, _) = answer(read(&format!("u-{i}"))).await;
+        assert_eq!(status, 200, "another user, request {i}");
+    }
+});
+
+// Found by attacking: an assertion refused for the client's token limit is not spent; it
+// works once the limit lets it.
+on_both!(
+    a_token_request_over_the_limit_keeps_its_assertion,
+    |b| async move {
+        use jsonwebtoken::{Algorithm, EncodingKey, Header};
+        let keys = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/keys");
+        let app = TestApp::spawn_with(
+        b,
+        &format!(
+            "[limits]\ntoken_requests_per_minute = 20\n[[clients]]\nid = \"vendor\"\nkind = \"portal\"\nauth = \"private_key_jwt\"\njwks_path = \"{keys}/portal.jwks.json\"\n"
+        ),
+    )
+    .await;
+        let t0 = chrono::DateTime::parse_from_rfc3339(T0)
+            .unwrap()
+            .timestamp();
+        let pem = std::fs::read(format!("{keys}/portal-rs384.pem")).unwrap();
+        let sign = |jti: &str| {
+            let mut header = Header::new(Algorithm::RS384);
+            header.kid = Some("portal-rs384".into());
+            jsonwebtoken::encode(
+                &header,
+                &json!({"iss": "vendor", "sub": "vendor", "aud": "http://sluis.test/auth/token",
+                    "exp": t0 + 240, "jti": jti}),
+                &EncodingKey::from_rsa_pem(&pem).unwrap(),
+            )
+            .unwrap()
+        };
+        let request = |assertion: String| {
+            app.http.post(app.url("/auth/token")).form(&[
+                ("grant_type", "client_credentials".to_string()),
+                (
+                    "client_assertion_type",
+                    "urn:ietf:params:oauth:client-assertion-type:jwt-bearer".into(),
+                ),
+                ("client_assertion", assertion),
+            ])
+        };
+        for i in 0..20 {
+            assert_eq!(answer(request(sign(&format!("first-{i}")))).await.0, 200);
+        }
+        let (status, retry, _) = answer(request(sign("second"))).await;
+        assert_eq!(status, 429);
+        tokio::time::sleep(std::time::Duration::from_secs(retry.unwrap())).await;
+        assert_eq!(
+            answer(request(sign("second"))).await.0,
+            200,
+            "not spent by the 429"
         );
     }
 );

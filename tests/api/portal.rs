@@ -302,3 +302,33 @@ on_both!(
         assert_eq!(stranger.status(), 401);
     }
 );
+
+// Found by attacking: a path the framework refuses (not UTF-8) is answered with an
+// OperationOutcome like every other refusal, on every router.
+on_both!(
+    a_path_that_is_not_utf8_gets_an_operation_outcome,
+    |b| async move {
+        let app = TestApp::spawn(b).await;
+        let portal = app.token(PORTAL).await;
+        for (path, token) in [
+            ("/fhir/Observation/%ff", portal.as_str()),
+            ("/fhir/%ff", portal.as_str()),
+            ("/ingest/ons/Observation/%ff", "x"),
+            ("/admin/patients/%ff/block", ADMIN),
+            ("/portal/grants/%ff", portal.as_str()),
+        ] {
+            let r = app
+                .http
+                .get(app.url(path))
+                .bearer_auth(token)
+                .header("x-portal-user", "u1")
+                .send()
+                .await
+                .unwrap();
+            let status = r.status().as_u16();
+            assert!((400..500).contains(&status), "{path}: {status}");
+            let body: serde_json::Value = r.json().await.unwrap_or_default();
+            assert_eq!(body["resourceType"], "OperationOutcome", "{path}: {status}");
+        }
+    }
+);

@@ -238,10 +238,12 @@ on_both!(
     }
 );
 
+// A write needs the scope of what it does, however it is sent: creating `c`, changing a
+// stored resource `u`, withdrawing (a delete, or status entered-in-error) `d`.
 on_both!(a_source_writes_only_what_its_scope_names, |b| async move {
     let app = TestApp::spawn_with(
         b,
-        &clients(CONFIG_SCOPE, "system/Patient.u system/Observation.cu"),
+        &clients(CONFIG_SCOPE, "system/Patient.cu system/Observation.c"),
     )
     .await;
     let token = token_for(&app, NARROW_PUSH, None).await;
@@ -260,21 +262,17 @@ on_both!(a_source_writes_only_what_its_scope_names, |b| async move {
             r.json::<Value>().await.unwrap_or(Value::Null),
         )
     };
+    let post = |body: Value| send(reqwest::Method::POST, "/ingest/ons", Some(body));
     // A transaction with one entry beyond the scope is refused whole.
     let condition = json!({"resourceType": "Condition", "id": "c1",
         "subject": {"reference": "Patient/p1"}, "code": {"text": "x"}});
-    let (status, body) = send(
-        reqwest::Method::POST,
-        "/ingest/ons",
-        Some(transaction(&[patient("p1"), condition.clone()])),
-    )
-    .await;
+    let (status, body) = post(transaction(&[patient("p1"), condition.clone()])).await;
     assert_eq!(status, 403, "{body}");
-    assert!(body.to_string().contains("system/Condition.u"), "{body}");
+    assert!(body.to_string().contains("system/Condition.c"), "{body}");
     // A batch: each entry on its own.
     let mut batch = transaction(&[patient("p1"), condition]);
     batch["type"] = json!("batch");
-    let (status, body) = send(reqwest::Method::POST, "/ingest/ons", Some(batch)).await;
+    let (status, body) = post(batch).await;
     assert_eq!(status, 200, "{body}");
     let statuses: Vec<&str> = body["entry"]
         .as_array()
@@ -285,23 +283,59 @@ on_both!(a_source_writes_only_what_its_scope_names, |b| async move {
     // Created now: nothing of the refused transaction was stored.
     assert!(statuses[0].starts_with("201"), "{body}");
     assert!(statuses[1].starts_with("403"), "{body}");
-    // Create needs c, PUT u, DELETE d.
+    // Creating needs c; changing what is stored needs u, however it is sent.
     let obs = observation("o1", "p1", "29463-7", "2026-02-01T10:00:00Z");
-    let (status, body) = send(reqwest::Method::POST, "/ingest/ons", Some(obs.clone())).await;
-    assert!(status == 201 || status == 200, "{status} {body}");
-    let (status, _) = send(
+    let (status, body) = post(obs.clone()).await;
+    assert_eq!(status, 201, "{body}");
+    let mut changed = obs.clone();
+    changed["valueQuantity"]["value"] = json!(666);
+    let (status, body) = send(
         reqwest::Method::PUT,
         "/ingest/ons/Observation/o1",
-        Some(obs),
+        Some(changed.clone()),
     )
     .await;
-    assert_eq!(status, 200);
+    assert_eq!(status, 403, "PUT over a stored one: {body}");
+    assert!(body.to_string().contains("system/Observation.u"), "{body}");
+    let (status, body) = post(changed.clone()).await;
+    assert_eq!(status, 403, "POST with a stored id: {body}");
+    let as_post = |resource: Value, full_url: Option<&str>| {
+        let mut entry =
+            json!({"resource": resource, "request": {"method": "POST", "url": "Observation"}});
+        if let Some(u) = full_url {
+            entry["fullUrl"] = json!(u);
+        }
+        json!({"resourceType": "Bundle", "type": "transaction", "entry": [entry]})
+    };
+    let (status, body) = post(as_post(changed.clone(), None)).await;
+    assert_eq!(status, 403, "a transaction's POST with a stored id: {body}");
+    let mut no_id = changed.clone();
+    no_id.as_object_mut().unwrap().remove("id");
+    let (status, body) = post(as_post(no_id, Some("urn:uuid:o1"))).await;
+    assert_ne!(
+        status, 200,
+        "a POST that lands on o1 by its fullUrl: {body}"
+    );
+    // Withdrawing needs d: a delete, or a version entered-in-error (new or stored).
     let (status, body) = send(reqwest::Method::DELETE, "/ingest/ons/Observation/o1", None).await;
     assert_eq!(status, 403, "{body}");
-    let mut new_patient = patient("p2");
-    new_patient.as_object_mut().unwrap().remove("id");
-    let (status, body) = send(reqwest::Method::POST, "/ingest/ons", Some(new_patient)).await;
-    assert_eq!(status, 403, "Patient.c is not in scope: {body}");
+    assert!(body.to_string().contains("system/Observation.d"), "{body}");
+    let mut withdrawn = observation("o2", "p1", "29463-7", "2026-02-01T10:00:00Z");
+    withdrawn["status"] = json!("entered-in-error");
+    let (status, body) = post(withdrawn).await;
+    assert_eq!(status, 403, "{body}");
+    // Within the scope: changing the stored Patient (u), and o1 is as it was.
+    let mut p1 = patient("p1");
+    p1["gender"] = json!("male");
+    let (status, body) = send(reqwest::Method::PUT, "/ingest/ons/Patient/p1", Some(p1)).await;
+    assert_eq!(status, 200, "{body}");
+    let unchanged = sluis::store::resources::current(
+        &mut app.state.db.begin().await.unwrap(),
+        &[("Observation".to_string(), "o1".to_string())],
+    )
+    .await
+    .unwrap();
+    assert_eq!(unchanged.values().next().map(|h| h.last_version), Some(1));
 });
 
 // Acceptance 2 of issue 22 in one place: each kind of token stays on its own side.
