@@ -1036,6 +1036,11 @@ async fn check(
                 .map(|l| l["url"].as_str().unwrap().to_string());
         }
         assert_eq!(got_history, want_history, "{ctx}: _history");
+        // A third of the users, chosen afresh at every check, also through a narrower scope.
+        let mut pick = Rng(seed ^ now.timestamp() as u64 ^ (user.as_bytes()[1] as u64) << 32);
+        if pick.chance(35) {
+            scoped(app, &u, world, &ctx, pick.next()).await;
+        }
         seen.0 += 1;
         seen.1 += practitioners.len() + organizations.len();
         seen.2 += want_history.len();
@@ -1049,6 +1054,93 @@ async fn check(
         seen.2,
         seen.3
     );
+}
+
+/// The same user through a token of a random narrower scope (issue 22): what a type's scope
+/// allows is answered exactly as with the whole scope, what it does not is 403, `_include`
+/// brings only types the scope reads, and `_history` needs every type.
+async fn scoped(app: &TestApp, u: &User, world: &World, ctx: &str, seed: u64) {
+    let mut rng = Rng(seed);
+    let mut types: Vec<&str> = TYPES.to_vec();
+    types.extend(["Practitioner", "Organization", "Patient"]);
+    types.sort_unstable();
+    types.dedup();
+    let mut scope: Vec<String> = Vec::new();
+    if rng.chance(15) {
+        scope.push("system/*.rs".into());
+    }
+    for ty in &types {
+        if rng.chance(50) {
+            scope.push(format!("system/{ty}.{}", rng.pick(&["r", "s", "rs"])));
+        }
+    }
+    if scope.is_empty() {
+        scope.push("system/Observation.s".into());
+    }
+    let scope = scope.join(" ");
+    let r = app
+        .http
+        .post(app.url("/auth/token"))
+        .basic_auth(PORTAL.0, Some(PORTAL.1))
+        .form(&[
+            ("grant_type", "client_credentials"),
+            ("scope", scope.as_str()),
+        ])
+        .send()
+        .await
+        .unwrap();
+    let body: Value = r.json().await.unwrap();
+    let narrow = User {
+        token: body["access_token"].as_str().unwrap().to_string(),
+        ..u.clone()
+    };
+    let allows = |ty: &str, letter: char| {
+        scope.split(' ').any(|s| {
+            let (t, letters) = s.trim_start_matches("system/").split_once('.').unwrap();
+            (t == "*" || t == ty) && letters.contains(letter)
+        })
+    };
+    let ctx = format!("{ctx}, scope {scope}");
+    for ty in &types {
+        let (full, want) = u.get(&format!("/fhir/{ty}?_count=500")).await;
+        let (status, got) = narrow.get(&format!("/fhir/{ty}?_count=500")).await;
+        if allows(ty, 's') {
+            assert_eq!(
+                (status, &got["total"]),
+                (full, &want["total"]),
+                "{ctx}: search {ty}"
+            );
+            assert_eq!(
+                bundle_ids(&got, "match"),
+                bundle_ids(&want, "match"),
+                "{ctx}: search {ty}"
+            );
+        } else {
+            assert_eq!(status, 403, "{ctx}: search {ty} beyond the scope: {got}");
+        }
+        for (t, id) in world.known.keys().filter(|(t, _)| t == ty) {
+            let (full, want) = u.get(&format!("/fhir/{t}/{id}")).await;
+            let (status, got) = narrow.get(&format!("/fhir/{t}/{id}")).await;
+            if allows(ty, 'r') {
+                assert_eq!((status, &got), (full, &want), "{ctx}: read {t}/{id}");
+            } else {
+                assert_eq!(status, 403, "{ctx}: read {t}/{id} beyond the scope");
+            }
+        }
+    }
+    if allows("Observation", 's') {
+        let path = "/fhir/Observation?_include=Observation:performer&_count=500";
+        let (_, want) = u.get(path).await;
+        let (_, got) = narrow.get(path).await;
+        let want = if allows("Practitioner", 'r') {
+            bundle_ids(&want, "include")
+        } else {
+            BTreeSet::new()
+        };
+        assert_eq!(bundle_ids(&got, "include"), want, "{ctx}: _include");
+    }
+    let (status, _) = narrow.get("/fhir/_history").await;
+    assert_eq!(status == 200, allows("*", 'r'), "{ctx}: _history");
 }
 
 /// The link id of `user`'s active holder link to `patient`, if any.
@@ -1348,7 +1440,8 @@ on_both!(
             let app = TestApp::spawn_with(
                 b.clone(),
                 &format!(
-                    "[organization]\nterms_version = \"2026-01\"\ncare_end_grace = \"P3D\"\n[embargo]\non_update = \"delay\"\n{mappings}"
+                    "[organization]\nterms_version = \"2026-01\"\ncare_end_grace = \"P3D\"\n[embargo]\non_update = \"delay\"\n{mappings}\
+                     [limits]\nuser_requests_per_minute = 1000000\ntoken_requests_per_minute = 100000\n"
                 ),
             )
             .await;
