@@ -175,6 +175,21 @@ async fn method_not_allowed() -> ApiError {
     )
 }
 
+/// `GET /fhir/Communication`: searched as every type is (the route exists for its `POST`).
+async fn communications(
+    state: axum::extract::State<AppState>,
+    user: auth::PortalUser,
+    raw: axum::extract::RawQuery,
+) -> ApiResult<Response> {
+    serve::read::search(
+        state,
+        user,
+        axum::extract::Path("Communication".into()),
+        raw,
+    )
+    .await
+}
+
 async fn healthz() -> &'static str {
     "ok"
 }
@@ -206,6 +221,11 @@ fn public_routes() -> Router<AppState> {
         .route("/fhir/Consent", get(serve::consent::search))
         .route("/fhir/Consent/{id}", get(serve::consent::read))
         .route("/fhir/AuditEvent", get(crate::audit::view::search))
+        .route(
+            "/fhir/Communication",
+            get(communications).post(crate::messages::post::post),
+        )
+        .route("/fhir/Communication/{id}", get(crate::messages::post::read))
         .route("/fhir/{type}", get(serve::read::search))
         .route("/fhir/{type}/{id}", get(serve::read::read))
         .route("/portal/link", post(portal::link))
@@ -263,6 +283,18 @@ fn admin_routes() -> Router<AppState> {
             post(admin::accounts::unblock_patient),
         )
         .route("/admin/links", get(admin::accounts::links))
+        .route(
+            "/admin/moderation",
+            get(crate::messages::moderation::waiting),
+        )
+        .route(
+            "/admin/moderation/{id}/approve",
+            post(crate::messages::moderation::approve),
+        )
+        .route(
+            "/admin/moderation/{id}/reject",
+            post(crate::messages::moderation::reject),
+        )
         .route(
             "/admin/links/{id}",
             axum::routing::delete(admin::accounts::end_link),

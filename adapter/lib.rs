@@ -21,6 +21,7 @@ pub mod error;
 pub mod fhir;
 pub mod ingest;
 pub mod mapping;
+pub mod messages;
 pub mod metrics;
 pub mod portal;
 pub mod pull;

@@ -88,7 +88,9 @@ pub async fn client(
     let ClientAuth::PrivateKeyJwt { jwks } = &client.auth else {
         return Err(refuse("the client authenticates with a secret"));
     };
-    let keys = client_keys(state, &iss, jwks, header.kid.as_deref()).await?;
+    let keys = client_keys(state, &iss, jwks, header.kid.as_deref())
+        .await
+        .map_err(|_| refuse("the client's keys cannot be read"))?;
     // Signing keys only (a key marked for encryption is not one).
     let signing: Vec<&jsonwebtoken::jwk::Jwk> = keys
         .keys

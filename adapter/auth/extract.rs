@@ -51,7 +51,10 @@ fn claims(parts: &Parts, state: &AppState, kind: &str) -> Result<(Claims, Scopes
         .timestamp()
         - state.clock.now().timestamp();
     if (!state.clock.is_pinned() && claims.iat > state.clock.wall().timestamp() + 60)
-        || claims.exp - claims.iat > lifetime + 60
+        || claims
+            .exp
+            .checked_sub(claims.iat)
+            .is_none_or(|lives| lives > lifetime + 60)
     {
         state
             .limits

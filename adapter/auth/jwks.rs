@@ -23,6 +23,8 @@ const MAX_BYTES: usize = 256 * 1024;
 pub struct JwksCache {
     http: reqwest::Client,
     sets: Arc<Mutex<HashMap<String, Kept>>>,
+    /// Held while a set is fetched in a request: others that have no set to use wait for it.
+    fetching: tokio::sync::Mutex<()>,
 }
 
 #[derive(Clone)]
@@ -45,6 +47,7 @@ impl JwksCache {
         Ok(Self {
             http,
             sets: Arc::new(Mutex::new(HashMap::new())),
+            fetching: tokio::sync::Mutex::new(()),
         })
     }
 
@@ -70,6 +73,17 @@ impl JwksCache {
         if let Some(k) = &kept {
             let fresh = now - k.fetched_at < FRESH;
             let may_try = now - k.tried_at >= REFETCH_AFTER;
+            if !may_try && usable.is_none() {
+                // A fetch under way (or one that failed moments ago): wait for it, then take
+                // what it left.
+                let _ = tokio::time::timeout(Duration::from_secs(6), self.fetching.lock()).await;
+                return lock(&self.sets)
+                    .get(uri)
+                    .and_then(|k| k.keys.clone())
+                    .ok_or_else(|| {
+                        "the client's JWKS could not be fetched (tried moments ago)".into()
+                    });
+            }
             if !may_try || (fresh && usable.as_ref().is_some_and(holds)) {
                 return usable.ok_or_else(|| {
                     "the client's JWKS could not be fetched (tried moments ago)".into()
@@ -89,6 +103,7 @@ impl JwksCache {
                 return Ok(set);
             }
         }
+        let _fetching = self.fetching.lock().await;
         self.begin(uri, now);
         match fetch(&self.http, uri).await {
             Ok(set) => {
@@ -284,6 +299,21 @@ mod tests {
                 .unwrap_err()
                 .contains("not a JWKS")
         );
+        // Many at once with no set yet: one fetch, and every one of them answered from it.
+        *v.answer.lock().unwrap() = (200, set(&["k1"]));
+        let many = Arc::new(JwksCache::new().unwrap());
+        let before = hits();
+        let mut all = Vec::new();
+        for _ in 0..8 {
+            let (many, uri) = (many.clone(), v.uri.clone());
+            all.push(tokio::spawn(async move {
+                many.keys_at(0, &uri, Some("k1")).await
+            }));
+        }
+        for one in all {
+            assert!(one.await.unwrap().is_ok());
+        }
+        assert_eq!(hits() - before, 1);
         *v.answer.lock().unwrap() = (200, "x".repeat(MAX_BYTES + 10));
         assert!(
             JwksCache::new()

@@ -116,6 +116,19 @@ impl Limiter {
         let _ = self.take_at(clock.monotonic_micros(), a, b, Take::Always);
     }
 
+    /// Gives back one taken with [`Limiter::admit`] (the request it was taken for did not
+    /// count after all).
+    pub fn refund(&self, a: &str, b: &str) {
+        let mut buckets = match self.buckets.lock() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        let full = self.per_minute;
+        if let Some(bucket) = buckets.by_key.get_mut(a).and_then(|inner| inner.get_mut(b)) {
+            bucket.left = (bucket.left + 1.0).min(full);
+        }
+    }
+
     fn refusal(&self, seconds: u64) -> ApiError {
         let mut error = ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,

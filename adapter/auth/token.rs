@@ -191,16 +191,29 @@ async fn issue(
         .limits
         .failures
         .check(&state.clock, &claimed, &address)?;
-    // A client beyond its token limit is told so before its assertion's jti is spent.
-    if let Some(id) = claimed.strip_prefix("token/").filter(|c| !c.is_empty()) {
-        state.limits.tokens.check(&state.clock, id, "")?;
+    // A known client's token is taken from its limit before its assertion's jti is spent
+    // (so that a 429 never spends one), and given back if it does not authenticate.
+    let reserved = claimed
+        .strip_prefix("token/")
+        .filter(|c| state.config.client(c).is_some())
+        .map(str::to_string);
+    if let Some(id) = &reserved {
+        state.limits.tokens.admit(&state.clock, id, "")?;
     }
     match authenticate(&state, &headers, &form).await {
         Ok(id) => {
-            state.limits.tokens.admit(&state.clock, &id, "")?;
+            if reserved.as_deref() != Some(id.as_str()) {
+                if let Some(other) = &reserved {
+                    state.limits.tokens.refund(other, "");
+                }
+                state.limits.tokens.admit(&state.clock, &id, "")?;
+            }
             grant(&state, &id, form)
         }
         Err(e) => {
+            if let Some(id) = &reserved {
+                state.limits.tokens.refund(id, "");
+            }
             // The record of a failed request names the client it claimed to be, so that
             // guessing at one client can be found in the audit.
             if let Some(id) = claimed

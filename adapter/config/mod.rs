@@ -66,6 +66,7 @@ pub struct Config {
     pub limits: Limits,
     pub auth: Auth,
     pub portal: Portal,
+    pub messages: Messages,
     pub mappings: Mappings,
     pub clients: Vec<Client>,
     pub sources: Vec<Source>,
@@ -210,16 +211,31 @@ pub fn weak_secret(secret: &str) -> Option<String> {
     distinct.dedup();
     let guessable = [
         "password",
+        "ssw0rd",
+        "ssword",
         "wachtwoord",
-        "12345678",
-        "qwerty",
+        "welkom",
+        "zomer",
+        "winter",
         "letmein",
         "admin123",
+        "qwerty",
+        "azerty",
+        "asdfgh",
+        "qsdfgh",
     ];
-    if distinct.len() < 8 || guessable.iter().any(|g| folded.contains(g)) {
+    // A run of four or more (abcd, 1234, dcba) anywhere, or a secret that is one half twice.
+    let run = folded.as_bytes().windows(4).any(|w| {
+        w.windows(2).all(|p| p[1] == p[0].wrapping_add(1))
+            || w.windows(2).all(|p| p[1] == p[0].wrapping_sub(1))
+    });
+    let bytes = secret.as_bytes();
+    let halves =
+        bytes.len().is_multiple_of(2) && bytes[..bytes.len() / 2] == bytes[bytes.len() / 2..];
+    if distinct.len() < 8 || run || halves || guessable.iter().any(|g| folded.contains(g)) {
         return Some(
-            "is easy to guess (fewer than 8 different characters, or a common password): \
-             set a random one (e.g. `openssl rand -base64 24`)"
+            "is easy to guess (fewer than 8 different characters, a run such as abcd or 1234, \
+             one half twice, or a common password): set a random one (e.g. `openssl rand -base64 24`)"
                 .into(),
         );
     }
@@ -264,6 +280,17 @@ pub struct Portal {
     pub invitation_lifetime: IsoDuration,
 }
 
+/// `[messages]`: what a portal user's message may hold (R15).
+#[derive(Debug, Clone)]
+pub struct Messages {
+    /// Characters of text per payload at most.
+    pub max_text_chars: usize,
+    /// Bytes of one attachment at most (decoded).
+    pub max_attachment_bytes: usize,
+    /// The content types an attachment may have.
+    pub attachment_types: Vec<String>,
+}
+
 #[derive(Debug, Clone)]
 pub struct Mappings {
     /// Folder with `sections.toml` and `embargo.toml`; `None` uses the built-in defaults.
@@ -301,7 +328,7 @@ pub struct Client {
     /// `false`: the client gets no token, and the tokens it has are refused from the next
     /// request on (after a restart with the changed config).
     pub enabled: bool,
-    /// What it may ever be granted (SMART `system/` scopes; default `system/*.rs` for a
+    /// What it may ever be granted (SMART `system/` scopes; default `system/*.rs system/Communication.c` for a
     /// portal, `system/*.cud` for a source).
     pub scope: crate::auth::Scopes,
 }
@@ -471,6 +498,7 @@ pub struct RawConfig {
     limits: RawLimits,
     auth: RawAuth,
     portal: RawPortal,
+    messages: RawMessages,
     mappings: RawMappings,
     clients: Vec<RawClient>,
     sources: Vec<RawSource>,
@@ -671,6 +699,28 @@ impl Default for RawAuth {
 struct RawPortal {
     activation_code_lifetime: String,
     invitation_lifetime: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawMessages {
+    max_text_chars: u32,
+    max_attachment_bytes: u64,
+    attachment_types: Vec<String>,
+}
+
+impl Default for RawMessages {
+    fn default() -> Self {
+        Self {
+            max_text_chars: 10_000,
+            max_attachment_bytes: 5 * 1024 * 1024,
+            attachment_types: vec![
+                "application/pdf".into(),
+                "image/jpeg".into(),
+                "image/png".into(),
+            ],
+        }
+    }
 }
 
 impl Default for RawPortal {
@@ -967,7 +1017,9 @@ impl RawConfig {
             let key = |k: &str| format!("clients[{i}].{k}");
             // Ids name clients in the audit and the limits: plain, and never `admin` (the
             // audit's name for staff).
-            if !is_source_id(&c.id.replace('.', "_")) {
+            if !is_source_id(&c.id.replace('.', "_"))
+                || !c.id.starts_with(|ch: char| ch.is_ascii_alphanumeric())
+            {
                 report(
                     &key("id"),
                     format!("`{}` must be 1-64 letters, digits, '.', '-' or '_'", c.id),
@@ -1065,7 +1117,7 @@ impl RawConfig {
             }
             let scope = c.scope.unwrap_or_else(|| {
                 match kind {
-                    ClientKind::Portal => "system/*.rs",
+                    ClientKind::Portal => "system/*.rs system/Communication.c",
                     ClientKind::Source => "system/*.cud",
                 }
                 .into()
@@ -1210,6 +1262,18 @@ impl RawConfig {
                     &self.portal.invitation_lifetime,
                     report,
                 ),
+            },
+            messages: {
+                let m = self.messages;
+                if m.max_text_chars == 0 {
+                    report("messages.max_text_chars", "must be at least 1".into());
+                }
+                Messages {
+                    max_text_chars: m.max_text_chars as usize,
+                    max_attachment_bytes: usize::try_from(m.max_attachment_bytes)
+                        .unwrap_or(usize::MAX),
+                    attachment_types: m.attachment_types,
+                }
             },
             mappings: Mappings {
                 dir: self.mappings.dir.map(PathBuf::from),
@@ -1564,6 +1628,9 @@ mod example {
             "previous_signing_keys",
             "activation_code_lifetime",
             "invitation_lifetime",
+            "max_text_chars",
+            "max_attachment_bytes",
+            "attachment_types",
             "dir",
             "id",
             "kind",

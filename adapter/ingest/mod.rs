@@ -124,13 +124,14 @@ pub(crate) enum By<'a> {
     Pull(&'a PageTaken<'a>),
 }
 
-/// The refusal of a version the token's scope does not allow, by what it does: a delete or
-/// an `entered-in-error` version withdraws (`d`), a version of a resource stored already
-/// (or written earlier in the same Bundle) changes it (`u`), any other creates (`c`).
+/// The refusal of a version the token's scope does not allow, by what it does: a delete, or
+/// an `entered-in-error` version of a stored resource, withdraws (`d`); another version of a
+/// resource stored already (or written earlier in the same Bundle) changes it (`u`); any
+/// other, an `entered-in-error` one too, creates (`c`).
 fn beyond_scope(scopes: &Scopes, p: &prepare::Prepared, exists: bool) -> Option<ApiError> {
     let interaction = match (&p.body, &p.indexed) {
         (None, _) => Interaction::Delete,
-        (_, Some(indexed)) if indexed.entered_in_error => Interaction::Delete,
+        (_, Some(indexed)) if indexed.entered_in_error && exists => Interaction::Delete,
         _ if exists => Interaction::Update,
         _ => Interaction::Create,
     };

@@ -77,6 +77,14 @@ pub fn capability_statement(
             if !includes.is_empty() {
                 r["searchInclude"] = json!(includes);
             }
+            if t == "Communication" {
+                // A portal user's message to the care team (R15), held for moderation (R20).
+                r["interaction"] = json!([{"code": "read"}, {"code": "search-type"}, {"code": "create"}]);
+                r["documentation"] = json!(format!(
+                    "create: a message of a portal user who may post, held for the care organisation's moderation before anyone else sees it. {}",
+                    crate::messages::NOT_URGENT
+                ));
+            }
             r
         })
         .collect();

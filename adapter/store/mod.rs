@@ -11,6 +11,7 @@ pub mod checkpoint;
 pub mod clients;
 pub mod db;
 pub mod error;
+pub mod messages;
 pub mod pull;
 pub mod release;
 pub mod resources;

@@ -473,7 +473,23 @@ mod private_key_jwt {
                 "[[clients]]\nid = \"vendor\"\nkind = \"portal\"\nauth = \"private_key_jwt\"\njwks_uri = \"http://127.0.0.1:9/jwks\"\n",
             )
             .await;
-            refused("keys unreachable", request(&never, &good).await);
+            let unreachable = request(&never, &good).await;
+            refused("keys unreachable", unreachable.clone());
+            // Told apart from an unknown client by nothing.
+            let unknown = request(
+                &never,
+                &assertion(
+                    Algorithm::RS384,
+                    "portal-rs384",
+                    "portal-rs384",
+                    json!({"iss": "nobody", "sub": "nobody"}),
+                ),
+            )
+            .await;
+            assert_eq!(
+                unreachable.1["issue"][0]["diagnostics"],
+                unknown.1["issue"][0]["diagnostics"]
+            );
         }
     );
 
@@ -662,5 +678,22 @@ on_both!(
         assert_eq!(read_with(&real, &future).await, 401);
         let now = real.token(PORTAL).await;
         assert_ne!(read_with(&real, &now).await, 401);
+        // Signed with the key itself: a lifetime so long that its length overflows.
+        let kid = jsonwebtoken::decode_header(&now).unwrap().kid;
+        let key = std::fs::read(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/keys/token-signing.key"
+        ))
+        .unwrap();
+        let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256);
+        header.kid = kid;
+        let forever = jsonwebtoken::encode(
+            &header,
+            &serde_json::json!({"sub": PORTAL.0, "kind": "portal", "scope": "system/*.rs",
+                                "iss": "sluis", "iat": i64::MIN, "exp": i64::MAX}),
+            &jsonwebtoken::EncodingKey::from_secret(key.trim_ascii()),
+        )
+        .unwrap();
+        assert_eq!(read_with(&real, &forever).await, 401);
     }
 );

@@ -375,6 +375,36 @@ fn placeholder_short_and_shared_secrets_are_refused() {
         ),
         (
             "[admin]\ntoken = \"an-admin-token-of-its-own\"",
+            "abcdefghabcdefgh",
+            "clients[0].secret",
+        ),
+        (
+            "[admin]\ntoken = \"an-admin-token-of-its-own\"",
+            "abcdefghijklmnop",
+            "clients[0].secret",
+        ),
+        (
+            "[admin]\ntoken = \"an-admin-token-of-its-own\"",
+            "Welkom01Welkom01",
+            "clients[0].secret",
+        ),
+        (
+            "[admin]\ntoken = \"an-admin-token-of-its-own\"",
+            "Zomer2024Zomer2024",
+            "clients[0].secret",
+        ),
+        (
+            "[admin]\ntoken = \"an-admin-token-of-its-own\"",
+            "P@ssw0rd!2024abc",
+            "clients[0].secret",
+        ),
+        (
+            "[admin]\ntoken = \"an-admin-token-of-its-own\"",
+            "azertyuiopqsdfgh",
+            "clients[0].secret",
+        ),
+        (
+            "[admin]\ntoken = \"an-admin-token-of-its-own\"",
             "an-admin-token-of-its-own",
             "clients[0].secret",
         ),
@@ -481,6 +511,7 @@ fn client_ids_are_plain_and_secrets_are_not_shared() {
             client(" x y ", "a-client-secret-of-its-own"),
             "clients[0].id",
         ),
+        (client("..", "a-client-secret-of-its-own"), "clients[0].id"),
         (
             client("a", "a-client-secret-of-its-own") + &client("b", "a-client-secret-of-its-own"),
             "clients[1].secret",

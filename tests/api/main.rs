@@ -13,6 +13,7 @@ mod differential;
 mod ingest;
 mod leaks;
 mod limits;
+mod messages;
 mod plans;
 mod portal;
 mod pull;

@@ -122,7 +122,10 @@ on_both!(
         }
         // The default of a portal without `scope` in config is read and search of everything.
         let (status, body) = ask(&app, PORTAL, None).await;
-        assert_eq!((status, granted(&body)), (200, "system/*.rs".into()));
+        assert_eq!(
+            (status, granted(&body)),
+            (200, "system/*.rs system/Communication.c".into())
+        );
         let (status, body) = ask(&app, SOURCE, None).await;
         assert_eq!((status, granted(&body)), (200, "system/*.cud".into()));
         // A scope in config that is not one is a config error, with its key.
@@ -320,10 +323,34 @@ on_both!(a_source_writes_only_what_its_scope_names, |b| async move {
     let (status, body) = send(reqwest::Method::DELETE, "/ingest/ons/Observation/o1", None).await;
     assert_eq!(status, 403, "{body}");
     assert!(body.to_string().contains("system/Observation.d"), "{body}");
-    let mut withdrawn = observation("o2", "p1", "29463-7", "2026-02-01T10:00:00Z");
+    let mut withdrawn = changed.clone();
     withdrawn["status"] = json!("entered-in-error");
     let (status, body) = post(withdrawn).await;
     assert_eq!(status, 403, "{body}");
+    assert!(body.to_string().contains("system/Observation.d"), "{body}");
+    // A new resource is created, whatever its status says: c, not d.
+    let mut born_withdrawn = observation("o2", "p1", "29463-7", "2026-02-01T10:00:00Z");
+    born_withdrawn["status"] = json!("entered-in-error");
+    let (status, body) = post(born_withdrawn).await;
+    assert_eq!(status, 201, "{body}");
+    let d_only = app
+        .restart_with(
+            &clients(CONFIG_SCOPE, "system/Observation.d"),
+            "2026-03-02T09:00:00Z",
+        )
+        .await;
+    let d_token = token_for(&d_only, NARROW_PUSH, None).await;
+    let mut new_one = observation("o3", "p1", "29463-7", "2026-02-01T10:00:00Z");
+    new_one["status"] = json!("entered-in-error");
+    let r = d_only
+        .http
+        .put(d_only.url("/ingest/ons/Observation/o3"))
+        .bearer_auth(&d_token)
+        .json(&new_one)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403, "d alone creates nothing");
     // Within the scope: changing the stored Patient (u), and o1 is as it was.
     let mut p1 = patient("p1");
     p1["gender"] = json!("male");

@@ -1,0 +1,390 @@
+//! `POST /fhir/Communication` (a portal user writes to the care team) and the sender's own
+//! view of what became of it, `GET /fhir/Communication/{id}`.
+
+use super::{IDENTIFIER_SYSTEM, NOT_URGENT};
+use crate::access::{self, Role};
+use crate::app::AppState;
+use crate::auth::{Interaction, PortalUser};
+use crate::config::Messages;
+use crate::error::{ApiError, ApiResult, Detail, Reason, fhir_json};
+use crate::store::messages::{self as store, Message};
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use base64::Engine as _;
+use serde_json::{Value, json};
+
+/// The elements a message may hold; the adapter sets the rest (id, status, sent, sender,
+/// identifier).
+const ALLOWED: [&str; 6] = [
+    "resourceType",
+    "subject",
+    "payload",
+    "recipient",
+    "inResponseTo",
+    "topic",
+];
+
+/// Who a message may be addressed to.
+const RECIPIENTS: [&str; 4] = [
+    "Practitioner",
+    "PractitionerRole",
+    "Organization",
+    "CareTeam",
+];
+
+/// Payloads per message at most.
+const MAX_PAYLOADS: usize = 10;
+
+/// `POST /fhir/Communication`.
+pub async fn post(
+    State(state): State<AppState>,
+    user: PortalUser,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult<Response> {
+    user.scopes.require("Communication", Interaction::Create)?;
+    let value = crate::body::json_body(&headers, body, state.config.limits.max_body_bytes).await?;
+    let decision = access::decide_for(&state, &user).await?;
+    let patient = subject(&value)?;
+    crate::audit::note(|n| n.patients.push(patient.clone()));
+    // A client the user is linked to but may not see now: 403 with the reason; one they are
+    // not linked to: the message names a wrong subject.
+    access::refuse_named(&decision, [patient.as_str()])?;
+    let Some(access) = decision.access(&patient) else {
+        return Err(invalid(
+            "Communication.subject",
+            format!("Patient/{patient} is not a client this user is linked to"),
+        ));
+    };
+    if !(access.can_post || access.role == Role::Holder) {
+        return Err(ApiError::forbidden(
+            Reason::NoPostRight,
+            "this user may not post messages about this client (no right to post)",
+        ));
+    }
+    let details = check(&value, &state.config.messages);
+    if !details.is_empty() {
+        return Err(ApiError::invalid("the message is not valid").with_details(details));
+    }
+    let source = store::source_of_patient(&state.db, &patient)
+        .await?
+        .ok_or_else(|| {
+            invalid(
+                "Communication.subject",
+                format!("Patient/{patient} has not arrived from a record system"),
+            )
+        })?;
+    let links = crate::store::accounts::links_of_patient(&state.db, &patient).await?;
+    let sender = links
+        .iter()
+        .find(|l| l.id == access.link_id)
+        .map(|l| {
+            l.name.clone().unwrap_or_else(|| {
+                access::relationships::coding(&l.relationship)
+                    .map_or(l.relationship.clone(), |(_, _, display)| {
+                        display.to_string()
+                    })
+            })
+        })
+        .unwrap_or_default();
+    let id = uuid::Uuid::new_v4().to_string();
+    let now = state.clock.now();
+    let mut message = json!({
+        "resourceType": "Communication",
+        "id": id,
+        "identifier": [{"system": IDENTIFIER_SYSTEM, "value": id}],
+        "status": "preparation",
+        "subject": {"reference": format!("Patient/{patient}")},
+        "sent": crate::time::instant(now),
+        "sender": {"display": format!("{sender} (via the client portal)")},
+        "payload": value["payload"],
+    });
+    for key in ["recipient", "inResponseTo", "topic"] {
+        if let Some(v) = value.get(key) {
+            message[key] = v.clone();
+        }
+    }
+    if let Some(problem) =
+        crate::ingest::check::check_structure(message.clone(), "Communication", String::new)
+    {
+        return Err(ApiError::invalid("the message is not valid").with_details(vec![problem]));
+    }
+    store::insert(
+        &state.db,
+        &Message {
+            seq: 0,
+            id: id.clone(),
+            patient_id: patient,
+            client_id: user.client_id.clone(),
+            external_id: user.external_id.clone(),
+            user_id: decision.user_id,
+            source,
+            body: message.to_string(),
+            state: "waiting".into(),
+            reason: None,
+            decided_by: None,
+            decided_at: None,
+            created_at: crate::time::to_micros(now),
+        },
+    )
+    .await?;
+    crate::audit::note(|n| n.detail = Some(format!("message {id} waiting for moderation")));
+    let mut response = answer(&headers, StatusCode::CREATED, &message);
+    if let Ok(v) = HeaderValue::from_str(&format!(
+        "{}/fhir/Communication/{id}",
+        state.config.server.public_base_url
+    )) {
+        response.headers_mut().insert(header::LOCATION, v);
+    }
+    Ok(response)
+}
+
+/// The answer to a post: the stored message (`Prefer: return=minimal`: nothing), or with
+/// `Prefer: return=OperationOutcome` an OperationOutcome whose `information` issues say that
+/// it waits for moderation and that messages are not for urgent matters (R20); the header
+/// `X-Sluis-Notice` says the latter on every answer.
+fn answer(headers: &HeaderMap, status: StatusCode, message: &Value) -> Response {
+    let prefer = headers
+        .get("prefer")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let mut response = if prefer.contains("return=OperationOutcome") {
+        fhir_json(
+            status,
+            &json!({
+                "resourceType": "OperationOutcome",
+                "issue": [
+                    {"severity": "information", "code": "informational",
+                     "diagnostics": "the message waits for the care organisation's moderation before anyone else sees it"},
+                    {"severity": "information", "code": "informational", "diagnostics": NOT_URGENT}
+                ]
+            }),
+        )
+    } else if prefer.contains("return=minimal") {
+        status.into_response()
+    } else {
+        fhir_json(status, message)
+    };
+    if let Ok(v) = HeaderValue::from_str(NOT_URGENT) {
+        response.headers_mut().insert("x-sluis-notice", v);
+    }
+    response
+}
+
+/// `GET /fhir/Communication/{id}`: the sender sees their own message as it stands (waiting:
+/// `preparation`; rejected: `not-done` with the reason); anything else is read as every
+/// resource is.
+pub async fn read(
+    State(state): State<AppState>,
+    user: PortalUser,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    user.scopes.require("Communication", Interaction::Read)?;
+    if let Some(m) = store::get(&state.db, &id).await?
+        && m.client_id == user.client_id
+        && m.external_id == user.external_id
+        && m.state != "approved"
+    {
+        let mut body: Value = serde_json::from_str(&m.body).unwrap_or(Value::Null);
+        if m.state == "rejected" {
+            body["status"] = json!("not-done");
+            body["statusReason"] = json!({"text": m.reason.unwrap_or_default()});
+        }
+        return Ok(fhir_json(StatusCode::OK, &body));
+    }
+    crate::serve::read::read(State(state), user, Path(("Communication".into(), id))).await
+}
+
+fn invalid(expression: &str, message: String) -> ApiError {
+    ApiError::invalid(message.clone()).with_details(vec![Detail {
+        message,
+        expression: Some(expression.into()),
+    }])
+}
+
+/// The client a message is about: `subject` must be `Patient/{id}`.
+fn subject(value: &Value) -> ApiResult<String> {
+    if value.get("resourceType").and_then(Value::as_str) != Some("Communication") {
+        return Err(invalid(
+            "Communication.resourceType",
+            "the body must be a Communication".into(),
+        ));
+    }
+    value
+        .get("subject")
+        .and_then(|s| s.get("reference"))
+        .and_then(Value::as_str)
+        .and_then(|r| r.strip_prefix("Patient/"))
+        .filter(|id| crate::fhir::reference::is_fhir_id(id))
+        .map(str::to_string)
+        .ok_or_else(|| {
+            invalid(
+                "Communication.subject",
+                "name the client the message is about: subject.reference Patient/{id}".into(),
+            )
+        })
+}
+
+/// Everything wrong with a message, by element.
+fn check(value: &Value, limits: &Messages) -> Vec<Detail> {
+    let mut details = Vec::new();
+    let mut problem = |expression: String, message: String| {
+        details.push(Detail {
+            message,
+            expression: Some(expression),
+        });
+    };
+    if let Some(object) = value.as_object() {
+        for key in object.keys().filter(|k| !ALLOWED.contains(&k.as_str())) {
+            problem(
+                format!("Communication.{key}"),
+                format!(
+                    "`{key}` is not taken from a portal (it may hold: subject, payload, recipient, inResponseTo, topic)"
+                ),
+            );
+        }
+    }
+    match value.get("payload").and_then(Value::as_array) {
+        None => problem(
+            "Communication.payload".into(),
+            "a message needs a payload: contentString or contentAttachment".into(),
+        ),
+        Some(p) if p.is_empty() || p.len() > MAX_PAYLOADS => problem(
+            "Communication.payload".into(),
+            format!("1 to {MAX_PAYLOADS} payloads"),
+        ),
+        Some(payloads) => {
+            for (i, p) in payloads.iter().enumerate() {
+                let at = format!("Communication.payload[{i}]");
+                match (p.get("contentString"), p.get("contentAttachment")) {
+                    (Some(text), None) => match text.as_str() {
+                        Some(t)
+                            if !t.trim().is_empty()
+                                && t.chars().count() <= limits.max_text_chars => {}
+                        _ => problem(
+                            format!("{at}.contentString"),
+                            format!("text of 1 to {} characters", limits.max_text_chars),
+                        ),
+                    },
+                    (None, Some(attachment)) => {
+                        check_attachment(
+                            attachment,
+                            &format!("{at}.contentAttachment"),
+                            limits,
+                            &mut problem,
+                        );
+                    }
+                    _ => problem(
+                        at,
+                        "each payload holds contentString or contentAttachment, one of them".into(),
+                    ),
+                }
+            }
+        }
+    }
+    for (i, r) in value
+        .get("recipient")
+        .map(|r| r.as_array().cloned().unwrap_or_else(|| vec![Value::Null]))
+        .unwrap_or_default()
+        .iter()
+        .enumerate()
+    {
+        let ok = r
+            .get("reference")
+            .and_then(Value::as_str)
+            .and_then(|r| r.split_once('/'))
+            .is_some_and(|(ty, id)| {
+                RECIPIENTS.contains(&ty) && crate::fhir::reference::is_fhir_id(id)
+            });
+        if !ok {
+            problem(
+                format!("Communication.recipient[{i}]"),
+                format!("a reference to one of {}", RECIPIENTS.join(", ")),
+            );
+        }
+    }
+    for (i, r) in value
+        .get("inResponseTo")
+        .map(|r| r.as_array().cloned().unwrap_or_else(|| vec![Value::Null]))
+        .unwrap_or_default()
+        .iter()
+        .enumerate()
+    {
+        let ok = r
+            .get("reference")
+            .and_then(Value::as_str)
+            .and_then(|r| r.strip_prefix("Communication/"))
+            .is_some_and(crate::fhir::reference::is_fhir_id);
+        if !ok {
+            problem(
+                format!("Communication.inResponseTo[{i}]"),
+                "a reference Communication/{id}".into(),
+            );
+        }
+    }
+    if let Some(topic) = value.get("topic") {
+        let ok = topic.is_object()
+            && topic
+                .get("text")
+                .is_none_or(|t| t.as_str().is_some_and(|t| t.chars().count() <= 200));
+        if !ok {
+            problem(
+                "Communication.topic".into(),
+                "a CodeableConcept, its text at most 200 characters".into(),
+            );
+        }
+    }
+    details
+}
+
+fn check_attachment(
+    attachment: &Value,
+    at: &str,
+    limits: &Messages,
+    problem: &mut impl FnMut(String, String),
+) {
+    let content_type = attachment.get("contentType").and_then(Value::as_str);
+    if !content_type.is_some_and(|c| limits.attachment_types.iter().any(|t| t == c)) {
+        problem(
+            format!("{at}.contentType"),
+            format!(
+                "one of {} (messages.attachment_types)",
+                limits.attachment_types.join(", ")
+            ),
+        );
+    }
+    if attachment.get("url").is_some() {
+        problem(
+            format!("{at}.url"),
+            "an attachment is sent whole, in data, not as a link".into(),
+        );
+    }
+    let data = attachment.get("data").and_then(Value::as_str).unwrap_or("");
+    // Four characters of base64 hold three bytes: too large is known before decoding.
+    if data.len() / 4 * 3 > limits.max_attachment_bytes + 3 {
+        problem(
+            format!("{at}.data"),
+            format!(
+                "larger than messages.max_attachment_bytes ({} bytes)",
+                limits.max_attachment_bytes
+            ),
+        );
+        return;
+    }
+    match base64::engine::general_purpose::STANDARD.decode(data) {
+        Ok(bytes) if bytes.is_empty() => {
+            problem(format!("{at}.data"), "the attachment is empty".into())
+        }
+        Ok(bytes) if bytes.len() > limits.max_attachment_bytes => problem(
+            format!("{at}.data"),
+            format!(
+                "larger than messages.max_attachment_bytes ({} bytes)",
+                limits.max_attachment_bytes
+            ),
+        ),
+        Ok(_) => {}
+        Err(_) => problem(format!("{at}.data"), "not base64".into()),
+    }
+}

@@ -1,0 +1,274 @@
+//! Messages to the care team (issue 23, in part): who may post, what a message may hold, and
+//! moderation: nothing is shown before approval, an approved message is shown in `berichten`
+//! to those who may see it, a rejected one only to its sender, with the reason.
+
+use crate::helpers::*;
+use crate::on_both;
+use serde_json::{Value, json};
+
+fn text(patient: &str, words: &str) -> Value {
+    json!({"resourceType": "Communication",
+           "subject": {"reference": format!("Patient/{patient}")},
+           "payload": [{"contentString": words}]})
+}
+
+/// p1 with its holder `h`, a member who may post and read `berichten`, one who may not post;
+/// p2 another client.
+async fn world(app: &TestApp) -> (User, User, User) {
+    app.push_ok(&transaction(&[patient("p1"), patient("p2")]))
+        .await;
+    let holder = app.holder("h", "p1").await;
+    let poster = app
+        .member(&holder, "m-post", "p1", &["berichten"], true)
+        .await;
+    let silent = app
+        .member(&holder, "m-silent", "p1", &["metingen"], false)
+        .await;
+    (holder, poster, silent)
+}
+
+async fn post_raw(u: &User, body: &Value, prefer: Option<&str>) -> reqwest::Response {
+    let mut r = u
+        .http
+        .post(format!("{}/fhir/Communication", u.base))
+        .bearer_auth(&u.token)
+        .header("x-portal-user", &u.id)
+        .header("content-type", "application/fhir+json")
+        .body(body.to_string());
+    if let Some(p) = prefer {
+        r = r.header("prefer", p);
+    }
+    r.send().await.unwrap()
+}
+
+fn element(outcome: &Value) -> String {
+    outcome["issue"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|i| i["expression"][0].as_str())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+on_both!(
+    posting_needs_the_right_and_a_sound_message,
+    |b| async move {
+        let app = TestApp::spawn(b).await;
+        let (holder, poster, silent) = world(&app).await;
+        // A good message: 201, waiting (preparation), with the R20 notice.
+        let r = post_raw(&holder, &text("p1", "Hoe gaat het met mijn moeder?"), None).await;
+        assert_eq!(r.status(), 201);
+        assert!(
+            r.headers()["location"]
+                .to_str()
+                .unwrap()
+                .contains("/fhir/Communication/")
+        );
+        assert!(
+            r.headers()["x-sluis-notice"]
+                .to_str()
+                .unwrap()
+                .contains("spoed")
+        );
+        let stored: Value = r.json().await.unwrap();
+        assert_eq!(stored["status"], "preparation", "{stored}");
+        assert_eq!(stored["identifier"][0]["system"], "urn:sluis:message");
+        let r = post_raw(
+            &poster,
+            &text("p1", "Ik kom zondag."),
+            Some("return=OperationOutcome"),
+        )
+        .await;
+        assert_eq!(r.status(), 201);
+        let outcome: Value = r.json().await.unwrap();
+        assert_eq!(outcome["resourceType"], "OperationOutcome");
+        assert!(
+            outcome
+                .to_string()
+                .contains("niet bedoeld voor spoedeisende"),
+            "{outcome}"
+        );
+        // Without the right to post: 403 no-post-right.
+        let r = post_raw(&silent, &text("p1", "Mag ik iets vragen?"), None).await;
+        assert_eq!(r.status(), 403);
+        let body: Value = r.json().await.unwrap();
+        assert_eq!(reason(&body), "no-post-right");
+        // Bad messages: 400 naming the element.
+        let big = "A".repeat(8 * 1024 * 1024);
+        for (body, named) in [
+            (
+                json!({"resourceType": "Communication", "payload": [{"contentString": "x"}]}),
+                "Communication.subject",
+            ),
+            (text("p2", "about another client"), "Communication.subject"),
+            (
+                json!({"resourceType": "Communication", "subject": {"reference": "Patient/p1"}}),
+                "Communication.payload",
+            ),
+            (text("p1", ""), "Communication.payload[0].contentString"),
+            (
+                json!({"resourceType": "Communication", "subject": {"reference": "Patient/p1"},
+                   "payload": [{"contentAttachment": {"contentType": "application/pdf", "data": big}}]}),
+                "Communication.payload[0].contentAttachment.data",
+            ),
+            (
+                json!({"resourceType": "Communication", "subject": {"reference": "Patient/p1"},
+                   "payload": [{"contentAttachment": {"contentType": "application/x-msdownload", "data": "TVo="}}]}),
+                "Communication.payload[0].contentAttachment.contentType",
+            ),
+            (
+                json!({"resourceType": "Communication", "subject": {"reference": "Patient/p1"},
+                   "payload": [{"contentString": "x"}], "sender": {"reference": "Practitioner/dr"}}),
+                "Communication.sender",
+            ),
+            (
+                json!({"resourceType": "Communication", "subject": {"reference": "Patient/p1"},
+                   "payload": [{"contentString": "x"}], "recipient": [{"reference": "Patient/p2"}]}),
+                "Communication.recipient[0]",
+            ),
+            (
+                json!({"resourceType": "Observation", "subject": {"reference": "Patient/p1"}}),
+                "Communication.resourceType",
+            ),
+        ] {
+            let r = post_raw(&holder, &body, None).await;
+            let status = r.status().as_u16();
+            let outcome: Value = r.json().await.unwrap_or_default();
+            assert_eq!(status, 400, "{named}: {outcome}");
+            assert!(element(&outcome).contains(named), "{named}: {outcome}");
+        }
+        // The CapabilityStatement says so too (R20).
+        let (_, metadata) = holder.get("/fhir/metadata").await;
+        let communication = metadata["rest"][0]["resource"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["type"] == "Communication")
+            .unwrap()
+            .clone();
+        assert!(
+            communication.to_string().contains("create"),
+            "{communication}"
+        );
+        assert!(
+            communication.to_string().contains("spoed"),
+            "{communication}"
+        );
+    }
+);
+
+on_both!(
+    moderation_shows_what_it_approves_and_tells_the_sender_why_not,
+    |b| async move {
+        let app = TestApp::spawn(b).await;
+        let (holder, poster, silent) = world(&app).await;
+        let id = |r: Value| r["id"].as_str().unwrap().to_string();
+        let first = id(post_raw(&poster, &text("p1", "eerste"), None)
+            .await
+            .json()
+            .await
+            .unwrap());
+        let second = id(post_raw(&poster, &text("p1", "tweede"), None)
+            .await
+            .json()
+            .await
+            .unwrap());
+        // Waiting, oldest first; nobody else sees them yet, the sender sees their own.
+        let r = app
+            .http
+            .get(app.url("/admin/moderation"))
+            .bearer_auth(ADMIN)
+            .send()
+            .await
+            .unwrap();
+        let waiting: Value = r.json().await.unwrap();
+        let ids: Vec<&str> = waiting["waiting"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["id"].as_str().unwrap())
+            .collect();
+        assert_eq!(ids, [first.as_str(), second.as_str()]);
+        let (_, found) = holder.get("/fhir/Communication?patient=p1").await;
+        assert_eq!(found["total"], 0, "{found}");
+        let (status, own) = poster.get(&format!("/fhir/Communication/{first}")).await;
+        assert_eq!((status, own["status"].as_str()), (200, Some("preparation")));
+        assert_eq!(
+            holder.get(&format!("/fhir/Communication/{first}")).await.0,
+            404
+        );
+        // Approved: shown at once in berichten, to those who may see it.
+        let decide = |path: String, body: Value| {
+            let http = app.http.clone();
+            let url = app.url(&path);
+            async move {
+                let r = http
+                    .post(url)
+                    .bearer_auth(ADMIN)
+                    .json(&body)
+                    .send()
+                    .await
+                    .unwrap();
+                let status = r.status().as_u16();
+                (status, r.json::<Value>().await.unwrap_or_default())
+            }
+        };
+        let (status, body) = decide(format!("/admin/moderation/{first}/approve"), json!({})).await;
+        assert_eq!(status, 200, "{body}");
+        let (_, found) = holder.get("/fhir/Communication?patient=p1").await;
+        assert_eq!(found["total"], 1, "{found}");
+        assert_eq!(found["entry"][0]["resource"]["status"], "completed");
+        let (_, found) = poster.get("/fhir/Communication?patient=p1").await;
+        assert_eq!(found["total"], 1, "{found}");
+        let (_, found) = silent.get("/fhir/Communication?patient=p1").await;
+        assert_eq!(found["total"], 0, "no berichten section: {found}");
+        // Decided once.
+        let (status, _) = decide(
+            format!("/admin/moderation/{first}/reject"),
+            json!({"reason": "x"}),
+        )
+        .await;
+        assert_eq!(status, 409);
+        // Rejected: a reason is required; the sender reads it, nobody else sees anything.
+        let (status, _) = decide(format!("/admin/moderation/{second}/reject"), json!({})).await;
+        assert_eq!(status, 400);
+        let (status, body) = decide(
+            format!("/admin/moderation/{second}/reject"),
+            json!({"reason": "bevat persoonsgegevens van een ander"}),
+        )
+        .await;
+        assert_eq!(status, 200, "{body}");
+        let (status, own) = poster.get(&format!("/fhir/Communication/{second}")).await;
+        assert_eq!(status, 200);
+        assert_eq!(own["status"], "not-done");
+        assert_eq!(
+            own["statusReason"]["text"],
+            "bevat persoonsgegevens van een ander"
+        );
+        assert_eq!(
+            holder.get(&format!("/fhir/Communication/{second}")).await.0,
+            404
+        );
+        let (_, found) = holder.get("/fhir/Communication?patient=p1").await;
+        assert_eq!(found["total"], 1);
+        let (status, _) = decide(
+            "/admin/moderation/no-such-message/approve".into(),
+            json!({}),
+        )
+        .await;
+        assert_eq!(status, 404);
+        // Both workflows are in the audit trail.
+        let recs = sluis::store::audit::after(&app.state.db, 0, 100_000)
+            .await
+            .unwrap();
+        assert!(
+            recs.iter()
+                .any(|r| r.action == "message" && r.status == 201)
+        );
+        assert!(recs.iter().any(|r| r.action == "moderation"
+            && r.detail.as_deref().is_some_and(|d| d.contains("approved"))));
+        assert!(recs.iter().any(|r| r.action == "moderation"
+            && r.detail.as_deref().is_some_and(|d| d.contains("rejected"))));
+    }
+);
