@@ -139,6 +139,10 @@ impl AppState {
             auditor,
             jwks: auth::jwks::JwksCache::new()?,
         }));
+        let completed = crate::messages::moderation::complete_approvals(&state).await?;
+        if completed > 0 {
+            tracing::info!(completed, "approvals a stop cut short are completed");
+        }
         if let Some(n) = crate::release::recompute::after_rule_change(&state).await? {
             tracing::info!(
                 rescheduled = n,
@@ -286,6 +290,10 @@ fn admin_routes() -> Router<AppState> {
         .route(
             "/admin/moderation",
             get(crate::messages::moderation::waiting),
+        )
+        .route(
+            "/admin/moderation/{id}",
+            get(crate::messages::moderation::one),
         )
         .route(
             "/admin/moderation/{id}/approve",

@@ -713,7 +713,7 @@ impl Default for RawMessages {
     fn default() -> Self {
         Self {
             max_text_chars: 10_000,
-            max_attachment_bytes: 5 * 1024 * 1024,
+            max_attachment_bytes: 750_000,
             attachment_types: vec![
                 "application/pdf".into(),
                 "image/jpeg".into(),
@@ -1267,6 +1267,13 @@ impl RawConfig {
                 let m = self.messages;
                 if m.max_text_chars == 0 {
                     report("messages.max_text_chars", "must be at least 1".into());
+                }
+                // An attachment is stored as base64 text, which the store keeps up to 1 MB.
+                if m.max_attachment_bytes > 786_000 {
+                    report(
+                        "messages.max_attachment_bytes",
+                        "at most 786000 (1 MB of base64, what a stored value may hold)".into(),
+                    );
                 }
                 Messages {
                     max_text_chars: m.max_text_chars as usize,

@@ -55,13 +55,51 @@ pub async fn waiting(
                 "user": m.external_id,
                 "source": m.source,
                 "created_at": crate::time::instant(crate::time::from_micros(m.created_at)),
-                "communication": serde_json::from_str::<Value>(&m.body).unwrap_or(Value::Null),
+                "communication": summary(&m.body),
             })
         })
         .collect();
     Ok(fhir_json(
         StatusCode::OK,
         &json!({"waiting": waiting, "next": next}),
+    ))
+}
+
+/// A message for the list: attachments by type, title and size, without their data (`GET
+/// /admin/moderation/{id}` has it whole).
+fn summary(body: &str) -> Value {
+    let mut message: Value = serde_json::from_str(body).unwrap_or(Value::Null);
+    for p in message["payload"].as_array_mut().into_iter().flatten() {
+        if let Some(a) = p.get_mut("contentAttachment")
+            && let Some(data) = a.as_object_mut().and_then(|o| o.remove("data"))
+        {
+            a["size"] = json!(data.as_str().map_or(0, |d| d.len() / 4 * 3));
+        }
+    }
+    message
+}
+
+/// `GET /admin/moderation/{id}`: one message, whole, as it stands.
+pub async fn one(
+    State(state): State<AppState>,
+    _admin: Admin,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    let m = store::get(&state.db, &id)
+        .await?
+        .ok_or_else(ApiError::not_found)?;
+    Ok(fhir_json(
+        StatusCode::OK,
+        &json!({
+            "id": m.id,
+            "state": m.state,
+            "reason": m.reason,
+            "decided_by": m.decided_by,
+            "patient": format!("Patient/{}", m.patient_id),
+            "client": m.client_id,
+            "user": m.external_id,
+            "communication": serde_json::from_str::<Value>(&m.body).unwrap_or(Value::Null),
+        }),
     ))
 }
 
@@ -85,38 +123,16 @@ pub async fn approve(
     let by = decision.by.unwrap_or_else(|| admin.name.clone());
     let message = waiting_message(&state, &id).await?;
     let now = crate::time::to_micros(state.clock.now());
-    if !store::decide(&state.db, &id, "approved", None, &by, now).await? {
+    // Approving first: a crash between the decision and the message being shown leaves it
+    // `approving`, which the next start completes (`complete_approvals`).
+    if !store::decide(&state.db, &id, "approving", None, &by, now).await? {
         return Err(already_decided());
     }
-    // Shown as the source's own Communication, explained (released) at once.
-    let mut shown: Value = serde_json::from_str(&message.body).unwrap_or(Value::Null);
-    shown["status"] = json!("completed");
-    let (system, code) = &state.config.embargo.release_tag;
-    shown["meta"] = json!({"tag": [{"system": system, "code": code}]});
-    let entry = Entry {
-        index: 0,
-        full_url: None,
-        method: Method::Update,
-        target: Some(("Communication".into(), id.clone())),
-        if_none_exist: None,
-        resource: Some(shown),
-    };
-    let stored = crate::ingest::ingest(
-        &state,
-        &message.source,
-        Mode::Single,
-        vec![Sent::Read(Ok(entry))],
-        None,
-        None,
-    )
-    .await;
-    if let Err(e) = stored.and_then(|mut o| match o.pop().and_then(|o| o.error) {
-        Some(e) => Err(e),
-        None => Ok(()),
-    }) {
+    if let Err(e) = show(&state, &message).await {
         store::undecide(&state.db, &id).await?;
         return Err(e);
     }
+    store::approved(&state.db, &id).await?;
     crate::audit::note(|n| {
         n.patients = vec![message.patient_id.clone()];
         n.detail = Some(format!("message {id} approved by {by}"));
@@ -157,6 +173,51 @@ pub async fn reject(
         StatusCode::OK,
         &json!({"id": id, "state": "rejected", "reason": reason, "by": by}),
     ))
+}
+
+/// Shows an approved message: the source's own Communication, explained (released) at once.
+/// Writing the same message again changes nothing (ingest stores a version once).
+async fn show(state: &AppState, message: &store::Message) -> ApiResult<()> {
+    let mut shown: Value = serde_json::from_str(&message.body).unwrap_or(Value::Null);
+    shown["status"] = json!("completed");
+    let (system, code) = &state.config.embargo.release_tag;
+    shown["meta"] = json!({"tag": [{"system": system, "code": code}]});
+    let entry = Entry {
+        index: 0,
+        full_url: None,
+        method: Method::Update,
+        target: Some(("Communication".into(), message.id.clone())),
+        if_none_exist: None,
+        resource: Some(shown),
+    };
+    let mut outcomes = crate::ingest::ingest(
+        state,
+        &message.source,
+        Mode::Single,
+        vec![Sent::Read(Ok(entry))],
+        None,
+        None,
+    )
+    .await?;
+    match outcomes.pop().and_then(|o| o.error) {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+/// At start: completes approvals a stop cut short (decided, not yet shown).
+pub async fn complete_approvals(state: &AppState) -> anyhow::Result<usize> {
+    let cut_short = store::approving(&state.db).await?;
+    for message in &cut_short {
+        match show(state, message).await {
+            Ok(()) => store::approved(&state.db, &message.id).await?,
+            Err(e) => {
+                tracing::warn!(message = %message.id, error = %e.message, "an approved message cannot be shown; it waits for moderation again");
+                store::undecide(&state.db, &message.id).await?;
+            }
+        }
+    }
+    Ok(cut_short.len())
 }
 
 async fn waiting_message(state: &AppState, id: &str) -> ApiResult<store::Message> {

@@ -16,23 +16,18 @@ use base64::Engine as _;
 use serde_json::{Value, json};
 
 /// The elements a message may hold; the adapter sets the rest (id, status, sent, sender,
-/// identifier).
-const ALLOWED: [&str; 6] = [
+/// identifier). No `recipient`: the care team routes what reaches it, and a reference a
+/// portal user wrote must not make a shared resource visible.
+const ALLOWED: [&str; 5] = [
     "resourceType",
     "subject",
     "payload",
-    "recipient",
     "inResponseTo",
     "topic",
 ];
 
-/// Who a message may be addressed to.
-const RECIPIENTS: [&str; 4] = [
-    "Practitioner",
-    "PractitionerRole",
-    "Organization",
-    "CareTeam",
-];
+/// Waiting messages of one portal user at most: more wait for moderation first.
+const MAX_WAITING: i64 = 20;
 
 /// Payloads per message at most.
 const MAX_PAYLOADS: usize = 10;
@@ -91,6 +86,15 @@ pub async fn post(
         .unwrap_or_default();
     let id = uuid::Uuid::new_v4().to_string();
     let now = state.clock.now();
+    if store::waiting_of(&state.db, decision.user_id).await? >= MAX_WAITING {
+        return Err(ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            Reason::RateLimited,
+            format!("{MAX_WAITING} messages of this user wait for moderation already"),
+        ));
+    }
+    // Rebuilt from what was checked, element by element: nothing else of the body is kept
+    // (no references the care team did not write, no extensions).
     let mut message = json!({
         "resourceType": "Communication",
         "id": id,
@@ -99,17 +103,28 @@ pub async fn post(
         "subject": {"reference": format!("Patient/{patient}")},
         "sent": crate::time::instant(now),
         "sender": {"display": format!("{sender} (via the client portal)")},
-        "payload": value["payload"],
+        "payload": rebuilt_payload(&value["payload"]),
     });
-    for key in ["recipient", "inResponseTo", "topic"] {
-        if let Some(v) = value.get(key) {
-            message[key] = v.clone();
-        }
+    if let Some(replies) = value.get("inResponseTo").and_then(Value::as_array) {
+        message["inResponseTo"] = Value::Array(
+            replies
+                .iter()
+                .map(|r| json!({"reference": r["reference"]}))
+                .collect(),
+        );
     }
-    if let Some(problem) =
-        crate::ingest::check::check_structure(message.clone(), "Communication", String::new)
-    {
-        return Err(ApiError::invalid("the message is not valid").with_details(vec![problem]));
+    if let Some(topic) = value.get("topic").and_then(|t| t.get("text")) {
+        message["topic"] = json!({"text": topic});
+    }
+    // The checks ingest makes when it is approved, now: a message taken is one that can be.
+    let mut problems = crate::ingest::check::check(&message, "");
+    problems.extend(crate::ingest::check::check_structure(
+        message.clone(),
+        "Communication",
+        String::new,
+    ));
+    if !problems.is_empty() {
+        return Err(ApiError::invalid("the message is not valid").with_details(problems));
     }
     store::insert(
         &state.db,
@@ -182,19 +197,56 @@ pub async fn read(
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
     user.scopes.require("Communication", Interaction::Read)?;
-    if let Some(m) = store::get(&state.db, &id).await?
-        && m.client_id == user.client_id
-        && m.external_id == user.external_id
-        && m.state != "approved"
-    {
-        let mut body: Value = serde_json::from_str(&m.body).unwrap_or(Value::Null);
-        if m.state == "rejected" {
+    let own = store::get(&state.db, &id)
+        .await?
+        .filter(|m| m.client_id == user.client_id && m.external_id == user.external_id);
+    let Some(m) = own else {
+        return crate::serve::read::read(State(state), user, Path(("Communication".into(), id)))
+            .await;
+    };
+    // The sender's own message, under the same decision as everything else: a user blocked,
+    // or no longer allowed to see the client, sees it no more.
+    let decision = access::decide_for(&state, &user).await?;
+    if access::require(&decision, &m.patient_id).is_err() {
+        return Err(ApiError::not_found());
+    }
+    crate::audit::note(|n| {
+        n.patients = vec![m.patient_id.clone()];
+        n.resources = vec![format!("Communication/{id}")];
+    });
+    let mut body: Value = serde_json::from_str(&m.body).unwrap_or(Value::Null);
+    match m.state.as_str() {
+        "rejected" => {
             body["status"] = json!("not-done");
             body["statusReason"] = json!({"text": m.reason.unwrap_or_default()});
         }
-        return Ok(fhir_json(StatusCode::OK, &body));
+        "approved" => body["status"] = json!("completed"),
+        _ => {}
     }
-    crate::serve::read::read(State(state), user, Path(("Communication".into(), id))).await
+    Ok(fhir_json(StatusCode::OK, &body))
+}
+
+/// The payloads as checked: text, or an attachment's type, data and title.
+fn rebuilt_payload(payload: &Value) -> Value {
+    let items = payload.as_array().cloned().unwrap_or_default();
+    Value::Array(
+        items
+            .iter()
+            .map(
+                |p| match (p.get("contentString"), p.get("contentAttachment")) {
+                    (Some(text), _) => json!({"contentString": text}),
+                    (_, Some(a)) => {
+                        let mut kept = json!({"contentType": a["contentType"], "data": a["data"]});
+                        if let Some(title) = a.get("title").and_then(Value::as_str) {
+                            kept["title"] = json!(title);
+                        }
+                        json!({"contentAttachment": kept})
+                    }
+                    _ => Value::Null,
+                },
+            )
+            .collect(),
+    )
 }
 
 fn invalid(expression: &str, message: String) -> ApiError {
@@ -258,6 +310,13 @@ fn check(value: &Value, limits: &Messages) -> Vec<Detail> {
         Some(payloads) => {
             for (i, p) in payloads.iter().enumerate() {
                 let at = format!("Communication.payload[{i}]");
+                if !only(p, &["contentString", "contentAttachment"]) {
+                    problem(
+                        at.clone(),
+                        "a payload holds contentString or contentAttachment, nothing else".into(),
+                    );
+                    continue;
+                }
                 match (p.get("contentString"), p.get("contentAttachment")) {
                     (Some(text), None) => match text.as_str() {
                         Some(t)
@@ -285,38 +344,17 @@ fn check(value: &Value, limits: &Messages) -> Vec<Detail> {
         }
     }
     for (i, r) in value
-        .get("recipient")
-        .map(|r| r.as_array().cloned().unwrap_or_else(|| vec![Value::Null]))
-        .unwrap_or_default()
-        .iter()
-        .enumerate()
-    {
-        let ok = r
-            .get("reference")
-            .and_then(Value::as_str)
-            .and_then(|r| r.split_once('/'))
-            .is_some_and(|(ty, id)| {
-                RECIPIENTS.contains(&ty) && crate::fhir::reference::is_fhir_id(id)
-            });
-        if !ok {
-            problem(
-                format!("Communication.recipient[{i}]"),
-                format!("a reference to one of {}", RECIPIENTS.join(", ")),
-            );
-        }
-    }
-    for (i, r) in value
         .get("inResponseTo")
         .map(|r| r.as_array().cloned().unwrap_or_else(|| vec![Value::Null]))
         .unwrap_or_default()
         .iter()
         .enumerate()
     {
-        let ok = r
-            .get("reference")
-            .and_then(Value::as_str)
-            .and_then(|r| r.strip_prefix("Communication/"))
-            .is_some_and(crate::fhir::reference::is_fhir_id);
+        let ok = only(r, &["reference"])
+            && r.get("reference")
+                .and_then(Value::as_str)
+                .and_then(|r| r.strip_prefix("Communication/"))
+                .is_some_and(crate::fhir::reference::is_fhir_id);
         if !ok {
             problem(
                 format!("Communication.inResponseTo[{i}]"),
@@ -325,18 +363,26 @@ fn check(value: &Value, limits: &Messages) -> Vec<Detail> {
         }
     }
     if let Some(topic) = value.get("topic") {
-        let ok = topic.is_object()
+        let ok = only(topic, &["text"])
             && topic
                 .get("text")
-                .is_none_or(|t| t.as_str().is_some_and(|t| t.chars().count() <= 200));
+                .and_then(Value::as_str)
+                .is_some_and(|t| !t.trim().is_empty() && t.chars().count() <= 200);
         if !ok {
             problem(
                 "Communication.topic".into(),
-                "a CodeableConcept, its text at most 200 characters".into(),
+                "{\"text\": ...}, at most 200 characters".into(),
             );
         }
     }
     details
+}
+
+/// Whether `value` is an object with no other members than `members`.
+fn only(value: &Value, members: &[&str]) -> bool {
+    value
+        .as_object()
+        .is_some_and(|o| o.keys().all(|k| members.contains(&k.as_str())))
 }
 
 fn check_attachment(
@@ -345,6 +391,22 @@ fn check_attachment(
     limits: &Messages,
     problem: &mut impl FnMut(String, String),
 ) {
+    if !only(attachment, &["contentType", "data", "title"]) {
+        problem(
+            at.to_string(),
+            "an attachment holds contentType, data and title, nothing else".into(),
+        );
+        return;
+    }
+    if attachment
+        .get("title")
+        .is_some_and(|t| t.as_str().is_none_or(|t| t.chars().count() > 200))
+    {
+        problem(
+            format!("{at}.title"),
+            "text of at most 200 characters".into(),
+        );
+    }
     let content_type = attachment.get("contentType").and_then(Value::as_str);
     if !content_type.is_some_and(|c| limits.attachment_types.iter().any(|t| t == c)) {
         problem(

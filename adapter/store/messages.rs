@@ -66,7 +66,7 @@ pub async fn waiting(
     .await
 }
 
-/// Decides a waiting message (`approved` or `rejected`); whether it was still waiting (a
+/// Decides a waiting message (`approving` or `rejected`); whether it was still waiting (a
 /// message is decided once).
 pub async fn decide(
     db: &Db,
@@ -121,4 +121,39 @@ pub async fn source_of_patient(
         )
         .await?;
     Ok(row.map(|r| r.source))
+}
+
+/// How many messages of a portal user wait for moderation.
+pub async fn waiting_of(db: &Db, user_id: i64) -> Result<i64, crate::store::Error> {
+    #[derive(sqlx::FromRow, serde::Deserialize)]
+    struct Count {
+        n: i64,
+    }
+    let row: Option<Count> = db
+        .fetch_optional(
+            &Sql::new(
+                "SELECT COUNT(*) AS n FROM messages WHERE user_id = $1 AND state = 'waiting'",
+            )
+            .arg(user_id),
+        )
+        .await?;
+    Ok(row.map_or(0, |r| r.n))
+}
+
+/// Marks an approval shown.
+pub async fn approved(db: &Db, id: &str) -> Result<(), crate::store::Error> {
+    db.execute(
+        &Sql::new("UPDATE messages SET state = 'approved' WHERE id = $1 AND state = 'approving'")
+            .arg(id),
+    )
+    .await
+    .map(|_| ())
+}
+
+/// Approvals decided but not yet shown (a stop came between).
+pub async fn approving(db: &Db) -> Result<Vec<Message>, crate::store::Error> {
+    db.fetch_all(&Sql::new(format!(
+        "SELECT {COLUMNS} FROM messages WHERE state = 'approving' ORDER BY seq"
+    )))
+    .await
 }

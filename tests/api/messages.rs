@@ -124,8 +124,43 @@ on_both!(
             ),
             (
                 json!({"resourceType": "Communication", "subject": {"reference": "Patient/p1"},
-                   "payload": [{"contentString": "x"}], "recipient": [{"reference": "Patient/p2"}]}),
-                "Communication.recipient[0]",
+                       "payload": [{"contentString": "x"}], "recipient": [{"reference": "Practitioner/pr9"}]}),
+                "Communication.recipient",
+            ),
+            // Found by attacking: nothing nested that was not asked for (a reference in an
+            // extension would make a shared resource visible once approved).
+            (
+                json!({"resourceType": "Communication", "subject": {"reference": "Patient/p1"},
+                       "payload": [{"contentString": "x", "extension": [{"url": "http://x/a",
+                           "valueReference": {"reference": "Organization/org3"}}]}]}),
+                "Communication.payload[0]",
+            ),
+            (
+                json!({"resourceType": "Communication", "subject": {"reference": "Patient/p1"},
+                       "payload": [{"contentAttachment": {"contentType": "application/pdf", "data": "TVo=",
+                           "url": "http://evil"}}]}),
+                "Communication.payload[0].contentAttachment",
+            ),
+            (
+                json!({"resourceType": "Communication", "subject": {"reference": "Patient/p1"},
+                       "payload": [{"contentString": "x"}],
+                       "topic": {"coding": [{"code": 1e300}]}}),
+                "Communication.topic",
+            ),
+            (
+                json!({"resourceType": "Communication", "subject": {"reference": "Patient/p1"},
+                       "payload": [{"contentString": "x"}],
+                       "inResponseTo": [{"reference": "Communication/c1", "extension": []}]}),
+                "Communication.inResponseTo[0]",
+            ),
+            // What ingest would refuse at approval is refused now: a control character.
+            (text("p1", "a\u{0}b"), "Communication.payload[0]"),
+            // An attachment over messages.max_attachment_bytes (750000 by default).
+            (
+                json!({"resourceType": "Communication", "subject": {"reference": "Patient/p1"},
+                       "payload": [{"contentAttachment": {"contentType": "application/pdf",
+                           "data": base64::Engine::encode(&base64::engine::general_purpose::STANDARD, vec![7u8; 800_000])}}]}),
+                "Communication.payload[0].contentAttachment.data",
             ),
             (
                 json!({"resourceType": "Observation", "subject": {"reference": "Patient/p1"}}),
@@ -270,5 +305,100 @@ on_both!(
             && r.detail.as_deref().is_some_and(|d| d.contains("approved"))));
         assert!(recs.iter().any(|r| r.action == "moderation"
             && r.detail.as_deref().is_some_and(|d| d.contains("rejected"))));
+    }
+);
+
+// Found by attacking: the sender's own view follows the decision like everything else, and an
+// approval a stop cut short is completed at the next start.
+on_both!(
+    the_senders_view_follows_the_decision_and_approvals_survive_a_stop,
+    |b| async move {
+        let app = TestApp::spawn(b).await;
+        let (holder, poster, _) = world(&app).await;
+        let posted: Value = post_raw(&poster, &text("p1", "vraag"), None)
+            .await
+            .json()
+            .await
+            .unwrap();
+        let id = posted["id"].as_str().unwrap().to_string();
+        assert_eq!(
+            poster.get(&format!("/fhir/Communication/{id}")).await.0,
+            200
+        );
+        // Blocked: the message is not shown to its sender either.
+        let (status, _) = app
+            .admin_post(
+                "/admin/users/caren/m-post/block",
+                &json!({"reason": "test"}),
+            )
+            .await;
+        assert_eq!(status, 200);
+        let (status, _) = poster.get(&format!("/fhir/Communication/{id}")).await;
+        assert_eq!(status, 403);
+        let (status, _) = app
+            .admin_post("/admin/users/caren/m-post/unblock", &json!({}))
+            .await;
+        assert_eq!(status, 200);
+        // Decided (approving) but not shown when the process stopped: the next start shows it.
+        assert!(
+            sluis::store::messages::decide(&app.state.db, &id, "approving", None, "admin", 0)
+                .await
+                .unwrap()
+        );
+        let again = app.restart_with("", T0).await;
+        let holder = User {
+            base: again.base.clone(),
+            ..holder
+        };
+        let (_, found) = holder.get("/fhir/Communication?patient=p1").await;
+        assert_eq!(found["total"], 1, "{found}");
+        let m = sluis::store::messages::get(&again.state.db, &id)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(m.state, "approved");
+        // The list for moderators names attachments without their data.
+        let attached = json!({"resourceType": "Communication", "subject": {"reference": "Patient/p1"},
+        "payload": [{"contentAttachment": {"contentType": "application/pdf", "data": "JVBERi0xLjQK", "title": "brief.pdf"}}]});
+        let poster = User {
+            base: again.base.clone(),
+            ..poster
+        };
+        assert_eq!(post_raw(&poster, &attached, None).await.status(), 201);
+        let waiting: Value = again
+            .http
+            .get(again.url("/admin/moderation"))
+            .bearer_auth(ADMIN)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let listed = &waiting["waiting"][0]["communication"]["payload"][0]["contentAttachment"];
+        assert_eq!(listed["title"], "brief.pdf", "{waiting}");
+        assert!(listed.get("data").is_none(), "{waiting}");
+        let first = waiting["waiting"][0]["id"].as_str().unwrap();
+        let whole: Value = again
+            .http
+            .get(again.url(&format!("/admin/moderation/{first}")))
+            .bearer_auth(ADMIN)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(
+            whole["communication"]["payload"][0]["contentAttachment"]["data"],
+            "JVBERi0xLjQK"
+        );
+        // At most 20 of one user wait at once.
+        for i in 1..20 {
+            let r = post_raw(&poster, &text("p1", &format!("nog een {i}")), None).await;
+            assert_eq!(r.status(), 201, "{i}");
+        }
+        let r = post_raw(&poster, &text("p1", "te veel"), None).await;
+        assert_eq!(r.status(), 429);
     }
 );
