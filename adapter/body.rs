@@ -200,6 +200,22 @@ pub fn query_map(
     Ok(out)
 }
 
+/// The query parameter `key` of [`query_map`] as a whole number above 0, if given; 400
+/// naming it otherwise.
+pub fn positive_number(
+    q: &std::collections::HashMap<String, String>,
+    key: &str,
+) -> ApiResult<Option<i64>> {
+    q.get(key)
+        .map(|v| {
+            v.parse::<i64>()
+                .ok()
+                .filter(|n| *n > 0)
+                .ok_or_else(|| ApiError::invalid(format!("{key}: `{v}` is not a number above 0")))
+        })
+        .transpose()
+}
+
 /// A request body that fails with [`BodyDeadline`] once `server.body_timeout` has passed since
 /// the request arrived, however the bytes trickle in (a byte every few seconds keeps an idle
 /// timeout from firing; this does not).

@@ -33,15 +33,7 @@ pub async fn search(
     let patient = crate::search::params::patient_id(patient, "patient")?;
     let decision = access::decide_for(&state, &user).await?;
     access::require_holder(&decision, &patient, "sees who looked at the dossier")?;
-    let number = |key: &str| -> ApiResult<Option<i64>> {
-        q.get(key)
-            .map(|v| {
-                v.parse::<i64>().ok().filter(|n| *n > 0).ok_or_else(|| {
-                    ApiError::invalid(format!("{key}: `{v}` is not a number above 0"))
-                })
-            })
-            .transpose()
-    };
+    let number = |key: &str| crate::body::positive_number(&q, key);
     let count = number("_count")?.unwrap_or(DEFAULT_COUNT).min(MAX_COUNT);
     let before = number("_cursor")?.unwrap_or(i64::MAX);
     let rows = seen(&state.db, &patient, before, count).await?;

@@ -24,22 +24,10 @@ pub async fn waiting(
     RawQuery(raw): RawQuery,
 ) -> ApiResult<Response> {
     let q = crate::body::query_map(raw.as_deref(), &["_count", "after"])?;
-    let count = match q.get("_count") {
-        None => DEFAULT_COUNT,
-        Some(v) => v
-            .parse::<i64>()
-            .ok()
-            .filter(|n| *n > 0)
-            .ok_or_else(|| ApiError::invalid(format!("_count: `{v}` is not a number above 0")))?
-            .min(MAX_COUNT),
-    };
-    let after =
-        match q.get("after") {
-            None => None,
-            Some(v) => Some(v.parse::<i64>().map_err(|_| {
-                ApiError::invalid("after: take it from the `next` of the last answer")
-            })?),
-        };
+    let count = crate::body::positive_number(&q, "_count")?
+        .unwrap_or(DEFAULT_COUNT)
+        .min(MAX_COUNT);
+    let after = crate::body::positive_number(&q, "after")?;
     let mut rows = store::waiting(&state.db, after, count + 1).await?;
     let next = (rows.len() as i64 > count).then(|| {
         rows.truncate(usize::try_from(count).unwrap_or(0));

@@ -27,6 +27,14 @@ fn assert_limited((status, retry, reason): (u16, Option<u64>, String), what: &st
     assert_eq!(reason, "rate-limited", "{what}");
 }
 
+/// `POST /auth/token` of `client` with HTTP Basic.
+fn token_request(app: &TestApp, (id, secret): (&str, &str)) -> reqwest::RequestBuilder {
+    app.http
+        .post(app.url("/auth/token"))
+        .basic_auth(id, Some(secret))
+        .form(&[("grant_type", "client_credentials")])
+}
+
 const LOW: &str = "[limits]\nclient_requests_per_minute = 5\ntoken_requests_per_minute = 3\n\
                    admin_requests_per_minute = 4\nfailed_auth_per_minute = 3\n";
 
@@ -34,12 +42,7 @@ on_both!(
     each_limited_route_answers_429_with_retry_after,
     |b| async move {
         let app = TestApp::spawn_with(b, LOW).await;
-        let token_request = |(id, secret): (&str, &str)| {
-            app.http
-                .post(app.url("/auth/token"))
-                .basic_auth(id, Some(secret))
-                .form(&[("grant_type", "client_credentials")])
-        };
+        let token_request = |client| token_request(&app, client);
         // /auth/token, per client: three tokens a minute.
         let portal = app.token(PORTAL).await;
         let source = app.token(SOURCE).await;
@@ -90,12 +93,7 @@ on_both!(
     failed_authentication_is_limited_per_client_and_address,
     |b| async move {
         let app = TestApp::spawn_with(b, LOW).await;
-        let token_request = |(id, secret): (&str, &str)| {
-            app.http
-                .post(app.url("/auth/token"))
-                .basic_auth(id, Some(secret))
-                .form(&[("grant_type", "client_credentials")])
-        };
+        let token_request = |client| token_request(&app, client);
         // Wrong secrets for one client: three 401s, then 429, even for the right secret.
         for _ in 0..3 {
             assert_eq!(
