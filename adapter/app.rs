@@ -34,6 +34,8 @@ pub struct Inner {
     pub limits: auth::Limits,
     /// The sources this process pulls from.
     pub pullers: crate::pull::Pullers,
+    /// Delivers approved messages and correction requests to the record systems.
+    pub outbox: crate::outbox::Outbox,
     /// When `/metrics` last read its gauges from the store (monotonic µs).
     pub scraped: tokio::sync::Mutex<Option<i64>>,
     /// Writes the audit trail.
@@ -101,6 +103,7 @@ impl AppState {
         ))?;
         let limits = auth::Limits::new(&config.limits);
         let pullers = crate::pull::Pullers::new(&config, &clock)?;
+        let outbox = crate::outbox::Outbox::new(&config, &clock)?;
         crate::metrics::handle();
         let auditor = crate::audit::Auditor::start(db.clone());
         if !config.audit.enabled {
@@ -135,6 +138,7 @@ impl AppState {
             facts: Default::default(),
             limits,
             pullers,
+            outbox,
             scraped: Default::default(),
             auditor,
             jwks: auth::jwks::JwksCache::new()?,
@@ -230,6 +234,11 @@ fn public_routes() -> Router<AppState> {
             get(communications).post(crate::messages::post::post),
         )
         .route("/fhir/Communication/{id}", get(crate::messages::post::read))
+        .route(
+            "/fhir/Task",
+            get(crate::messages::requests::search).post(crate::messages::requests::post),
+        )
+        .route("/fhir/Task/{id}", get(crate::messages::requests::read))
         .route("/fhir/{type}", get(serve::read::search))
         .route("/fhir/{type}/{id}", get(serve::read::read))
         .route("/portal/link", post(portal::link))
@@ -302,6 +311,12 @@ fn admin_routes() -> Router<AppState> {
         .route(
             "/admin/moderation/{id}/reject",
             post(crate::messages::moderation::reject),
+        )
+        .route("/admin/requests", get(crate::messages::decide::open))
+        .route("/admin/requests/{id}", get(crate::messages::decide::one))
+        .route(
+            "/admin/requests/{id}/decide",
+            post(crate::messages::decide::decide),
         )
         .route(
             "/admin/links/{id}",
@@ -416,6 +431,7 @@ impl Application {
         let (stopping, stopped) = tokio::sync::watch::channel(false);
         let mut pullers = tokio::task::JoinSet::new();
         crate::pull::spawn(&state, &stopped, &mut pullers);
+        crate::outbox::spawn(&state, &stopped, &mut pullers);
         let signal = async move {
             stop.await;
             let _ = stopping.send(true);

@@ -23,6 +23,7 @@ pub mod ingest;
 pub mod mapping;
 pub mod messages;
 pub mod metrics;
+pub mod outbox;
 pub mod portal;
 pub mod pull;
 pub mod release;

@@ -99,10 +99,39 @@ fn describe() {
         "sluis_versions_released",
         "Versions whose release moment has passed (shown or shown before), by source"
     );
+    describe_counter!(
+        "sluis_outbox_deliveries_total",
+        "Tries to deliver an outbox item to a record system, by source, type and outcome (delivered, failed)"
+    );
+    describe_gauge!(
+        "sluis_outbox_pending",
+        "Outbox items (approved messages, correction requests) not yet taken by the record system, by source"
+    );
+    describe_gauge!(
+        "sluis_outbox_oldest_pending_seconds",
+        metrics::Unit::Seconds,
+        "Age of the oldest outbox item not yet delivered, by source (0 when none waits)"
+    );
+    describe_gauge!(
+        "sluis_requests_overdue",
+        "Correction requests (R14) past their due moment without a decision"
+    );
     describe_gauge!(
         "sluis_db_connections",
         "Database connections by state (in_use, idle) and the most there may be (max)"
     );
+}
+
+/// An outbox item the record system took.
+pub fn outbox_delivered(source: &str, resource_type: &str) {
+    counter!("sluis_outbox_deliveries_total", "source" => source.to_string(), "resource_type" => resource_type.to_string(), "outcome" => "delivered")
+        .increment(1);
+}
+
+/// A try to deliver an outbox item that failed (it is tried again).
+pub fn outbox_failed(source: &str, resource_type: &str) {
+    counter!("sluis_outbox_deliveries_total", "source" => source.to_string(), "resource_type" => resource_type.to_string(), "outcome" => "failed")
+        .increment(1);
 }
 
 /// Counts the outcomes of one write.
@@ -233,6 +262,15 @@ async fn refresh(state: &AppState) -> Result<(), crate::store::Error> {
         gauge!("sluis_versions_held_back", "source" => r.source.clone()).set(r.held_back as f64);
         gauge!("sluis_versions_released", "source" => r.source).set(r.released as f64);
     }
+    for o in crate::store::outbox::states(&state.db).await? {
+        gauge!("sluis_outbox_pending", "source" => o.source.clone()).set(o.pending as f64);
+        gauge!("sluis_outbox_oldest_pending_seconds", "source" => o.source).set(
+            o.oldest_pending_at
+                .map_or(0.0, |at| ((wall - at).max(0)) as f64 / 1e6),
+        );
+    }
+    gauge!("sluis_requests_overdue")
+        .set(crate::store::requests::overdue(&state.db, now).await? as f64);
     *last = Some(now_mono);
     Ok(())
 }

@@ -1,6 +1,7 @@
 //! `GET /admin/sources`: how each source is doing. Per source whether it is pulled, who holds
 //! its lease, and its versions held back and released; per pulled resource type the cursor,
-//! the last success and error, the lag, and the pages, resources and retries so far.
+//! the last success and error, the lag, and the pages, resources and retries so far; and the
+//! outbox's delivery to its writeback endpoint (waiting, delivered, failing, the last error).
 
 use crate::app::AppState;
 use crate::auth::Admin;
@@ -26,6 +27,7 @@ pub async fn sources(State(state): State<AppState>, _admin: Admin) -> ApiResult<
     let states = store::states(&state.db, None).await?;
     let leases = store::leases(&state.db).await?;
     let released = store::released(&state.db, to_micros(state.clock.now())).await?;
+    let outbox = crate::store::outbox::states(&state.db).await?;
     let wall = to_micros(state.clock.wall());
     let at = |m: Option<i64>| m.map(|m| instant(from_micros(m)));
     let mut out = Vec::new();
@@ -57,6 +59,27 @@ pub async fn sources(State(state): State<AppState>, _admin: Admin) -> ApiResult<
             })
         });
         let counts = released.iter().find(|r| r.source == source.id);
+        let delivery = outbox
+            .iter()
+            .find(|o| o.source == source.id)
+            .cloned()
+            .unwrap_or_default();
+        let last_error = if delivery.failing > 0 {
+            crate::store::outbox::last_error(&state.db, &source.id).await?
+        } else {
+            None
+        };
+        let writeback = json!({
+            "base_url": source.writeback.as_ref().map(|w| w.base_url.clone()),
+            "configured": source.writeback.is_some(),
+            "pending": delivery.pending,
+            "delivered": delivery.delivered,
+            "failing": delivery.failing,
+            "oldest_pending_seconds": delivery.oldest_pending_at.map(|t| (wall - t).max(0) / 1_000_000),
+            "last_delivered": at(delivery.last_delivered_at),
+            "last_error": last_error,
+            "last_error_at": at(delivery.last_error_at),
+        });
         out.push(json!({
             "id": source.id,
             "pull": puller.map(|p| json!({
@@ -70,6 +93,7 @@ pub async fn sources(State(state): State<AppState>, _admin: Admin) -> ApiResult<
             "held_back": counts.map_or(0, |c| c.held_back),
             "released": counts.map_or(0, |c| c.released),
             "types": types,
+            "writeback": writeback,
         }));
     }
     Ok(fhir_json(StatusCode::OK, &json!({ "sources": out })))

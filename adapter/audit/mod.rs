@@ -123,7 +123,14 @@ pub fn action(route: &str, method: &str) -> &'static str {
         ("/fhir/AuditEvent", _) => "audit view",
         ("/fhir/_history", _) => "history",
         ("/fhir/Communication", "POST") => "message",
-        ("/fhir/{type}/{id}" | "/fhir/Consent/{id}" | "/fhir/Communication/{id}", _) => "read",
+        ("/fhir/Task", "POST") => "request",
+        (
+            "/fhir/{type}/{id}"
+            | "/fhir/Consent/{id}"
+            | "/fhir/Communication/{id}"
+            | "/fhir/Task/{id}",
+            _,
+        ) => "read",
         _ if fhir => "search",
         _ if route.starts_with("/ingest/") && route.ends_with("$notify") => "notify",
         _ if route.starts_with("/ingest/") => "ingest",
@@ -136,6 +143,7 @@ pub fn action(route: &str, method: &str) -> &'static str {
         ("/admin/release", _) => "release",
         ("/admin/hold", _) => "hold",
         _ if route.starts_with("/admin/moderation/") => "moderation",
+        _ if route.starts_with("/admin/requests/") && route.ends_with("/decide") => "decision",
         _ if route.ends_with("/block") || route.ends_with("/unblock") => "block",
         _ if route.starts_with("/admin/") => "admin",
         _ => "other",

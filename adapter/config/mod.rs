@@ -8,7 +8,7 @@
 
 pub mod pull;
 
-pub use pull::{KeyAlg, Pull, PullAuth};
+pub use pull::{KeyAlg, Pull, PullAuth, Writeback};
 
 use crate::time::IsoDuration;
 use secrecy::SecretString;
@@ -289,6 +289,8 @@ pub struct Messages {
     pub max_attachment_bytes: usize,
     /// The content types an attachment may have.
     pub attachment_types: Vec<String>,
+    /// How long the organisation has to decide a correction request (R14): at most 30 days.
+    pub request_due: std::time::Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -328,7 +330,7 @@ pub struct Client {
     /// `false`: the client gets no token, and the tokens it has are refused from the next
     /// request on (after a restart with the changed config).
     pub enabled: bool,
-    /// What it may ever be granted (SMART `system/` scopes; default `system/*.rs system/Communication.c` for a
+    /// What it may ever be granted (SMART `system/` scopes; default `system/*.rs system/Communication.c system/Task.c` for a
     /// portal, `system/*.cud` for a source).
     pub scope: crate::auth::Scopes,
 }
@@ -338,6 +340,9 @@ pub struct Source {
     pub id: String,
     /// `[sources.pull]`: polled by sluis; `None` for a source that pushes.
     pub pull: Option<Pull>,
+    /// `[sources.writeback]`: where approved messages and correction requests go; `None`
+    /// keeps them in the outbox until it is configured.
+    pub writeback: Option<Writeback>,
 }
 
 impl Config {
@@ -707,6 +712,7 @@ struct RawMessages {
     max_text_chars: u32,
     max_attachment_bytes: u64,
     attachment_types: Vec<String>,
+    request_due: String,
 }
 
 impl Default for RawMessages {
@@ -719,6 +725,7 @@ impl Default for RawMessages {
                 "image/jpeg".into(),
                 "image/png".into(),
             ],
+            request_due: "P30D".into(),
         }
     }
 }
@@ -767,10 +774,8 @@ struct RawSource {
     id: String,
     #[serde(default)]
     pull: Option<pull::RawPull>,
-    // Writeback settings are read by a later part; kept as a table until then.
     #[serde(default)]
-    #[allow(dead_code)]
-    writeback: Option<toml::Table>,
+    writeback: Option<pull::RawWriteback>,
 }
 
 /// A string, also when an environment override made it look like a number.
@@ -1117,7 +1122,7 @@ impl RawConfig {
             }
             let scope = c.scope.unwrap_or_else(|| {
                 match kind {
-                    ClientKind::Portal => "system/*.rs system/Communication.c",
+                    ClientKind::Portal => "system/*.rs system/Communication.c system/Task.c",
                     ClientKind::Source => "system/*.cud",
                 }
                 .into()
@@ -1169,9 +1174,13 @@ impl RawConfig {
             let pull = s
                 .pull
                 .map(|p| p.check(&format!("sources[{i}].pull"), report));
+            let writeback = s
+                .writeback
+                .map(|w| w.check(&format!("sources[{i}].writeback"), report));
             sources.push(Source {
                 id: s.id.clone(),
                 pull,
+                writeback,
             });
         }
 
@@ -1275,7 +1284,37 @@ impl RawConfig {
                         "at most 786000 (1 MB of base64, what a stored value may hold)".into(),
                     );
                 }
+                const MONTH: std::time::Duration = std::time::Duration::from_secs(30 * 86_400);
+                let request_due = match m
+                    .request_due
+                    .parse::<IsoDuration>()
+                    .ok()
+                    .and_then(|d| d.fixed())
+                {
+                    Some(d) if !d.is_zero() && d <= MONTH => d,
+                    Some(d) if d > MONTH => {
+                        report(
+                            "messages.request_due",
+                            format!(
+                                "`{}` is more than P30D: R14 gives the organisation at most 30 days",
+                                m.request_due
+                            ),
+                        );
+                        MONTH
+                    }
+                    _ => {
+                        report(
+                            "messages.request_due",
+                            format!(
+                                "`{}` is not a duration in days or hours from PT1H to P30D (months are refused: they are not all 30 days)",
+                                m.request_due
+                            ),
+                        );
+                        MONTH
+                    }
+                };
                 Messages {
+                    request_due,
                     max_text_chars: m.max_text_chars as usize,
                     max_attachment_bytes: usize::try_from(m.max_attachment_bytes)
                         .unwrap_or(usize::MAX),

@@ -76,6 +76,113 @@ pub(super) struct RawAuth {
     scope: Option<String>,
 }
 
+/// `[sources.writeback]` as written: where approved messages and correction requests go
+/// (issue 23); every key but `base_url` has a default.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawWriteback {
+    base_url: String,
+    #[serde(default = "default_timeout")]
+    timeout: String,
+    /// The wait before the first retry; it doubles per try, with jitter, up to `max_backoff`.
+    #[serde(default = "default_backoff")]
+    backoff: String,
+    #[serde(default = "default_max_backoff")]
+    max_backoff: String,
+    /// How long a process's claim on an item lasts: another process delivers it only after.
+    #[serde(default = "default_lease")]
+    lease: String,
+    #[serde(default)]
+    auth: Option<RawAuth>,
+}
+
+fn default_backoff() -> String {
+    "PT5S".into()
+}
+fn default_max_backoff() -> String {
+    "PT15M".into()
+}
+
+/// Where a source takes what the portal sends back to the care team.
+#[derive(Debug, Clone)]
+pub struct Writeback {
+    /// Without a trailing slash.
+    pub base_url: String,
+    pub timeout: Duration,
+    pub backoff: Duration,
+    pub max_backoff: Duration,
+    pub lease: Duration,
+    pub auth: PullAuth,
+}
+
+fn parse_duration(key: &str, text: &str, report: &mut dyn FnMut(&str, String)) -> Duration {
+    match text.parse::<IsoDuration>().ok().and_then(|d| d.fixed()) {
+        Some(d) => d,
+        None => {
+            report(
+                key,
+                format!("`{text}` is not a duration of days, hours, minutes or seconds, e.g. PT1M"),
+            );
+            Duration::from_secs(60)
+        }
+    }
+}
+
+fn check_base_url(key: &str, url: &str, report: &mut dyn FnMut(&str, String)) {
+    if !http_url(url) {
+        report(
+            &format!("{key}.base_url"),
+            format!("`{url}` must start with http:// or https://"),
+        );
+    } else if credentials_in(url) {
+        report(
+            &format!("{key}.base_url"),
+            "must not hold a user or password: put credentials in `auth`".into(),
+        );
+    }
+}
+
+impl RawWriteback {
+    /// Checks the values, reporting each problem under `key` (`sources[0].writeback`).
+    pub(super) fn check(self, key: &str, report: &mut dyn FnMut(&str, String)) -> Writeback {
+        let timeout = parse_duration(&format!("{key}.timeout"), &self.timeout, report);
+        let backoff = parse_duration(&format!("{key}.backoff"), &self.backoff, report);
+        let max_backoff = parse_duration(&format!("{key}.max_backoff"), &self.max_backoff, report);
+        let lease = parse_duration(&format!("{key}.lease"), &self.lease, report);
+        if timeout.is_zero() {
+            report(&format!("{key}.timeout"), "must be above zero".into());
+        }
+        if backoff.is_zero() {
+            report(&format!("{key}.backoff"), "must be above zero".into());
+        }
+        if max_backoff < backoff {
+            report(
+                &format!("{key}.max_backoff"),
+                "must not be shorter than `backoff`".into(),
+            );
+        }
+        if lease <= timeout {
+            report(
+                &format!("{key}.lease"),
+                "must be longer than `timeout`: a delivery under way must not be taken over".into(),
+            );
+        }
+        check_base_url(key, &self.base_url, report);
+        let auth = match self.auth {
+            None => PullAuth::None,
+            Some(a) => a.check(&format!("{key}.auth"), report),
+        };
+        Writeback {
+            base_url: self.base_url.trim_end_matches('/').to_string(),
+            timeout,
+            backoff,
+            max_backoff,
+            lease,
+            auth,
+        }
+    }
+}
+
 /// How a source is polled.
 #[derive(Debug, Clone)]
 pub struct Pull {
@@ -170,17 +277,7 @@ impl RawPull {
         if timeout.is_zero() {
             report(&format!("{key}.timeout"), "must be above zero".into());
         }
-        if !http_url(&self.base_url) {
-            report(
-                &format!("{key}.base_url"),
-                format!("`{}` must start with http:// or https://", self.base_url),
-            );
-        } else if credentials_in(&self.base_url) {
-            report(
-                &format!("{key}.base_url"),
-                "must not hold a user or password: put credentials in `auth`".into(),
-            );
-        }
+        check_base_url(key, &self.base_url, report);
         if self.resource_types.is_empty() {
             report(
                 &format!("{key}.resource_types"),

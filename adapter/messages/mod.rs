@@ -5,8 +5,10 @@
 //! once to those who may see that section; the sender reads their own message, whatever its
 //! state, at `GET /fhir/Communication/{id}`.
 
+pub mod decide;
 pub mod moderation;
 pub mod post;
+pub mod requests;
 
 /// What the portal and the CapabilityStatement say of messages (R20).
 pub const NOT_URGENT: &str = "Berichten zijn niet bedoeld voor spoedeisende zaken: bel bij spoed \
@@ -14,3 +16,6 @@ pub const NOT_URGENT: &str = "Berichten zijn niet bedoeld voor spoedeisende zake
 
 /// The identifier system of a message: its id, the key a record system can deduplicate on.
 pub const IDENTIFIER_SYSTEM: &str = "urn:sluis:message";
+
+/// The identifier system of a correction request, and the code system of its kind (R14).
+pub const REQUEST_SYSTEM: &str = "urn:sluis:request";

@@ -120,7 +120,8 @@ pub async fn approve(
         store::undecide(&state.db, &id).await?;
         return Err(e);
     }
-    store::approved(&state.db, &id).await?;
+    store::approved(&state.db, &message, &delivered(&message), wall(&state)).await?;
+    state.outbox.nudge();
     crate::audit::note(|n| {
         n.patients = vec![message.patient_id.clone()];
         n.detail = Some(format!("message {id} approved by {by}"));
@@ -193,12 +194,32 @@ async fn show(state: &AppState, message: &store::Message) -> ApiResult<()> {
     }
 }
 
+/// The message as the record system gets it: the Communication as shown, without our
+/// release tag and id (the record system gives its own; `identifier` is the key it can
+/// deduplicate on).
+fn delivered(message: &store::Message) -> String {
+    let mut body: Value = serde_json::from_str(&message.body).unwrap_or(Value::Null);
+    if let Some(o) = body.as_object_mut() {
+        o.remove("id");
+        o.remove("meta");
+        o.insert("status".into(), json!("completed"));
+    }
+    body.to_string()
+}
+
+/// The wall clock, as the outbox keeps its times.
+fn wall(state: &AppState) -> crate::time::Micros {
+    crate::time::to_micros(state.clock.wall())
+}
+
 /// At start: completes approvals a stop cut short (decided, not yet shown).
 pub async fn complete_approvals(state: &AppState) -> anyhow::Result<usize> {
     let cut_short = store::approving(&state.db).await?;
     for message in &cut_short {
         match show(state, message).await {
-            Ok(()) => store::approved(&state.db, &message.id).await?,
+            Ok(()) => {
+                store::approved(&state.db, message, &delivered(message), wall(state)).await?;
+            }
             Err(e) => {
                 tracing::warn!(message = %message.id, error = %e.message, "an approved message cannot be shown; it waits for moderation again");
                 store::undecide(&state.db, &message.id).await?;

@@ -71,19 +71,7 @@ pub async fn post(
                 format!("Patient/{patient} has not arrived from a record system"),
             )
         })?;
-    let links = crate::store::accounts::links_of_patient(&state.db, &patient).await?;
-    let sender = links
-        .iter()
-        .find(|l| l.id == access.link_id)
-        .map(|l| {
-            l.name.clone().unwrap_or_else(|| {
-                access::relationships::coding(&l.relationship)
-                    .map_or(l.relationship.clone(), |(_, _, display)| {
-                        display.to_string()
-                    })
-            })
-        })
-        .unwrap_or_default();
+    let sender = sender_name(&state, &patient, access.link_id).await?;
     let id = uuid::Uuid::new_v4().to_string();
     let now = state.clock.now();
     if store::waiting_of(&state.db, decision.user_id).await? >= MAX_WAITING {
@@ -156,11 +144,32 @@ pub async fn post(
     Ok(response)
 }
 
+/// How the care team reads who wrote: the name the link holds, or the relationship.
+pub(super) async fn sender_name(
+    state: &AppState,
+    patient: &str,
+    link_id: i64,
+) -> ApiResult<String> {
+    let links = crate::store::accounts::links_of_patient(&state.db, patient).await?;
+    Ok(links
+        .iter()
+        .find(|l| l.id == link_id)
+        .map(|l| {
+            l.name.clone().unwrap_or_else(|| {
+                access::relationships::coding(&l.relationship)
+                    .map_or(l.relationship.clone(), |(_, _, display)| {
+                        display.to_string()
+                    })
+            })
+        })
+        .unwrap_or_default())
+}
+
 /// The answer to a post: the stored message (`Prefer: return=minimal`: nothing), or with
 /// `Prefer: return=OperationOutcome` an OperationOutcome whose `information` issues say that
 /// it waits for moderation and that messages are not for urgent matters (R20); the header
 /// `X-Sluis-Notice` says the latter on every answer.
-fn answer(headers: &HeaderMap, status: StatusCode, message: &Value) -> Response {
+pub(super) fn answer(headers: &HeaderMap, status: StatusCode, message: &Value) -> Response {
     let prefer = headers
         .get("prefer")
         .and_then(|v| v.to_str().ok())
@@ -249,7 +258,7 @@ fn rebuilt_payload(payload: &Value) -> Value {
     )
 }
 
-fn invalid(expression: &str, message: String) -> ApiError {
+pub(super) fn invalid(expression: &str, message: String) -> ApiError {
     ApiError::invalid(message.clone()).with_details(vec![Detail {
         message,
         expression: Some(expression.into()),

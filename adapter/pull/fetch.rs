@@ -36,9 +36,15 @@ pub struct Fetched {
 
 /// How long to wait before try `attempt` (1, 2, …): doubling, with jitter in [½, 1].
 fn backoff(attempt: u32) -> Duration {
-    let full = FIRST_WAIT
+    jittered(FIRST_WAIT, MAX_WAIT, attempt)
+}
+
+/// `first` doubled per try after the first, at most `max`, times a random factor in [½, 1]
+/// (so that many waiting at once do not all come back at once).
+pub fn jittered(first: Duration, max: Duration, attempt: u32) -> Duration {
+    let full = first
         .saturating_mul(1u32 << attempt.saturating_sub(1).min(16))
-        .min(MAX_WAIT);
+        .min(max);
     let mut byte = [0u8; 1];
     let jitter = match getrandom::fill(&mut byte) {
         Ok(()) => 0.5 + f64::from(byte[0]) / 510.0,

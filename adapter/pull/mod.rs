@@ -7,8 +7,8 @@
 //! `auth` gets tokens, `fetch` fetches one page with retries, `page` reads a page into ingest
 //! entries; this file is the loop: leases, cursors, nudges and stopping.
 
-mod auth;
-mod fetch;
+pub(crate) mod auth;
+pub(crate) mod fetch;
 mod page;
 
 use crate::app::AppState;

@@ -1,7 +1,7 @@
 //! Messages from portal users to the care team (issue 23): kept from the moment they are
 //! posted, through moderation, to approval or rejection.
 
-use super::db::{Db, Sql};
+use super::db::{Db, Executor, Sql};
 use crate::time::Micros;
 
 /// One message as kept.
@@ -140,14 +140,37 @@ pub async fn waiting_of(db: &Db, user_id: i64) -> Result<i64, crate::store::Erro
     Ok(row.map_or(0, |r| r.n))
 }
 
-/// Marks an approval shown.
-pub async fn approved(db: &Db, id: &str) -> Result<(), crate::store::Error> {
-    db.execute(
+/// Marks an approval shown and puts the message in the outbox for the record system, in one
+/// transaction: an approved message is always on its way.
+pub async fn approved(
+    db: &Db,
+    m: &Message,
+    delivered: &str,
+    at: Micros,
+) -> Result<(), crate::store::Error> {
+    let mut tx = db.begin().await?;
+    tx.execute(
         &Sql::new("UPDATE messages SET state = 'approved' WHERE id = $1 AND state = 'approving'")
-            .arg(id),
+            .arg(m.id.as_str()),
     )
-    .await
-    .map(|_| ())
+    .await?;
+    let key = format!("message:{}", m.id);
+    let identifier = format!("{}|{}", crate::messages::IDENTIFIER_SYSTEM, m.id);
+    super::outbox::put(
+        &mut tx,
+        &super::outbox::NewItem {
+            key: &key,
+            source: &m.source,
+            patient_id: &m.patient_id,
+            resource_type: "Communication",
+            identifier: &identifier,
+            method: "create",
+            body: delivered,
+            at,
+        },
+    )
+    .await?;
+    tx.commit().await
 }
 
 /// Approvals decided but not yet shown (a stop came between).

@@ -12,8 +12,10 @@ pub mod clients;
 pub mod db;
 pub mod error;
 pub mod messages;
+pub mod outbox;
 pub mod pull;
 pub mod release;
+pub mod requests;
 pub mod resources;
 pub mod sqlite;
 

@@ -133,6 +133,12 @@ pub fn config_text(database_url: &str, extra: &str) -> String {
             env!("CARGO_MANIFEST_DIR")
         )
     };
+    // A test that configures source `ons` itself (its writeback) passes the whole block.
+    let ons = if extra.contains("[[sources]]\nid = \"ons\"") {
+        ""
+    } else {
+        "[[sources]]\nid = \"ons\"\n"
+    };
     let base = format!(
         r#"
 {server}
@@ -168,9 +174,7 @@ auth = "client_secret"
 secret = "other-push-secret-1"
 source = "other"
 
-[[sources]]
-id = "ons"
-
+{ons}
 [[sources]]
 id = "other"
 "#,

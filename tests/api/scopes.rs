@@ -124,7 +124,10 @@ on_both!(
         let (status, body) = ask(&app, PORTAL, None).await;
         assert_eq!(
             (status, granted(&body)),
-            (200, "system/*.rs system/Communication.c".into())
+            (
+                200,
+                "system/*.rs system/Communication.c system/Task.c".into()
+            )
         );
         let (status, body) = ask(&app, SOURCE, None).await;
         assert_eq!((status, granted(&body)), (200, "system/*.cud".into()));

@@ -36,6 +36,8 @@ pub enum Fault {
     Body(Vec<u8>),
     /// The same with this `Date` header (a source whose clock is off).
     Dated(Vec<u8>, String),
+    /// A write is stored, and then answered with this status (an unclear answer).
+    AfterStore(u16),
 }
 
 /// What the next request to the token endpoint gets instead of its answer.
@@ -91,6 +93,11 @@ struct World {
     /// Next links relative to the base (`Observation?…`) rather than absolute.
     relative_links: bool,
     token_faults: VecDeque<TokenFault>,
+    /// Writes (create and update) that reached the API, answered or not.
+    writes: usize,
+    next_id: usize,
+    /// The status the write under way answers after storing (`Fault::AfterStore`).
+    after_store: Option<u16>,
 }
 
 /// The running record system.
@@ -109,7 +116,7 @@ impl RecordSystem {
         let world: Arc<Mutex<World>> = Arc::default();
         let base = format!("http://{addr}/fhir");
         let app = Router::new()
-            .route("/fhir/{type}", get(search))
+            .route("/fhir/{type}", get(search).post(create).put(update))
             .route("/fhir/{type}/_history", get(history))
             .route("/token", post(token))
             .with_state((world.clone(), base.clone()));
@@ -226,6 +233,24 @@ impl RecordSystem {
         self.world.lock().unwrap().max_in_flight
     }
 
+    /// The live resources of `ty` whose identifier is `system|value`.
+    pub fn with_identifier(&self, ty: &str, identifier: &str) -> Vec<Value> {
+        let w = self.world.lock().unwrap();
+        find(&w, ty, identifier)
+            .into_iter()
+            .filter_map(|id| {
+                w.resources[&(ty.to_string(), id)]
+                    .last()
+                    .and_then(|v| v.body.clone())
+            })
+            .collect()
+    }
+
+    /// Writes (creates and updates) that reached the API.
+    pub fn writes(&self) -> usize {
+        self.world.lock().unwrap().writes
+    }
+
     pub fn faults_left(&self) -> usize {
         self.world.lock().unwrap().faults.len()
     }
@@ -274,6 +299,9 @@ async fn admit(
         if matches!(fault, Some(Fault::ExpireTokens)) {
             w.tokens.clear();
         }
+        if let Some(Fault::AfterStore(status)) = &fault {
+            w.after_store = Some(*status);
+        }
         let token_ok = match &w.auth {
             None | Some(Auth::None) => true,
             Some(_) => headers
@@ -314,6 +342,7 @@ async fn admit(
             bytes,
         )
             .into_response()),
+        Some(Fault::AfterStore(_)) => Ok((guard, None)),
         Some(Fault::Dated(bytes, date)) => Err((
             StatusCode::OK,
             [
@@ -603,4 +632,139 @@ async fn token(
     w.issued.push(t.clone());
     axum::Json(json!({"access_token": t, "token_type": "bearer", "expires_in": 300}))
         .into_response()
+}
+
+/// The ids of live resources of `ty` with identifier `system|value`.
+fn find(w: &World, ty: &str, identifier: &str) -> Vec<String> {
+    let (system, value) = identifier.split_once('|').unwrap_or(("", identifier));
+    w.resources
+        .iter()
+        .filter(|((t, _), _)| t == ty)
+        .filter(|(_, vs)| {
+            vs.last()
+                .and_then(|v| v.body.as_ref())
+                .and_then(|b| b["identifier"].as_array())
+                .is_some_and(|ids| {
+                    ids.iter()
+                        .any(|i| i["system"] == system && i["value"] == value)
+                })
+        })
+        .map(|((_, id), _)| id.clone())
+        .collect()
+}
+
+/// `identifier=system|value` from a query string (percent-encoded or not).
+fn identifier_of(query: &str) -> Option<String> {
+    form_urlencoded::parse(query.as_bytes())
+        .find(|(k, _)| k == "identifier")
+        .map(|(_, v)| v.into_owned())
+}
+
+/// Stores `body` as `ty/id` (a new id when `None`); the answer, or the status a fault set.
+fn store_write(
+    w: &mut World,
+    base: &str,
+    ty: &str,
+    id: Option<String>,
+    mut body: Value,
+) -> Response {
+    let created = id.is_none();
+    let id = id.unwrap_or_else(|| {
+        w.next_id += 1;
+        format!("rs-{}", w.next_id)
+    });
+    body["id"] = json!(id);
+    let at = now();
+    stamp(&mut body, "1", at);
+    w.resources
+        .entry((ty.to_string(), id.clone()))
+        .or_default()
+        .push(Version {
+            at,
+            body: Some(body),
+        });
+    if let Some(status) = w.after_store.take() {
+        return StatusCode::from_u16(status).unwrap().into_response();
+    }
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    (
+        status,
+        [(header::LOCATION, format!("{base}/{ty}/{id}/_history/1"))],
+    )
+        .into_response()
+}
+
+/// `POST /fhir/{type}`, honouring `If-None-Exist: identifier=…` (a conditional create).
+async fn create(
+    State((world, base)): State<Shared>,
+    Path(ty): Path<String>,
+    headers: HeaderMap,
+    body: String,
+) -> Response {
+    let (guard, _) = match admit(&world, &headers, format!("POST {ty}")).await {
+        Ok(g) => g,
+        Err(r) => return r,
+    };
+    let mut w = world.lock().unwrap();
+    w.writes += 1;
+    let Ok(resource) = serde_json::from_str::<Value>(&body) else {
+        return StatusCode::BAD_REQUEST.into_response();
+    };
+    if let Some(condition) = headers.get("if-none-exist").and_then(|v| v.to_str().ok()) {
+        let identifier = identifier_of(condition).unwrap();
+        let found = find(&w, &ty, &identifier);
+        match found.len() {
+            0 => {}
+            1 => {
+                w.after_store = None;
+                return (
+                    StatusCode::OK,
+                    [(
+                        header::LOCATION,
+                        format!("{base}/{ty}/{}/_history/1", found[0]),
+                    )],
+                )
+                    .into_response();
+            }
+            _ => return StatusCode::PRECONDITION_FAILED.into_response(),
+        }
+    }
+    let r = store_write(&mut w, &base, &ty, None, resource);
+    drop(w);
+    drop(guard);
+    r
+}
+
+/// `PUT /fhir/{type}?identifier=…` (a conditional update: creates when none matches).
+async fn update(
+    State((world, base)): State<Shared>,
+    Path(ty): Path<String>,
+    axum::extract::RawQuery(query): axum::extract::RawQuery,
+    headers: HeaderMap,
+    body: String,
+) -> Response {
+    let (guard, _) = match admit(&world, &headers, format!("PUT {ty}")).await {
+        Ok(g) => g,
+        Err(r) => return r,
+    };
+    let mut w = world.lock().unwrap();
+    w.writes += 1;
+    let Ok(resource) = serde_json::from_str::<Value>(&body) else {
+        return StatusCode::BAD_REQUEST.into_response();
+    };
+    let Some(identifier) = query.as_deref().and_then(identifier_of) else {
+        return StatusCode::BAD_REQUEST.into_response();
+    };
+    let found = find(&w, &ty, &identifier);
+    if found.len() > 1 {
+        return StatusCode::PRECONDITION_FAILED.into_response();
+    }
+    let r = store_write(&mut w, &base, &ty, found.into_iter().next(), resource);
+    drop(w);
+    drop(guard);
+    r
 }

@@ -1,0 +1,253 @@
+//! Delivery to the record system (issue 23): an approved message reaches the source's
+//! writeback endpoint exactly once, also when the record system fails for a while, answers 500
+//! after storing, or the adapter stops in between, and with two processes on one database; a
+//! rejected one never does.
+
+use crate::helpers::*;
+use crate::on_both;
+use crate::source::{Fault, RecordSystem};
+use serde_json::{Value, json};
+use std::time::{Duration, Instant};
+
+/// Source `ons` writing back to `rs`, with short waits.
+pub fn writeback(rs: &RecordSystem) -> String {
+    format!(
+        "[[sources]]\nid = \"ons\"\n[sources.writeback]\nbase_url = \"{}\"\ntimeout = \"PT2S\"\n\
+         backoff = \"PT1S\"\nmax_backoff = \"PT2S\"\nlease = \"PT4S\"\n",
+        rs.base
+    )
+}
+
+fn text(words: &str) -> Value {
+    json!({"resourceType": "Communication",
+           "subject": {"reference": "Patient/p1"},
+           "payload": [{"contentString": words}]})
+}
+
+/// Posts a message as `u`; its id.
+pub async fn post(u: &User, words: &str) -> String {
+    let (status, body) = u.post("/fhir/Communication", &text(words)).await;
+    assert_eq!(status, 201, "{body}");
+    body["id"].as_str().unwrap().to_string()
+}
+
+pub async fn moderate(app: &TestApp, id: &str, verdict: &str) {
+    let body = if verdict == "reject" {
+        json!({"reason": "niet over de zorg"})
+    } else {
+        json!({})
+    };
+    let (status, answer) = app
+        .admin_post(&format!("/admin/moderation/{id}/{verdict}"), &body)
+        .await;
+    assert_eq!(status, 200, "{answer}");
+}
+
+/// What `/admin/sources` says of `ons`'s writeback.
+pub async fn delivery(app: &TestApp) -> Value {
+    let r = app
+        .http
+        .get(app.url("/admin/sources"))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap();
+    let body: Value = r.json().await.unwrap();
+    body["sources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["id"] == "ons")
+        .unwrap()["writeback"]
+        .clone()
+}
+
+/// Waits until `done` holds (at most `secs`).
+pub async fn until(secs: u64, what: &str, mut done: impl AsyncFnMut() -> bool) {
+    let started = Instant::now();
+    while !done().await {
+        assert!(
+            started.elapsed() < Duration::from_secs(secs),
+            "waited {secs}s for: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn key(id: &str) -> String {
+    format!("urn:sluis:message|{id}")
+}
+
+on_both!(
+    an_approved_message_reaches_the_record_system_once_a_rejected_one_never,
+    |b| async move {
+        let rs = RecordSystem::start().await;
+        let app = TestApp::spawn_with(b, &writeback(&rs)).await;
+        app.push_ok(&transaction(&[patient("p1")])).await;
+        let holder = app.holder("h", "p1").await;
+        let first = post(&holder, "eerste").await;
+        let second = post(&holder, "tweede").await;
+        let refused = post(&holder, "niet relevant").await;
+        // Unavailable twice, then stored but answered 500: retried until it is accepted,
+        // and the retry after the unclear answer finds the copy instead of adding one.
+        rs.fail_next(&[
+            Fault::Status(503),
+            Fault::Status(503),
+            Fault::AfterStore(500),
+        ]);
+        moderate(&app, &first, "approve").await;
+        moderate(&app, &refused, "reject").await;
+        moderate(&app, &second, "approve").await;
+        until(30, "both approved messages delivered", async || {
+            delivery(&app).await["delivered"] == 2
+        })
+        .await;
+        for id in [&first, &second] {
+            let copies = rs.with_identifier("Communication", &key(id));
+            assert_eq!(copies.len(), 1, "{id}: {copies:?}");
+            let c = &copies[0];
+            assert_eq!(c["status"], "completed");
+            assert_eq!(c["subject"]["reference"], "Patient/p1");
+            assert!(c["meta"].get("tag").is_none(), "no release tag: {c}");
+        }
+        assert!(
+            rs.with_identifier("Communication", &key(&refused))
+                .is_empty()
+        );
+        assert!(rs.requests().len() >= 5, "tries: {}", rs.requests().len());
+        // The state is shown: nothing waits, the failures are counted in /metrics.
+        let d = delivery(&app).await;
+        assert_eq!(
+            (d["pending"].as_i64(), d["failing"].as_i64()),
+            (Some(0), Some(0)),
+            "{d}"
+        );
+        assert_eq!(d["configured"], true);
+        assert!(d["last_delivered"].is_string(), "{d}");
+        let metrics = app
+            .http
+            .get(app.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(
+            metrics
+                .lines()
+                .any(|l| l.starts_with("sluis_outbox_deliveries_total")
+                    && l.contains("outcome=\"failed\"")),
+            "{metrics}"
+        );
+        assert!(
+            metrics.contains("sluis_outbox_pending{source=\"ons\"} 0"),
+            "{metrics}"
+        );
+        // Nothing is sent again afterwards.
+        let writes = rs.writes();
+        tokio::time::sleep(Duration::from_millis(2500)).await;
+        assert_eq!(rs.writes(), writes);
+    }
+);
+
+on_both!(a_delivery_survives_a_crash_and_a_restart, |b| async move {
+    let rs = RecordSystem::start().await;
+    let extra = writeback(&rs);
+    let app = TestApp::spawn_with(b, &extra).await;
+    app.push_ok(&transaction(&[patient("p1")])).await;
+    let holder = app.holder("h", "p1").await;
+    let failed = post(&holder, "terwijl het dossier plat ligt").await;
+    let hanging = post(&holder, "terwijl het dossier traag is").await;
+    // Down: the message waits in the outbox, with the error shown.
+    rs.set_down(Some(503));
+    moderate(&app, &failed, "approve").await;
+    until(10, "a failed try recorded", async || {
+        delivery(&app).await["failing"] == 1
+    })
+    .await;
+    let d = delivery(&app).await;
+    assert!(d["last_error"].as_str().unwrap().contains("503"), "{d}");
+    // Up but slow: the next message is taken and under way when the adapter crashes.
+    rs.set_down(None);
+    rs.set_delay(Duration::from_millis(1500));
+    moderate(&app, &hanging, "approve").await;
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    app.crash().await;
+    rs.set_delay(Duration::ZERO);
+    rs.fail_next(&[Fault::AfterStore(500)]);
+    // A new process on the same database delivers both, once each.
+    let again = app.restart_with(&extra, T0).await;
+    until(30, "both delivered after the restart", async || {
+        delivery(&again).await["delivered"] == 2
+    })
+    .await;
+    for id in [&failed, &hanging] {
+        assert_eq!(
+            rs.with_identifier("Communication", &key(id)).len(),
+            1,
+            "{id}"
+        );
+    }
+    again.stop().await;
+});
+
+on_both!(two_processes_deliver_each_message_once, |b| async move {
+    let rs = RecordSystem::start().await;
+    rs.set_delay(Duration::from_millis(30));
+    let extra = writeback(&rs);
+    let one = TestApp::spawn_with(b, &extra).await;
+    let two = one.restart_with(&extra, T0).await;
+    one.push_ok(&transaction(&[patient("p1")])).await;
+    let holder = one.holder("h", "p1").await;
+    let mut ids = Vec::new();
+    for round in 0..3 {
+        let mut batch = Vec::new();
+        for i in 0..10 {
+            batch.push(post(&holder, &format!("bericht {round}-{i}")).await);
+        }
+        // Approved through both processes, so both find work at once.
+        for (i, id) in batch.iter().enumerate() {
+            let app = if i % 2 == 0 { &one } else { &two };
+            moderate(app, id, "approve").await;
+        }
+        ids.extend(batch);
+    }
+    until(60, "every message delivered", async || {
+        delivery(&one).await["delivered"] == ids.len()
+    })
+    .await;
+    for id in &ids {
+        assert_eq!(
+            rs.with_identifier("Communication", &key(id)).len(),
+            1,
+            "{id}"
+        );
+    }
+    // Each sent once: no process sent what the other had claimed.
+    assert_eq!(rs.writes(), ids.len());
+    two.stop().await;
+});
+
+#[tokio::test]
+async fn writeback_config_is_checked() {
+    let problems = sluis::config::Config::from_toml(
+        &config_text(
+            "sqlite://x.db",
+            "[[sources]]\nid = \"ons\"\n[sources.writeback]\nbase_url = \"ftp://user:pw@ehr\"\n\
+             timeout = \"PT30S\"\nlease = \"PT10S\"\nbackoff = \"PT0S\"\nmax_backoff = \"soon\"\n",
+        ),
+        "test.toml",
+        std::iter::empty(),
+    )
+    .unwrap_err()
+    .to_string();
+    for key in [
+        "sources[1].writeback.base_url",
+        "sources[1].writeback.lease",
+        "sources[1].writeback.backoff",
+        "sources[1].writeback.max_backoff",
+    ] {
+        assert!(problems.contains(key), "{key}: {problems}");
+    }
+}
