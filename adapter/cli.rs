@@ -385,6 +385,14 @@ async fn check(path: &Path) -> anyhow::Result<ExitCode> {
                     path.display()
                 ));
             }
+            if let Some(writeback) = &source.writeback
+                && let Err(e) = crate::pull::check_key(&writeback.auth)
+            {
+                problems.push(format!(
+                    "{}: sources[{i}].writeback.auth.key_path: {e:#}",
+                    path.display()
+                ));
+            }
         }
     }
     if let Some(c) = &config

@@ -258,6 +258,7 @@ async fn write_all(
     };
     let started = Instant::now();
     let resources = entries.len();
+    let echoes = echoes(&entries);
     // 2. Ids and references, then what is stored of each resource: its JSON, hash, search
     //    values and release rule (CPU work). Without ifNoneExist or conditional references no
     //    lookup is needed and all of it happens before the write transaction starts, so that
@@ -424,7 +425,81 @@ async fn write_all(
         commit_us = us(started.elapsed().saturating_sub(written_at)),
         "written"
     );
+    for (id, message) in echoes {
+        let key = ("Communication".to_string(), id);
+        let ours =
+            written.contains_key(&key) || heads.get(&key).is_some_and(|h| h.source == source);
+        if ours {
+            withdraw_shown_copy(state, source, &message).await;
+        }
+    }
     Ok(Written::Stored(outcomes))
+}
+
+/// Communications that carry the identifier of a portal message under an id of their own:
+/// the record system's copy of a message sluis delivered, coming back (its id, the message's).
+fn echoes(entries: &[Entry]) -> Vec<(String, String)> {
+    entries
+        .iter()
+        .filter_map(|e| {
+            let r = e.resource.as_ref()?;
+            if r.get("resourceType")?.as_str()? != "Communication" {
+                return None;
+            }
+            let id = e
+                .target
+                .as_ref()
+                .map(|(_, id)| id.as_str())
+                .or_else(|| r.get("id").and_then(serde_json::Value::as_str))?;
+            let message = r
+                .get("identifier")?
+                .as_array()?
+                .iter()
+                .find(|i| i["system"] == crate::messages::IDENTIFIER_SYSTEM)?["value"]
+                .as_str()?;
+            (message != id).then(|| (id.to_string(), message.to_string()))
+        })
+        .collect()
+}
+
+/// The record system's copy of an approved message has arrived from the source the message
+/// went to: the copy sluis showed at approval is withdrawn, so that the message is shown once
+/// (as the record system keeps it, where the care team's replies point). The sender's own view
+/// of the message stays. A failure leaves both shown and is logged; the next time the copy
+/// comes it is tried again.
+async fn withdraw_shown_copy(state: &AppState, source: &str, message: &str) {
+    let approved = match crate::store::messages::get(&state.db, message).await {
+        Ok(Some(m)) => m.state == "approved" && m.source == source,
+        Ok(None) => false,
+        Err(e) => {
+            tracing::warn!(message, error = %e, "cannot look up a message whose copy came back");
+            false
+        }
+    };
+    if !approved {
+        return;
+    }
+    let entry = Entry {
+        index: 0,
+        full_url: None,
+        method: entries::Method::Delete,
+        target: Some(("Communication".into(), message.to_string())),
+        if_none_exist: None,
+        resource: None,
+    };
+    let withdrawn = Box::pin(write_all(
+        state,
+        source,
+        Mode::Single,
+        vec![entry],
+        None,
+        Duration::ZERO,
+        By::Push(None),
+    ))
+    .await;
+    if let Err(e) = withdrawn.and_then(Written::stored) {
+        tracing::warn!(message, error = %e.message, "cannot withdraw the shown copy of a message the record system sent back");
+    }
 }
 
 /// The write transaction, and how long it took to get the writer.

@@ -29,6 +29,10 @@ const ALLOWED: [&str; 5] = [
 /// Waiting messages of one portal user at most: more wait for moderation first.
 const MAX_WAITING: i64 = 20;
 
+/// Bytes of messages of one user waiting for moderation at most (attachments as base64): what
+/// one user can make the store hold before the organisation has looked.
+const MAX_WAITING_BYTES: i64 = 16 * 1024 * 1024;
+
 /// Payloads per message at most.
 const MAX_PAYLOADS: usize = 10;
 
@@ -74,7 +78,8 @@ pub async fn post(
     let sender = sender_name(&state, &patient, access.link_id).await?;
     let id = uuid::Uuid::new_v4().to_string();
     let now = state.clock.now();
-    if store::waiting_of(&state.db, decision.user_id).await? >= MAX_WAITING {
+    let (waiting, waiting_bytes) = store::waiting_of(&state.db, decision.user_id).await?;
+    if waiting >= MAX_WAITING {
         return Err(ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,
             Reason::RateLimited,
@@ -114,6 +119,17 @@ pub async fn post(
     if !problems.is_empty() {
         return Err(ApiError::invalid("the message is not valid").with_details(problems));
     }
+    let body = message.to_string();
+    if waiting_bytes + body.len() as i64 > MAX_WAITING_BYTES {
+        return Err(ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            Reason::RateLimited,
+            format!(
+                "this user's messages waiting for moderation would hold more than {} MB",
+                MAX_WAITING_BYTES / 1024 / 1024
+            ),
+        ));
+    }
     store::insert(
         &state.db,
         &Message {
@@ -124,7 +140,7 @@ pub async fn post(
             external_id: user.external_id.clone(),
             user_id: decision.user_id,
             source,
-            body: message.to_string(),
+            body,
             state: "waiting".into(),
             reason: None,
             decided_by: None,

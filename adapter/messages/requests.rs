@@ -332,25 +332,29 @@ pub fn for_record_system(r: &Request) -> Value {
     t
 }
 
-/// `GET /fhir/Task?patient=P[&_count=n][&_cursor=c]`: the client's requests, newest first;
-/// the holder only.
+/// `GET /fhir/Task?patient=P[&_count=n][&_cursor=c]`: the client's correction requests, newest
+/// first; the holder only. Any other query searches the record systems' own Tasks as every
+/// type is searched (served only where `sections.toml` maps Task).
 pub async fn search(
-    State(state): State<AppState>,
+    state: State<AppState>,
     user: PortalUser,
     RawQuery(raw): RawQuery,
 ) -> ApiResult<Response> {
+    const OURS: &[&str] = &["patient", "_count", "_cursor"];
+    let keys: Vec<String> = form_urlencoded::parse(raw.as_deref().unwrap_or("").as_bytes())
+        .map(|(k, _)| k.into_owned())
+        .collect();
+    if !keys.iter().any(|k| k == "patient") || !keys.iter().all(|k| OURS.contains(&k.as_str())) {
+        return crate::serve::read::search(state, user, Path("Task".into()), RawQuery(raw)).await;
+    }
+    let State(state) = state;
     user.scopes.require("Task", Interaction::Search)?;
-    let q = crate::body::query_map(raw.as_deref(), &["patient", "_count", "_cursor"])?;
+    let q = crate::body::query_map(raw.as_deref(), OURS)?;
     let patient = q
         .get("patient")
         .map(|p| p.trim_start_matches("Patient/").to_string())
         .filter(|p| crate::fhir::reference::is_fhir_id(p))
-        .ok_or_else(|| {
-            ApiError::bad_request(
-                Reason::UnknownParameter,
-                "name the client: GET /fhir/Task?patient={id}",
-            )
-        })?;
+        .ok_or_else(|| ApiError::invalid("`patient` is a client's id: patient={id}"))?;
     let count = crate::body::positive_number(&q, "_count")?
         .unwrap_or(DEFAULT_COUNT)
         .min(MAX_COUNT);
@@ -390,16 +394,17 @@ pub async fn search(
     ))
 }
 
-/// `GET /fhir/Task/{id}`: one request, for the holder of its client; 404 to anyone else.
+/// `GET /fhir/Task/{id}`: one request, for the holder of its client; 404 to anyone else. An id
+/// that is no request is read as every resource is.
 pub async fn read(
     State(state): State<AppState>,
     user: PortalUser,
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
     user.scopes.require("Task", Interaction::Read)?;
-    let request = store::get(&state.db, &id)
-        .await?
-        .ok_or_else(ApiError::not_found)?;
+    let Some(request) = store::get(&state.db, &id).await? else {
+        return crate::serve::read::read(State(state), user, Path(("Task".into(), id))).await;
+    };
     let decision = access::decide_for(&state, &user).await?;
     if access::holding(&decision, &request.patient_id).is_none() {
         return Err(ApiError::not_found());

@@ -95,6 +95,13 @@ pub fn capability_statement(
         "interaction": [{"code": "read"}, {"code": "search-type"}],
         "searchParam": [{"name": "patient", "type": "reference"}],
     }));
+    resources.retain(|r| r["type"] != "Task");
+    resources.push(json!({
+        "type": "Task",
+        "documentation": "Correction requests (R14, after the HL7 Patient Corrections guide): create by the portal holder only, code from urn:sluis:request (correction, addition, erasure, transfer), focus the resource concerned, description the text; due within 30 days (restriction.period.end); read and search (patient=, required) by the holder as it progresses: requested, then accepted or rejected with statusReason",
+        "interaction": [{"code": "read"}, {"code": "search-type"}, {"code": "create"}],
+        "searchParam": [{"name": "patient", "type": "reference"}],
+    }));
     json!({
         "resourceType": "CapabilityStatement",
         "status": "active",

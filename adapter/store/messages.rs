@@ -123,21 +123,23 @@ pub async fn source_of_patient(
     Ok(row.map(|r| r.source))
 }
 
-/// How many messages of a portal user wait for moderation.
-pub async fn waiting_of(db: &Db, user_id: i64) -> Result<i64, crate::store::Error> {
+/// How many messages of a portal user wait for moderation, and their size in bytes.
+pub async fn waiting_of(db: &Db, user_id: i64) -> Result<(i64, i64), crate::store::Error> {
     #[derive(sqlx::FromRow, serde::Deserialize)]
     struct Count {
         n: i64,
+        bytes: Option<i64>,
     }
     let row: Option<Count> = db
         .fetch_optional(
             &Sql::new(
-                "SELECT COUNT(*) AS n FROM messages WHERE user_id = $1 AND state = 'waiting'",
+                "SELECT COUNT(*) AS n, CAST(SUM(LENGTH(body)) AS BIGINT) AS bytes FROM messages \
+                 WHERE user_id = $1 AND state = 'waiting'",
             )
             .arg(user_id),
         )
         .await?;
-    Ok(row.map_or(0, |r| r.n))
+    Ok(row.map_or((0, 0), |r| (r.n, r.bytes.unwrap_or(0))))
 }
 
 /// Marks an approval shown and puts the message in the outbox for the record system, in one

@@ -402,3 +402,27 @@ on_both!(
         assert_eq!(r.status(), 429);
     }
 );
+
+on_both!(
+    what_one_user_has_waiting_is_capped_in_bytes,
+    |b| async move {
+        let app = TestApp::spawn(b).await;
+        let (holder, _, _) = world(&app).await;
+        use base64::Engine;
+        let data = base64::engine::general_purpose::STANDARD.encode(vec![b'%'; 700_000]);
+        let heavy = json!({"resourceType": "Communication",
+            "subject": {"reference": "Patient/p1"},
+            "payload": (0..10).map(|_| json!({"contentAttachment":
+                {"contentType": "application/pdf", "data": data}})).collect::<Vec<_>>()});
+        let r = post_raw(&holder, &heavy, None).await;
+        assert_eq!(r.status(), 201);
+        // A second would make more than 16 MB wait: refused until moderation catches up.
+        let r = post_raw(&holder, &heavy, None).await;
+        assert_eq!(r.status(), 429);
+        let body: Value = r.json().await.unwrap();
+        assert!(body.to_string().contains("MB"), "{body}");
+        // A short message still fits.
+        let r = post_raw(&holder, &text("p1", "kort"), None).await;
+        assert_eq!(r.status(), 201);
+    }
+);

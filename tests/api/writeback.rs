@@ -251,3 +251,78 @@ async fn writeback_config_is_checked() {
         assert!(problems.contains(key), "{key}: {problems}");
     }
 }
+
+fn shown_ids(bundle: &Value) -> Vec<String> {
+    bundle["entry"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|e| e["resource"]["id"].as_str().unwrap().to_string())
+        .collect()
+}
+
+on_both!(
+    the_record_systems_copy_coming_back_is_shown_once,
+    |b| async move {
+        let rs = RecordSystem::start().await;
+        let app = TestApp::spawn_with(b, &writeback(&rs)).await;
+        app.push_ok(&transaction(&[patient("p1")])).await;
+        let holder = app.holder("h", "p1").await;
+        let id = post(&holder, "komt terug").await;
+        moderate(&app, &id, "approve").await;
+        until(30, "delivered", async || {
+            delivery(&app).await["delivered"] == 1
+        })
+        .await;
+        let (_, found) = holder.get("/fhir/Communication?patient=p1").await;
+        assert_eq!(shown_ids(&found), vec![id.as_str()], "{found}");
+        let mut copy = rs.with_identifier("Communication", &key(&id)).remove(0);
+        copy["meta"] = json!({"tag": [{"system": "urn:sluis:release", "code": "explained"}]});
+        let copy_id = copy["id"].as_str().unwrap().to_string();
+        // Another source sending a copy does not take the message away.
+        let mut forged = copy.clone();
+        forged["id"] = json!("forged-copy");
+        let token = app.token(("other-push", "other-push-secret-1")).await;
+        let r = app
+            .http
+            .post(app.url("/ingest/other"))
+            .bearer_auth(token)
+            .json(&transaction(&[forged]))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let (_, found) = holder.get("/fhir/Communication?patient=p1").await;
+        assert!(shown_ids(&found).contains(&id), "{found}");
+        // The record system's own copy (pushed here; pulled alike), twice: the message is
+        // shown once, as the record system keeps it.
+        for _ in 0..2 {
+            app.push_ok(&transaction(&[copy.clone()])).await;
+        }
+        let (_, found) = holder.get("/fhir/Communication?patient=p1").await;
+        let shown = shown_ids(&found);
+        assert!(
+            shown.contains(&copy_id) && !shown.contains(&id),
+            "{shown:?}"
+        );
+        // A reply of the care team points at it.
+        let reply = json!({"resourceType": "Communication", "id": "reply-1", "status": "completed",
+            "meta": {"tag": [{"system": "urn:sluis:release", "code": "explained"}]},
+            "subject": {"reference": "Patient/p1"},
+            "inResponseTo": [{"reference": format!("Communication/{copy_id}")}],
+            "payload": [{"contentString": "Dank voor uw bericht."}]});
+        app.push_ok(&transaction(&[reply])).await;
+        let (_, found) = holder.get("/fhir/Communication/reply-1").await;
+        assert_eq!(
+            found["inResponseTo"][0]["reference"],
+            format!("Communication/{copy_id}")
+        );
+        // The sender still reads their own message.
+        let (status, own) = holder.get(&format!("/fhir/Communication/{id}")).await;
+        assert_eq!(
+            (status, &own["status"]),
+            (200, &json!("completed")),
+            "{own}"
+        );
+    }
+);
