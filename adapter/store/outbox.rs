@@ -92,8 +92,9 @@ pub async fn claim(
     Ok(items)
 }
 
-/// Marks an item delivered, unless its body changed since it was claimed (then it is sent
-/// again) or another process took it over.
+/// Marks an item delivered and gives up the claim; whether it was marked. An item whose body
+/// changed since it was claimed (a request decided meanwhile) stays pending, to be sent again
+/// at once; one another process took over is left to it.
 pub async fn delivered(
     db: &Db,
     item: &Item,
@@ -102,14 +103,17 @@ pub async fn delivered(
     at: Micros,
 ) -> Result<bool, crate::store::Error> {
     let sql = Sql::new(
-        "UPDATE outbox SET state = 'delivered', delivered_at = $1, location = $2, \
-         claimed_by = NULL, claimed_until = NULL WHERE seq = $3 AND version = $4 \
-         AND claimed_by = $5",
+        "UPDATE outbox SET state = CASE WHEN version = $1 THEN 'delivered' ELSE state END, \
+         delivered_at = CASE WHEN version = $2 THEN $3 ELSE delivered_at END, \
+         location = CASE WHEN version = $4 THEN $5 ELSE location END, \
+         claimed_by = NULL, claimed_until = NULL WHERE seq = $6 AND claimed_by = $7",
     )
+    .arg(item.version)
+    .arg(item.version)
     .arg(at)
+    .arg(item.version)
     .arg(location)
     .arg(item.seq)
-    .arg(item.version)
     .arg(holder);
     Ok(db.execute(&sql).await? == 1)
 }

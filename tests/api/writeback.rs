@@ -326,3 +326,100 @@ on_both!(
         );
     }
 );
+
+on_both!(
+    a_body_changed_while_it_was_sent_is_sent_again,
+    |b| async move {
+        use sluis::store::outbox;
+        let app = TestApp::spawn(b).await;
+        let db = &app.state.db;
+        let item = |body: &'static str| outbox::NewItem {
+            key: "request:r1",
+            source: "ons",
+            patient_id: "p1",
+            resource_type: "Task",
+            identifier: "urn:sluis:request|r1",
+            method: "update",
+            body,
+            at: 1,
+        };
+        outbox::put(db, &item("{\"status\":\"requested\"}"))
+            .await
+            .unwrap();
+        let claimed = outbox::claim(db, "ons", "me", 10, 1_000_000, 10)
+            .await
+            .unwrap();
+        assert_eq!(claimed.len(), 1);
+        // Another process cannot take it while the claim lasts.
+        assert!(
+            outbox::claim(db, "ons", "other", 20, 1_000_000, 10)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        // Decided while the first body was under way: the new body is sent, at once.
+        outbox::put(db, &item("{\"status\":\"rejected\"}"))
+            .await
+            .unwrap();
+        assert!(
+            outbox::delivered(db, &claimed[0], "me", None, 30)
+                .await
+                .unwrap()
+        );
+        let again = outbox::claim(db, "ons", "other", 40, 1_000_000, 10)
+            .await
+            .unwrap();
+        assert_eq!(again.len(), 1);
+        assert!(again[0].body.contains("rejected"));
+        assert!(
+            outbox::delivered(db, &again[0], "other", None, 50)
+                .await
+                .unwrap()
+        );
+        assert_eq!(
+            outbox::delivery(db, "request:r1")
+                .await
+                .unwrap()
+                .unwrap()
+                .state,
+            "delivered"
+        );
+        // The same body again changes nothing.
+        outbox::put(db, &item("{\"status\":\"rejected\"}"))
+            .await
+            .unwrap();
+        assert_eq!(
+            outbox::delivery(db, "request:r1")
+                .await
+                .unwrap()
+                .unwrap()
+                .state,
+            "delivered"
+        );
+        // A claim that ran out is taken over.
+        outbox::put(
+            db,
+            &outbox::NewItem {
+                key: "message:m1",
+                identifier: "urn:sluis:message|m1",
+                ..item("{}")
+            },
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            outbox::claim(db, "ons", "me", 60, 100, 10)
+                .await
+                .unwrap()
+                .len(),
+            1
+        );
+        assert_eq!(
+            outbox::claim(db, "ons", "other", 101, 1_000, 10)
+                .await
+                .unwrap()
+                .len(),
+            1
+        );
+    }
+);
