@@ -784,10 +784,64 @@ async fn check(
                         "{ctx}: {path}"
                     );
                 }
+                for c in CLIENTS {
+                    for (status, outcome) in writes_back(&u, c).await {
+                        assert_eq!(
+                            (status, crate::helpers::reason(&outcome)),
+                            (403, reason.code()),
+                            "{ctx}: writing back about {c}"
+                        );
+                    }
+                }
                 continue;
             }
             Ok(d) => d,
         };
+        // Who may post a message, ask for a correction and read the requests of each client
+        // (the answers are refusals of bodies that are not valid, so the world does not change).
+        for c in CLIENTS {
+            let access = d.access(c);
+            let refused = d.refused.get(*c).map(|r| r.code());
+            let holder = access.is_some_and(|a| a.role == Role::Holder);
+            let refusal = |other: (u16, &'static str)| match refused {
+                Some(code) => (403, code),
+                None => other,
+            };
+            let want_post = match access {
+                Some(a) if a.can_post || a.role == Role::Holder => (400, "invalid-resource"),
+                Some(_) => (403, "no-post-right"),
+                None => refusal((400, "invalid-resource")),
+            };
+            let want_request = match access {
+                Some(_) if holder => (400, "invalid-resource"),
+                Some(_) => (403, "not-holder"),
+                None => refusal((403, "not-linked")),
+            };
+            let want_read = match access {
+                Some(_) if holder => (200, ""),
+                Some(_) => (403, "not-holder"),
+                None => refusal((403, "not-linked")),
+            };
+            let got: Vec<(u16, String)> = writes_back(&u, c)
+                .await
+                .into_iter()
+                .map(|(s, o)| {
+                    (
+                        s,
+                        if s == 200 {
+                            String::new()
+                        } else {
+                            crate::helpers::reason(&o).to_string()
+                        },
+                    )
+                })
+                .collect();
+            let want: Vec<(u16, String)> = [want_post, want_request, want_read]
+                .into_iter()
+                .map(|(s, r)| (s, r.to_string()))
+                .collect();
+            assert_eq!(got, want, "{ctx}: message, request, requests of {c}");
+        }
         let may_see =
             |ty: &str, v: &StoredVersion| d.may_see(ty, v.client.as_deref(), v.section.as_deref());
         // What the decision says the user sees: the served version of each visible resource.
@@ -1059,6 +1113,20 @@ async fn check(
 /// The same user through a token of a random narrower scope (issue 22): what a type's scope
 /// allows is answered exactly as with the whole scope, what it does not is 403, `_include`
 /// brings only types the scope reads, and `_history` needs every type.
+/// A message without payload, a request without description, and the client's requests, as
+/// `u` sends them about client `c`: what the rules for writing back answer before the body.
+async fn writes_back(u: &User, c: &str) -> Vec<(u16, Value)> {
+    let message = json!({"resourceType": "Communication",
+        "subject": {"reference": format!("Patient/{c}")}, "payload": []});
+    let request = json!({"resourceType": "Task", "for": {"reference": format!("Patient/{c}")},
+        "code": {"coding": [{"system": "urn:sluis:request", "code": "addition"}]}});
+    vec![
+        u.post("/fhir/Communication", &message).await,
+        u.post("/fhir/Task", &request).await,
+        u.get(&format!("/fhir/Task?patient={c}")).await,
+    ]
+}
+
 async fn scoped(app: &TestApp, u: &User, world: &World, ctx: &str, seed: u64) {
     let mut rng = Rng(seed);
     let mut types: Vec<&str> = TYPES.to_vec();
