@@ -425,20 +425,21 @@ async fn write_all(
         commit_us = us(started.elapsed().saturating_sub(written_at)),
         "written"
     );
-    for (id, message) in echoes {
+    for (id, message, subject) in echoes {
         let key = ("Communication".to_string(), id);
         let ours =
             written.contains_key(&key) || heads.get(&key).is_some_and(|h| h.source == source);
         if ours {
-            withdraw_shown_copy(state, source, &message).await;
+            withdraw_shown_copy(state, source, &message, &subject).await;
         }
     }
     Ok(Written::Stored(outcomes))
 }
 
 /// Communications that carry the identifier of a portal message under an id of their own:
-/// the record system's copy of a message sluis delivered, coming back (its id, the message's).
-fn echoes(entries: &[Entry]) -> Vec<(String, String)> {
+/// the record system's copy of a message sluis delivered, coming back (its id, the message's,
+/// and its subject reference).
+fn echoes(entries: &[Entry]) -> Vec<(String, String, String)> {
     entries
         .iter()
         .filter_map(|e| {
@@ -457,19 +458,24 @@ fn echoes(entries: &[Entry]) -> Vec<(String, String)> {
                 .iter()
                 .find(|i| i["system"] == crate::messages::IDENTIFIER_SYSTEM)?["value"]
                 .as_str()?;
-            (message != id).then(|| (id.to_string(), message.to_string()))
+            let subject = r.get("subject")?.get("reference")?.as_str()?;
+            (message != id).then(|| (id.to_string(), message.to_string(), subject.to_string()))
         })
         .collect()
 }
 
 /// The record system's copy of an approved message has arrived from the source the message
-/// went to: the copy sluis showed at approval is withdrawn, so that the message is shown once
+/// went to, about the same client: the copy sluis showed at approval is withdrawn, so that the message is shown once
 /// (as the record system keeps it, where the care team's replies point). The sender's own view
 /// of the message stays. A failure leaves both shown and is logged; the next time the copy
 /// comes it is tried again.
-async fn withdraw_shown_copy(state: &AppState, source: &str, message: &str) {
+async fn withdraw_shown_copy(state: &AppState, source: &str, message: &str, subject: &str) {
     let approved = match crate::store::messages::get(&state.db, message).await {
-        Ok(Some(m)) => m.state == "approved" && m.source == source,
+        Ok(Some(m)) => {
+            m.state == "approved"
+                && m.source == source
+                && subject == format!("Patient/{}", m.patient_id)
+        }
         Ok(None) => false,
         Err(e) => {
             tracing::warn!(message, error = %e, "cannot look up a message whose copy came back");

@@ -76,11 +76,13 @@ pub async fn one(
     let m = store::get(&state.db, &id)
         .await?
         .ok_or_else(ApiError::not_found)?;
+    let may_post = m.state == "waiting" && sender_may_post(&state, &m).await?;
     Ok(fhir_json(
         StatusCode::OK,
         &json!({
             "id": m.id,
             "state": m.state,
+            "sender_may_post": may_post,
             "reason": m.reason,
             "decided_by": m.decided_by,
             "patient": format!("Patient/{}", m.patient_id),
@@ -110,6 +112,13 @@ pub async fn approve(
     let decision = body.map(|Json(d)| d).unwrap_or_default();
     let by = decision.by.unwrap_or_else(|| admin.name.clone());
     let message = waiting_message(&state, &id).await?;
+    // The right to post is the sender's now, not only when they wrote.
+    if !sender_may_post(&state, &message).await? {
+        return Err(ApiError::conflict(
+            "the sender may no longer post about this client (their link, right to post or \
+             access ended since): reject the message instead",
+        ));
+    }
     let now = crate::time::to_micros(state.clock.now());
     // Approving first: a crash between the decision and the message being shown leaves it
     // `approving`, which the next start completes (`complete_approvals`).
@@ -227,6 +236,28 @@ pub async fn complete_approvals(state: &AppState) -> anyhow::Result<usize> {
         }
     }
     Ok(cut_short.len())
+}
+
+/// Whether the sender may post about the message's client now: linked, not refused, and the
+/// holder or a member with `can_post`.
+async fn sender_may_post(state: &AppState, m: &store::Message) -> ApiResult<bool> {
+    let set = state
+        .facts
+        .get(&state.db, &m.client_id, &m.external_id)
+        .await?;
+    let (facts, links, clients) = &*set;
+    let decision = crate::access::decision::decide(
+        facts.as_ref(),
+        links,
+        clients,
+        &state.policy(),
+        state.clock.now(),
+    );
+    Ok(decision.ok().is_some_and(|d| {
+        d.user_id == m.user_id
+            && d.access(&m.patient_id)
+                .is_some_and(|a| a.can_post || a.role == crate::access::Role::Holder)
+    }))
 }
 
 async fn waiting_message(state: &AppState, id: &str) -> ApiResult<store::Message> {

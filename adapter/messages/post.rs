@@ -26,12 +26,15 @@ const ALLOWED: [&str; 5] = [
     "topic",
 ];
 
-/// Waiting messages of one portal user at most: more wait for moderation first.
-const MAX_WAITING: i64 = 20;
-
-/// Bytes of messages of one user waiting for moderation at most (attachments as base64): what
-/// one user can make the store hold before the organisation has looked.
-const MAX_WAITING_BYTES: i64 = 16 * 1024 * 1024;
+/// What may wait for moderation at once (attachments count as base64): per portal user, and
+/// per client over all its users (a holder can invite many members who may post): what
+/// strangers can make the store hold before the organisation has looked.
+const CAPS: store::Caps = store::Caps {
+    per_user: 20,
+    bytes_per_user: 16 * 1024 * 1024,
+    per_client: 100,
+    bytes_per_client: 64 * 1024 * 1024,
+};
 
 /// Payloads per message at most.
 const MAX_PAYLOADS: usize = 10;
@@ -78,14 +81,6 @@ pub async fn post(
     let sender = sender_name(&state, &patient, access.link_id).await?;
     let id = uuid::Uuid::new_v4().to_string();
     let now = state.clock.now();
-    let (waiting, waiting_bytes) = store::waiting_of(&state.db, decision.user_id).await?;
-    if waiting >= MAX_WAITING {
-        return Err(ApiError::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            Reason::RateLimited,
-            format!("{MAX_WAITING} messages of this user wait for moderation already"),
-        ));
-    }
     // Rebuilt from what was checked, element by element: nothing else of the body is kept
     // (no references the care team did not write, no extensions).
     let mut message = json!({
@@ -120,17 +115,8 @@ pub async fn post(
         return Err(ApiError::invalid("the message is not valid").with_details(problems));
     }
     let body = message.to_string();
-    if waiting_bytes + body.len() as i64 > MAX_WAITING_BYTES {
-        return Err(ApiError::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            Reason::RateLimited,
-            format!(
-                "this user's messages waiting for moderation would hold more than {} MB",
-                MAX_WAITING_BYTES / 1024 / 1024
-            ),
-        ));
-    }
-    store::insert(
+    let key = idempotency_key(&headers)?;
+    let kept = store::insert(
         &state.db,
         &Message {
             seq: 0,
@@ -147,8 +133,30 @@ pub async fn post(
             decided_at: None,
             created_at: crate::time::to_micros(now),
         },
+        key.as_deref(),
+        CAPS,
     )
     .await?;
+    match kept {
+        store::Kept::Kept => {}
+        store::Kept::Repeated(earlier) => {
+            let id = earlier.id.clone();
+            crate::audit::note(|n| {
+                n.resources = vec![format!("Communication/{id}")];
+                n.detail = Some(format!(
+                    "message {id} sent again (the same Idempotency-Key)"
+                ));
+            });
+            return Ok(answer(&headers, StatusCode::OK, &senders_view(&earlier)));
+        }
+        store::Kept::Full(why) => {
+            return Err(ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                Reason::RateLimited,
+                why,
+            ));
+        }
+    }
     crate::audit::note(|n| n.detail = Some(format!("message {id} waiting for moderation")));
     let mut response = answer(&headers, StatusCode::CREATED, &message);
     if let Ok(v) = HeaderValue::from_str(&format!(
@@ -239,16 +247,42 @@ pub async fn read(
         n.patients = vec![m.patient_id.clone()];
         n.resources = vec![format!("Communication/{id}")];
     });
+    Ok(fhir_json(StatusCode::OK, &senders_view(&m)))
+}
+
+/// The message as its sender reads it: `preparation` while it waits, `completed` once
+/// approved, `not-done` with the organisation's reason when rejected.
+fn senders_view(m: &Message) -> Value {
     let mut body: Value = serde_json::from_str(&m.body).unwrap_or(Value::Null);
     match m.state.as_str() {
         "rejected" => {
             body["status"] = json!("not-done");
-            body["statusReason"] = json!({"text": m.reason.unwrap_or_default()});
+            body["statusReason"] = json!({"text": m.reason.clone().unwrap_or_default()});
         }
         "approved" => body["status"] = json!("completed"),
         _ => {}
     }
-    Ok(fhir_json(StatusCode::OK, &body))
+    body
+}
+
+/// The `Idempotency-Key` header of a post, if sent: a portal's retry with the same key gets
+/// what the first post made (200) instead of a second message.
+pub(super) fn idempotency_key(headers: &HeaderMap) -> ApiResult<Option<String>> {
+    let Some(value) = headers.get("idempotency-key") else {
+        return Ok(None);
+    };
+    value
+        .to_str()
+        .ok()
+        .map(str::trim)
+        .filter(|k| !k.is_empty() && k.len() <= 200 && k.bytes().all(|b| b.is_ascii_graphic()))
+        .map(|k| Some(k.to_string()))
+        .ok_or_else(|| {
+            ApiError::bad_request(
+                Reason::InvalidResource,
+                "Idempotency-Key: 1 to 200 visible ASCII characters",
+            )
+        })
 }
 
 /// The payloads as checked: text, or an attachment's type, data and title.
@@ -410,6 +444,22 @@ fn only(value: &Value, members: &[&str]) -> bool {
         .is_some_and(|o| o.keys().all(|k| members.contains(&k.as_str())))
 }
 
+/// Whether the data starts as files of its declared type do, for the types whose start is
+/// known: a message must not carry, say, an HTML page declared as an image to readers and the
+/// record system. Other types configured in `messages.attachment_types` are taken as declared.
+fn content_matches(content_type: &str, data: &[u8]) -> bool {
+    let magic: &[&[u8]] = match content_type {
+        "application/pdf" => &[b"%PDF-"],
+        "image/png" => &[b"\x89PNG\r\n\x1a\n"],
+        "image/jpeg" => &[b"\xFF\xD8\xFF"],
+        "image/gif" => &[b"GIF87a", b"GIF89a"],
+        "image/webp" => &[b"RIFF"],
+        "image/tiff" => &[b"II*\0", b"MM\0*"],
+        _ => return true,
+    };
+    magic.iter().any(|m| data.starts_with(m))
+}
+
 fn check_attachment(
     attachment: &Value,
     at: &str,
@@ -469,6 +519,13 @@ fn check_attachment(
             format!(
                 "larger than messages.max_attachment_bytes ({} bytes)",
                 limits.max_attachment_bytes
+            ),
+        ),
+        Ok(bytes) if !content_matches(content_type.unwrap_or(""), &bytes) => problem(
+            format!("{at}.data"),
+            format!(
+                "the data is not a {} file (its first bytes say otherwise)",
+                content_type.unwrap_or("")
             ),
         ),
         Ok(_) => {}

@@ -89,13 +89,6 @@ pub async fn post(
             (source, String::new())
         }
     };
-    if store::open_of(&state.db, decision.user_id).await? >= MAX_OPEN {
-        return Err(ApiError::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            Reason::RateLimited,
-            format!("{MAX_OPEN} requests of this user wait for a decision already"),
-        ));
-    }
     let requester = sender_name(&state, &patient, access.link_id).await?;
     let now = state.clock.now();
     let due = now
@@ -121,15 +114,38 @@ pub async fn post(
         due_at: to_micros(due),
     };
     let delivered = for_record_system(&request).to_string();
-    store::insert(
+    let key = super::post::idempotency_key(&headers)?;
+    let kept = store::insert(
         &state.db,
         &request,
+        key.as_deref(),
+        MAX_OPEN,
         store::Delivery {
             body: &delivered,
             at: to_micros(state.clock.wall()),
         },
     )
     .await?;
+    match kept {
+        store::Kept::Kept => {}
+        store::Kept::Repeated(earlier) => {
+            let id = earlier.id.clone();
+            crate::audit::note(|n| {
+                n.resources = vec![format!("Task/{id}")];
+                n.detail = Some(format!(
+                    "request {id} sent again (the same Idempotency-Key)"
+                ));
+            });
+            return Ok(fhir_json(StatusCode::OK, &task(&earlier)));
+        }
+        store::Kept::Full => {
+            return Err(ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                Reason::RateLimited,
+                format!("{MAX_OPEN} requests of this user wait for a decision already"),
+            ));
+        }
+    }
     state.outbox.nudge();
     let id = request.id.clone();
     crate::audit::note(|n| {

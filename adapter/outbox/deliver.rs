@@ -18,8 +18,13 @@ fn identifier_query(identifier: &str) -> String {
     )
 }
 
-/// Sends `item`; the record system's location for it when accepted, or why not.
-pub async fn send(target: &Target, item: &Item) -> Result<Option<String>, String> {
+/// Sends `item` (with `bearer`, the token of the writeback's `auth`); the record system's
+/// location for it when accepted, or why not.
+pub async fn send(
+    target: &Target,
+    item: &Item,
+    bearer: Option<&str>,
+) -> Result<Option<String>, String> {
     let base = &target.writeback.base_url;
     let query = identifier_query(&item.identifier);
     let request = match item.method.as_str() {
@@ -36,10 +41,8 @@ pub async fn send(target: &Target, item: &Item) -> Result<Option<String>, String
         .header(header::ACCEPT, "application/fhir+json")
         .header("Prefer", "return=minimal")
         .body(item.body.clone());
-    match target.auth.bearer().await {
-        Ok(Some(token)) => request = request.bearer_auth(token),
-        Ok(None) => {}
-        Err(e) => return Err(format!("token: {e}")),
+    if let Some(token) = bearer {
+        request = request.bearer_auth(token);
     }
     let response = request.send().await.map_err(|e| {
         if e.is_timeout() {

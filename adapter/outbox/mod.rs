@@ -25,9 +25,6 @@ use tokio::sync::{Notify, watch};
 /// How often an idle loop looks for items that came due (or were put in by another process).
 const TICK: Duration = Duration::from_secs(1);
 
-/// Items claimed at once per source.
-const BATCH: i64 = 16;
-
 /// One source's writeback endpoint.
 pub struct Target {
     pub source: String,
@@ -129,81 +126,92 @@ async fn run(state: AppState, target: Arc<Target>, mut stop: watch::Receiver<boo
     }
 }
 
-/// Delivers every item of the source that is due, batch by batch.
+/// Delivers every item of the source that is due, one at a time, oldest first. Each item is
+/// claimed just before it is sent, with a token already in hand, so that the send (bounded by
+/// `timeout`) ends before the claim (`lease`, longer than `timeout`) runs out: no other process
+/// sends it meanwhile, and what is sent is the item's body as it stood when it was claimed.
 async fn drain(state: &AppState, target: &Target, stop: &watch::Receiver<bool>) {
-    loop {
+    while !*stop.borrow() {
+        // A token first: fetching one can take up to `timeout` of its own.
+        let bearer = match target.auth.bearer().await {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::warn!(source = %target.source, error = %e, "no token for the writeback endpoint; items wait");
+                return;
+            }
+        };
         let now = to_micros(state.clock.wall());
         let until = now + target.writeback.lease.as_micros() as i64;
-        let items = match store::claim(
+        let item = match store::claim(
             &state.db,
             &target.source,
             &state.outbox.holder,
             now,
             until,
-            BATCH,
+            1,
         )
         .await
         {
-            Ok(items) => items,
+            Ok(mut items) => match items.pop() {
+                Some(item) => item,
+                None => return,
+            },
             Err(e) => {
                 tracing::warn!(source = %target.source, error = %e, "cannot read the outbox");
                 return;
             }
         };
-        if items.is_empty() {
-            return;
-        }
-        for item in &items {
-            if *stop.borrow() {
-                return;
+        let result = deliver::send(target, &item, bearer.as_deref()).await;
+        let at = to_micros(state.clock.wall());
+        let recorded = match &result {
+            Ok(location) => {
+                store::delivered(
+                    &state.db,
+                    &item,
+                    &state.outbox.holder,
+                    location.as_deref(),
+                    at,
+                )
+                .await
+                .map(|marked| {
+                    // Counted where the database says so: a body that changed meanwhile
+                    // is sent again, and that send is the delivery.
+                    if marked {
+                        crate::metrics::outbox_delivered(&target.source, &item.resource_type);
+                    }
+                })
             }
-            let result = deliver::send(target, item).await;
-            let at = to_micros(state.clock.wall());
-            let recorded = match &result {
-                Ok(location) => {
-                    crate::metrics::outbox_delivered(&target.source, &item.resource_type);
-                    store::delivered(
-                        &state.db,
-                        item,
-                        &state.outbox.holder,
-                        location.as_deref(),
-                        at,
-                    )
-                    .await
-                    .map(|_| ())
-                }
-                Err(error) => {
-                    crate::metrics::outbox_failed(&target.source, &item.resource_type);
-                    let attempt = u32::try_from(item.attempts).unwrap_or(u32::MAX);
-                    let wait = crate::pull::fetch::jittered(
-                        target.writeback.backoff,
-                        target.writeback.max_backoff,
-                        attempt,
-                    );
-                    tracing::warn!(
-                        source = %target.source,
-                        item = %item.key,
-                        attempt,
-                        retry_in_ms = wait.as_millis() as u64,
-                        error = %error,
-                        "the record system did not take an outbox item; it is tried again"
-                    );
-                    store::failed(
-                        &state.db,
-                        item,
-                        &state.outbox.holder,
-                        error,
-                        at,
-                        at + wait.as_micros() as i64,
-                    )
-                    .await
-                }
-            };
-            if let Err(e) = recorded {
-                // The claim runs out and the item is tried again: the record system's
-                // idempotency key keeps that from making a second copy.
-                tracing::warn!(source = %target.source, item = %item.key, error = %e, "cannot record an outbox delivery");
+            Err(error) => {
+                crate::metrics::outbox_failed(&target.source, &item.resource_type);
+                let attempt = u32::try_from(item.attempts).unwrap_or(u32::MAX);
+                let wait = crate::pull::fetch::jittered(
+                    target.writeback.backoff,
+                    target.writeback.max_backoff,
+                    attempt,
+                );
+                tracing::warn!(
+                    source = %target.source,
+                    item = %item.key,
+                    attempt,
+                    retry_in_ms = wait.as_millis() as u64,
+                    error = %error,
+                    "the record system did not take an outbox item; it is tried again"
+                );
+                store::failed(
+                    &state.db,
+                    &item,
+                    &state.outbox.holder,
+                    error,
+                    at,
+                    at + wait.as_micros() as i64,
+                )
+                .await
             }
+        };
+        if let Err(e) = recorded {
+            // The claim runs out and the item is tried again: the record system's
+            // idempotency key keeps that from making a second copy.
+            tracing::warn!(source = %target.source, item = %item.key, error = %e, "cannot record an outbox delivery");
         }
     }
 }

@@ -26,11 +26,101 @@ pub struct Message {
 const COLUMNS: &str = "seq, id, patient_id, client_id, external_id, user_id, source, body, state, \
                        reason, decided_by, decided_at, created_at";
 
-/// Keeps a message just posted, waiting for moderation.
-pub async fn insert(db: &Db, m: &Message) -> Result<(), crate::store::Error> {
+/// What one user, and all users together about one client, may have waiting for moderation.
+#[derive(Debug, Clone, Copy)]
+pub struct Caps {
+    pub per_user: i64,
+    pub bytes_per_user: i64,
+    pub per_client: i64,
+    pub bytes_per_client: i64,
+}
+
+/// What became of a message to keep.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Kept {
+    Kept,
+    /// The same idempotency key of the same sender came before: that message.
+    Repeated(Box<Message>),
+    /// Over a cap: which, in words.
+    Full(String),
+}
+
+/// Keeps a message just posted, waiting for moderation, unless the sender's or the client's
+/// waiting messages would exceed `caps`, or the sender's `key` was used before. Counted and
+/// written in one transaction that posts of the same sender or about the same client wait for
+/// (the writer on SQLite, advisory locks on PostgreSQL), so that posts sent at once cannot
+/// pass a cap together.
+pub async fn insert(
+    db: &Db,
+    m: &Message,
+    key: Option<&str>,
+    caps: Caps,
+) -> Result<Kept, crate::store::Error> {
+    let mut tx = db.begin().await?;
+    if tx.engine() == super::db::Engine::Postgres {
+        for lock in [
+            super::resources::lock_key("messages-user", &m.user_id.to_string()),
+            super::resources::lock_key("messages-client", &m.patient_id),
+        ] {
+            tx.execute(&Sql::new("SELECT pg_advisory_xact_lock($1)").arg(lock))
+                .await?;
+        }
+    }
+    if let Some(key) = key {
+        let earlier: Option<Message> = tx
+            .fetch_optional(
+                &Sql::new(format!(
+                    "SELECT {COLUMNS} FROM messages WHERE client_id = $1 AND external_id = $2 \
+                     AND idempotency_key = $3"
+                ))
+                .arg(m.client_id.as_str())
+                .arg(m.external_id.as_str())
+                .arg(key),
+            )
+            .await?;
+        if let Some(earlier) = earlier {
+            return Ok(Kept::Repeated(Box::new(earlier)));
+        }
+    }
+    #[derive(sqlx::FromRow, serde::Deserialize)]
+    struct Count {
+        n: i64,
+        bytes: Option<i64>,
+    }
+    let count = |column: &str| {
+        Sql::new(format!(
+            "SELECT COUNT(*) AS n, CAST(SUM(LENGTH(body)) AS BIGINT) AS bytes FROM messages \
+             WHERE {column} = $1 AND state = 'waiting'"
+        ))
+    };
+    let user: Count = tx.fetch_one(&count("user_id").arg(m.user_id)).await?;
+    let client: Count = tx
+        .fetch_one(&count("patient_id").arg(m.patient_id.as_str()))
+        .await?;
+    let size = m.body.len() as i64;
+    let full = if user.n >= caps.per_user {
+        Some(format!(
+            "{} messages of this user wait for moderation already",
+            caps.per_user
+        ))
+    } else if user.bytes.unwrap_or(0) + size > caps.bytes_per_user {
+        Some(format!(
+            "this user's messages waiting for moderation would hold more than {} MB",
+            caps.bytes_per_user / 1024 / 1024
+        ))
+    } else if client.n >= caps.per_client
+        || client.bytes.unwrap_or(0) + size > caps.bytes_per_client
+    {
+        Some("too many messages about this client wait for moderation already".to_string())
+    } else {
+        None
+    };
+    if let Some(full) = full {
+        return Ok(Kept::Full(full));
+    }
     let sql = Sql::new(
         "INSERT INTO messages (id, patient_id, client_id, external_id, user_id, source, body, \
-         state, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, 'waiting', $8)",
+         state, created_at, idempotency_key) VALUES ($1, $2, $3, $4, $5, $6, $7, 'waiting', $8, $9)",
     )
     .arg(m.id.as_str())
     .arg(m.patient_id.as_str())
@@ -39,8 +129,11 @@ pub async fn insert(db: &Db, m: &Message) -> Result<(), crate::store::Error> {
     .arg(m.user_id)
     .arg(m.source.as_str())
     .arg(m.body.as_str())
-    .arg(m.created_at);
-    db.execute(&sql).await.map(|_| ())
+    .arg(m.created_at)
+    .arg(key);
+    tx.execute(&sql).await?;
+    tx.commit().await?;
+    Ok(Kept::Kept)
 }
 
 /// One message by id.
@@ -121,25 +214,6 @@ pub async fn source_of_patient(
         )
         .await?;
     Ok(row.map(|r| r.source))
-}
-
-/// How many messages of a portal user wait for moderation, and their size in bytes.
-pub async fn waiting_of(db: &Db, user_id: i64) -> Result<(i64, i64), crate::store::Error> {
-    #[derive(sqlx::FromRow, serde::Deserialize)]
-    struct Count {
-        n: i64,
-        bytes: Option<i64>,
-    }
-    let row: Option<Count> = db
-        .fetch_optional(
-            &Sql::new(
-                "SELECT COUNT(*) AS n, CAST(SUM(LENGTH(body)) AS BIGINT) AS bytes FROM messages \
-                 WHERE user_id = $1 AND state = 'waiting'",
-            )
-            .arg(user_id),
-        )
-        .await?;
-    Ok(row.map_or((0, 0), |r| (r.n, r.bytes.unwrap_or(0))))
 }
 
 /// Marks an approval shown and puts the message in the outbox for the record system, in one

@@ -58,7 +58,8 @@ pub struct Item {
 }
 
 /// Claims up to `limit` items of `source` that are due, oldest first, for `holder` until
-/// `until`. Items another process holds a live claim on are left to it.
+/// `until`. Items another process holds a live claim on are left to it. The deliverer claims
+/// one at a time, just before it sends it, so that a claim outlasts its send.
 pub async fn claim(
     db: &Db,
     source: &str,
@@ -92,9 +93,9 @@ pub async fn claim(
     Ok(items)
 }
 
-/// Marks an item delivered and gives up the claim; whether it was marked. An item whose body
-/// changed since it was claimed (a request decided meanwhile) stays pending, to be sent again
-/// at once; one another process took over is left to it.
+/// Marks an item delivered and gives up the claim; whether it was marked delivered. An item
+/// whose body changed since it was claimed (a request decided meanwhile) stays pending, to be
+/// sent again at once; one another process took over is left to it.
 pub async fn delivered(
     db: &Db,
     item: &Item,
@@ -102,20 +103,33 @@ pub async fn delivered(
     location: Option<&str>,
     at: Micros,
 ) -> Result<bool, crate::store::Error> {
-    let sql = Sql::new(
-        "UPDATE outbox SET state = CASE WHEN version = $1 THEN 'delivered' ELSE state END, \
-         delivered_at = CASE WHEN version = $2 THEN $3 ELSE delivered_at END, \
-         location = CASE WHEN version = $4 THEN $5 ELSE location END, \
-         claimed_by = NULL, claimed_until = NULL WHERE seq = $6 AND claimed_by = $7",
+    let marked = db
+        .execute(
+            &Sql::new(
+                "UPDATE outbox SET state = 'delivered', delivered_at = $1, location = $2, \
+                 claimed_by = NULL, claimed_until = NULL \
+                 WHERE seq = $3 AND version = $4 AND claimed_by = $5",
+            )
+            .arg(at)
+            .arg(location)
+            .arg(item.seq)
+            .arg(item.version)
+            .arg(holder),
+        )
+        .await?;
+    if marked == 1 {
+        return Ok(true);
+    }
+    db.execute(
+        &Sql::new(
+            "UPDATE outbox SET claimed_by = NULL, claimed_until = NULL \
+             WHERE seq = $1 AND claimed_by = $2",
+        )
+        .arg(item.seq)
+        .arg(holder),
     )
-    .arg(item.version)
-    .arg(item.version)
-    .arg(at)
-    .arg(item.version)
-    .arg(location)
-    .arg(item.seq)
-    .arg(holder);
-    Ok(db.execute(&sql).await? == 1)
+    .await?;
+    Ok(false)
 }
 
 /// Records a failed try: the item is tried again from `next_at`.
@@ -169,7 +183,8 @@ pub async fn states(db: &Db) -> Result<Vec<SourceState>, crate::store::Error> {
          SUM(CASE WHEN state = 'delivered' THEN 1 ELSE 0 END) AS delivered, \
          SUM(CASE WHEN state = 'pending' AND last_error IS NOT NULL THEN 1 ELSE 0 END) AS failing, \
          MIN(CASE WHEN state = 'pending' THEN created_at END) AS oldest_pending_at, \
-         MAX(delivered_at) AS last_delivered_at, MAX(last_error_at) AS last_error_at \
+         MAX(delivered_at) AS last_delivered_at, \
+         MAX(CASE WHEN state = 'pending' THEN last_error_at END) AS last_error_at \
          FROM outbox GROUP BY source ORDER BY source",
     ))
     .await

@@ -40,17 +40,63 @@ pub struct Delivery<'a> {
     pub at: Micros,
 }
 
-/// Keeps a new request and puts it in the outbox, in one transaction.
+/// What became of a request to keep.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Kept {
+    Kept,
+    /// The same idempotency key of the same user came before: that request.
+    Repeated(Box<Request>),
+    /// The user has `max_open` requests open already.
+    Full,
+}
+
+/// Keeps a new request and puts it in the outbox, in one transaction, unless the user has
+/// `max_open` requests open or used `key` before. Requests of one user are counted and
+/// written one after the other (the writer on SQLite, an advisory lock on PostgreSQL).
 pub async fn insert(
     db: &Db,
     r: &Request,
+    key: Option<&str>,
+    max_open: i64,
     delivery: Delivery<'_>,
-) -> Result<(), crate::store::Error> {
+) -> Result<Kept, crate::store::Error> {
     let mut tx = db.begin().await?;
+    if tx.engine() == super::db::Engine::Postgres {
+        let lock = super::resources::lock_key("requests-user", &r.user_id.to_string());
+        tx.execute(&Sql::new("SELECT pg_advisory_xact_lock($1)").arg(lock))
+            .await?;
+    }
+    if let Some(key) = key {
+        let earlier: Option<Request> = tx
+            .fetch_optional(
+                &Sql::new(format!(
+                    "SELECT {COLUMNS} FROM requests WHERE client_id = $1 AND external_id = $2 \
+                     AND idempotency_key = $3"
+                ))
+                .arg(r.client_id.as_str())
+                .arg(r.external_id.as_str())
+                .arg(key),
+            )
+            .await?;
+        if let Some(earlier) = earlier {
+            return Ok(Kept::Repeated(Box::new(earlier)));
+        }
+    }
+    let open = tx
+        .fetch_count(
+            &Sql::new(
+                "SELECT COUNT(*) AS n FROM requests WHERE user_id = $1 AND state = 'requested'",
+            )
+            .arg(r.user_id),
+        )
+        .await?;
+    if open >= max_open {
+        return Ok(Kept::Full);
+    }
     let sql = Sql::new(
         "INSERT INTO requests (id, patient_id, client_id, external_id, user_id, source, code, \
-         focus, description, requester, state, created_at, due_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'requested', $11, $12)",
+         focus, description, requester, state, created_at, due_at, idempotency_key) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'requested', $11, $12, $13)",
     )
     .arg(r.id.as_str())
     .arg(r.patient_id.as_str())
@@ -63,10 +109,12 @@ pub async fn insert(
     .arg(r.description.as_str())
     .arg(r.requester.as_str())
     .arg(r.created_at)
-    .arg(r.due_at);
+    .arg(r.due_at)
+    .arg(key);
     tx.execute(&sql).await?;
     to_outbox(&mut tx, r, delivery).await?;
-    tx.commit().await
+    tx.commit().await?;
+    Ok(Kept::Kept)
 }
 
 async fn to_outbox(
@@ -142,15 +190,6 @@ pub async fn overdue(db: &Db, now: Micros) -> Result<i64, crate::store::Error> {
     db.fetch_count(
         &Sql::new("SELECT COUNT(*) AS n FROM requests WHERE state = 'requested' AND due_at < $1")
             .arg(now),
-    )
-    .await
-}
-
-/// How many requests of a portal user wait for a decision.
-pub async fn open_of(db: &Db, user_id: i64) -> Result<i64, crate::store::Error> {
-    db.fetch_count(
-        &Sql::new("SELECT COUNT(*) AS n FROM requests WHERE user_id = $1 AND state = 'requested'")
-            .arg(user_id),
     )
     .await
 }

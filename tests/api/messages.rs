@@ -409,7 +409,9 @@ on_both!(
         let app = TestApp::spawn(b).await;
         let (holder, _, _) = world(&app).await;
         use base64::Engine;
-        let data = base64::engine::general_purpose::STANDARD.encode(vec![b'%'; 700_000]);
+        let mut pdf = b"%PDF-1.4\n".to_vec();
+        pdf.resize(700_000, b'%');
+        let data = base64::engine::general_purpose::STANDARD.encode(pdf);
         let heavy = json!({"resourceType": "Communication",
             "subject": {"reference": "Patient/p1"},
             "payload": (0..10).map(|_| json!({"contentAttachment":
@@ -424,5 +426,118 @@ on_both!(
         // A short message still fits.
         let r = post_raw(&holder, &text("p1", "kort"), None).await;
         assert_eq!(r.status(), 201);
+    }
+);
+
+// Found by attacking: caps held only for posts one after the other; a retried post made a
+// second message; an approval did not ask whether the sender still may post; an attachment's
+// data was not compared with its declared type.
+on_both!(
+    caps_hold_for_posts_at_once_retries_repeat_and_rights_are_checked_at_approval,
+    |b| async move {
+        let app = TestApp::spawn(b).await;
+        let (holder, poster, _) = world(&app).await;
+        // 30 posts at once: 20 kept, the rest 429.
+        let mut posts = Vec::new();
+        for i in 0..30 {
+            let poster = poster.clone();
+            posts.push(tokio::spawn(async move {
+                post_raw(&poster, &text("p1", &format!("tegelijk {i}")), None)
+                    .await
+                    .status()
+                    .as_u16()
+            }));
+        }
+        let mut statuses = Vec::new();
+        for p in posts {
+            statuses.push(p.await.unwrap());
+        }
+        assert_eq!(
+            statuses.iter().filter(|s| **s == 201).count(),
+            20,
+            "{statuses:?}"
+        );
+        assert_eq!(
+            statuses.iter().filter(|s| **s == 429).count(),
+            10,
+            "{statuses:?}"
+        );
+        // A retry with the same Idempotency-Key gets the first message, not a second.
+        let keyed = |key: &'static str| {
+            holder
+                .http
+                .post(format!("{}/fhir/Communication", holder.base))
+                .bearer_auth(&holder.token)
+                .header("x-portal-user", &holder.id)
+                .header("idempotency-key", key)
+                .json(&text("p1", "nog eens"))
+                .send()
+        };
+        let first = keyed("retry-1").await.unwrap();
+        assert_eq!(first.status(), 201);
+        let first: Value = first.json().await.unwrap();
+        let again = keyed("retry-1").await.unwrap();
+        assert_eq!(again.status(), 200);
+        let again: Value = again.json().await.unwrap();
+        assert_eq!(first["id"], again["id"]);
+        let bad = keyed("met spatie").await.unwrap();
+        assert_eq!(bad.status(), 400);
+        // The sender loses the right to post: their waiting message is not approved.
+        let (_, grants) = holder.get("/portal/grants?patient=Patient/p1").await;
+        let grant = grants
+            .as_array()
+            .or_else(|| grants["grants"].as_array())
+            .unwrap()
+            .iter()
+            .find(|g| g.to_string().contains("m-post"))
+            .unwrap_or_else(|| panic!("{grants}"))
+            .clone();
+        let waiting: Value = app
+            .http
+            .get(app.url("/admin/moderation?_count=1"))
+            .bearer_auth(ADMIN)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let id = waiting["waiting"][0]["id"].as_str().unwrap().to_string();
+        assert_eq!(waiting["waiting"][0]["user"], "m-post");
+        let (status, body) = holder
+            .patch(
+                &format!("/portal/grants/{}", grant["id"].as_str().unwrap()),
+                &json!({"can_post": false}),
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+        let (status, body) = app
+            .admin_post(&format!("/admin/moderation/{id}/approve"), &json!({}))
+            .await;
+        assert_eq!(status, 409, "{body}");
+        let (status, _) = app
+            .admin_post(
+                &format!("/admin/moderation/{id}/reject"),
+                &json!({"reason": "afzender mag niet meer posten"}),
+            )
+            .await;
+        assert_eq!(status, 200);
+        // An attachment whose data is not what its type says.
+        use base64::Engine;
+        let html = base64::engine::general_purpose::STANDARD
+            .encode("<html><script>alert(1)</script></html>");
+        let r = post_raw(
+            &holder,
+            &json!({"resourceType": "Communication", "subject": {"reference": "Patient/p1"},
+                "payload": [{"contentAttachment": {"contentType": "image/png", "data": html}}]}),
+            None,
+        )
+        .await;
+        assert_eq!(r.status(), 400);
+        let outcome: Value = r.json().await.unwrap();
+        assert_eq!(
+            element(&outcome),
+            "Communication.payload[0].contentAttachment.data"
+        );
     }
 );

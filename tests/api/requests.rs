@@ -158,6 +158,26 @@ on_both!(
         assert_eq!(status, 400);
         let (status, _) = holder.get("/fhir/Task?patient=p1&_count=0").await;
         assert_eq!(status, 400);
+        // A retry with the same Idempotency-Key gets the first request, not a second.
+        let keyed = async || {
+            let r = holder
+                .http
+                .post(format!("{}/fhir/Task", holder.base))
+                .bearer_auth(&holder.token)
+                .header("x-portal-user", &holder.id)
+                .header("idempotency-key", "vraag-1")
+                .json(&ask("addition", None, "graag mijn allergie erbij"))
+                .send()
+                .await
+                .unwrap();
+            (r.status().as_u16(), r.json::<Value>().await.unwrap())
+        };
+        let (first, task) = keyed().await;
+        let (again, same) = keyed().await;
+        assert_eq!((first, again), (201, 200));
+        assert_eq!(task["id"], same["id"]);
+        let (_, found) = holder.get("/fhir/Task?patient=p1").await;
+        assert_eq!(found["entry"].as_array().unwrap().len(), 2, "{found}");
     }
 );
 

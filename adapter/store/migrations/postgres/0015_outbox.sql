@@ -44,8 +44,15 @@ CREATE TABLE requests (
     decided_by  TEXT,
     decided_at  BIGINT,
     created_at  BIGINT  NOT NULL,
-    due_at      BIGINT  NOT NULL
+    due_at      BIGINT  NOT NULL,
+    idempotency_key TEXT              -- the portal's Idempotency-Key, if sent
 );
 CREATE INDEX requests_open ON requests (state, due_at, seq);
 CREATE INDEX requests_patient ON requests (patient_id, seq);
 CREATE INDEX requests_sender ON requests (user_id, state);
+CREATE UNIQUE INDEX requests_idempotency ON requests (client_id, external_id, idempotency_key);
+
+-- A portal's retry of a post with the same Idempotency-Key gets the message the first made.
+ALTER TABLE messages ADD COLUMN idempotency_key TEXT;
+CREATE UNIQUE INDEX messages_idempotency ON messages (client_id, external_id, idempotency_key);
+CREATE INDEX messages_client_waiting ON messages (patient_id, state);
