@@ -432,6 +432,7 @@ impl Application {
         let mut pullers = tokio::task::JoinSet::new();
         crate::pull::spawn(&state, &stopped, &mut pullers);
         crate::outbox::spawn(&state, &stopped, &mut pullers);
+        pullers.spawn(heartbeat(state.clone(), stopped.clone()));
         let signal = async move {
             stop.await;
             let _ = stopping.send(true);
@@ -467,6 +468,35 @@ impl Application {
         tokio::join!(signal, serving);
         while pullers.join_next().await.is_some() {}
         Ok(())
+    }
+}
+
+/// How often a process says it is alive (`store::processes`), and how long a silent one still
+/// counts as alive.
+const BEAT: std::time::Duration = std::time::Duration::from_secs(5);
+const ALIVE: std::time::Duration = std::time::Duration::from_secs(15);
+
+/// Says every [`BEAT`] that this process is alive, and shares the request limits among the
+/// processes alive; at a stop, takes this process off the list.
+async fn heartbeat(state: AppState, mut stop: tokio::sync::watch::Receiver<bool>) {
+    let id = state.pullers.holder.clone();
+    while !*stop.borrow() {
+        let now = crate::time::to_micros(state.clock.wall());
+        let alive_since = now - ALIVE.as_micros() as i64;
+        let forget_before = now - 3_600_000_000;
+        match crate::store::processes::beat(&state.db, &id, now, alive_since, forget_before).await {
+            Ok(n) => state
+                .limits
+                .set_processes(u32::try_from(n).unwrap_or(u32::MAX)),
+            Err(e) => tracing::warn!(error = %e, "cannot write this process's heartbeat"),
+        }
+        tokio::select! {
+            () = tokio::time::sleep(BEAT) => {}
+            _ = stop.changed() => {}
+        }
+    }
+    if let Err(e) = crate::store::processes::gone(&state.db, &id).await {
+        tracing::warn!(error = %e, "cannot take this process off the list of processes");
     }
 }
 

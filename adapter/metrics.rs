@@ -117,6 +117,10 @@ fn describe() {
         "Correction requests (R14) past their due moment without a decision"
     );
     describe_gauge!(
+        "sluis_processes",
+        "Processes serving from this database that are alive (heartbeat); each allows its share of the request limits"
+    );
+    describe_gauge!(
         "sluis_db_connections",
         "Database connections by state (in_use, idle) and the most there may be (max)"
     );
@@ -238,6 +242,7 @@ async fn refresh(state: &AppState) -> Result<(), crate::store::Error> {
     gauge!("sluis_db_connections", "state" => "in_use").set(pool.in_use as f64);
     gauge!("sluis_db_connections", "state" => "idle").set(pool.idle as f64);
     gauge!("sluis_db_connections", "state" => "max").set(pool.max as f64);
+    gauge!("sluis_processes").set(f64::from(state.limits.processes()));
     for p in state.pullers.all() {
         gauge!("sluis_pull_lease_held", "source" => p.id.clone()).set(if p.holding() {
             1.0

@@ -5,15 +5,17 @@
 //! claimed client and remote address. Time is the clock's real time passing
 //! ([`Clock::monotonic_micros`]), so a pinned clock does not freeze the refill.
 //!
-//! The buckets live in this process: behind a load balancer over `n` processes a caller may
-//! get up to `n` times a limit (the failed-authentication limit included), unless the
-//! balancer keeps a caller on one process.
+//! The buckets live in this process. Processes sharing a database know how many of them are
+//! alive (`store::processes`, a heartbeat), and each allows its share: a limit over `n` live
+//! processes. Behind a balancer that spreads a caller's requests evenly the caller gets the
+//! limit in all; one that keeps a caller on one process gives them less, never more.
 
 use crate::clock::Clock;
 use crate::error::{ApiError, Reason};
 use axum::http::StatusCode;
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
 
 /// Beyond this many keys kept, buckets that have filled up again are dropped.
 const PRUNE_AT: usize = 10_000;
@@ -27,32 +29,53 @@ pub struct Limits {
     pub tokens: Limiter,
     pub admins: Limiter,
     pub failures: Limiter,
+    /// How many processes share the limits (at least 1).
+    processes: Arc<AtomicU32>,
 }
 
 impl Limits {
     pub fn new(config: &crate::config::Limits) -> Self {
+        let processes = Arc::new(AtomicU32::new(1));
+        let limiter = |per_minute: u32, name: &'static str| {
+            let mut l = Limiter::new(per_minute, name);
+            l.processes = processes.clone();
+            l
+        };
         Self {
-            users: Limiter::new(config.user_requests_per_minute, "user_requests_per_minute"),
-            clients: Limiter::new(
+            users: limiter(config.user_requests_per_minute, "user_requests_per_minute"),
+            clients: limiter(
                 config.client_requests_per_minute,
                 "client_requests_per_minute",
             ),
-            tokens: Limiter::new(
+            tokens: limiter(
                 config.token_requests_per_minute,
                 "token_requests_per_minute",
             ),
-            admins: Limiter::new(
+            admins: limiter(
                 config.admin_requests_per_minute,
                 "admin_requests_per_minute",
             ),
-            failures: Limiter::new(config.failed_auth_per_minute, "failed_auth_per_minute"),
+            failures: limiter(config.failed_auth_per_minute, "failed_auth_per_minute"),
+            processes,
         }
+    }
+
+    /// Sets how many live processes share the limits (from the heartbeat).
+    pub fn set_processes(&self, n: u32) {
+        self.processes.store(n.max(1), Ordering::Relaxed);
+    }
+
+    pub fn processes(&self) -> u32 {
+        self.processes.load(Ordering::Relaxed).max(1)
     }
 }
 
 /// The buckets of one limit, by key (`(client, user)`, `(client, "")`, `(client, address)`).
 pub struct Limiter {
+    /// The limit over all processes.
     per_minute: f64,
+    /// How many live processes share it.
+    processes: Arc<AtomicU32>,
     /// Its config key, for the message of a refusal.
     name: &'static str,
     buckets: Mutex<Buckets>,
@@ -89,6 +112,7 @@ impl Limiter {
     pub fn new(per_minute: u32, name: &'static str) -> Self {
         Self {
             per_minute: f64::from(per_minute.max(1)),
+            processes: Arc::new(AtomicU32::new(1)),
             name,
             buckets: Mutex::new(Buckets {
                 by_key: HashMap::new(),
@@ -123,20 +147,33 @@ impl Limiter {
             Ok(guard) => guard,
             Err(poisoned) => poisoned.into_inner(),
         };
-        let full = self.per_minute;
+        let full = self.share();
         if let Some(bucket) = buckets.by_key.get_mut(a).and_then(|inner| inner.get_mut(b)) {
             bucket.left = (bucket.left + 1.0).min(full);
         }
+    }
+
+    /// This process's share of the limit: the limit over the live processes, at least one
+    /// request a minute.
+    fn share(&self) -> f64 {
+        let n = f64::from(self.processes.load(Ordering::Relaxed).max(1));
+        (self.per_minute / n).max(1.0)
     }
 
     fn refusal(&self, seconds: u64) -> ApiError {
         let mut error = ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,
             Reason::RateLimited,
-            format!(
-                "more than limits.{} ({}); retry in {seconds} s",
-                self.name, self.per_minute
-            ),
+            match self.processes.load(Ordering::Relaxed) {
+                0 | 1 => format!(
+                    "more than limits.{} ({}); retry in {seconds} s",
+                    self.name, self.per_minute
+                ),
+                n => format!(
+                    "more than limits.{} ({}, shared by {n} processes); retry in {seconds} s",
+                    self.name, self.per_minute
+                ),
+            },
         );
         error.retry_after = Some(seconds);
         error
@@ -149,8 +186,8 @@ impl Limiter {
             Ok(guard) => guard,
             Err(poisoned) => poisoned.into_inner(),
         };
-        let per_us = self.per_minute / MINUTE_US;
-        let full = self.per_minute;
+        let full = self.share();
+        let per_us = full / MINUTE_US;
         if buckets.kept >= buckets.prune_at {
             let filled = |b: &Bucket| b.left + (now - b.at) as f64 * per_us >= full;
             for inner in buckets.by_key.values_mut() {

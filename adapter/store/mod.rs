@@ -13,6 +13,7 @@ pub mod db;
 pub mod error;
 pub mod messages;
 pub mod outbox;
+pub mod processes;
 pub mod pull;
 pub mod release;
 pub mod requests;

@@ -79,7 +79,7 @@ on_both!(
 );
 
 /// SMART Backend Services: a vendor proves itself with a JWT signed by a key of its JWKS.
-mod private_key_jwt {
+pub mod private_key_jwt {
     use super::*;
     use jsonwebtoken::{Algorithm, EncodingKey, Header};
     use serde_json::{Value, json};

@@ -16,6 +16,7 @@ mod limits;
 mod messages;
 mod plans;
 mod portal;
+mod processes;
 mod pull;
 mod requests;
 mod scopes;

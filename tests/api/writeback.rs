@@ -249,8 +249,12 @@ impl Process {
     }
 
     pub async fn admin_post(&self, path: &str, body: &Value) -> (u16, Value) {
+        self.admin(reqwest::Method::POST, path, body).await
+    }
+
+    pub async fn admin(&self, method: reqwest::Method, path: &str, body: &Value) -> (u16, Value) {
         let r = reqwest::Client::new()
-            .post(format!("{}{path}", self.base))
+            .request(method, format!("{}{path}", self.base))
             .bearer_auth(ADMIN)
             .json(body)
             .send()
