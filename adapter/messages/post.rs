@@ -317,14 +317,25 @@ pub(super) fn invalid(expression: &str, message: String) -> ApiError {
 
 /// The client a message is about: `subject` must be `Patient/{id}`.
 fn subject(value: &Value) -> ApiResult<String> {
-    if value.get("resourceType").and_then(Value::as_str) != Some("Communication") {
+    client_named(value, "Communication", "subject", "message")
+}
+
+/// The client a `resource_type` body names in `element` (`Patient/{id}`), `what` it is in
+/// words; 400 naming the element otherwise.
+pub(super) fn client_named(
+    value: &Value,
+    resource_type: &str,
+    element: &str,
+    what: &str,
+) -> ApiResult<String> {
+    if value.get("resourceType").and_then(Value::as_str) != Some(resource_type) {
         return Err(invalid(
-            "Communication.resourceType",
-            "the body must be a Communication".into(),
+            &format!("{resource_type}.resourceType"),
+            format!("the body must be a {resource_type}"),
         ));
     }
     value
-        .get("subject")
+        .get(element)
         .and_then(|s| s.get("reference"))
         .and_then(Value::as_str)
         .and_then(|r| r.strip_prefix("Patient/"))
@@ -332,8 +343,8 @@ fn subject(value: &Value) -> ApiResult<String> {
         .map(str::to_string)
         .ok_or_else(|| {
             invalid(
-                "Communication.subject",
-                "name the client the message is about: subject.reference Patient/{id}".into(),
+                &format!("{resource_type}.{element}"),
+                format!("name the client the {what} is about: {element}.reference Patient/{{id}}"),
             )
         })
 }

@@ -209,25 +209,7 @@ async fn readable_focus(
 
 /// The client a request is about: `for` must be `Patient/{id}`.
 fn patient_of(value: &Value) -> ApiResult<String> {
-    if value.get("resourceType").and_then(Value::as_str) != Some("Task") {
-        return Err(invalid(
-            "Task.resourceType",
-            "the body must be a Task".into(),
-        ));
-    }
-    value
-        .get("for")
-        .and_then(|s| s.get("reference"))
-        .and_then(Value::as_str)
-        .and_then(|r| r.strip_prefix("Patient/"))
-        .filter(|id| crate::fhir::reference::is_fhir_id(id))
-        .map(str::to_string)
-        .ok_or_else(|| {
-            invalid(
-                "Task.for",
-                "name the client the request is about: for.reference Patient/{id}".into(),
-            )
-        })
+    super::post::client_named(value, "Task", "for", "request")
 }
 
 /// Everything wrong with a request, by element.

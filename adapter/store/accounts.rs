@@ -397,13 +397,21 @@ pub async fn revoke_code(tx: &mut Tx, id: &str, now: Micros) -> Result<bool, cra
 /// (two codes redeemed at once for one client must see each other's holder). SQLite has one
 /// writer anyway. The database also keeps one holder per client (`links_one_holder`).
 pub async fn lock_patient(tx: &mut Tx, patient_id: &str) -> Result<(), crate::store::Error> {
+    lock(tx, &[("links", patient_id)]).await
+}
+
+/// Takes PostgreSQL advisory locks on `keys` (`(space, name)`, in the order given: callers
+/// keep one order) for the rest of the transaction; SQLite's one writer serializes anyway.
+pub async fn lock(tx: &mut Tx, keys: &[(&str, &str)]) -> Result<(), crate::store::Error> {
     if tx.engine() != super::db::Engine::Postgres {
         return Ok(());
     }
-    let key = super::resources::lock_key("links", patient_id);
-    tx.execute(&Sql::new("SELECT pg_advisory_xact_lock($1)").arg(key))
-        .await
-        .map(|_| ())
+    for (space, name) in keys {
+        let key = super::resources::lock_key(space, name);
+        tx.execute(&Sql::new("SELECT pg_advisory_xact_lock($1)").arg(key))
+            .await?;
+    }
+    Ok(())
 }
 
 /// Blocks a portal user (R7), also temporarily; false if the user is unknown.

@@ -57,15 +57,14 @@ pub async fn insert(
     caps: Caps,
 ) -> Result<Kept, crate::store::Error> {
     let mut tx = db.begin().await?;
-    if tx.engine() == super::db::Engine::Postgres {
-        for lock in [
-            super::resources::lock_key("messages-user", &m.user_id.to_string()),
-            super::resources::lock_key("messages-client", &m.patient_id),
-        ] {
-            tx.execute(&Sql::new("SELECT pg_advisory_xact_lock($1)").arg(lock))
-                .await?;
-        }
-    }
+    super::accounts::lock(
+        &mut tx,
+        &[
+            ("messages-user", &m.user_id.to_string()),
+            ("messages-client", &m.patient_id),
+        ],
+    )
+    .await?;
     if let Some(key) = key {
         let earlier: Option<Message> = tx
             .fetch_optional(

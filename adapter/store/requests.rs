@@ -61,11 +61,7 @@ pub async fn insert(
     delivery: Delivery<'_>,
 ) -> Result<Kept, crate::store::Error> {
     let mut tx = db.begin().await?;
-    if tx.engine() == super::db::Engine::Postgres {
-        let lock = super::resources::lock_key("requests-user", &r.user_id.to_string());
-        tx.execute(&Sql::new("SELECT pg_advisory_xact_lock($1)").arg(lock))
-            .await?;
-    }
+    super::accounts::lock(&mut tx, &[("requests-user", &r.user_id.to_string())]).await?;
     if let Some(key) = key {
         let earlier: Option<Request> = tx
             .fetch_optional(
