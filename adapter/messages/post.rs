@@ -140,6 +140,11 @@ pub async fn post(
     match kept {
         store::Kept::Kept => {}
         store::Kept::Repeated(earlier) => {
+            // The same post again: the same client (which this request was allowed to write
+            // about) and the same content. A key used for anything else tells nothing of it.
+            if !same_message(&earlier, &message) {
+                return Err(key_reused());
+            }
             let id = earlier.id.clone();
             crate::audit::note(|n| {
                 n.resources = vec![format!("Communication/{id}")];
@@ -263,6 +268,24 @@ fn senders_view(m: &Message) -> Value {
         _ => {}
     }
     body
+}
+
+/// Whether a message kept earlier is the one just posted again: the same client and the same
+/// content (the parts a post sets; `id`, `sent` and the state are the adapter's).
+fn same_message(earlier: &Message, posted: &Value) -> bool {
+    let kept: Value = serde_json::from_str(&earlier.body).unwrap_or(Value::Null);
+    ["subject", "payload", "inResponseTo", "topic"]
+        .iter()
+        .all(|k| kept.get(*k) == posted.get(*k))
+}
+
+/// 422 for an `Idempotency-Key` the user sent before with another body.
+pub(super) fn key_reused() -> ApiError {
+    ApiError::new(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        Reason::Conflict,
+        "this Idempotency-Key was used before for another request: use a new key for a new request",
+    )
 }
 
 /// The `Idempotency-Key` header of a post, if sent: a portal's retry with the same key gets
@@ -464,7 +487,9 @@ fn content_matches(content_type: &str, data: &[u8]) -> bool {
         "image/png" => &[b"\x89PNG\r\n\x1a\n"],
         "image/jpeg" => &[b"\xFF\xD8\xFF"],
         "image/gif" => &[b"GIF87a", b"GIF89a"],
-        "image/webp" => &[b"RIFF"],
+        "image/webp" => {
+            return data.starts_with(b"RIFF") && data.get(8..12) == Some(b"WEBP".as_slice());
+        }
         "image/tiff" => &[b"II*\0", b"MM\0*"],
         _ => return true,
     };

@@ -129,6 +129,15 @@ pub async fn post(
     match kept {
         store::Kept::Kept => {}
         store::Kept::Repeated(earlier) => {
+            // The same request again (same client, kind, focus and text), else 422: a key
+            // used for anything else tells nothing of it.
+            let same = earlier.patient_id == request.patient_id
+                && earlier.code == request.code
+                && earlier.focus == request.focus
+                && earlier.description == request.description;
+            if !same {
+                return Err(super::post::key_reused());
+            }
             let id = earlier.id.clone();
             crate::audit::note(|n| {
                 n.resources = vec![format!("Task/{id}")];

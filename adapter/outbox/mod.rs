@@ -3,11 +3,12 @@
 //!
 //! Exactly once in the record system: every item carries an identifier the record system
 //! deduplicates on. A message is created with `If-None-Exist: identifier=…` (FHIR conditional
-//! create), a request is written with a conditional update on its identifier, so a retry after
-//! an unclear answer (a timeout, a 500 after storing) finds what is there instead of adding it
-//! twice. Each item is claimed by one process for a while (`store::outbox::claim`), tried
-//! again with backoff and jitter until it is accepted, and marked delivered only in the
-//! database: a stop or crash at any point leaves it to be tried again.
+//! create); a request is looked up by identifier and created so, or updated with `If-Match` on
+//! the version read (`deliver`). A retry after an unclear answer (a timeout, a 500 after
+//! storing) finds what is there instead of adding it twice. Each item is claimed by one
+//! process for a while (`store::outbox::claim`), tried again with backoff and jitter until it
+//! is accepted, and marked delivered only in the database: a stop or crash at any point leaves
+//! it to be tried again.
 //!
 //! `deliver` sends one item; this file is the loop per source.
 
@@ -19,6 +20,7 @@ use crate::pull::auth::SourceAuth;
 use crate::store::outbox as store;
 use crate::time::to_micros;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 use tokio::sync::{Notify, watch};
 
@@ -31,6 +33,8 @@ pub struct Target {
     pub writeback: Writeback,
     http: reqwest::Client,
     auth: SourceAuth,
+    /// Token requests that failed in a row (for their backoff).
+    token_failures: AtomicU32,
 }
 
 /// The delivery side of the outbox, per process.
@@ -78,6 +82,7 @@ impl Outbox {
                 writeback: writeback.clone(),
                 http,
                 auth,
+                token_failures: AtomicU32::new(0),
             }));
         }
         Ok(Self {
@@ -132,11 +137,43 @@ async fn run(state: AppState, target: Arc<Target>, mut stop: watch::Receiver<boo
 /// sends it meanwhile, and what is sent is the item's body as it stood when it was claimed.
 async fn drain(state: &AppState, target: &Target, stop: &watch::Receiver<bool>) {
     while !*stop.borrow() {
-        // A token first: fetching one can take up to `timeout` of its own.
-        let bearer = match target.auth.bearer().await {
-            Ok(b) => b,
+        // Anything to send? Only then a token (fetching one can take up to `timeout`).
+        let now = to_micros(state.clock.wall());
+        match store::any_due(&state.db, &target.source, now).await {
+            Ok(true) => {}
+            Ok(false) => return,
             Err(e) => {
-                tracing::warn!(source = %target.source, error = %e, "no token for the writeback endpoint; items wait");
+                tracing::warn!(source = %target.source, error = %e, "cannot read the outbox");
+                return;
+            }
+        }
+        let bearer = match target.auth.bearer().await {
+            Ok(b) => {
+                target.token_failures.store(0, Ordering::Relaxed);
+                b
+            }
+            Err(e) => {
+                // Shown on every item it holds up, which wait with backoff as a failed send.
+                let failures = target.token_failures.fetch_add(1, Ordering::Relaxed) + 1;
+                let wait = crate::pull::fetch::jittered(
+                    target.writeback.backoff,
+                    target.writeback.max_backoff,
+                    failures,
+                );
+                let error = format!("no token for the writeback endpoint: {e}");
+                tracing::warn!(source = %target.source, retry_in_ms = wait.as_millis() as u64, error = %error, "items wait");
+                let at = to_micros(state.clock.wall());
+                if let Err(e) = store::all_failed(
+                    &state.db,
+                    &target.source,
+                    &error,
+                    at,
+                    at + wait.as_micros() as i64,
+                )
+                .await
+                {
+                    tracing::warn!(source = %target.source, error = %e, "cannot record a token failure");
+                }
                 return;
             }
         };

@@ -150,7 +150,7 @@ pub async fn me(State(state): State<AppState>, user: PortalUser) -> ApiResult<Re
                     None => json!("all"),
                     Some(s) => json!(s),
                 },
-                "can_post": l.can_post,
+                "can_post": l.can_post || l.role == crate::store::accounts::Role::Holder,
                 "access": status,
                 "grants_changed_at": l.changed_at.map(instant),
             })

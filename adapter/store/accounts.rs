@@ -321,17 +321,23 @@ pub async fn end_link(
     Ok(tx.execute(&sql).await? > 0)
 }
 
-/// Changes a link's role (a `self` holder becoming a reader).
+/// Changes a link's role (a `self` holder becoming a reader). A reader has no holder powers:
+/// it does not post (found by attacking: the right to post of the holder link stayed).
 pub async fn set_role(
     tx: &mut Tx,
     id: i64,
     role: Role,
     now: Micros,
 ) -> Result<(), crate::store::Error> {
-    let sql = Sql::new("UPDATE links SET role = $1, changed_at = $2 WHERE id = $3")
-        .arg(role)
-        .arg(now)
-        .arg(id);
+    let keeps_post = i64::from(role != Role::Reader);
+    let sql = Sql::new(
+        "UPDATE links SET role = $1, changed_at = $2, \
+         can_post = CASE WHEN $3 = 1 THEN can_post ELSE 0 END WHERE id = $4",
+    )
+    .arg(role)
+    .arg(now)
+    .arg(keeps_post)
+    .arg(id);
     tx.execute(&sql).await.map(|_| ())
 }
 

@@ -29,7 +29,8 @@ pub async fn put(mut ex: impl Executor, item: &NewItem<'_>) -> Result<(), crate:
          state, next_at, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending', $8, $9) \
          ON CONFLICT (key) DO UPDATE SET body = excluded.body, method = excluded.method, \
          version = outbox.version + 1, state = 'pending', next_at = excluded.next_at, \
-         attempts = 0 WHERE outbox.body <> excluded.body",
+         attempts = 0, last_error = NULL, last_error_at = NULL, created_at = excluded.created_at \
+         WHERE outbox.body <> excluded.body",
     )
     .arg(item.key)
     .arg(item.source)
@@ -150,6 +151,46 @@ pub async fn failed(
     .arg(next_at)
     .arg(item.seq)
     .arg(holder);
+    db.execute(&sql).await.map(|_| ())
+}
+
+/// Whether an item of `source` is due and free to claim.
+pub async fn any_due(db: &Db, source: &str, now: Micros) -> Result<bool, crate::store::Error> {
+    let n = db
+        .fetch_count(
+            &Sql::new(
+                "SELECT COUNT(*) AS n FROM (SELECT seq FROM outbox WHERE state = 'pending' \
+                 AND source = $1 AND next_at <= $2 AND (claimed_until IS NULL OR claimed_until < $3) \
+                 LIMIT 1) due",
+            )
+            .arg(source)
+            .arg(now)
+            .arg(now),
+        )
+        .await?;
+    Ok(n > 0)
+}
+
+/// Records a failure that kept every due item of `source` from being sent (no token): each
+/// shows it and waits until `next_at`.
+pub async fn all_failed(
+    db: &Db,
+    source: &str,
+    error: &str,
+    at: Micros,
+    next_at: Micros,
+) -> Result<(), crate::store::Error> {
+    let sql = Sql::new(
+        "UPDATE outbox SET last_error = $1, last_error_at = $2, next_at = $3 \
+         WHERE state = 'pending' AND source = $4 AND next_at <= $5 \
+         AND (claimed_until IS NULL OR claimed_until < $6)",
+    )
+    .arg(error)
+    .arg(at)
+    .arg(next_at)
+    .arg(source)
+    .arg(at)
+    .arg(at);
     db.execute(&sql).await.map(|_| ())
 }
 

@@ -39,6 +39,18 @@ on_both!(
         assert_eq!(client.get("/fhir/Observation/o1").await.0, 200);
         let (_, me) = client.get("/portal/me").await;
         assert_eq!(me["clients"][0]["role"], "reader");
+        // A reader does not post either (found by attacking: the holder link's right stayed).
+        assert_eq!(me["clients"][0]["can_post"], false);
+        let (status, outcome) = client
+            .post(
+                "/fhir/Communication",
+                &json!({"resourceType": "Communication", "subject": {"reference": "Patient/p1"},
+                        "payload": [{"contentString": "mag ik nog schrijven?"}]}),
+            )
+            .await;
+        assert_eq!((status, reason(&outcome)), (403, "no-post-right"));
+        let (_, me) = curator.get("/portal/me").await;
+        assert_eq!(me["clients"][0]["can_post"], true);
         let (status, outcome) = client
         .post("/portal/invitations", &json!({"patient": "p1", "sections": ["agenda"], "name": "X", "relationship": "SONC"}))
         .await;

@@ -482,6 +482,21 @@ on_both!(
         assert_eq!(first["id"], again["id"]);
         let bad = keyed("met spatie").await.unwrap();
         assert_eq!(bad.status(), 400);
+        // The same key with another body (found by attacking: it answered the first message,
+        // also one about a client the user may no longer see): 422, telling nothing of it.
+        let other = holder
+            .http
+            .post(format!("{}/fhir/Communication", holder.base))
+            .bearer_auth(&holder.token)
+            .header("x-portal-user", &holder.id)
+            .header("idempotency-key", "retry-1")
+            .json(&text("p1", "iets anders"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(other.status(), 422);
+        let body = other.text().await.unwrap();
+        assert!(!body.contains("nog eens"), "{body}");
         // The sender loses the right to post: their waiting message is not approved.
         let (_, grants) = holder.get("/portal/grants?patient=Patient/p1").await;
         let grant = grants

@@ -38,6 +38,8 @@ pub enum Fault {
     Dated(Vec<u8>, String),
     /// A write is stored, and then answered with this status (an unclear answer).
     AfterStore(u16),
+    /// Nothing: the request is answered as usual (to aim the faults after it at later ones).
+    Pass,
 }
 
 /// What the next request to the token endpoint gets instead of its answer.
@@ -117,6 +119,7 @@ impl RecordSystem {
         let base = format!("http://{addr}/fhir");
         let app = Router::new()
             .route("/fhir/{type}", get(search).post(create).put(update))
+            .route("/fhir/{type}/{id}", axum::routing::put(update_by_id))
             .route("/fhir/{type}/_history", get(history))
             .route("/token", post(token))
             .with_state((world.clone(), base.clone()));
@@ -342,7 +345,7 @@ async fn admit(
             bytes,
         )
             .into_response()),
-        Some(Fault::AfterStore(_)) => Ok((guard, None)),
+        Some(Fault::AfterStore(_) | Fault::Pass) => Ok((guard, None)),
         Some(Fault::Dated(bytes, date)) => Err((
             StatusCode::OK,
             [
@@ -452,6 +455,25 @@ async fn search(
     let after = params
         .get("_lastUpdated")
         .map(|v| parse_moment(v.strip_prefix("gt").expect("only gt is asked for")));
+    if let Some(identifier) = params.get("identifier") {
+        // A lookup by identifier (writeback): the copies with their versions.
+        let w = world.lock().unwrap();
+        let entries: Vec<Value> = find(&w, &ty, identifier)
+            .into_iter()
+            .filter_map(|id| {
+                w.resources[&(ty.clone(), id)]
+                    .last()
+                    .and_then(|v| v.body.clone())
+            })
+            .map(|r| json!({"resource": r}))
+            .collect();
+        drop(w);
+        drop(guard);
+        return answer(
+            json!({"resourceType": "Bundle", "type": "searchset", "entry": entries}),
+            cut,
+        );
+    }
     let (matches, relative) = {
         let w = world.lock().unwrap();
         let mut matches: Vec<(DateTime<Utc>, String, Value)> = w
@@ -675,14 +697,12 @@ fn store_write(
     });
     body["id"] = json!(id);
     let at = now();
-    stamp(&mut body, "1", at);
-    w.resources
-        .entry((ty.to_string(), id.clone()))
-        .or_default()
-        .push(Version {
-            at,
-            body: Some(body),
-        });
+    let versions = w.resources.entry((ty.to_string(), id.clone())).or_default();
+    stamp(&mut body, &(versions.len() + 1).to_string(), at);
+    versions.push(Version {
+        at,
+        body: Some(body),
+    });
     if let Some(status) = w.after_store.take() {
         return StatusCode::from_u16(status).unwrap().into_response();
     }
@@ -767,4 +787,52 @@ async fn update(
     drop(w);
     drop(guard);
     r
+}
+
+/// `PUT /fhir/{type}/{id}`, honouring `If-Match: W/"n"` (412 when the version moved on).
+async fn update_by_id(
+    State((world, base)): State<Shared>,
+    Path((ty, id)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: String,
+) -> Response {
+    let (guard, _) = match admit(&world, &headers, format!("PUT {ty}/{id}")).await {
+        Ok(g) => g,
+        Err(r) => return r,
+    };
+    let mut w = world.lock().unwrap();
+    w.writes += 1;
+    let Ok(resource) = serde_json::from_str::<Value>(&body) else {
+        return StatusCode::BAD_REQUEST.into_response();
+    };
+    let current = w
+        .resources
+        .get(&(ty.clone(), id.clone()))
+        .map_or(0, Vec::len);
+    if let Some(wanted) = headers.get(header::IF_MATCH).and_then(|v| v.to_str().ok())
+        && wanted != format!("W/\"{current}\"")
+    {
+        w.after_store = None;
+        return StatusCode::PRECONDITION_FAILED.into_response();
+    }
+    let r = store_write(&mut w, &base, &ty, Some(id), resource);
+    drop(w);
+    drop(guard);
+    r
+}
+
+impl RecordSystem {
+    /// Every version of the resources of `ty` with identifier `system|value`, oldest first.
+    pub fn history_of(&self, ty: &str, identifier: &str) -> Vec<Value> {
+        let w = self.world.lock().unwrap();
+        find(&w, ty, identifier)
+            .into_iter()
+            .flat_map(|id| {
+                w.resources[&(ty.to_string(), id)]
+                    .iter()
+                    .filter_map(|v| v.body.clone())
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    }
 }

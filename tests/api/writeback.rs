@@ -517,3 +517,115 @@ on_both!(
         );
     }
 );
+
+// Found by attacking: a send the record system applied after sluis had stopped waiting for it
+// overwrote the decision sent since.
+on_both!(
+    a_send_applied_late_does_not_overwrite_the_decision,
+    |b| async move {
+        let rs = RecordSystem::start().await;
+        let app = TestApp::spawn_with(b, &writeback(&rs)).await;
+        app.push_ok(&transaction(&[patient("p1")])).await;
+        let holder = app.holder("h", "p1").await;
+        // The request's first send: the lookup is answered at once, the create only after
+        // sluis gave up waiting (3 s, its timeout is 2 s), and then stored.
+        rs.fail_next(&[Fault::Pass, Fault::Slow(Duration::from_secs(3))]);
+        let (status, task) = holder
+            .post(
+                "/fhir/Task",
+                &json!({"resourceType": "Task", "for": {"reference": "Patient/p1"},
+                    "code": {"coding": [{"system": "urn:sluis:request", "code": "addition"}]},
+                    "description": "graag de allergie erbij"}),
+            )
+            .await;
+        assert_eq!(status, 201, "{task}");
+        let id = task["id"].as_str().unwrap().to_string();
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let (status, body) = app
+            .admin_post(
+                &format!("/admin/requests/{id}/decide"),
+                &json!({"outcome": "rejected", "reason": "staat er al in"}),
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+        let identifier = format!("urn:sluis:request|{id}");
+        until(30, "the decision delivered", async || {
+            rs.with_identifier("Task", &identifier)
+                .first()
+                .is_some_and(|t| t["status"] == "rejected")
+        })
+        .await;
+        // The late create has landed by now, and changed nothing.
+        tokio::time::sleep(Duration::from_secs(4)).await;
+        let copies = rs.with_identifier("Task", &identifier);
+        assert_eq!(copies.len(), 1, "{copies:?}");
+        assert_eq!(
+            copies[0]["status"],
+            "rejected",
+            "{:?}",
+            rs.history_of("Task", &identifier)
+        );
+        let (_, one) = {
+            let r = app
+                .http
+                .get(app.url(&format!("/admin/requests/{id}")))
+                .bearer_auth(ADMIN)
+                .send()
+                .await
+                .unwrap();
+            (r.status(), r.json::<Value>().await.unwrap())
+        };
+        assert_eq!(one["delivery"], "delivered", "{one}");
+    }
+);
+
+// Found by attacking: a token endpoint that failed was asked every second, also with nothing
+// to send, and the items it held up showed no error.
+on_both!(
+    a_failing_token_endpoint_shows_and_is_asked_with_backoff_only_when_something_waits,
+    |b| async move {
+        use crate::source::Auth;
+        let rs = RecordSystem::start().await;
+        rs.set_auth(Auth::Secret {
+            client_id: "sluis".into(),
+            secret: "the-right-secret-42".into(),
+        });
+        let extra = format!(
+            "{}auth = {{ method = \"client_secret\", token_url = \"{}\", client_id = \"sluis\", secret = \"not-the-secret-17\" }}\n",
+            writeback(&rs),
+            rs.token_url
+        );
+        let app = TestApp::spawn_with(b, &extra).await;
+        app.push_ok(&transaction(&[patient("p1")])).await;
+        let holder = app.holder("h", "p1").await;
+        tokio::time::sleep(Duration::from_millis(2500)).await;
+        assert_eq!(
+            rs.token_requests(),
+            0,
+            "nothing to send, no token asked for"
+        );
+        let id = post(&holder, "met een fout token").await;
+        moderate(&app, &id, "approve").await;
+        until(10, "the failure shown", async || {
+            delivery(&app).await["failing"] == 1
+        })
+        .await;
+        let d = delivery(&app).await;
+        assert!(d["last_error"].as_str().unwrap().contains("token"), "{d}");
+        // With backoff (1 s doubling to 2 s): a few tries in 4 s, not one a second or more.
+        let before = rs.token_requests();
+        tokio::time::sleep(Duration::from_secs(4)).await;
+        let tries = rs.token_requests() - before;
+        assert!((1..=4).contains(&tries), "{tries} token requests in 4 s");
+        // The endpoint takes the secret again: the message goes.
+        rs.set_auth(Auth::Secret {
+            client_id: "sluis".into(),
+            secret: "not-the-secret-17".into(),
+        });
+        until(15, "delivered once the token comes", async || {
+            delivery(&app).await["delivered"] == 1
+        })
+        .await;
+        assert_eq!(rs.with_identifier("Communication", &key(&id)).len(), 1);
+    }
+);
