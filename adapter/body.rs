@@ -216,6 +216,27 @@ pub fn positive_number(
         .transpose()
 }
 
+/// The page size of a list: `_count` of [`query_map`] (a whole number above 0), `default`
+/// when absent, at most `max`.
+pub fn page_count(
+    q: &std::collections::HashMap<String, String>,
+    default: i64,
+    max: i64,
+) -> ApiResult<i64> {
+    Ok(positive_number(q, "_count")?.unwrap_or(default).min(max))
+}
+
+/// A page read one row past its size (`count + 1` asked for): cut to `count`; the page's last
+/// row when more follow (the next page's cursor), `None` when this is the last page.
+pub fn cut_page<T>(rows: &mut Vec<T>, count: i64) -> Option<&T> {
+    let count = usize::try_from(count).unwrap_or(0);
+    if rows.len() <= count {
+        return None;
+    }
+    rows.truncate(count);
+    rows.last()
+}
+
 /// A request body that fails with [`BodyDeadline`] once `server.body_timeout` has passed since
 /// the request arrived, however the bytes trickle in (a byte every few seconds keeps an idle
 /// timeout from firing; this does not).

@@ -33,9 +33,8 @@ pub async fn search(
     let patient = crate::search::params::patient_id(patient, "patient")?;
     let decision = access::decide_for(&state, &user).await?;
     access::require_holder(&decision, &patient, "sees who looked at the dossier")?;
-    let number = |key: &str| crate::body::positive_number(&q, key);
-    let count = number("_count")?.unwrap_or(DEFAULT_COUNT).min(MAX_COUNT);
-    let before = number("_cursor")?.unwrap_or(i64::MAX);
+    let count = crate::body::page_count(&q, DEFAULT_COUNT, MAX_COUNT)?;
+    let before = crate::body::positive_number(&q, "_cursor")?.unwrap_or(i64::MAX);
     let rows = seen(&state.db, &patient, before, count).await?;
     let base = &state.config.server.public_base_url;
     let organization = &state.config.organization.name;

@@ -51,17 +51,10 @@ pub async fn open(
     RawQuery(raw): RawQuery,
 ) -> ApiResult<Response> {
     let q = crate::body::query_map(raw.as_deref(), &["_count", "after"])?;
-    let count = crate::body::positive_number(&q, "_count")?
-        .unwrap_or(DEFAULT_COUNT)
-        .min(MAX_COUNT);
+    let count = crate::body::page_count(&q, DEFAULT_COUNT, MAX_COUNT)?;
     let after = q.get("after").map(|a| cursor(a)).transpose()?;
     let mut rows = store::open(&state.db, after, count + 1).await?;
-    let next = (rows.len() as i64 > count).then(|| {
-        rows.truncate(usize::try_from(count).unwrap_or(0));
-        rows.last()
-            .map(|r| format!("{}.{}", r.due_at, r.seq))
-            .unwrap_or_default()
-    });
+    let next = crate::body::cut_page(&mut rows, count).map(|r| format!("{}.{}", r.due_at, r.seq));
     let now = to_micros(state.clock.now());
     let overdue = store::overdue(&state.db, now).await?;
     let requests: Vec<Value> = rows.iter().map(|r| listed(r, now)).collect();

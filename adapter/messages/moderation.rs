@@ -24,15 +24,10 @@ pub async fn waiting(
     RawQuery(raw): RawQuery,
 ) -> ApiResult<Response> {
     let q = crate::body::query_map(raw.as_deref(), &["_count", "after"])?;
-    let count = crate::body::positive_number(&q, "_count")?
-        .unwrap_or(DEFAULT_COUNT)
-        .min(MAX_COUNT);
+    let count = crate::body::page_count(&q, DEFAULT_COUNT, MAX_COUNT)?;
     let after = crate::body::positive_number(&q, "after")?;
     let mut rows = store::waiting(&state.db, after, count + 1).await?;
-    let next = (rows.len() as i64 > count).then(|| {
-        rows.truncate(usize::try_from(count).unwrap_or(0));
-        rows.last().map(|m| m.seq.to_string()).unwrap_or_default()
-    });
+    let next = crate::body::cut_page(&mut rows, count).map(|m| m.seq.to_string());
     let waiting: Vec<Value> = rows
         .iter()
         .map(|m| {

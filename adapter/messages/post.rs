@@ -70,7 +70,7 @@ pub async fn post(
     if !details.is_empty() {
         return Err(ApiError::invalid("the message is not valid").with_details(details));
     }
-    let source = store::source_of_patient(&state.db, &patient)
+    let source = crate::store::resources::source_of(&state.db, "Patient", &patient)
         .await?
         .ok_or_else(|| {
             invalid(

@@ -78,7 +78,7 @@ pub async fn post(
             (source, reference.to_string())
         }
         None => {
-            let source = crate::store::messages::source_of_patient(&state.db, &patient)
+            let source = crate::store::resources::source_of(&state.db, "Patient", &patient)
                 .await?
                 .ok_or_else(|| {
                     invalid(
@@ -211,7 +211,7 @@ async fn readable_focus(
     .next()
     .filter(|h| h.patient_id.as_deref() == Some(patient))
     .ok_or_else(refused)?;
-    store::source_of(&state.db, &hit.resource_type, &hit.fhir_id)
+    crate::store::resources::source_of(&state.db, &hit.resource_type, &hit.fhir_id)
         .await?
         .ok_or_else(refused)
 }
@@ -357,14 +357,9 @@ pub async fn search(
     let State(state) = state;
     user.scopes.require("Task", Interaction::Search)?;
     let q = crate::body::query_map(raw.as_deref(), OURS)?;
-    let patient = q
-        .get("patient")
-        .map(|p| p.trim_start_matches("Patient/").to_string())
-        .filter(|p| crate::fhir::reference::is_fhir_id(p))
-        .ok_or_else(|| ApiError::invalid("`patient` is a client's id: patient={id}"))?;
-    let count = crate::body::positive_number(&q, "_count")?
-        .unwrap_or(DEFAULT_COUNT)
-        .min(MAX_COUNT);
+    let patient =
+        crate::search::params::patient_id(q.get("patient").map_or("", String::as_str), "patient")?;
+    let count = crate::body::page_count(&q, DEFAULT_COUNT, MAX_COUNT)?;
     let before = crate::body::positive_number(&q, "_cursor")?;
     let decision = access::decide_for(&state, &user).await?;
     access::require_holder(&decision, &patient, "reads the client's requests (R14)")?;
@@ -373,13 +368,10 @@ pub async fn search(
     let mut link = vec![
         json!({"relation": "self", "url": format!("{base}/fhir/Task?{}", raw.as_deref().unwrap_or(""))}),
     ];
-    if rows.len() as i64 > count {
-        rows.truncate(usize::try_from(count).unwrap_or(0));
-        if let Some(last) = rows.last() {
-            link.push(json!({"relation": "next", "url": format!(
-                "{base}/fhir/Task?patient={patient}&_count={count}&_cursor={}", last.seq
-            )}));
-        }
+    if let Some(last) = crate::body::cut_page(&mut rows, count) {
+        link.push(json!({"relation": "next", "url": format!(
+            "{base}/fhir/Task?patient={patient}&_count={count}&_cursor={}", last.seq
+        )}));
     }
     crate::audit::note(|n| {
         n.patients = vec![patient.clone()];

@@ -65,21 +65,18 @@ pub async fn insert(
         ],
     )
     .await?;
-    if let Some(key) = key {
-        let earlier: Option<Message> = tx
-            .fetch_optional(
-                &Sql::new(format!(
-                    "SELECT {COLUMNS} FROM messages WHERE client_id = $1 AND external_id = $2 \
-                     AND idempotency_key = $3"
-                ))
-                .arg(m.client_id.as_str())
-                .arg(m.external_id.as_str())
-                .arg(key),
-            )
-            .await?;
-        if let Some(earlier) = earlier {
-            return Ok(Kept::Repeated(Box::new(earlier)));
-        }
+    if let Some(key) = key
+        && let Some(earlier) = posted_before(
+            &mut tx,
+            "messages",
+            COLUMNS,
+            &m.client_id,
+            &m.external_id,
+            key,
+        )
+        .await?
+    {
+        return Ok(Kept::Repeated(Box::new(earlier)));
     }
     #[derive(sqlx::FromRow, serde::Deserialize)]
     struct Count {
@@ -133,6 +130,28 @@ pub async fn insert(
     tx.execute(&sql).await?;
     tx.commit().await?;
     Ok(Kept::Kept)
+}
+
+/// The row of `table` (`messages` or `requests`) that a portal user's earlier post with the
+/// same `Idempotency-Key` made, if any.
+pub(super) async fn posted_before<T: super::db::Row>(
+    tx: &mut super::db::Tx,
+    table: &str,
+    columns: &str,
+    client_id: &str,
+    external_id: &str,
+    key: &str,
+) -> Result<Option<T>, crate::store::Error> {
+    tx.fetch_optional(
+        &Sql::new(format!(
+            "SELECT {columns} FROM {table} WHERE client_id = $1 AND external_id = $2 \
+             AND idempotency_key = $3"
+        ))
+        .arg(client_id)
+        .arg(external_id)
+        .arg(key),
+    )
+    .await
 }
 
 /// One message by id.
@@ -195,24 +214,6 @@ pub async fn undecide(db: &Db, id: &str) -> Result<(), crate::store::Error> {
     )
     .await
     .map(|_| ())
-}
-
-/// The source that sent a client's Patient resource: where messages about them go.
-pub async fn source_of_patient(
-    db: &Db,
-    patient_id: &str,
-) -> Result<Option<String>, crate::store::Error> {
-    #[derive(sqlx::FromRow, serde::Deserialize)]
-    struct Source {
-        source: String,
-    }
-    let row: Option<Source> = db
-        .fetch_optional(
-            &Sql::new("SELECT source FROM resources WHERE type = 'Patient' AND fhir_id = $1")
-                .arg(patient_id),
-        )
-        .await?;
-    Ok(row.map(|r| r.source))
 }
 
 /// Marks an approval shown and puts the message in the outbox for the record system, in one

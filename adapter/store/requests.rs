@@ -62,21 +62,18 @@ pub async fn insert(
 ) -> Result<Kept, crate::store::Error> {
     let mut tx = db.begin().await?;
     super::accounts::lock(&mut tx, &[("requests-user", &r.user_id.to_string())]).await?;
-    if let Some(key) = key {
-        let earlier: Option<Request> = tx
-            .fetch_optional(
-                &Sql::new(format!(
-                    "SELECT {COLUMNS} FROM requests WHERE client_id = $1 AND external_id = $2 \
-                     AND idempotency_key = $3"
-                ))
-                .arg(r.client_id.as_str())
-                .arg(r.external_id.as_str())
-                .arg(key),
-            )
-            .await?;
-        if let Some(earlier) = earlier {
-            return Ok(Kept::Repeated(Box::new(earlier)));
-        }
+    if let Some(key) = key
+        && let Some(earlier) = super::messages::posted_before(
+            &mut tx,
+            "requests",
+            COLUMNS,
+            &r.client_id,
+            &r.external_id,
+            key,
+        )
+        .await?
+    {
+        return Ok(Kept::Repeated(Box::new(earlier)));
     }
     let open = tx
         .fetch_count(
@@ -217,24 +214,4 @@ pub async fn decide(
     to_outbox(&mut tx, decided, delivery).await?;
     tx.commit().await?;
     Ok(true)
-}
-
-/// The source that holds a resource (`Type/id`).
-pub async fn source_of(
-    db: &Db,
-    resource_type: &str,
-    id: &str,
-) -> Result<Option<String>, crate::store::Error> {
-    #[derive(sqlx::FromRow, serde::Deserialize)]
-    struct Source {
-        source: String,
-    }
-    let row: Option<Source> = db
-        .fetch_optional(
-            &Sql::new("SELECT source FROM resources WHERE type = $1 AND fhir_id = $2")
-                .arg(resource_type)
-                .arg(id),
-        )
-        .await?;
-    Ok(row.map(|r| r.source))
 }

@@ -396,3 +396,24 @@ pub async fn write(
     }
     Ok(resource_ids)
 }
+
+/// The source that holds a resource (`Type/id`): where what concerns it goes back to (a
+/// client's Patient: its messages).
+pub async fn source_of(
+    db: &super::db::Db,
+    resource_type: &str,
+    id: &str,
+) -> Result<Option<String>, crate::store::Error> {
+    #[derive(sqlx::FromRow, serde::Deserialize)]
+    struct Source {
+        source: String,
+    }
+    let row: Option<Source> = db
+        .fetch_optional(
+            &Sql::new("SELECT source FROM resources WHERE type = $1 AND fhir_id = $2")
+                .arg(resource_type)
+                .arg(id),
+        )
+        .await?;
+    Ok(row.map(|r| r.source))
+}
