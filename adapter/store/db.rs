@@ -272,7 +272,10 @@ impl Db {
         if url.starts_with("sqlite:") {
             Ok(Db::Sqlite(Arc::new(Sqlite::connect(url, max_connections)?)))
         } else {
-            let mut options = PgConnectOptions::from_str(url)?;
+            // No JIT compilation: it pays off for long analytic queries, and costs a short
+            // query (a count over a heavy client, an `_include`) tens of milliseconds to
+            // compile, past the cost estimate where PostgreSQL turns it on by default.
+            let mut options = PgConnectOptions::from_str(url)?.options([("jit", "off")]);
             if let Some(t) = statement_timeout {
                 options = options.options([("statement_timeout", format!("{}ms", t.as_millis()))]);
             }

@@ -25,6 +25,10 @@ pub struct Run {
     /// 0 when the server's process is not known.
     #[serde(rename = "server_cpu_us_per_request")]
     pub server_cpu_us: f64,
+    /// PostgreSQL's CPU time (all its processes on this machine) per request, in microseconds;
+    /// about 0 on SQLite, which runs inside the server.
+    #[serde(rename = "database_cpu_us_per_request")]
+    pub database_cpu_us: f64,
 }
 
 /// A request to make: URL and portal user.
@@ -42,6 +46,32 @@ pub fn process_cpu_secs(pid: u32) -> Option<f64> {
     Some((utime + stime) / 100.0)
 }
 
+/// CPU seconds used so far by the processes named `postgres` on this machine (the server's
+/// backends, the checkpointer, the WAL writer…): the database's side of a request's cost.
+/// Backends that ended are not counted, so it is read around runs on a pool that stays open.
+pub fn database_cpu_secs() -> f64 {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return 0.0;
+    };
+    dir.filter_map(Result::ok)
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .bytes()
+                .all(|b| b.is_ascii_digit())
+        })
+        .filter_map(|e| {
+            let stat = std::fs::read_to_string(e.path().join("stat")).ok()?;
+            let (head, _) = stat.rsplit_once(')')?;
+            if !head.ends_with("(postgres") {
+                return None;
+            }
+            let pid: u32 = e.file_name().to_string_lossy().parse().ok()?;
+            process_cpu_secs(pid)
+        })
+        .sum()
+}
+
 /// Fires `make(i)` at `rate` per second for `duration`, each on its own task; `server` is the
 /// process whose CPU time is charged to the requests.
 pub async fn fixed_rate(
@@ -54,6 +84,7 @@ pub async fn fixed_rate(
     make: impl Fn(u64) -> Request,
 ) -> Run {
     let cpu_before = server.and_then(process_cpu_secs);
+    let db_before = database_cpu_secs();
     let hist = Arc::new(Mutex::new(
         Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).unwrap(),
     ));
@@ -107,6 +138,7 @@ pub async fn fixed_rate(
         (Some(a), Some(b)) if total > 0 => (b - a) * 1e6 / total as f64,
         _ => 0.0,
     };
+    let db_cpu = (database_cpu_secs() - db_before).max(0.0) * 1e6 / total.max(1) as f64;
     let h = hist.lock().unwrap();
     let ms = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
     Run {
@@ -120,6 +152,7 @@ pub async fn fixed_rate(
         max_ms: h.max() as f64 / 1000.0,
         achieved: total as f64 / wall,
         server_cpu_us: cpu,
+        database_cpu_us: db_cpu,
     }
 }
 

@@ -21,6 +21,10 @@ pub struct Report {
     /// (`SLUIS_BENCH_ONLY=ingest`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub search: Option<Vec<load::Run>>,
+    /// On PostgreSQL, the portal's searches again at half the rate (about what twice the cores
+    /// give at the full rate); `None` on SQLite and when the searches were left out.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub search_half_rate: Option<Vec<load::Run>>,
     /// `None` when the run left them out (`SLUIS_BENCH_ONLY=ingest`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub filters: Option<Filters>,

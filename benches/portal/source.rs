@@ -9,6 +9,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::Value;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use tokio::sync::watch;
 
 /// The types in the order the adapter pulls them: what others refer to first.
@@ -32,11 +33,14 @@ struct Held {
     by_type: BTreeMap<String, Vec<(i64, String, Vec<u8>)>>,
     base: String,
     open: watch::Receiver<bool>,
+    /// Entries served so far.
+    served: Arc<AtomicUsize>,
 }
 
 pub struct Source {
     pub base: String,
     open: watch::Sender<bool>,
+    served: Arc<AtomicUsize>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -50,6 +54,11 @@ impl Source {
     /// Lets the adapter's requests through.
     pub fn open(&self) {
         let _ = self.open.send(true);
+    }
+
+    /// The entries served so far (a page asked for twice counts twice).
+    pub fn served(&self) -> usize {
+        self.served.load(Ordering::Relaxed)
     }
 }
 
@@ -84,10 +93,12 @@ pub async fn start(resource_bytes: &[Vec<u8>]) -> Source {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     let (open, rx) = watch::channel(false);
+    let served = Arc::new(AtomicUsize::new(0));
     let held = Arc::new(Held {
         by_type,
         base: base.clone(),
         open: rx,
+        served: served.clone(),
     });
     let app = axum::Router::new()
         .route("/{ty}", axum::routing::get(page))
@@ -95,7 +106,12 @@ pub async fn start(resource_bytes: &[Vec<u8>]) -> Source {
     let task = tokio::spawn(async move {
         let _ = axum::serve(listener, app).await;
     });
-    Source { base, open, task }
+    Source {
+        base,
+        open,
+        served,
+        task,
+    }
 }
 
 async fn page(
@@ -123,6 +139,7 @@ async fn page(
     }
     .min(list.len());
     let end = (start + count).min(list.len());
+    held.served.fetch_add(end - start, Ordering::Relaxed);
     let mut body = Vec::with_capacity(list[start..end].iter().map(|r| r.2.len() + 40).sum());
     body.extend_from_slice(br#"{"resourceType":"Bundle","type":"searchset","link":["#);
     if end < list.len() {
