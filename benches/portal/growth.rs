@@ -96,40 +96,105 @@ pub fn compare(
             g.name, g.reference, g.now
         );
     }
-    let mut out = Vec::new();
+    // The figure of `list` that `keep` selects and that grew most against the limit: the
+    // most grown for a cost (`at_least` false), the most fallen for a rate.
+    let judge = |keep: &dyn Fn(&Figure) -> bool, target, limit, at_least: bool| {
+        let ratio = |g: &Figure| g.now / g.reference;
+        let chosen = list.iter().filter(|g| keep(g) && g.reference > 0.0);
+        let worst = if at_least {
+            chosen.min_by(|a, b| ratio(a).total_cmp(&ratio(b)))
+        } else {
+            chosen.max_by(|a, b| ratio(a).total_cmp(&ratio(b)))
+        }?;
+        Some(Verdict {
+            target,
+            measured: ratio(worst),
+            limit,
+            at_least,
+            detail: format!(
+                "the most {}: {} {:.2} → {:.2}",
+                if at_least { "fallen" } else { "grown" },
+                worst.name,
+                worst.reference,
+                worst.now
+            ),
+        })
+    };
     // The searches at the targets' rate (the heavy client's pages are judged by their own
-    // targets): the one whose p99 grew most.
-    if let Some(worst) = list
-        .iter()
-        .filter(|g| g.name.ends_with("p99 ms") && !g.name.starts_with("heavy") && g.reference > 0.0)
-        .max_by(|a, b| (a.now / a.reference).total_cmp(&(b.now / b.reference)))
-    {
-        out.push(Verdict {
-            target: "scale 10: search p99 ≤ 1.5 × scale 1's",
-            measured: worst.now / worst.reference,
-            limit: 1.5,
-            at_least: false,
-            detail: format!(
-                "the most grown: {} {:.2} → {:.2}",
-                worst.name, worst.reference, worst.now
-            ),
-        });
-    }
-    if let Some(worst) = list
-        .iter()
-        .filter(|g| g.name.starts_with("ingest") && g.reference > 0.0)
-        .min_by(|a, b| (a.now / a.reference).total_cmp(&(b.now / b.reference)))
-    {
-        out.push(Verdict {
-            target: "scale 10: ingest ≥ 0.8 × scale 1's rate",
-            measured: worst.now / worst.reference,
-            limit: 0.8,
-            at_least: true,
-            detail: format!(
-                "the most fallen: {} {:.0} → {:.0}",
-                worst.name, worst.reference, worst.now
-            ),
-        });
-    }
-    out
+    // targets), and ingest.
+    [
+        judge(
+            &|g| g.name.ends_with("p99 ms") && !g.name.starts_with("heavy"),
+            "scale 10: search p99 ≤ 1.5 × scale 1's",
+            1.5,
+            false,
+        ),
+        judge(
+            &|g| g.name.starts_with("ingest"),
+            "scale 10: ingest ≥ 0.8 × scale 1's rate",
+            0.8,
+            true,
+        ),
+    ]
+    .into_iter()
+    .flatten()
+    .collect()
+}
+
+/// Checks of the comparison on fixed numbers, run by the smoke run (`cargo test`).
+pub fn self_test() {
+    use crate::load::Run;
+    use crate::report::{Ingest, IngestRun};
+    let report = |ingest: f64, p99: f64, heavy_p99: f64| Report {
+        ingest: vec![Ingest {
+            run: IngestRun {
+                workers: 4,
+                resources_per_s: ingest,
+                ..Default::default()
+            },
+            ..Default::default()
+        }],
+        search: Some(vec![
+            Run {
+                name: "portal query, holder".into(),
+                p99_ms: p99,
+                ..Default::default()
+            },
+            Run {
+                name: "heavy client, page 1".into(),
+                p99_ms: heavy_p99,
+                ..Default::default()
+            },
+        ]),
+        ..Default::default()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let reference = dir.path().join("portal-sqlite.json");
+    std::fs::write(
+        &reference,
+        serde_json::to_string(&report(10_000.0, 2.0, 5.0)).unwrap(),
+    )
+    .unwrap();
+    // The heavy client's growth is not the searches'; ingest fell by 30%.
+    let v = compare("sqlite", 10.0, &reference, &report(7_000.0, 3.2, 50.0));
+    assert_eq!(v.len(), 2, "{v:#?}");
+    assert!(
+        (v[0].measured - 1.6).abs() < 1e-9 && !v[0].met(),
+        "{:?}",
+        v[0]
+    );
+    assert!(v[0].detail.contains("holder"), "{:?}", v[0]);
+    assert!(
+        (v[1].measured - 0.7).abs() < 1e-9 && !v[1].met(),
+        "{:?}",
+        v[1]
+    );
+    // No reference, no verdicts.
+    let none = compare(
+        "sqlite",
+        10.0,
+        &dir.path().join("absent.json"),
+        &report(1.0, 1.0, 1.0),
+    );
+    assert!(none.is_empty());
 }

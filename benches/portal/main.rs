@@ -1496,6 +1496,7 @@ fn smoke_checks(engine: &str, dataset: &data::Dataset, r: &Report) {
     let judged = if engine == "postgres" { 12 } else { 11 };
     assert_eq!(r.targets.len(), judged, "{engine}: {:#?}", r.targets);
     targets::self_test();
+    growth::self_test();
     println!("smoke run on {engine}: every part ran (numbers of a debug build, not kept)");
 }
 
