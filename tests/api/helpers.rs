@@ -516,6 +516,16 @@ impl User {
 }
 
 /// The reason code of an OperationOutcome.
+/// The ids of a Bundle's entries, in order.
+pub fn entry_ids(bundle: &Value) -> Vec<String> {
+    bundle["entry"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|e| e["resource"]["id"].as_str().unwrap().to_string())
+        .collect()
+}
+
 pub fn reason(outcome: &Value) -> &str {
     outcome["issue"][0]["details"]["coding"][0]["code"]
         .as_str()

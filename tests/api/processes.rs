@@ -9,7 +9,7 @@ use crate::clients::private_key_jwt;
 use crate::helpers::*;
 use crate::on_both;
 use crate::writeback::{Process, until};
-use serde_json::{Value, json};
+use serde_json::json;
 
 /// `user` as seen through the other process.
 fn through(process: &Process, user: &User) -> User {
@@ -36,15 +36,6 @@ async fn processes_seen(http: &reqwest::Client, base: &str) -> Option<u32> {
         .parse::<f64>()
         .ok()
         .map(|n| n as u32)
-}
-
-fn ids(bundle: &Value) -> Vec<String> {
-    bundle["entry"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|e| e["resource"]["id"].as_str().unwrap().to_string())
-        .collect()
 }
 
 on_both!(
@@ -76,7 +67,7 @@ on_both!(
             let (s1, b1) = u.get("/fhir/Appointment?patient=p1").await;
             let (s2, b2) = through(&two, u).get("/fhir/Appointment?patient=p1").await;
             assert_eq!((s1, s2), (200, 200), "{b2}");
-            assert_eq!(ids(&b1), ids(&b2));
+            assert_eq!(entry_ids(&b1), entry_ids(&b2));
             assert_eq!(b1["total"], b2["total"]);
         }
         // A grant changed in one process acts on the next request in the other.

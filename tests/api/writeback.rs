@@ -336,15 +336,6 @@ async fn writeback_config_is_checked() {
     }
 }
 
-fn shown_ids(bundle: &Value) -> Vec<String> {
-    bundle["entry"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|e| e["resource"]["id"].as_str().unwrap().to_string())
-        .collect()
-}
-
 on_both!(
     the_record_systems_copy_coming_back_is_shown_once,
     |b| async move {
@@ -359,7 +350,7 @@ on_both!(
         })
         .await;
         let (_, found) = holder.get("/fhir/Communication?patient=p1").await;
-        assert_eq!(shown_ids(&found), vec![id.as_str()], "{found}");
+        assert_eq!(entry_ids(&found), vec![id.as_str()], "{found}");
         let mut copy = rs.with_identifier("Communication", &key(&id)).remove(0);
         copy["meta"] = json!({"tag": [{"system": "urn:sluis:release", "code": "explained"}]});
         let copy_id = copy["id"].as_str().unwrap().to_string();
@@ -377,7 +368,7 @@ on_both!(
             .unwrap();
         assert_eq!(r.status(), 200);
         let (_, found) = holder.get("/fhir/Communication?patient=p1").await;
-        assert!(shown_ids(&found).contains(&id), "{found}");
+        assert!(entry_ids(&found).contains(&id), "{found}");
         // A copy from the right source about another client withdraws nothing (found by
         // attacking).
         app.push_ok(&transaction(&[patient("p2")])).await;
@@ -386,14 +377,14 @@ on_both!(
         elsewhere["subject"] = json!({"reference": "Patient/p2"});
         app.push_ok(&transaction(&[elsewhere])).await;
         let (_, found) = holder.get("/fhir/Communication?patient=p1").await;
-        assert!(shown_ids(&found).contains(&id), "{found}");
+        assert!(entry_ids(&found).contains(&id), "{found}");
         // The record system's own copy (pushed here; pulled alike), twice: the message is
         // shown once, as the record system keeps it.
         for _ in 0..2 {
             app.push_ok(&transaction(&[copy.clone()])).await;
         }
         let (_, found) = holder.get("/fhir/Communication?patient=p1").await;
-        let shown = shown_ids(&found);
+        let shown = entry_ids(&found);
         assert!(
             shown.contains(&copy_id) && !shown.contains(&id),
             "{shown:?}"
