@@ -1318,19 +1318,21 @@ async fn run_engine(
         _ => ceiling.keyed_again().await,
     };
     let mut runs = Vec::new();
+    // `SLUIS_BENCH_ONLY=audit`: the four clients' ingest, then auditing on against off.
+    let audit_only = only == "audit";
     // One client, into its own database.
     let (url1, _) = database("ingest1").await;
-    if only != "filters" {
+    if only != "filters" && !audit_only {
         let s = start(dir, &url1).await;
         runs.push(ingest(&s, dataset, 1).await);
     }
-    let after = if only == "filters" {
+    let after = if only == "filters" || audit_only {
         before
     } else {
         ceiling.keyed_again().await
     };
     // The same dataset pulled from a record system, into its own database.
-    let pulled = if only == "filters" {
+    let pulled = if only == "filters" || audit_only {
         None
     } else {
         let (url, _) = database("pull").await;
@@ -1407,14 +1409,14 @@ async fn run_engine(
         (false, true) => 2,
         (false, false) => 5,
     };
-    let runs = if only == "filters" {
+    let runs = if only == "filters" || audit_only {
         Vec::new()
     } else {
         search(&server, dataset, rate, secs, true).await
     };
     // Where the adapter, PostgreSQL and the load share two cores, the same searches at half
     // the rate: about what a machine with twice the cores gives at the full rate.
-    let half_rate = if engine == "postgres" && !smoke && only != "filters" {
+    let half_rate = if engine == "postgres" && !smoke && only.is_empty() {
         let mut half = search(&server, dataset, rate / 2.0, secs, false).await;
         for run in &mut half {
             run.name = format!("{}, half rate", run.name);
@@ -1425,12 +1427,21 @@ async fn run_engine(
     };
     let (rss, peak) = server.rss_mb();
     let db = Db::connect(&url4, 4).await.unwrap();
-    let filters = filter_cost(db.clone(), dataset, secs).await;
+    let filters = if audit_only {
+        None
+    } else {
+        Some(filter_cost(db.clone(), dataset, secs).await)
+    };
     drop(db);
     let audit = if only == "filters" {
         None
     } else {
-        Some(audit_cost(server, dir, &url4, dataset, if smoke { 1 } else { 3 }).await)
+        // `SLUIS_BENCH_AUDIT_SECS`: longer readings (to profile one).
+        let secs = std::env::var("SLUIS_BENCH_AUDIT_SECS")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(if smoke { 1 } else { 3 });
+        Some(audit_cost(server, dir, &url4, dataset, secs).await)
     };
     let storage = stored;
     Report {
@@ -1440,7 +1451,7 @@ async fn run_engine(
         pull: pulled,
         search: Some(runs),
         search_half_rate: half_rate,
-        filters: Some(filters),
+        filters,
         audit,
         storage,
         memory: Memory {
