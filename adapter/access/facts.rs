@@ -221,9 +221,14 @@ pub type UserFactsSet = (
 /// commits (one per request) cost no re-read. On SQLite only, where every commit changes the
 /// WAL index header; on PostgreSQL facts are always read fresh. The decision itself is always
 /// made anew (it depends on the moment).
+/// The facts version is read once per write generation, whoever asks first: under load the
+/// audit trail commits about once per few requests, and each read of it is a read transaction
+/// of its own.
 #[derive(Default)]
 pub struct FactsCache {
     entries: std::sync::Mutex<std::collections::HashMap<UserKey, CachedFacts>>,
+    /// A write generation and the facts version read after it was seen.
+    version: std::sync::Mutex<Option<(u64, i64)>>,
 }
 
 /// `(portal client, portal user)`.
@@ -257,12 +262,27 @@ impl FactsCache {
             return Ok(facts.clone());
         }
         // Something was committed: the facts still hold if none of them changed. The version
-        // is read before the facts, so facts changed in between are read again next time.
-        let version = db
-            .fetch_count(&crate::store::Sql::new(
-                "SELECT n FROM facts_version WHERE id = 1",
-            ))
-            .await?;
+        // is read before the facts, so facts changed in between are read again next time;
+        // and after the generation was seen, so a version known for this generation is never
+        // older than what was committed by then.
+        let known = match self.version.lock() {
+            Ok(v) => v.filter(|(g, _)| *g == generation).map(|(_, n)| n),
+            Err(_) => None,
+        };
+        let version = match known {
+            Some(n) => n,
+            None => {
+                let n = db
+                    .fetch_count(&crate::store::Sql::new(
+                        "SELECT n FROM facts_version WHERE id = 1",
+                    ))
+                    .await?;
+                if let Ok(mut v) = self.version.lock() {
+                    *v = Some((generation, n));
+                }
+                n
+            }
+        };
         let facts = match cached {
             Some((_, v, facts)) if v == version => facts,
             _ => std::sync::Arc::new(for_user(db, client_id, external_id).await?),

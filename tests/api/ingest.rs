@@ -608,3 +608,30 @@ on_both!(
         assert_eq!(status, 404);
     }
 );
+
+on_both!(
+    a_bundle_of_more_resources_than_one_lookup_names_updates_every_one,
+    |b| async move {
+        // The stored heads are looked up in chunks (100 pairs a statement on PostgreSQL):
+        // every resource of a larger Bundle must still be found as stored, not created again.
+        let app = TestApp::spawn_with(b, IMMEDIATE).await;
+        let bundle = |when: &str| {
+            let mut resources = vec![patient("p1")];
+            for i in 0..250 {
+                resources.push(observation(&format!("o{i}"), "p1", "8867-4", when));
+            }
+            transaction(&resources)
+        };
+        app.push_ok(&bundle("2026-03-01T10:00:00Z")).await;
+        let out = app.push_ok(&bundle("2026-03-02T10:00:00Z")).await;
+        let entries = out["entry"].as_array().unwrap();
+        assert_eq!(entries.len(), 251);
+        for (i, e) in entries.iter().enumerate().skip(1) {
+            assert_eq!(
+                e["response"]["location"],
+                format!("Observation/o{}/_history/2", i - 1),
+                "{e}"
+            );
+        }
+    }
+);
