@@ -221,6 +221,7 @@ pub type UserFactsSet = (
 /// commits (one per request) cost no re-read. On SQLite only, where every commit changes the
 /// WAL index header; on PostgreSQL facts are always read fresh. The decision itself is always
 /// made anew (it depends on the moment).
+///
 /// The facts version is read once per write generation, whoever asks first: under load the
 /// audit trail commits about once per few requests, and each read of it is a read transaction
 /// of its own.

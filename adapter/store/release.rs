@@ -136,7 +136,9 @@ pub async fn actions_for(
     keys: &[(String, String)],
 ) -> Result<HashMap<(String, String), Vec<ActionRow>>, crate::store::Error> {
     let mut out: HashMap<(String, String), Vec<ActionRow>> = HashMap::new();
-    for chunk in keys.chunks(400) {
+    // At most as many pairs as PostgreSQL plans as index probes (`resources::current`): an
+    // ingest asks this for every resource of a pulled page.
+    for chunk in keys.chunks(super::resources::PG_PAIRS) {
         let mut sql = Sql::new(
             "SELECT resource_type, fhir_id, action, until, actor, note, at FROM release_actions \
              WHERE (resource_type, fhir_id) IN (",

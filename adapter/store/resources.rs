@@ -24,9 +24,9 @@ pub struct Current {
 /// Rows per multi-row statement; well under both engines' parameter limits.
 const CHUNK: usize = 400;
 
-/// The most `(type, id)` pairs one lookup of stored resources names on PostgreSQL (see
-/// [`current`]).
-const PG_PAIRS: usize = 100;
+/// The most `(type, id)` pairs one `(type, fhir_id) IN (…)` lookup names on PostgreSQL (see
+/// [`current`]; `release::actions_for` keeps to it too).
+pub const PG_PAIRS: usize = 100;
 
 /// Serializes writers of the same resources on PostgreSQL, for the rest of the transaction:
 /// a transaction-scoped advisory lock per `(type, id)`, taken in one order by every writer (so
