@@ -105,7 +105,9 @@ impl AppState {
         let pullers = crate::pull::Pullers::new(&config, &clock)?;
         let outbox = crate::outbox::Outbox::new(&config, &clock)?;
         crate::metrics::handle();
-        let auditor = crate::audit::Auditor::start(db.clone());
+        let auditor = crate::audit::Auditor::start(db.clone())
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot start the audit trail: {e}"))?;
         if !config.audit.enabled {
             tracing::warn!(
                 "audit.enabled = false: no audit trail is written (NEN 7513 requires one); \
@@ -428,6 +430,7 @@ impl Application {
             listener,
             admin_listener,
         } = self;
+        let state_for_stop = state.clone();
         let (stopping, stopped) = tokio::sync::watch::channel(false);
         let mut pullers = tokio::task::JoinSet::new();
         crate::pull::spawn(&state, &stopped, &mut pullers);
@@ -467,6 +470,9 @@ impl Application {
         };
         tokio::join!(signal, serving);
         while pullers.join_next().await.is_some() {}
+        if let Err(e) = state_for_stop.auditor.flush().await {
+            tracing::error!(error = %e, "the audit journal keeps records the log did not take; the next start moves them");
+        }
         Ok(())
     }
 }

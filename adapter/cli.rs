@@ -173,13 +173,29 @@ async fn migrate(path: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `sluis audit verify`: walks the chain from the first record; exit 1 at the first break.
-async fn audit_verify(path: &Path) -> anyhow::Result<ExitCode> {
-    let config = load_config(path)?;
+/// The database of an audit command, migrated, with the records that stopped processes left
+/// in its journal (`audit/journal.rs`) moved into the log.
+async fn audit_db(config: &Config) -> anyhow::Result<Db> {
     let db = Db::connect(config.database.url.expose_secret(), 1).await?;
     if !db.is_migrated().await? {
         anyhow::bail!("the database is not migrated: run `sluis migrate` first");
     }
+    if let Some(file) = db.sqlite_file() {
+        let dir = crate::audit::journal::dir_of(file);
+        let moved = crate::audit::journal::recover(&db, &dir).await?;
+        if moved > 0 {
+            eprintln!(
+                "{moved} audit records a stopped process left in its journal were moved into the log"
+            );
+        }
+    }
+    Ok(db)
+}
+
+/// `sluis audit verify`: walks the chain from the first record; exit 1 at the first break.
+async fn audit_verify(path: &Path) -> anyhow::Result<ExitCode> {
+    let config = load_config(path)?;
+    let db = audit_db(&config).await?;
     match crate::audit::chain::verify(&db).await? {
         crate::audit::chain::Verdict::Intact(n) => {
             match crate::store::audit::anchor(&db).await? {
@@ -203,10 +219,7 @@ async fn audit_verify(path: &Path) -> anyhow::Result<ExitCode> {
 /// which may not be later), and says what it did.
 async fn audit_prune(path: &Path, before: Option<&str>) -> anyhow::Result<()> {
     let config = load_config(path)?;
-    let db = Db::connect(config.database.url.expose_secret(), 1).await?;
-    if !db.is_migrated().await? {
-        anyhow::bail!("the database is not migrated: run `sluis migrate` first");
-    }
+    let db = audit_db(&config).await?;
     let now = Clock::system().wall();
     // Never less than five years back, however the retention's months and days fall.
     let limit = config
@@ -274,10 +287,7 @@ async fn audit_export(path: &Path, from: Option<&str>, to: Option<&str>) -> anyh
         ..Default::default()
     };
     let config = load_config(path)?;
-    let db = Db::connect(config.database.url.expose_secret(), 1).await?;
-    if !db.is_migrated().await? {
-        anyhow::bail!("the database is not migrated: run `sluis migrate` first");
-    }
+    let db = audit_db(&config).await?;
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
     loop {
@@ -486,6 +496,7 @@ async fn import(path: &Path, source: &str, paths: &[PathBuf]) -> anyhow::Result<
         )
     );
     state.db.analyze().await?;
+    state.auditor.flush().await?;
     if failed > 0 {
         anyhow::bail!("{failed} file(s) were not imported");
     }

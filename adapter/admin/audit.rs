@@ -72,6 +72,7 @@ pub async fn search(
         ],
     )?;
     let f = filter(&q)?;
+    crate::audit::flushed(&state).await?;
     let records = store::search(&state.db, &f).await?;
     let next = (records.len() as i64 == f.limit)
         .then(|| records.last().map(|r| r.seq))
@@ -119,6 +120,7 @@ pub async fn exposure(
         ));
     }
     let f = filter(&q)?;
+    crate::audit::flushed(&state).await?;
     let rows = store::exposure(&state.db, &f).await?;
     let patients: Vec<Value> = rows
         .into_iter()

@@ -10,6 +10,7 @@
 //! keeps the rows.
 
 pub mod chain;
+pub mod journal;
 pub mod prune;
 pub mod view;
 
@@ -35,8 +36,8 @@ pub struct Note {
     pub patients: Vec<String>,
     /// Per client, the resource types of its data served.
     pub types: Vec<(String, Vec<String>)>,
-    /// `Type/id` of every resource the answer held.
-    pub resources: Vec<String>,
+    /// `Type/id` of every resource the answer held, space-separated.
+    pub resources: String,
     /// A batch's counts (ingest): entries and how many were refused.
     pub detail: Option<String>,
     /// What the middleware knows before the handler runs (route, query, ids, address).
@@ -50,16 +51,21 @@ impl Note {
     /// The record as far as the request's draft and this note tell it (status, reason and
     /// hashes are set by whoever writes it).
     fn record(&self) -> Stored {
-        let mut r = self.draft.clone().unwrap_or_default();
-        r.client_id = self.client_id.clone();
-        r.user_id = self.user_id.clone();
+        self.clone().into_record()
+    }
+
+    /// [`Note::record`], taking the note apart.
+    fn into_record(self) -> Stored {
+        let mut r = self.draft.unwrap_or_default();
+        r.client_id = self.client_id;
+        r.user_id = self.user_id;
         r.patient = (!self.patients.is_empty()).then(|| self.patients.join(" "));
-        r.resources = (!self.resources.is_empty()).then(|| self.resources.join(" "));
-        r.detail = self.detail.clone();
+        r.resources = (!self.resources.is_empty()).then_some(self.resources);
+        r.detail = self.detail;
         r.types = self
             .types
-            .iter()
-            .map(|(p, types)| (p.clone(), types.join(" ")))
+            .into_iter()
+            .map(|(p, types)| (p, types.join(" ")))
             .collect();
         r
     }
@@ -81,7 +87,12 @@ pub fn note(f: impl FnOnce(&mut Note)) {
 /// A resource served to the current request, of `patient`'s dossier (if any).
 pub fn served(resource_type: &str, id: &str, patient: Option<&str>) {
     note(|n| {
-        n.resources.push(format!("{resource_type}/{id}"));
+        if !n.resources.is_empty() {
+            n.resources.push(' ');
+        }
+        n.resources.push_str(resource_type);
+        n.resources.push('/');
+        n.resources.push_str(id);
         let Some(p) = patient else { return };
         if !n.patients.iter().any(|q| q == p) {
             n.patients.push(p.to_string());
@@ -160,6 +171,10 @@ pub async fn track(State(state): State<AppState>, request: Request, next: Next) 
     if UNRECORDED.contains(&route.as_str()) || !state.config.audit.enabled {
         return next.run(request).await;
     }
+    if state.auditor.refusing() {
+        return ApiError::unavailable("the audit record cannot be written; try again later")
+            .into_response();
+    }
     let method = request.method().as_str().to_string();
     let query = request.uri().query().map(str::to_string);
     let header = |h: &HeaderMap, name: &str| {
@@ -215,11 +230,14 @@ pub async fn track(State(state): State<AppState>, request: Request, next: Next) 
         )
         .into_response(),
     };
-    let note = note.lock().map(|n| n.clone()).unwrap_or_default();
+    let note = note
+        .lock()
+        .map(|mut n| std::mem::take(&mut *n))
+        .unwrap_or_default();
     if note.recorded == Some(i64::from(response.status().as_u16())) {
         return response;
     }
-    let mut record = note.record();
+    let mut record = note.into_record();
     record.status = i64::from(response.status().as_u16());
     record.reason = response
         .extensions()
@@ -239,6 +257,18 @@ pub async fn track(State(state): State<AppState>, request: Request, next: Next) 
     }
 }
 
+/// An error and its causes, on one line (a store error's own text names only the engine).
+pub(crate) fn described(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    text
+}
+
 /// Why a record was not written.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{0}")]
@@ -249,9 +279,15 @@ struct Pending {
     done: oneshot::Sender<Result<(), AuditError>>,
 }
 
-/// Writes records, the records of concurrent requests in one transaction.
+/// Writes records: on a SQLite file through the [`journal`], else straight into the tables,
+/// the records of concurrent requests in one transaction.
 pub struct Auditor {
-    queue: mpsc::Sender<Pending>,
+    writer: Writer,
+}
+
+enum Writer {
+    Direct(mpsc::Sender<Pending>),
+    Journal(Arc<journal::Journal>),
 }
 
 impl std::fmt::Debug for Auditor {
@@ -267,8 +303,18 @@ const BATCH: usize = 256;
 const LINGER: u32 = 64;
 
 impl Auditor {
-    /// Starts the writer (it ends when the last sender is dropped).
-    pub fn start(db: Db) -> Self {
+    /// Starts the writer: the journal of a SQLite file (moving what stopped processes left in
+    /// it first), else the group commit.
+    pub async fn start(db: Db) -> Result<Self, AuditError> {
+        let writer = match db.sqlite_file().map(std::path::Path::to_path_buf) {
+            Some(file) => Writer::Journal(journal::Journal::start(db, &file).await?),
+            None => Writer::Direct(Self::direct(db)),
+        };
+        Ok(Self { writer })
+    }
+
+    /// Starts the group commit's writer (it ends when the last sender is dropped).
+    fn direct(db: Db) -> mpsc::Sender<Pending> {
         let (queue, mut rx) = mpsc::channel::<Pending>(4096);
         tokio::spawn(async move {
             while let Some(first) = rx.recv().await {
@@ -304,25 +350,29 @@ impl Auditor {
                             let mut one = vec![p.record];
                             let result = write_batch(&db, &mut one)
                                 .await
-                                .map_err(|e| AuditError(e.to_string()));
+                                .map_err(|e| AuditError(described(&e)));
                             let _ = p.done.send(result);
                         }
                     }
                     Err(e) => {
                         for p in batch {
-                            let _ = p.done.send(Err(AuditError(e.to_string())));
+                            let _ = p.done.send(Err(AuditError(described(&e))));
                         }
                     }
                 }
             }
         });
-        Self { queue }
+        queue
     }
 
-    /// Writes one record; returns once it is committed.
+    /// Writes one record; returns once it is committed (to the journal or the tables).
     pub async fn write(&self, record: Stored) -> Result<(), AuditError> {
+        let queue = match &self.writer {
+            Writer::Journal(j) => return j.append(record),
+            Writer::Direct(queue) => queue,
+        };
         let (done, answer) = oneshot::channel();
-        self.queue
+        queue
             .send(Pending { record, done })
             .await
             .map_err(|_| AuditError("the audit writer has stopped".into()))?;
@@ -330,6 +380,41 @@ impl Auditor {
             .await
             .map_err(|_| AuditError("the audit writer has stopped".into()))?
     }
+}
+
+impl Auditor {
+    /// Moves what the journal holds into the tables, so that a read of them sees every record
+    /// this process wrote (nothing to do without a journal).
+    pub async fn flush(&self) -> Result<(), AuditError> {
+        match &self.writer {
+            // On a task of its own: a request dropped meanwhile (its client went away) does
+            // not cut a move short.
+            Writer::Journal(j) => {
+                let j = j.clone();
+                tokio::spawn(async move { j.flush().await })
+                    .await
+                    .map_err(|e| AuditError(format!("the audit journal's move failed: {e}")))?
+            }
+            Writer::Direct(_) => Ok(()),
+        }
+    }
+
+    /// Whether a request would be refused for want of its record (the journal's moves fail):
+    /// it is then refused before its handler changes anything.
+    pub fn refusing(&self) -> bool {
+        match &self.writer {
+            Writer::Journal(j) => j.failing(),
+            Writer::Direct(_) => false,
+        }
+    }
+}
+
+/// [`Auditor::flush`] before a handler reads the log (503 if it cannot be done).
+pub async fn flushed(state: &AppState) -> Result<(), ApiError> {
+    state.auditor.flush().await.map_err(|e| {
+        tracing::error!(error = %e, "cannot move audit records into the log");
+        ApiError::unavailable("the audit log cannot be read now; try again later")
+    })
 }
 
 /// Appends the current request's record inside `tx` (the handler's own write transaction),

@@ -35,6 +35,7 @@ pub async fn search(
     access::require_holder(&decision, &patient, "sees who looked at the dossier")?;
     let count = crate::body::page_count(&q, DEFAULT_COUNT, MAX_COUNT)?;
     let before = crate::body::positive_number(&q, "_cursor")?.unwrap_or(i64::MAX);
+    crate::audit::flushed(&state).await?;
     let rows = seen(&state.db, &patient, before, count).await?;
     let base = &state.config.server.public_base_url;
     let organization = &state.config.organization.name;

@@ -146,7 +146,7 @@ pub async fn decide(
     state.outbox.nudge();
     crate::audit::note(|n| {
         n.patients = vec![request.patient_id.clone()];
-        n.resources = vec![format!("Task/{id}")];
+        n.resources = format!("Task/{id}");
         n.detail = Some(format!(
             "request {id} {} by {by}{}",
             request.state,

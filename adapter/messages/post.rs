@@ -147,7 +147,7 @@ pub async fn post(
             }
             let id = earlier.id.clone();
             crate::audit::note(|n| {
-                n.resources = vec![format!("Communication/{id}")];
+                n.resources = format!("Communication/{id}");
                 n.detail = Some(format!(
                     "message {id} sent again (the same Idempotency-Key)"
                 ));
@@ -250,7 +250,7 @@ pub async fn read(
     }
     crate::audit::note(|n| {
         n.patients = vec![m.patient_id.clone()];
-        n.resources = vec![format!("Communication/{id}")];
+        n.resources = format!("Communication/{id}");
     });
     Ok(fhir_json(StatusCode::OK, &senders_view(&m)))
 }

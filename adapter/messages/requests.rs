@@ -140,7 +140,7 @@ pub async fn post(
             }
             let id = earlier.id.clone();
             crate::audit::note(|n| {
-                n.resources = vec![format!("Task/{id}")];
+                n.resources = format!("Task/{id}");
                 n.detail = Some(format!(
                     "request {id} sent again (the same Idempotency-Key)"
                 ));
@@ -158,7 +158,7 @@ pub async fn post(
     state.outbox.nudge();
     let id = request.id.clone();
     crate::audit::note(|n| {
-        n.resources = vec![format!("Task/{id}")];
+        n.resources = format!("Task/{id}");
         n.detail = Some(format!("request {id} ({}) made", request.code));
     });
     let mut response = fhir_json(StatusCode::CREATED, &task(&request));
@@ -375,7 +375,11 @@ pub async fn search(
     }
     crate::audit::note(|n| {
         n.patients = vec![patient.clone()];
-        n.resources = rows.iter().map(|r| format!("Task/{}", r.id)).collect();
+        n.resources = rows
+            .iter()
+            .map(|r| format!("Task/{}", r.id))
+            .collect::<Vec<_>>()
+            .join(" ");
     });
     let entries: Vec<Value> = rows
         .iter()
@@ -410,7 +414,7 @@ pub async fn read(
     }
     crate::audit::note(|n| {
         n.patients = vec![request.patient_id.clone()];
-        n.resources = vec![format!("Task/{id}")];
+        n.resources = format!("Task/{id}");
     });
     Ok(fhir_json(StatusCode::OK, &task(&request)))
 }

@@ -393,3 +393,31 @@ pub async fn remove_upto(
     tx.commit().await?;
     Ok(n)
 }
+
+/// Names a journal file whose records `tx` moves into the log (`audit/journal.rs`).
+pub async fn mark_moved(tx: &mut Tx, file: &str) -> Result<(), crate::store::Error> {
+    let mut sql = Sql::new("INSERT INTO audit_journal (file) VALUES (");
+    sql.bind(file).push(") ON CONFLICT (file) DO NOTHING");
+    tx.execute(&sql).await?;
+    Ok(())
+}
+
+/// Forgets a journal file that is gone.
+pub async fn forget_moved(mut ex: impl Executor, file: &str) -> Result<(), crate::store::Error> {
+    let mut sql = Sql::new("DELETE FROM audit_journal WHERE file = ");
+    sql.bind(file);
+    ex.execute(&sql).await?;
+    Ok(())
+}
+
+/// The journal files whose records were moved.
+pub async fn moved(mut ex: impl Executor) -> Result<Vec<String>, crate::store::Error> {
+    #[derive(sqlx::FromRow, serde::Deserialize)]
+    struct Row {
+        file: String,
+    }
+    let rows: Vec<Row> = ex
+        .fetch_all(&Sql::new("SELECT file FROM audit_journal"))
+        .await?;
+    Ok(rows.into_iter().map(|r| r.file).collect())
+}

@@ -295,6 +295,19 @@ impl Db {
         }
     }
 
+    /// The file of a SQLite database (`None` for PostgreSQL and SQLite in memory).
+    pub fn sqlite_file(&self) -> Option<&std::path::Path> {
+        match self {
+            Db::Sqlite(s) => {
+                let f = s.file();
+                let name = f.to_string_lossy();
+                (!name.is_empty() && !name.starts_with(":memory:") && !name.contains("mode=memory"))
+                    .then_some(f)
+            }
+            Db::Postgres(_) => None,
+        }
+    }
+
     /// A value that changes with every write committed, by this process or another: this
     /// process's commits and the WAL index header (SQLite). `None` on PostgreSQL, where no
     /// such value is at hand.

@@ -123,6 +123,11 @@ impl Sqlite {
         &self.url
     }
 
+    /// The database's file.
+    pub fn file(&self) -> &Path {
+        &self.path
+    }
+
     /// `f` on an idle reader (opened if none is idle), on this thread.
     pub fn read<R>(&self, f: impl FnOnce(&Connection) -> Result<R, Error>) -> Result<R, Error> {
         let idle = self.idle.lock().ok().and_then(|mut idle| idle.pop());
@@ -396,12 +401,35 @@ async fn on_writer(
     match at_once(&conn, sql) {
         Ok(true) => Ok((conn, Ok(()))),
         Err(e) => Ok((conn, Err(e))),
-        Ok(false) => tokio::task::spawn_blocking(move || {
-            let result = conn.execute_batch(sql).map_err(Error::from);
-            (conn, result)
-        })
-        .await
-        .map_err(|e| Error::Worker(e.to_string())),
+        Ok(false) => {
+            let (mut back, result) = tokio::task::spawn_blocking(move || {
+                let result = conn.execute_batch(sql).map_err(Error::from);
+                (Returned(Some(conn)), result)
+            })
+            .await
+            .map_err(|e| Error::Worker(e.to_string()))?;
+            let conn = back
+                .0
+                .take()
+                .ok_or_else(|| Error::Worker("the writer did not come back".into()))?;
+            Ok((conn, result))
+        }
+    }
+}
+
+/// The writer on its way back from a blocking thread. If the caller is gone by then (its
+/// request was dropped while `BEGIN IMMEDIATE` waited for another process), the transaction
+/// it began is rolled back here: left open, it would hold the write lock and make every
+/// later `BEGIN` of this process fail.
+struct Returned(Option<OwnedMutexGuard<Connection>>);
+
+impl Drop for Returned {
+    fn drop(&mut self) {
+        if let Some(conn) = self.0.take()
+            && !conn.is_autocommit()
+        {
+            let _ = conn.execute_batch("ROLLBACK");
+        }
     }
 }
 
@@ -498,6 +526,33 @@ mod tests {
             .query_row("PRAGMA busy_timeout", [], |r| r.get(0))
             .unwrap();
         assert_eq!(timeout, BUSY_TIMEOUT.as_millis() as i64);
+    }
+
+    /// A write dropped while it waits for another process's lock (its client went away)
+    /// leaves no transaction open behind it: the next write of this process goes through.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_write_dropped_while_it_waits_leaves_the_writer_usable() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = with_table_t(&dir).await;
+        let other = open(&store.path, true).unwrap();
+        other.execute_batch("BEGIN IMMEDIATE").unwrap();
+        let ends = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(300));
+            other.execute_batch("COMMIT").unwrap();
+        });
+        let waiting =
+            tokio::time::timeout(Duration::from_millis(50), SqliteTx::begin(store.clone())).await;
+        assert!(waiting.is_err(), "it was still waiting when dropped");
+        ends.join().unwrap();
+        let tx = tokio::time::timeout(Duration::from_secs(5), SqliteTx::begin(store.clone()))
+            .await
+            .expect("the writer came back")
+            .unwrap();
+        tx.with(|c| execute(c, &Sql::new("INSERT INTO t VALUES ($1)").arg(1)))
+            .unwrap();
+        tx.commit().await.unwrap();
+        let other = open(&store.path, true).unwrap();
+        other.execute_batch("BEGIN IMMEDIATE; COMMIT").unwrap();
     }
 
     #[tokio::test]

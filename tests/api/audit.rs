@@ -41,8 +41,20 @@ fn routes() -> Vec<(String, Vec<&'static str>)> {
     out
 }
 
-async fn records(db: &Db) -> Vec<sluis::store::audit::Stored> {
+async fn records_in(db: &Db) -> Vec<sluis::store::audit::Stored> {
     sluis::store::audit::after(db, 0, 1_000_000).await.unwrap()
+}
+
+/// The app's records, its journal moved into the log first.
+async fn records(app: &TestApp) -> Vec<sluis::store::audit::Stored> {
+    app.state.auditor.flush().await.unwrap();
+    records_in(&app.state.db).await
+}
+
+/// The verdict on the app's chain, its journal moved into the log first.
+async fn verified(app: &TestApp) -> Verdict {
+    app.state.auditor.flush().await.unwrap();
+    verify(&app.state.db).await.unwrap()
 }
 
 on_both!(
@@ -78,7 +90,7 @@ on_both!(
                     .await
                     .unwrap();
                 let status = r.status().as_u16();
-                let found = records(&app.state.db)
+                let found = records(&app)
                     .await
                     .into_iter()
                     .find(|rec| rec.route == *route && rec.method == *method);
@@ -113,7 +125,7 @@ on_both!(
         let user = app.holder("holder-1", "p1").await;
         let (status, body) = user.get("/fhir/Observation?patient=p1").await;
         assert_eq!(status, 200, "{body}");
-        let recs = records(&app.state.db).await;
+        let recs = records(&app).await;
         let rec = recs
             .iter()
             .rev()
@@ -125,10 +137,7 @@ on_both!(
         assert_eq!(rec.patient.as_deref(), Some("p1"));
         assert_eq!(rec.resources.as_deref(), Some("Observation/o1"));
         assert_eq!(rec.query.as_deref(), Some("patient=p1"));
-        assert_eq!(
-            verify(&app.state.db).await.unwrap(),
-            Verdict::Intact(recs.len() as u64)
-        );
+        assert_eq!(verified(&app).await, Verdict::Intact(recs.len() as u64));
     }
 );
 
@@ -159,6 +168,7 @@ on_both!(
                     .unwrap();
                 assert_eq!(r.status(), 401);
             }
+            app.state.auditor.flush().await.unwrap();
             let db = &app.state.db;
             assert_eq!(verify(db).await.unwrap(), Verdict::Intact(6));
             // The guards: no update, no delete.
@@ -211,7 +221,7 @@ on_both!(
             if tampering == "rehash" {
                 // Record 3 changed with a hash made to fit, and record 4 pointed at it: the
                 // hash of 4 covers the hash it follows, so 4 no longer fits.
-                let mut r = records(db).await.remove(2);
+                let mut r = records_in(db).await.remove(2);
                 r.status = 200;
                 r.hash = sluis::audit::chain::hash(&r);
                 db.execute(
@@ -261,6 +271,7 @@ async fn the_command_line_verifies_the_chain() {
             .await
             .unwrap();
     }
+    app.state.auditor.flush().await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("sluis.toml");
     std::fs::write(
@@ -329,8 +340,22 @@ on_both!(
     a_request_whose_record_cannot_be_written_is_refused_with_503,
     |b| async move {
         let app = TestApp::spawn(b).await;
+        let source = app.token(SOURCE).await;
         let (break_it, mend_it) = audit_breaker(&app.state.db);
         app.state.db.execute(&Sql::new(break_it)).await.unwrap();
+        // With a journal (a SQLite file), a record waits in it until it is moved: the request
+        // before the first move that fails is answered, and its record is kept.
+        let journal = app.state.db.sqlite_file().is_some();
+        if journal {
+            let r = app
+                .http
+                .get(app.url("/fhir/Patient/p1"))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 401);
+            assert!(app.state.auditor.flush().await.is_err());
+        }
         let r = app
             .http
             .get(app.url("/fhir/Patient/p1"))
@@ -348,18 +373,49 @@ on_both!(
             )
             .await;
         assert_eq!(status, 503, "an admin action is not done unlogged either");
+        // Nor is a push: refused, and nothing of it stored.
+        let r = app
+            .http
+            .post(app.url("/ingest/ons"))
+            .bearer_auth(&source)
+            .header("content-type", "application/fhir+json")
+            .body(transaction(&[patient("unlogged")]).to_string())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 503);
+        let stored = app
+            .state
+            .db
+            .fetch_count(&Sql::new(
+                "SELECT COUNT(*) AS n FROM resources WHERE fhir_id = 'unlogged'",
+            ))
+            .await
+            .unwrap();
+        assert_eq!(stored, 0, "a push refused for its record changed nothing");
         // What is not recorded still answers.
         let r = app.http.get(app.url("/healthz")).send().await.unwrap();
         assert_eq!(r.status(), 200);
         app.state.db.execute(&Sql::new(mend_it)).await.unwrap();
-        let r = app
-            .http
-            .get(app.url("/fhir/Patient/p1"))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 401);
-        assert_eq!(verify(&app.state.db).await.unwrap(), Verdict::Intact(1));
+        // Once a move succeeds (the journal tries again every 100 ms), requests are answered.
+        let started = std::time::Instant::now();
+        loop {
+            let r = app
+                .http
+                .get(app.url("/fhir/Patient/p1"))
+                .send()
+                .await
+                .unwrap();
+            if r.status() == 401 {
+                break;
+            }
+            assert_eq!(r.status(), 503);
+            assert!(started.elapsed() < std::time::Duration::from_secs(10));
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        // Nothing answered is missing from the chain.
+        let answered = if journal { 3 } else { 2 };
+        assert_eq!(verified(&app).await, Verdict::Intact(answered));
     }
 );
 
@@ -385,24 +441,30 @@ on_both!(
             ),
         )
         .unwrap();
-        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_sluis"))
-            .args(["serve", "--config", config.to_str().unwrap()])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
+        let serve = || {
+            std::process::Command::new(env!("CARGO_BIN_EXE_sluis"))
+                .args(["serve", "--config", config.to_str().unwrap()])
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .unwrap()
+        };
         let base = format!("http://127.0.0.1:{port}");
         let http = reqwest::Client::new();
-        let started = std::time::Instant::now();
-        while !http
-            .get(format!("{base}/readyz"))
-            .send()
-            .await
-            .is_ok_and(|r| r.status() == 200)
-        {
-            assert!(started.elapsed() < std::time::Duration::from_secs(30));
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        }
+        let ready = |http: reqwest::Client, base: String| async move {
+            let started = std::time::Instant::now();
+            while !http
+                .get(format!("{base}/readyz"))
+                .send()
+                .await
+                .is_ok_and(|r| r.status() == 200)
+            {
+                assert!(started.elapsed() < std::time::Duration::from_secs(30));
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+        };
+        let mut child = serve();
+        ready(http.clone(), base.clone()).await;
         let answered = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
         let mut load = Vec::new();
         for w in 0..8 {
@@ -431,8 +493,13 @@ on_both!(
         }
         let answered = answered.load(std::sync::atomic::Ordering::SeqCst);
         assert!(answered > 50, "a load: {answered}");
+        // Restarted, the adapter first moves what the killed process left in its journal.
+        let mut again = serve();
+        ready(http.clone(), base.clone()).await;
+        again.kill().unwrap();
+        let _ = again.wait();
         let db = Db::connect(&url, 1).await.unwrap();
-        let recorded = records(&db)
+        let recorded = records_in(&db)
             .await
             .iter()
             .filter(|r| r.route == "/fhir/{type}")
@@ -664,10 +731,7 @@ on_both!(
             assert_eq!(holder.get(bad).await.0, 400, "{bad}");
         }
         // What the holder is shown is part of the chain: a changed type is found.
-        assert!(matches!(
-            verify(&app.state.db).await.unwrap(),
-            Verdict::Intact(_)
-        ));
+        assert!(matches!(verified(&app).await, Verdict::Intact(_)));
         let guard_off = match app.state.db.engine() {
             sluis::store::db::Engine::Sqlite => "DROP TRIGGER audit_patients_no_update",
             sluis::store::db::Engine::Postgres => "ALTER TABLE audit_patients DISABLE TRIGGER USER",
@@ -678,20 +742,12 @@ on_both!(
             .execute(&Sql::new("UPDATE audit_patients SET types = 'Condition' WHERE patient = 'p1' AND types IS NOT NULL"))
             .await
             .unwrap();
-        assert!(matches!(
-            verify(&app.state.db).await.unwrap(),
-            Verdict::Broken { .. }
-        ));
+        assert!(matches!(verified(&app).await, Verdict::Broken { .. }));
     }
 );
 
-/// Two processes on one PostgreSQL write one chain.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_processes_keep_one_chain() {
-    let Some(b) = Backend::postgres() else {
-        eprintln!("skipped: SLUIS_TEST_POSTGRES_URL is not set");
-        return;
-    };
+on_both!(two_processes_keep_one_chain, |b| async move {
+    // Two processes on one database write one chain (on SQLite each through its journal).
     let first = TestApp::spawn(b).await;
     let second = first.restart_with("", T0).await;
     let mut load = Vec::new();
@@ -708,8 +764,9 @@ async fn two_processes_keep_one_chain() {
     for t in load {
         t.await.unwrap();
     }
-    assert_eq!(verify(&first.state.db).await.unwrap(), Verdict::Intact(320));
-}
+    second.state.auditor.flush().await.unwrap();
+    assert_eq!(verified(&first).await, Verdict::Intact(320));
+});
 
 on_both!(
     what_a_query_names_cannot_break_or_swell_the_trail,
@@ -735,7 +792,7 @@ on_both!(
         for t in load {
             assert_eq!(t.await.unwrap(), 401);
         }
-        let recs = records(&app.state.db).await;
+        let recs = records(&app).await;
         assert_eq!(recs.len(), 20);
         for r in &recs {
             let named: Vec<&str> = r
@@ -749,7 +806,7 @@ on_both!(
             assert!(named.iter().all(|p| !p.contains(',')), "{named:?}");
         }
         assert!(recs.iter().any(|r| r.patient.as_deref() == Some("p3")));
-        assert_eq!(verify(&app.state.db).await.unwrap(), Verdict::Intact(20));
+        assert_eq!(verified(&app).await, Verdict::Intact(20));
     }
 );
 
@@ -778,7 +835,7 @@ on_both!(
             .unwrap();
         let answer = String::from_utf8_lossy(&answer[..n]).to_string();
         assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
-        let rec = records(&app.state.db)
+        let rec = records(&app)
             .await
             .into_iter()
             .find(|r| r.request_id.as_deref() == Some("slow-1"))
@@ -802,7 +859,7 @@ on_both!(
         bad["status"] = serde_json::json!("gisteren");
         let (status, _) = app.push(&transaction(&[bad])).await;
         assert_eq!(status, 400);
-        let pushes: Vec<_> = records(&app.state.db)
+        let pushes: Vec<_> = records(&app)
             .await
             .into_iter()
             .filter(|r| r.route == "/ingest/{source}")
@@ -815,10 +872,7 @@ on_both!(
         assert!(pushes[0].request_id.is_some() && pushes[0].remote.is_some());
         assert_eq!(pushes[1].status, 400);
         assert_eq!(pushes[1].reason.as_deref(), Some("invalid-resource"));
-        assert!(matches!(
-            verify(&app.state.db).await.unwrap(),
-            Verdict::Intact(_)
-        ));
+        assert!(matches!(verified(&app).await, Verdict::Intact(_)));
     }
 );
 
@@ -843,7 +897,7 @@ on_both!(
         let app = TestApp::spawn(b).await;
         let db = &app.state.db;
         // Five records from six years ago, as a process then wrote them, about client p1.
-        let auditor = sluis::audit::Auditor::start(db.clone());
+        let auditor = sluis::audit::Auditor::start(db.clone()).await.unwrap();
         let old = chrono::Utc::now() - chrono::Duration::days(6 * 366);
         for i in 0..5 {
             auditor
@@ -862,6 +916,7 @@ on_both!(
                 .await
                 .unwrap();
         }
+        auditor.flush().await.unwrap();
         // And three of today.
         for _ in 0..3 {
             let r = app
@@ -872,10 +927,11 @@ on_both!(
                 .unwrap();
             assert_eq!(r.status(), 401);
         }
+        app.state.auditor.flush().await.unwrap();
         assert_eq!(verify(db).await.unwrap(), Verdict::Intact(8));
         // A prune cut short: its anchor (after record 3) and record are written, its records
         // not yet removed. What is left below the anchor still leads up to it.
-        let third = records(db).await.remove(2);
+        let third = records_in(db).await.remove(2);
         let cut = sluis::store::audit::Anchor {
             upto: 3,
             hash: third.hash.clone(),
@@ -931,7 +987,7 @@ on_both!(
             out.contains("removed 5 records") && out.contains("goes on from record 6"),
             "{out}"
         );
-        let left = records(db).await;
+        let left = records_in(db).await;
         assert_eq!(
             left.iter().map(|r| r.seq).collect::<Vec<_>>(),
             [6, 7, 8, 9, 10],
@@ -1016,7 +1072,7 @@ on_both!(
         // Nor does a prune record forged at the chain's end (no hash before it recomputed):
         // the anchor removed records younger than five years.
         let anchor = sluis::store::audit::anchor(db).await.unwrap().unwrap();
-        let last = records(db).await.pop().unwrap();
+        let last = records_in(db).await.pop().unwrap();
         let mut forged = sluis::store::audit::Stored {
             seq: last.seq + 1,
             at: anchor.at,
@@ -1074,10 +1130,10 @@ async fn auditing_off_writes_no_record() {
     let (status, body) = user.get("/fhir/Patient/p1").await;
     assert_eq!(status, 200, "{body}");
     // Only that auditing was off, written at the start, so the gap shows in the chain.
-    let recs = records(&app.state.db).await;
+    let recs = records(&app).await;
     assert_eq!(recs.len(), 1, "{recs:?}");
     assert_eq!(recs[0].action, "audit off");
-    assert_eq!(verify(&app.state.db).await.unwrap(), Verdict::Intact(1));
+    assert_eq!(verified(&app).await, Verdict::Intact(1));
     // `sluis check` refuses such a config.
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("sluis.toml");
@@ -1093,4 +1149,187 @@ async fn auditing_off_writes_no_record() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains("audit.enabled = false"), "{err}");
+}
+
+/// A journal line as a process writes it (`audit/journal.rs`).
+fn journal_line(route: &str, patient: &str) -> String {
+    let record = sluis::store::audit::Stored {
+        at: 1_700_000_000_000_000,
+        action: "read".into(),
+        route: route.into(),
+        method: "GET".into(),
+        client_id: Some("portal".into()),
+        patient: Some(patient.into()),
+        status: 200,
+        ..Default::default()
+    };
+    format!(
+        "{}\n",
+        serde_json::json!({"record": record, "types": [[patient, "Observation"]]})
+    )
+}
+
+/// What stopped processes leave in a SQLite file's journal is moved at the next start: once,
+/// whole lines only, and a file whose middle is damaged is kept aside for the operator.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_journal_left_by_a_stopped_process_is_moved_once_at_the_next_start() {
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    for _ in 0..2 {
+        let r = app
+            .http
+            .get(app.url("/fhir/Patient/p1"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 401);
+    }
+    app.state.auditor.flush().await.unwrap();
+    let dir = sluis::audit::journal::dir_of(std::path::Path::new(sluis::store::sqlite::file_of(
+        &app.database_url,
+    )));
+    assert!(dir.is_dir(), "{}", dir.display());
+    // A process killed with two records in its file and a third half written.
+    let cut = journal_line("/fhir/{type}/{id}", "p9");
+    std::fs::write(
+        dir.join("dead-0.ndjson"),
+        format!(
+            "{}{}{}",
+            journal_line("/fhir/{type}", "p7"),
+            journal_line("/fhir/{type}", "p8"),
+            &cut[..cut.len() / 2]
+        ),
+    )
+    .unwrap();
+    // One killed after its move committed and before it removed the file.
+    std::fs::write(
+        dir.join("moved-0.ndjson"),
+        journal_line("/fhir/{type}", "twice"),
+    )
+    .unwrap();
+    app.state
+        .db
+        .execute(&Sql::new(
+            "INSERT INTO audit_journal (file) VALUES ('moved-0.ndjson')",
+        ))
+        .await
+        .unwrap();
+    // One whose middle line was damaged.
+    std::fs::write(
+        dir.join("damaged-0.ndjson"),
+        format!(
+            "{}{{\"record\": garbage\n{}",
+            journal_line("/fhir/{type}", "p5"),
+            journal_line("/fhir/{type}", "p6"),
+        ),
+    )
+    .unwrap();
+    // A line whose kept types name other clients, or one client twice.
+    let mut crafted: serde_json::Value =
+        serde_json::from_str(&journal_line("/fhir/{type}", "p3")).unwrap();
+    crafted["types"] = serde_json::json!([
+        ["p3", "Observation"],
+        ["p3", "Condition"],
+        ["zz", "Patient"]
+    ]);
+    std::fs::write(dir.join("crafted-0.ndjson"), format!("{crafted}\n")).unwrap();
+    // What is not a plain file of its own is left alone: a pipe (reading it would block), a
+    // link to another file (moved twice), a second name of one.
+    assert!(
+        std::process::Command::new("mkfifo")
+            .arg(dir.join("pipe-0.ndjson"))
+            .status()
+            .unwrap()
+            .success()
+    );
+    std::os::unix::fs::symlink(dir.join("dead-0.ndjson"), dir.join("link-0.ndjson")).unwrap();
+    std::fs::write(
+        dir.join("twin-0.ndjson"),
+        journal_line("/fhir/{type}", "p4"),
+    )
+    .unwrap();
+    std::fs::hard_link(dir.join("twin-0.ndjson"), dir.join("twin-1.ndjson")).unwrap();
+    // A file another process is making now, and one a crash left half made.
+    let making = std::fs::File::create(dir.join("live-0.new")).unwrap();
+    making.try_lock().unwrap();
+    std::fs::write(dir.join("crashed-0.new"), "").unwrap();
+    let again = app.restart_with("", T0).await;
+    let recs = records(&again).await;
+    let about: Vec<&str> = recs.iter().filter_map(|r| r.patient.as_deref()).collect();
+    for p in ["p3", "p5", "p6", "p7", "p8"] {
+        assert_eq!(
+            about.iter().filter(|a| **a == p).count(),
+            1,
+            "{p}: {about:?}"
+        );
+    }
+    assert!(
+        !about.contains(&"p9"),
+        "a half-written line is not a record"
+    );
+    assert!(!about.contains(&"twice"), "a moved file is not moved again");
+    assert!(
+        !about.contains(&"p4"),
+        "a file with two names is left to the operator"
+    );
+    assert_eq!(recs.len(), 7, "{recs:?}");
+    assert_eq!(verified(&again).await, Verdict::Intact(7));
+    let left: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+        .collect();
+    assert!(left.contains(&"damaged-0.bad".to_string()), "{left:?}");
+    assert!(left.contains(&"live-0.new".to_string()), "{left:?}");
+    for kept in [
+        "pipe-0.ndjson",
+        "link-0.ndjson",
+        "twin-0.ndjson",
+        "twin-1.ndjson",
+    ] {
+        assert!(left.contains(&kept.to_string()), "{kept}: {left:?}");
+    }
+    for gone in [
+        "dead-0.ndjson",
+        "moved-0.ndjson",
+        "damaged-0.ndjson",
+        "crashed-0.new",
+    ] {
+        assert!(!left.contains(&gone.to_string()), "{gone}: {left:?}");
+    }
+    let marks = again
+        .state
+        .db
+        .fetch_count(&Sql::new("SELECT COUNT(*) AS n FROM audit_journal"))
+        .await
+        .unwrap();
+    assert_eq!(marks, 0, "the names of removed files are forgotten");
+    drop(making);
+}
+
+/// A running process's journal is its own: `sluis audit verify` beside it does not take the
+/// records it has not moved yet, and they reach the log once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_running_process_keeps_its_journal_from_the_audit_commands() {
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("sluis.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[database]\nurl = \"{}\"\n[admin]\ntoken = \"a-long-admin-token\"\n",
+            app.database_url
+        ),
+    )
+    .unwrap();
+    for round in 0..3 {
+        for _ in 0..5 {
+            app.http
+                .get(app.url("/fhir/Patient/p1"))
+                .send()
+                .await
+                .unwrap();
+        }
+        let (code, out, err) = audit_cli(&config, &["verify"]);
+        assert_eq!(code, Some(0), "{round}: {out}{err}");
+    }
+    assert_eq!(verified(&app).await, Verdict::Intact(15));
 }

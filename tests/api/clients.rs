@@ -331,6 +331,7 @@ pub mod private_key_jwt {
         app.set_clock(T0).await;
         refused("replay after a purge", request(&app, &once).await);
         // The token's record names the client it was issued to.
+        app.state.auditor.flush().await.unwrap();
         let recs = sluis::store::audit::after(&app.state.db, 0, 100_000)
             .await
             .unwrap();

@@ -294,6 +294,7 @@ on_both!(
         .await;
         assert_eq!(status, 404);
         // Both workflows are in the audit trail.
+        app.state.auditor.flush().await.unwrap();
         let recs = sluis::store::audit::after(&app.state.db, 0, 100_000)
             .await
             .unwrap();

@@ -272,6 +272,7 @@ on_both!(
             );
         }
         // Both workflows are in the audit trail.
+        app.state.auditor.flush().await.unwrap();
         let recs = sluis::store::audit::after(&app.state.db, 0, 100_000)
             .await
             .unwrap();
