@@ -287,6 +287,18 @@ impl IntoResponse for ApiError {
 /// The FHIR JSON media type, as every response of the adapter carries it.
 pub const FHIR_JSON: &str = "application/fhir+json; charset=utf-8";
 
+/// An error with its causes, as one line (a store error's own text names only the engine).
+pub fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
 /// A response with a JSON body and the FHIR media type.
 pub fn fhir_json(status: StatusCode, body: &Value) -> Response {
     fhir_raw(status, serde_json::to_vec(body).unwrap_or_default())

@@ -65,8 +65,6 @@ struct Open {
     pending: Vec<Stored>,
     /// Files whose records are all in `pending` (held locked until they are moved).
     retired: Vec<(File, String)>,
-    /// Why the last move failed, until one succeeds.
-    failing: Option<String>,
 }
 
 /// Records taken from the journal to be moved, and the files they came from.
@@ -86,7 +84,7 @@ pub struct Journal {
     moving: tokio::sync::Mutex<Option<Move>>,
     db: Db,
     early: tokio::sync::Notify,
-    /// Set while moves fail (`Open::failing`), read without the lock.
+    /// Set from a move that failed until one succeeds (the move logs why).
     failing: std::sync::atomic::AtomicBool,
 }
 
@@ -165,10 +163,10 @@ impl Journal {
             .open
             .lock()
             .map_err(|_| AuditError("the audit journal is unusable".into()))?;
-        if let Some(why) = &open.failing {
-            return Err(AuditError(format!(
-                "the audit log cannot be written: {why}"
-            )));
+        if self.failing() {
+            return Err(AuditError(
+                "the audit log cannot be written: moving records into it fails".into(),
+            ));
         }
         if open.pending.len() >= MOST {
             return Err(AuditError("too many audit records wait to be moved".into()));
@@ -250,15 +248,8 @@ impl Journal {
             return Ok(());
         }
         let result = commit(&self.db, &mut m.records, &m.files).await;
-        let failing = match &result {
-            Ok(()) => None,
-            Err(e) => Some(super::described(e)),
-        };
         self.failing
-            .store(failing.is_some(), std::sync::atomic::Ordering::Relaxed);
-        if let Ok(mut open) = self.open.lock() {
-            open.failing = failing;
-        }
+            .store(result.is_err(), std::sync::atomic::Ordering::Relaxed);
         match result {
             Ok(()) => {
                 for (file, name) in m.files {
@@ -270,7 +261,7 @@ impl Journal {
                 *moving = Some(m);
                 Err(AuditError(format!(
                     "cannot move audit records into the log: {}",
-                    super::described(&e)
+                    crate::error::with_causes(&e)
                 )))
             }
         }
@@ -299,17 +290,7 @@ async fn commit(
 ) -> Result<(), crate::store::Error> {
     let mut tx = db.begin().await?;
     if !records.is_empty() {
-        let (mut seq, mut prev) = store::head(&mut tx).await?;
-        for r in records.iter_mut() {
-            seq += 1;
-            r.seq = seq;
-            r.prev_hash = prev;
-            r.hash = super::chain::hash(r);
-            prev = r.hash.clone();
-        }
-        for chunk in records.chunks(1_000) {
-            store::append(&mut tx, chunk).await?;
-        }
+        super::chain_in(&mut tx, records).await?;
     }
     for (_, name) in files {
         store::mark_moved(&mut tx, name).await?;
@@ -345,7 +326,7 @@ pub async fn recover(db: &Db, dir: &Path) -> Result<u64, AuditError> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
         Err(e) => return Err(io("read", dir, e)),
     };
-    let store_error = |e: crate::store::Error| AuditError(super::described(&e));
+    let store_error = |e: crate::store::Error| AuditError(crate::error::with_causes(&e));
     let moved: std::collections::HashSet<String> = store::moved(db)
         .await
         .map_err(store_error)?

@@ -257,18 +257,6 @@ pub async fn track(State(state): State<AppState>, request: Request, next: Next) 
     }
 }
 
-/// An error and its causes, on one line (a store error's own text names only the engine).
-pub(crate) fn described(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        text.push_str(": ");
-        text.push_str(&c.to_string());
-        cause = c.source();
-    }
-    text
-}
-
 /// Why a record was not written.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{0}")]
@@ -350,13 +338,13 @@ impl Auditor {
                             let mut one = vec![p.record];
                             let result = write_batch(&db, &mut one)
                                 .await
-                                .map_err(|e| AuditError(described(&e)));
+                                .map_err(|e| AuditError(crate::error::with_causes(&e)));
                             let _ = p.done.send(result);
                         }
                     }
                     Err(e) => {
                         for p in batch {
-                            let _ = p.done.send(Err(AuditError(described(&e))));
+                            let _ = p.done.send(Err(AuditError(crate::error::with_causes(&e))));
                         }
                     }
                 }
@@ -434,11 +422,7 @@ pub async fn append_in(
     };
     record.status = status;
     record.detail = Some(detail);
-    let (seq, prev) = crate::store::audit::head(tx).await?;
-    record.seq = seq + 1;
-    record.prev_hash = prev;
-    record.hash = chain::hash(&record);
-    crate::store::audit::append(tx, std::slice::from_ref(&record)).await?;
+    chain_in(tx, std::slice::from_mut(&mut record)).await?;
     Ok(true)
 }
 
@@ -450,7 +434,17 @@ pub fn recorded(status: i64) {
 /// Chains `records` to the head of the log and appends them, in one transaction.
 async fn write_batch(db: &Db, records: &mut [Stored]) -> Result<(), crate::store::Error> {
     let mut tx = db.begin().await?;
-    let (mut seq, mut prev) = crate::store::audit::head(&mut tx).await?;
+    chain_in(&mut tx, records).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Chains `records` to the head of the log (locked until `tx` ends) and appends them in `tx`.
+pub(crate) async fn chain_in(
+    tx: &mut crate::store::db::Tx,
+    records: &mut [Stored],
+) -> Result<(), crate::store::Error> {
+    let (mut seq, mut prev) = crate::store::audit::head(tx).await?;
     for r in records.iter_mut() {
         seq += 1;
         r.seq = seq;
@@ -458,7 +452,5 @@ async fn write_batch(db: &Db, records: &mut [Stored]) -> Result<(), crate::store
         r.hash = chain::hash(r);
         prev = r.hash.clone();
     }
-    crate::store::audit::append(&mut tx, records).await?;
-    tx.commit().await?;
-    Ok(())
+    crate::store::audit::append(tx, records).await
 }

@@ -38,18 +38,6 @@ impl std::fmt::Debug for SourceAuth {
     }
 }
 
-/// An error with its causes, as one line.
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
-}
-
 /// The most a token endpoint's answer may hold.
 const MAX_TOKEN_RESPONSE: usize = 64 * 1024;
 
@@ -183,7 +171,7 @@ impl SourceAuth {
                 request
                     .request_async(&http)
                     .await
-                    .map_err(|e| failed(chain(&e)))?
+                    .map_err(|e| failed(crate::error::with_causes(&e)))?
             }
             PullAuth::PrivateKeyJwt {
                 token_url,
@@ -228,7 +216,7 @@ impl SourceAuth {
                 request
                     .request_async(&http)
                     .await
-                    .map_err(|e| failed(chain(&e)))?
+                    .map_err(|e| failed(crate::error::with_causes(&e)))?
             }
         };
         Ok((

@@ -492,18 +492,23 @@ mod tests {
         store
     }
 
+    /// Another process's write transaction on `store`'s file, held for `held`, then committed
+    /// (on a thread of its own: join it).
+    fn another_writer(store: &Sqlite, held: Duration) -> std::thread::JoinHandle<()> {
+        let other = open(&store.path, true).unwrap();
+        other.execute_batch("BEGIN IMMEDIATE").unwrap();
+        std::thread::spawn(move || {
+            std::thread::sleep(held);
+            other.execute_batch("COMMIT").unwrap();
+        })
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_write_waits_for_another_process_and_then_commits() {
         let dir = tempfile::tempdir().unwrap();
         let store = with_table_t(&dir).await;
-        // Another process's write transaction, ended a moment later.
-        let other = open(&store.path, true).unwrap();
-        other.execute_batch("BEGIN IMMEDIATE").unwrap();
         let held = Duration::from_millis(300);
-        let ends = std::thread::spawn(move || {
-            std::thread::sleep(held);
-            other.execute_batch("COMMIT").unwrap();
-        });
+        let ends = another_writer(&store, held);
         let started = Instant::now();
         let tx = SqliteTx::begin(store.clone()).await.unwrap();
         assert!(started.elapsed() >= held, "it waited for the other writer");
@@ -534,12 +539,7 @@ mod tests {
     async fn a_write_dropped_while_it_waits_leaves_the_writer_usable() {
         let dir = tempfile::tempdir().unwrap();
         let store = with_table_t(&dir).await;
-        let other = open(&store.path, true).unwrap();
-        other.execute_batch("BEGIN IMMEDIATE").unwrap();
-        let ends = std::thread::spawn(move || {
-            std::thread::sleep(Duration::from_millis(300));
-            other.execute_batch("COMMIT").unwrap();
-        });
+        let ends = another_writer(&store, Duration::from_millis(300));
         let waiting =
             tokio::time::timeout(Duration::from_millis(50), SqliteTx::begin(store.clone())).await;
         assert!(waiting.is_err(), "it was still waiting when dropped");

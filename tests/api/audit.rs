@@ -51,6 +51,33 @@ async fn records(app: &TestApp) -> Vec<sluis::store::audit::Stored> {
     records_in(&app.state.db).await
 }
 
+/// `times` reads of `Patient/p1` by a stranger, each refused (401) and recorded.
+async fn strangers_read(app: &TestApp, times: usize) {
+    for _ in 0..times {
+        let r = app
+            .http
+            .get(app.url("/fhir/Patient/p1"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 401);
+    }
+}
+
+/// A config in `dir` for the `sluis audit` commands on the app's database.
+fn cli_config(app: &TestApp, dir: &tempfile::TempDir) -> std::path::PathBuf {
+    let config = dir.path().join("sluis.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[database]\nurl = \"{}\"\n[admin]\ntoken = \"a-long-admin-token\"\n",
+            app.database_url
+        ),
+    )
+    .unwrap();
+    config
+}
+
 /// The verdict on the app's chain, its journal moved into the log first.
 async fn verified(app: &TestApp) -> Verdict {
     app.state.auditor.flush().await.unwrap();
@@ -264,24 +291,10 @@ on_both!(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_command_line_verifies_the_chain() {
     let app = TestApp::spawn(Backend::Sqlite).await;
-    for _ in 0..3 {
-        app.http
-            .get(app.url("/fhir/Patient/p1"))
-            .send()
-            .await
-            .unwrap();
-    }
+    strangers_read(&app, 3).await;
     app.state.auditor.flush().await.unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("sluis.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[database]\nurl = \"{}\"\n[admin]\ntoken = \"a-long-admin-token\"\n",
-            app.database_url
-        ),
-    )
-    .unwrap();
+    let config = cli_config(&app, &dir);
     let run = || audit_cli(&config, &["verify"]);
     let (code, out, err) = run();
     assert_eq!(code, Some(0), "{out}{err}");
@@ -918,15 +931,7 @@ on_both!(
         }
         auditor.flush().await.unwrap();
         // And three of today.
-        for _ in 0..3 {
-            let r = app
-                .http
-                .get(app.url("/fhir/Patient/p1"))
-                .send()
-                .await
-                .unwrap();
-            assert_eq!(r.status(), 401);
-        }
+        strangers_read(&app, 3).await;
         app.state.auditor.flush().await.unwrap();
         assert_eq!(verify(db).await.unwrap(), Verdict::Intact(8));
         // A prune cut short: its anchor (after record 3) and record are written, its records
@@ -1174,15 +1179,7 @@ fn journal_line(route: &str, patient: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_journal_left_by_a_stopped_process_is_moved_once_at_the_next_start() {
     let app = TestApp::spawn(Backend::Sqlite).await;
-    for _ in 0..2 {
-        let r = app
-            .http
-            .get(app.url("/fhir/Patient/p1"))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 401);
-    }
+    strangers_read(&app, 2).await;
     app.state.auditor.flush().await.unwrap();
     let dir = sluis::audit::journal::dir_of(std::path::Path::new(sluis::store::sqlite::file_of(
         &app.database_url,
@@ -1311,23 +1308,9 @@ async fn a_journal_left_by_a_stopped_process_is_moved_once_at_the_next_start() {
 async fn a_running_process_keeps_its_journal_from_the_audit_commands() {
     let app = TestApp::spawn(Backend::Sqlite).await;
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("sluis.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[database]\nurl = \"{}\"\n[admin]\ntoken = \"a-long-admin-token\"\n",
-            app.database_url
-        ),
-    )
-    .unwrap();
+    let config = cli_config(&app, &dir);
     for round in 0..3 {
-        for _ in 0..5 {
-            app.http
-                .get(app.url("/fhir/Patient/p1"))
-                .send()
-                .await
-                .unwrap();
-        }
+        strangers_read(&app, 5).await;
         let (code, out, err) = audit_cli(&config, &["verify"]);
         assert_eq!(code, Some(0), "{round}: {out}{err}");
     }
