@@ -288,7 +288,7 @@ async fn commit(
     records: &mut [Stored],
     files: &[(File, String)],
 ) -> Result<(), crate::store::Error> {
-    let mut tx = db.begin().await?;
+    let mut tx = store::begin(db).await?;
     if !records.is_empty() {
         super::chain_in(&mut tx, records).await?;
     }
@@ -344,8 +344,9 @@ pub async fn recover(db: &Db, dir: &Path) -> Result<u64, AuditError> {
         let Some(file) = open_own(&path) else {
             continue;
         };
-        // Held by a running process (this one included): its own to move.
-        if file.try_lock().is_err() {
+        // Held by a running process (this one included): its own to move. Removed since it
+        // was opened: moved by another process's recovery that held it in between.
+        if !lock_linked(&file) {
             continue;
         }
         // A file being made (`Journal::create`) holds no record yet; one no process holds was
@@ -435,6 +436,21 @@ fn open_own(path: &Path) -> Option<File> {
     Some(file)
 }
 
+/// Whether `file`'s lock was taken and the file still has its name. A file is removed only by
+/// the process that holds its lock, after its records were moved; one opened before that and
+/// locked after holds records that are in the log already.
+fn lock_linked(file: &File) -> bool {
+    if file.try_lock().is_err() {
+        return false;
+    }
+    #[cfg(unix)]
+    return file
+        .metadata()
+        .is_ok_and(|m| std::os::unix::fs::MetadataExt::nlink(&m) > 0);
+    #[cfg(not(unix))]
+    return true;
+}
+
 /// The records of a journal file's text, and whether a line before the last did not parse.
 /// The last line, unfinished (no newline) or not parsing, is a write cut short.
 fn parse(text: &[u8]) -> (Vec<Stored>, bool) {
@@ -509,5 +525,23 @@ mod tests {
         assert!(bad);
         assert_eq!(parse(b"").0.len(), 0);
         assert_eq!(parse(b"\n\n").0.len(), 0);
+    }
+
+    /// A recovery that opened a file, then waited while another moved and removed it, finds
+    /// the file unlinked once it has the lock, and leaves it.
+    #[test]
+    fn a_file_removed_while_waiting_for_its_lock_is_not_taken() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("dead-0.ndjson");
+        std::fs::write(&path, line("read")).unwrap();
+        let waiting = open_own(&path).unwrap();
+        let mover = open_own(&path).unwrap();
+        assert!(lock_linked(&mover));
+        assert!(!lock_linked(&waiting), "held by the mover");
+        std::fs::remove_file(&path).unwrap();
+        drop(mover);
+        assert!(!lock_linked(&waiting), "moved and removed meanwhile");
+        std::fs::write(&path, line("read")).unwrap();
+        assert!(lock_linked(&open_own(&path).unwrap()));
     }
 }

@@ -422,6 +422,7 @@ pub async fn append_in(
     };
     record.status = status;
     record.detail = Some(detail);
+    crate::store::audit::lock(tx).await?;
     chain_in(tx, std::slice::from_mut(&mut record)).await?;
     Ok(true)
 }
@@ -433,13 +434,14 @@ pub fn recorded(status: i64) {
 
 /// Chains `records` to the head of the log and appends them, in one transaction.
 async fn write_batch(db: &Db, records: &mut [Stored]) -> Result<(), crate::store::Error> {
-    let mut tx = db.begin().await?;
+    let mut tx = crate::store::audit::begin(db).await?;
     chain_in(&mut tx, records).await?;
     tx.commit().await?;
     Ok(())
 }
 
-/// Chains `records` to the head of the log (locked until `tx` ends) and appends them in `tx`.
+/// Chains `records` to the head of the log and appends them in `tx`, which holds the chain's
+/// lock ([`crate::store::audit::begin`] or [`crate::store::audit::lock`]).
 pub(crate) async fn chain_in(
     tx: &mut crate::store::db::Tx,
     records: &mut [Stored],

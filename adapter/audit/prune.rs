@@ -28,7 +28,7 @@ const CHUNK: i64 = 10_000;
 
 /// Removes every record older than `before` (µs), as a record made at `now` (µs) says.
 pub async fn prune(db: &Db, before: i64, now: i64) -> Result<Pruned, crate::store::Error> {
-    let mut tx = db.begin().await?;
+    let mut tx = store::begin(db).await?;
     let (head, prev) = store::head(&mut tx).await?;
     let latest = store::anchor(&mut tx).await?;
     let upto = match store::prunable(&mut tx, before).await? {

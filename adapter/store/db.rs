@@ -463,6 +463,19 @@ impl Db {
         }
     }
 
+    /// Starts a write transaction whose first statement is `first` (on PostgreSQL sent with
+    /// `BEGIN` in one round trip, its result unread; on SQLite not run: for a lock SQLite's one
+    /// writer already holds).
+    pub async fn begin_with(&self, first: &'static str) -> Result<Tx, Error> {
+        match self {
+            Db::Sqlite(s) => Ok(Tx::Sqlite(SqliteTx::begin(s.clone()).await?)),
+            Db::Postgres(pool) => Ok(Tx::Postgres(
+                pool.begin_with(AssertSqlSafe(format!("BEGIN; {first}")))
+                    .await?,
+            )),
+        }
+    }
+
     /// Starts a write transaction.
     pub async fn begin(&self) -> Result<Tx, Error> {
         match self {

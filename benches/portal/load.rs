@@ -46,6 +46,34 @@ pub fn process_cpu_secs(pid: u32) -> Option<f64> {
     Some((utime + stime) / 100.0)
 }
 
+/// The machine's CPU time so far, in clock ticks: (all, idle), from `/proc/stat`.
+pub fn machine_jiffies() -> Option<(u64, u64)> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let cpu: Vec<u64> = stat
+        .lines()
+        .next()?
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    let idle = cpu.get(3)? + cpu.get(4)?;
+    Some((cpu.iter().sum(), idle))
+}
+
+/// How many cores were busy between two [`machine_jiffies`] readings.
+pub fn busy_cores(before: Option<(u64, u64)>, after: Option<(u64, u64)>) -> f64 {
+    let (Some((a_all, a_idle)), Some((b_all, b_idle))) = (before, after) else {
+        return 0.0;
+    };
+    let all = b_all.saturating_sub(a_all);
+    if all == 0 {
+        return 0.0;
+    }
+    let busy = all.saturating_sub(b_idle.saturating_sub(a_idle));
+    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+    busy as f64 / all as f64 * cores as f64
+}
+
 /// CPU seconds used so far by the processes named `postgres` on this machine (the server's
 /// backends, the checkpointer, the WAL writer…): the database's side of a request's cost.
 /// Backends that ended are not counted, so it is read around runs on a pool that stays open.

@@ -31,6 +31,8 @@ pub struct Report {
     /// Auditing on against off; `None` when the run left the searches out.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub audit: Option<AuditCost>,
+    /// The same comparison with eight clients (shown, not judged).
+    pub audit_few: Option<AuditCost>,
     pub storage: Storage,
     pub memory: Memory,
     /// The targets judged from the rest ([`crate::targets::verdicts`]); empty until then.
@@ -146,6 +148,8 @@ impl Ingest {
 /// answers it, on the same database, by servers with auditing on and off, alternated.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct AuditCost {
+    /// Clients of the closed loop.
+    pub clients: usize,
     /// Queries per second, one reading per server started, in the order run.
     pub on_per_s: Vec<f64>,
     pub off_per_s: Vec<f64>,
@@ -155,6 +159,10 @@ pub struct AuditCost {
     /// Server CPU per query, µs (medians).
     pub on_cpu_us: f64,
     pub off_cpu_us: f64,
+    /// The machine's cores busy during a reading (medians): at the core count, the comparison
+    /// is of what each side can do.
+    pub on_busy_cores: f64,
+    pub off_busy_cores: f64,
     /// 1 − the median on / the median off.
     pub throughput_cost: f64,
 }

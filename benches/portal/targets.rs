@@ -173,13 +173,16 @@ pub fn verdicts(r: &Report) -> Vec<Verdict> {
             limit: 0.9,
             at_least: true,
             detail: format!(
-                "{:?} vs {:?} queries/s; p99 {:.2} vs {:.2} ms; CPU {:.0} vs {:.0} µs/query",
+                "{} clients: {:?} vs {:?} queries/s; p99 {:.2} vs {:.2} ms; CPU {:.0} vs {:.0} µs/query; {:.2} vs {:.2} cores busy",
+                a.clients,
                 a.on_per_s.iter().map(|x| x.round()).collect::<Vec<_>>(),
                 a.off_per_s.iter().map(|x| x.round()).collect::<Vec<_>>(),
                 a.on_p99_ms,
                 a.off_p99_ms,
                 a.on_cpu_us,
-                a.off_cpu_us
+                a.off_cpu_us,
+                a.on_busy_cores,
+                a.off_busy_cores
             ),
         });
     }

@@ -184,7 +184,9 @@ async fn unguard(db: &Db) {
 on_both!(
     the_database_refuses_changes_and_verify_names_the_first_tampered_record,
     |b| async move {
-        for tampering in ["update", "delete", "insert", "rehash", "stray", "client"] {
+        for tampering in [
+            "update", "delete", "insert", "rehash", "stray", "client", "orphan",
+        ] {
             let app = TestApp::spawn(b.clone()).await;
             for i in 0..6 {
                 let r = app
@@ -211,6 +213,28 @@ on_both!(
             );
             if db.engine() == sluis::store::db::Engine::Postgres {
                 assert!(db.execute(&Sql::new("TRUNCATE audit_log")).await.is_err());
+            }
+            // A client row of no record is refused (SQLite: the foreign key; PostgreSQL: the
+            // check over a statement's rows); with that guard off it stands outside the chain.
+            if tampering == "orphan" {
+                let orphan = "INSERT INTO audit_patients (seq, patient, types) VALUES (99, 'p9', 'Observation')";
+                assert!(db.execute(&Sql::new(orphan)).await.is_err());
+                if db.engine() == sluis::store::db::Engine::Postgres {
+                    db.execute(&Sql::new(
+                        "ALTER TABLE audit_patients DISABLE TRIGGER audit_patients_no_insert_below",
+                    ))
+                    .await
+                    .unwrap();
+                    db.execute(&Sql::new(orphan)).await.unwrap();
+                    match verify(db).await.unwrap() {
+                        Verdict::Broken { seq, why } => {
+                            assert_eq!(seq, 0, "{why}");
+                            assert!(why.contains("outside the chain"), "{why}");
+                        }
+                        v => panic!("{tampering}: {v:?}"),
+                    }
+                }
+                continue;
             }
             // A row numbered below 1 is refused; with that guard off it stands outside the
             // chain. A client added to a record needs no guard off.
@@ -943,7 +967,7 @@ on_both!(
             before: third.at + 1,
             at: chrono::Utc::now().timestamp_micros(),
         };
-        let mut tx = db.begin().await.unwrap();
+        let mut tx = sluis::store::audit::begin(db).await.unwrap();
         let (head, prev) = sluis::store::audit::head(&mut tx).await.unwrap();
         sluis::store::audit::add_anchor(&mut tx, &cut)
             .await
