@@ -2,7 +2,7 @@
 //! one before it by hash (the chain's head is read and extended under a lock, so that several
 //! processes on one PostgreSQL keep one chain), and read back in order to verify the chain.
 
-use super::db::{Arg, Engine, Executor, Sql, Tx};
+use super::db::{Arg, Engine, Executor, Sql, Tx, push_values};
 
 /// One record as stored.
 #[derive(Debug, Clone, Default, PartialEq, sqlx::FromRow, serde::Deserialize, serde::Serialize)]
@@ -121,13 +121,13 @@ pub async fn append(tx: &mut Tx, records: &[Stored]) -> Result<(), crate::store:
     let patients = "INSERT INTO audit_patients (seq, patient, types)";
     if tx.engine() == Engine::Postgres
         && !about.is_empty()
-        && rows.len() * 18 + about.len() * 3 <= PARAMETERS
+        && rows.len() * COLUMNS.split(", ").count() + about.len() * 3 <= PARAMETERS
     {
         // One statement for both tables: a round trip less for every batch.
         let mut sql = Sql::new("WITH log AS (");
-        values(&mut sql, &log, &rows);
+        push_values(&mut sql, &log, &rows);
         sql.push(") ");
-        values(&mut sql, patients, &about);
+        push_values(&mut sql, patients, &about);
         tx.execute(&sql).await?;
         return Ok(());
     }
@@ -140,16 +140,6 @@ pub async fn append(tx: &mut Tx, records: &[Stored]) -> Result<(), crate::store:
 
 /// The most parameters of the one statement [`append`] sends on PostgreSQL.
 const PARAMETERS: usize = 8000;
-
-/// `{head} VALUES (…), (…)` into `sql`.
-fn values<const N: usize>(sql: &mut Sql, head: &str, rows: &[[Arg; N]]) {
-    sql.push(head).push(" VALUES ");
-    for (i, row) in rows.iter().enumerate() {
-        sql.push(if i > 0 { ", (" } else { "(" });
-        sql.bind_list(row.iter().cloned());
-        sql.push(")");
-    }
-}
 
 /// What `/admin/audit` asks for; every part optional.
 #[derive(Debug, Default, Clone)]

@@ -620,19 +620,23 @@ const PARAMETERS: usize = 1600;
 fn multi_row<const N: usize>(head: &str, rows: &[[Arg; N]], tail: &str) -> Vec<Sql> {
     rows.chunks((PARAMETERS / N.max(1)).max(1))
         .map(|chunk| {
-            let mut sql = Sql::new(format!("{head} VALUES "));
-            for (i, row) in chunk.iter().enumerate() {
-                if i > 0 {
-                    sql.push(", ");
-                }
-                sql.push("(");
-                sql.bind_list(row.iter().cloned());
-                sql.push(")");
-            }
+            let mut sql = Sql::new("");
+            push_values(&mut sql, head, chunk);
             sql.push(" ").push(tail);
             sql
         })
         .collect()
+}
+
+/// Appends `{head} VALUES (…), (…)` with `rows` bound (one statement, however many rows: the
+/// caller keeps to PostgreSQL's 65,535 placeholders).
+pub fn push_values<const N: usize>(sql: &mut Sql, head: &str, rows: &[[Arg; N]]) {
+    sql.push(head).push(" VALUES ");
+    for (i, row) in rows.iter().enumerate() {
+        sql.push(if i > 0 { ", (" } else { "(" });
+        sql.bind_list(row.iter().cloned());
+        sql.push(")");
+    }
 }
 
 #[derive(serde::Deserialize, sqlx::FromRow)]

@@ -118,11 +118,11 @@ on_both!(
         // The request limit is shared: once both know of each other, each allows half, and a
         // user spread over both gets the limit in all, not twice it.
         let http = reqwest::Client::new();
-        until(30, "both processes count two", async || {
+        let both_count_two = async || {
             processes_seen(&http, &one.base).await == Some(2)
                 && processes_seen(&http, &two.base).await == Some(2)
-        })
-        .await;
+        };
+        until(30, "both processes count two", both_count_two).await;
         // A user who has sent nothing yet (each answer counts, a refusal too), 30 requests
         // through each process at once. The buckets refill while they are answered (40 a
         // minute in all), so what a slow machine takes longer over may add to the 40; a limit
@@ -132,11 +132,7 @@ on_both!(
         // Again just before the burst: a process whose heartbeat is late past `ALIVE` (a
         // machine loaded by the other tests) is counted out by the other, which then allows
         // the whole limit, as it should; that is not what this part tests.
-        until(30, "both processes still count two", async || {
-            processes_seen(&http, &one.base).await == Some(2)
-                && processes_seen(&http, &two.base).await == Some(2)
-        })
-        .await;
+        until(30, "both processes still count two", both_count_two).await;
         let started = std::time::Instant::now();
         let mut sent = Vec::new();
         for i in 0..60 {
