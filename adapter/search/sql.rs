@@ -26,6 +26,8 @@ pub struct Hit {
     pub sort_date: i64,
     pub patient_id: Option<String>,
     pub section: Option<String>,
+    /// The JSON as the source sent it (compressed on PostgreSQL, see `store::bodies`).
+    #[sqlx(try_from = "crate::store::bodies::Packed")]
     pub body: String,
     pub withdrawn: i64,
     /// `meta` kept beside the body; `None` for a body that still holds its own.

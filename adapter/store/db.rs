@@ -31,6 +31,7 @@ pub enum Engine {
 pub enum Arg {
     Int(Option<i64>),
     Text(Option<String>),
+    Bytes(Vec<u8>),
 }
 
 impl From<i64> for Arg {
@@ -189,6 +190,7 @@ impl Sql {
             match arg {
                 Arg::Int(v) => a.add(*v),
                 Arg::Text(v) => a.add(v.clone()),
+                Arg::Bytes(v) => a.add(v.clone()),
             }
             .map_err(sqlx::Error::Encode)?;
         }

@@ -18,6 +18,8 @@ pub enum Error {
     Unbound(usize),
     #[error("the store's blocking task failed: {0}")]
     Worker(String),
+    #[error("a version's body")]
+    Body(#[from] super::bodies::BodyError),
     #[error("{0} is not available on this engine")]
     Unsupported(&'static str),
 }

@@ -7,6 +7,7 @@
 
 pub mod accounts;
 pub mod audit;
+pub mod bodies;
 pub mod checkpoint;
 pub mod clients;
 pub mod db;

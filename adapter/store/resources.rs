@@ -293,7 +293,13 @@ pub async fn write(
             .ok_or(crate::store::Error::NotFound)
     };
     let mut rows: Vec<[Arg; 15]> = Vec::with_capacity(versions.len());
+    let packed = tx.engine() == crate::store::db::Engine::Postgres;
     for v in versions {
+        let body = if packed {
+            Arg::Bytes(super::bodies::pack(&v.body)?)
+        } else {
+            v.body.as_str().into()
+        };
         rows.push([
             id_of(v)?.into(),
             v.version_no.into(),
@@ -307,7 +313,7 @@ pub async fn write(
             v.rule.as_str().into(),
             v.withdrawn_code().into(),
             v.values.sort_date.into(),
-            v.body.as_str().into(),
+            body,
             v.tagged.into(),
             v.meta.as_str().into(),
         ]);

@@ -217,6 +217,7 @@ fn bind(stmt: &mut Statement<'_>, sql: &Sql) -> Result<(), Error> {
         match arg {
             Some(Arg::Int(v)) => stmt.raw_bind_parameter(i, v)?,
             Some(Arg::Text(v)) => stmt.raw_bind_parameter(i, v.as_deref())?,
+            Some(Arg::Bytes(v)) => stmt.raw_bind_parameter(i, v.as_slice())?,
             None => return Err(Error::Unbound(i)),
         }
     }
@@ -294,6 +295,7 @@ fn bind_row<const N: usize>(stmt: &mut Statement<'_>, row: &[Arg; N]) -> Result<
         match arg {
             Arg::Int(v) => stmt.raw_bind_parameter(i + 1, v)?,
             Arg::Text(v) => stmt.raw_bind_parameter(i + 1, v.as_deref())?,
+            Arg::Bytes(v) => stmt.raw_bind_parameter(i + 1, v.as_slice())?,
         }
     }
     Ok(())

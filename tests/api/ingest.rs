@@ -635,3 +635,90 @@ on_both!(
         }
     }
 );
+
+// A version's body: compressed on PostgreSQL (the column is bytes, the body a zstd frame, a
+// fraction of the JSON), the JSON itself on SQLite; a body PostgreSQL kept before bodies were
+// compressed (its UTF-8, as migration 0020 left it) is served as before.
+on_both!(
+    a_body_is_kept_compressed_on_postgres_and_an_older_one_is_still_served,
+    |b| async move {
+        let app = TestApp::spawn_with(b, IMMEDIATE).await;
+        let mut obs = observation("o1", "p1", "29463-7", "2026-03-01T08:00:00Z");
+        obs["note"] =
+            json!([{"text": "gewogen na het ontbijt, zonder schoenen; gewogen na het ontbijt"}]);
+        let (status, outcome) = app.push(&transaction(&[patient("p1"), obs])).await;
+        assert_eq!(status, 200, "{outcome}");
+        let holder = app.holder("u1", "p1").await;
+        let (status, served) = holder.get("/fhir/Observation/o1").await;
+        assert_eq!(status, 200, "{served}");
+
+        #[derive(sqlx::FromRow, serde::Deserialize)]
+        struct Kept {
+            n: i64,
+            first: i64,
+        }
+        let postgres = app.state.db.engine() == sluis::store::db::Engine::Postgres;
+        let sql = if postgres {
+            "SELECT CAST(octet_length(body) AS BIGINT) AS n, CAST(get_byte(body, 0) AS BIGINT) AS first \
+             FROM versions WHERE type = 'Observation' AND fhir_id = 'o1'"
+        } else {
+            "SELECT length(body) AS n, unicode(body) AS first FROM versions \
+             WHERE type = 'Observation' AND fhir_id = 'o1'"
+        };
+        let kept: Kept = app
+            .state
+            .db
+            .fetch_one(&sluis::store::Sql::new(sql))
+            .await
+            .unwrap();
+        let json_len = serde_json::to_string(&served).unwrap().len() as i64;
+        if postgres {
+            assert_eq!(kept.first, 0x28, "a zstd frame");
+            assert!(kept.n * 2 < json_len, "{} bytes kept of {json_len}", kept.n);
+        } else {
+            assert_eq!(kept.first, i64::from(b'{'), "the JSON as text");
+            assert!(kept.n > json_len / 2, "{} of {json_len}", kept.n);
+            return;
+        }
+
+        // As migration 0020 left a body written before it: its UTF-8, uncompressed.
+        #[derive(sqlx::FromRow, serde::Deserialize)]
+        struct Body {
+            #[sqlx(try_from = "sluis::store::bodies::Packed")]
+            body: String,
+        }
+        let body: Body = app
+            .state
+            .db
+            .fetch_one(&sluis::store::Sql::new(
+                "SELECT body FROM versions WHERE type = 'Observation' AND fhir_id = 'o1'",
+            ))
+            .await
+            .unwrap();
+        assert!(body.body.contains("zonder schoenen"), "{}", body.body);
+        app.state
+            .db
+            .execute(
+                &sluis::store::Sql::new(
+                    "UPDATE versions SET body = convert_to($1, 'UTF8') \
+                     WHERE type = 'Observation' AND fhir_id = 'o1'",
+                )
+                .arg(body.body.as_str()),
+            )
+            .await
+            .unwrap();
+        let kept: Kept = app
+            .state
+            .db
+            .fetch_one(&sluis::store::Sql::new(sql))
+            .await
+            .unwrap();
+        assert_eq!(kept.first, i64::from(b'{'));
+        let (status, again) = holder.get("/fhir/Observation/o1").await;
+        assert_eq!(status, 200, "{again}");
+        assert_eq!(again, served);
+        let (status, page) = holder.get("/fhir/Observation?patient=p1").await;
+        assert_eq!(status, 200, "{page}");
+        assert_eq!(page["entry"][0]["resource"], served);
+    }
+);

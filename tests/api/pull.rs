@@ -85,6 +85,7 @@ struct Stored {
     resource_type: String,
     fhir_id: String,
     withdrawn: i64,
+    #[sqlx(try_from = "sluis::store::bodies::Packed")]
     body: String,
     meta: Option<String>,
 }
