@@ -141,16 +141,10 @@ pub async fn actions_for(
     for chunk in keys.chunks(super::resources::PG_PAIRS) {
         let mut sql = Sql::new(
             "SELECT resource_type, fhir_id, action, until, actor, note, at FROM release_actions \
-             WHERE (resource_type, fhir_id) IN (",
+             WHERE ",
         );
-        for (i, (ty, id)) in chunk.iter().enumerate() {
-            if i > 0 {
-                sql.push(", ");
-            }
-            sql.push("(");
-            sql.bind(ty.as_str()).push(", ").bind(id.as_str()).push(")");
-        }
-        sql.push(") ORDER BY at, id");
+        crate::store::db::push_pairs_in(&mut sql, ex.engine(), "resource_type", "fhir_id", chunk);
+        sql.push(" ORDER BY at, id");
         for r in ex.fetch_all::<ActionRow>(&sql).await? {
             out.entry((r.resource_type.clone(), r.fhir_id.clone()))
                 .or_default()

@@ -24,7 +24,7 @@ pub struct Current {
 /// Rows per multi-row statement; well under both engines' parameter limits.
 const CHUNK: usize = 400;
 
-/// The most `(type, id)` pairs one `(type, fhir_id) IN (…)` lookup names on PostgreSQL (see
+/// The most `(type, id)` pairs one lookup of resources names on PostgreSQL (see
 /// [`current`]; `release::actions_for` keeps to it too).
 pub const PG_PAIRS: usize = 100;
 
@@ -74,10 +74,9 @@ pub async fn current(
     keys: &[(String, String)],
 ) -> Result<HashMap<(String, String), Current>, crate::store::Error> {
     let mut out = HashMap::new();
-    // PostgreSQL plans `(type, fhir_id) IN (…)` as one index probe per pair up to about 100
-    // pairs (a pushed Bundle of 100: 1.8 ms); a pulled page of 200 was planned as a scan of
-    // the table instead and took 70 ms on average at scale 1, most of the pull's time. Two
-    // statements of 100 are planned as the one of a Bundle.
+    // On PostgreSQL the keys are named per type (`push_pairs_in`), at most 100 a statement: a
+    // pulled page of 200 named as one row-value list was planned as a scan of the table and
+    // took 70 ms on average at scale 1, most of the pull's time.
     let size = if tx.engine() == Engine::Postgres {
         PG_PAIRS
     } else {
@@ -85,16 +84,9 @@ pub async fn current(
     };
     for chunk in keys.chunks(size) {
         let mut sql = Sql::new(
-            "SELECT id, type, fhir_id, source, last_version, last_hash FROM resources WHERE (type, fhir_id) IN (",
+            "SELECT id, type, fhir_id, source, last_version, last_hash FROM resources WHERE ",
         );
-        for (i, (ty, id)) in chunk.iter().enumerate() {
-            if i > 0 {
-                sql.push(", ");
-            }
-            sql.push("(");
-            sql.bind(ty.as_str()).push(", ").bind(id.as_str()).push(")");
-        }
-        sql.push(")");
+        crate::store::db::push_pairs_in(&mut sql, tx.engine(), "type", "fhir_id", chunk);
         if tx.engine() == Engine::Postgres {
             sql.push(" FOR UPDATE");
         }
