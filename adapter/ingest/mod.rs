@@ -27,6 +27,7 @@ pub use outcome::{Outcome, UNCHANGED};
 use crate::app::AppState;
 use crate::auth::{Interaction, Scopes};
 use crate::error::{ApiError, ApiResult, Detail, Reason};
+use crate::store::Pairs;
 use crate::store::pull::{self as store_pull, PageTaken};
 use crate::store::release as store_release;
 use crate::store::resources::{self, NewVersion};
@@ -290,7 +291,12 @@ async fn write_all(
         .map(|p| (p.resource_type.clone(), p.id.clone()))
         .collect();
     resources::lock(&mut tx, &keys).await?;
-    let heads = resources::current(&mut tx, &keys).await?;
+    // A pulled page's lookups repeat one statement while the table grows: planned per run.
+    let plan = match pulled {
+        Some(_) => Pairs::EachRun,
+        None => Pairs::Kept,
+    };
+    let heads = resources::current(&mut tx, &keys, plan).await?;
     // A resource belongs to the source that first sent it (contract §3): another source's
     // write or delete is refused, naming nothing of the owner. A pulled page leaves such a
     // resource aside and takes the rest.
@@ -319,7 +325,7 @@ async fn write_all(
     }
     let resource_ids: Vec<i64> = heads.values().map(|c| c.id).collect();
     let history = store_release::versions_of(&mut tx, &resource_ids).await?;
-    let actions = store_release::actions_for(&mut tx, &keys).await?;
+    let actions = store_release::actions_for(&mut tx, &keys, plan).await?;
     let waivers = if state.config.embargo.client_may_waive {
         let mut patients: Vec<String> = prepared
             .iter()

@@ -53,7 +53,7 @@ pub async fn resources(
         .filter_map(|vs| vs.first())
         .map(|v| (v.resource_type.clone(), v.fhir_id.clone()))
         .collect();
-    let actions = store::actions_for(&mut *tx, &keys).await?;
+    let actions = store::actions_for(&mut *tx, &keys, crate::store::Pairs::Kept).await?;
     let patients: Vec<String> = versions
         .values()
         .flatten()

@@ -665,23 +665,34 @@ pub fn push_values<const N: usize>(sql: &mut Sql, head: &str, rows: &[[Arg; N]])
     }
 }
 
-/// Appends a test that `(type_column, id_column)` is one of `keys`. SQLite gets the pairs as
-/// one row-value list; PostgreSQL gets them per type, `(t = $1 AND id IN (…)) OR …`.
+/// How PostgreSQL plans a lookup of `(type, id)` pairs ([`push_pairs_in`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pairs {
+    /// One row-value list, a statement each connection prepares once and keeps. For lookups
+    /// whose keys are of mixed types and whose table does not grow from empty under the same
+    /// statement: a pushed Bundle, a staff action, the release job.
+    Kept,
+    /// Per type, planned for its values at every run. For a pulled page, whose one statement
+    /// text (100 Observations) repeats while the table grows from empty.
+    EachRun,
+}
+
+/// Appends a test that `(type_column, id_column)` is one of `keys`. SQLite always gets the
+/// pairs as one row-value list; PostgreSQL gets what `plan` says.
 ///
-/// Why per type on PostgreSQL: without statistics (a new database, or a load that autovacuum
-/// has not analysed yet) it planned the row-value list as its probes ANDed with a scan of
-/// every index entry of the type, so a lookup of 100 Observations read them all: 53 ms at
-/// 800,000 resources, against 1.6 ms for the same keys per type (one index scan per type).
-///
-/// And why planned at every run: a connection keeps a generic plan for a statement it ran
-/// five times, made from the table's size then. A pull repeats one statement text (pages of
-/// 100 Observations); its plan made while the table was small read every Observation's index
-/// entry (the ids as a filter, not as index keys), and stayed while the table grew: at scale
-/// 10, 400 ms a lookup by the end and the pull at a third of its rate. Planning it for its
-/// values costs about 0.1 ms.
+/// Why two ways on PostgreSQL: a connection keeps a generic plan for a statement it ran five
+/// times, made from the table's size then. A pull repeats one statement text (pages of 100
+/// Observations); without statistics (a new database, or a load autovacuum has not analysed
+/// yet) the plan made while the table was small read every Observation's index entry (the
+/// ids as a filter, not as index keys) and stayed while the table grew: at 800,000 resources,
+/// 400 ms a lookup and the pull at a third of its rate. Named per type and planned for its
+/// values (about 0.1 ms, but a parse and a describe too) it takes 1.6 ms. A pushed Bundle's
+/// lookup kept its row-value plan well, and planning it at every run made four clients'
+/// pushes about 18% slower, so pushes keep the prepared row-value statement.
 pub fn push_pairs_in(
     sql: &mut Sql,
     engine: Engine,
+    plan: Pairs,
     type_column: &str,
     id_column: &str,
     keys: &[(String, String)],
@@ -690,8 +701,7 @@ pub fn push_pairs_in(
         sql.push("1 = 0");
         return;
     }
-    sql.planned_each_time = engine == Engine::Postgres;
-    if engine == Engine::Sqlite {
+    if engine == Engine::Sqlite || plan == Pairs::Kept {
         sql.push(&format!("({type_column}, {id_column}) IN ("));
         for (i, (ty, id)) in keys.iter().enumerate() {
             sql.push(if i > 0 { ", (" } else { "(" });
@@ -700,6 +710,7 @@ pub fn push_pairs_in(
         sql.push(")");
         return;
     }
+    sql.planned_each_time = true;
     let mut by_type: Vec<(&str, Vec<&str>)> = Vec::new();
     for (ty, id) in keys {
         match by_type.iter_mut().find(|(t, _)| t == ty) {
@@ -823,7 +834,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn pairs_are_named_per_type_on_postgres_and_as_rows_on_sqlite() {
+    fn a_pulled_page_is_named_per_type_on_postgres_and_everything_else_as_rows() {
         let keys: Vec<(String, String)> = [
             ("Observation", "o1"),
             ("Patient", "p1"),
@@ -833,7 +844,14 @@ mod tests {
         .map(|(t, i)| (t.to_string(), i.to_string()))
         .collect();
         let mut pg = Sql::new("");
-        push_pairs_in(&mut pg, Engine::Postgres, "type", "fhir_id", &keys);
+        push_pairs_in(
+            &mut pg,
+            Engine::Postgres,
+            Pairs::EachRun,
+            "type",
+            "fhir_id",
+            &keys,
+        );
         assert_eq!(
             pg.text,
             "((type = $1 AND fhir_id IN ($2, $3)) OR (type = $4 AND fhir_id IN ($5)))"
@@ -845,15 +863,29 @@ mod tests {
                 .to_vec()
         );
         assert!(pg.planned_each_time, "a plan per run, for the values");
-        let mut lite = Sql::new("");
-        push_pairs_in(&mut lite, Engine::Sqlite, "type", "fhir_id", &keys);
-        assert_eq!(
-            lite.text,
-            "(type, fhir_id) IN (($1, $2), ($3, $4), ($5, $6))"
-        );
-        assert!(!lite.planned_each_time);
+        let rows = "(type, fhir_id) IN (($1, $2), ($3, $4), ($5, $6))";
+        for (engine, plan) in [
+            (Engine::Sqlite, Pairs::EachRun),
+            (Engine::Sqlite, Pairs::Kept),
+            (Engine::Postgres, Pairs::Kept),
+        ] {
+            let mut kept = Sql::new("");
+            push_pairs_in(&mut kept, engine, plan, "type", "fhir_id", &keys);
+            assert_eq!(kept.text, rows, "{engine:?} {plan:?}");
+            assert!(
+                !kept.planned_each_time,
+                "{engine:?} {plan:?}: prepared once"
+            );
+        }
         let mut none = Sql::new("");
-        push_pairs_in(&mut none, Engine::Postgres, "type", "fhir_id", &[]);
+        push_pairs_in(
+            &mut none,
+            Engine::Postgres,
+            Pairs::EachRun,
+            "type",
+            "fhir_id",
+            &[],
+        );
         assert_eq!(none.text, "1 = 0");
     }
 

@@ -21,7 +21,7 @@ pub mod requests;
 pub mod resources;
 pub mod sqlite;
 
-pub use db::{Db, Sql};
+pub use db::{Db, Pairs, Sql};
 pub use error::Error;
 
 #[cfg(test)]

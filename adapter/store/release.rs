@@ -130,10 +130,12 @@ pub struct ActionRow {
     pub at: i64,
 }
 
-/// Staff actions on the given resources, oldest first.
+/// Staff actions on the given resources, oldest first; `plan` as
+/// [`push_pairs_in`](crate::store::db::push_pairs_in) says (a pulled page: `EachRun`).
 pub async fn actions_for(
     mut ex: impl Executor,
     keys: &[(String, String)],
+    plan: crate::store::db::Pairs,
 ) -> Result<HashMap<(String, String), Vec<ActionRow>>, crate::store::Error> {
     let mut out: HashMap<(String, String), Vec<ActionRow>> = HashMap::new();
     // At most as many pairs as PostgreSQL plans as index probes (`resources::current`): an
@@ -143,7 +145,14 @@ pub async fn actions_for(
             "SELECT resource_type, fhir_id, action, until, actor, note, at FROM release_actions \
              WHERE ",
         );
-        crate::store::db::push_pairs_in(&mut sql, ex.engine(), "resource_type", "fhir_id", chunk);
+        crate::store::db::push_pairs_in(
+            &mut sql,
+            ex.engine(),
+            plan,
+            "resource_type",
+            "fhir_id",
+            chunk,
+        );
         sql.push(" ORDER BY at, id");
         for r in ex.fetch_all::<ActionRow>(&sql).await? {
             out.entry((r.resource_type.clone(), r.fhir_id.clone()))

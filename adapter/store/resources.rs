@@ -68,15 +68,17 @@ pub fn lock_key(space: &str, name: &str) -> i64 {
     i64::from_le_bytes(first)
 }
 
-/// The head of each stored `(type, id)`, locking the rows on PostgreSQL.
+/// The head of each stored `(type, id)`, locking the rows on PostgreSQL; `plan` as
+/// [`push_pairs_in`](crate::store::db::push_pairs_in) says (a pulled page: `EachRun`).
 pub async fn current(
     tx: &mut Tx,
     keys: &[(String, String)],
+    plan: crate::store::db::Pairs,
 ) -> Result<HashMap<(String, String), Current>, crate::store::Error> {
     let mut out = HashMap::new();
-    // On PostgreSQL the keys are named per type (`push_pairs_in`), at most 100 a statement: a
-    // pulled page of 200 named as one row-value list was planned as a scan of the table and
-    // took 70 ms on average at scale 1, most of the pull's time.
+    // At most 100 keys a statement on PostgreSQL: a pulled page of 200 named as one row-value
+    // list was planned as a scan of the table and took 70 ms on average at scale 1, most of
+    // the pull's time.
     let size = if tx.engine() == Engine::Postgres {
         PG_PAIRS
     } else {
@@ -86,7 +88,7 @@ pub async fn current(
         let mut sql = Sql::new(
             "SELECT id, type, fhir_id, source, last_version, last_hash FROM resources WHERE ",
         );
-        crate::store::db::push_pairs_in(&mut sql, tx.engine(), "type", "fhir_id", chunk);
+        crate::store::db::push_pairs_in(&mut sql, tx.engine(), plan, "type", "fhir_id", chunk);
         if tx.engine() == Engine::Postgres {
             sql.push(" FOR UPDATE");
         }

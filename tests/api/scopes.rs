@@ -362,6 +362,7 @@ on_both!(a_source_writes_only_what_its_scope_names, |b| async move {
     let unchanged = sluis::store::resources::current(
         &mut app.state.db.begin().await.unwrap(),
         &[("Observation".to_string(), "o1".to_string())],
+        sluis::store::Pairs::Kept,
     )
     .await
     .unwrap();
