@@ -292,9 +292,10 @@ async fn write_all(
         .collect();
     resources::lock(&mut tx, &keys).await?;
     // A pulled page's lookups repeat one statement while the table grows: planned per run.
-    let plan = match pulled {
-        Some(_) => Pairs::EachRun,
-        None => Pairs::Kept,
+    let plan = if pulled.is_some() {
+        Pairs::EachRun
+    } else {
+        Pairs::Kept
     };
     let heads = resources::current(&mut tx, &keys, plan).await?;
     // A resource belongs to the source that first sent it (contract §3): another source's

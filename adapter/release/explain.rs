@@ -5,6 +5,7 @@
 
 use crate::app::AppState;
 use crate::error::ApiResult;
+use crate::store::Pairs;
 use crate::store::release as store;
 use crate::store::resources::{HIDDEN, WITHDRAWN};
 use crate::time::{Micros, from_micros, instant, to_micros};
@@ -77,20 +78,19 @@ pub fn moment(m: Option<Micros>) -> Option<String> {
 pub async fn delay_part(state: &AppState, ty: &str, id: &str) -> ApiResult<DelayExplanation> {
     let now = to_micros(state.clock.now());
     let keys = [(ty.to_string(), id.to_string())];
-    let actions: Vec<ActionExplanation> =
-        store::actions_for(&state.db, &keys, crate::store::Pairs::Kept)
-            .await?
-            .remove(&keys[0])
-            .unwrap_or_default()
-            .into_iter()
-            .map(|a| ActionExplanation {
-                action: a.action,
-                until: moment(a.until),
-                by: a.actor,
-                at: instant(from_micros(a.at)),
-                note: a.note,
-            })
-            .collect();
+    let actions: Vec<ActionExplanation> = store::actions_for(&state.db, &keys, Pairs::Kept)
+        .await?
+        .remove(&keys[0])
+        .unwrap_or_default()
+        .into_iter()
+        .map(|a| ActionExplanation {
+            action: a.action,
+            until: moment(a.until),
+            by: a.actor,
+            at: instant(from_micros(a.at)),
+            note: a.note,
+        })
+        .collect();
     let mut out = DelayExplanation {
         stored: false,
         now: instant(from_micros(now)),

@@ -10,6 +10,7 @@ use crate::app::AppState;
 use crate::fhir::definitions;
 use crate::mapping::Facts;
 use crate::mapping::embargo::Delay;
+use crate::store::Pairs;
 use crate::store::db::{Sql, Tx};
 use crate::store::release::{self as store, Rescheduled};
 use crate::store::resources::{HIDDEN, WITHDRAWN};
@@ -53,7 +54,7 @@ pub async fn resources(
         .filter_map(|vs| vs.first())
         .map(|v| (v.resource_type.clone(), v.fhir_id.clone()))
         .collect();
-    let actions = store::actions_for(&mut *tx, &keys, crate::store::Pairs::Kept).await?;
+    let actions = store::actions_for(&mut *tx, &keys, Pairs::Kept).await?;
     let patients: Vec<String> = versions
         .values()
         .flatten()
