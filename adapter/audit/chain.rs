@@ -3,7 +3,7 @@
 //! `sluis audit verify` walks it from the first record.
 
 use crate::store::Db;
-use crate::store::audit::{GENESIS, Stored, after, anchor, patients_between, strays};
+use crate::store::audit::{GENESIS, Stored, after, anchor, kept_head, patients_between, strays};
 use crate::time::IsoDuration;
 use sha2::{Digest, Sha256};
 
@@ -166,6 +166,8 @@ pub async fn verify(db: &Db) -> Result<Verdict, crate::store::Error> {
             ),
         });
     }
+    // The head as kept before the walk: every record up to it was committed by then.
+    let head = kept_head(db).await?;
     let anchor = anchor(db).await?;
     if let Some(a) = &anchor
         && let Some(first) = after(db, 0, 1).await?.first()
@@ -200,8 +202,15 @@ pub async fn verify(db: &Db) -> Result<Verdict, crate::store::Error> {
     // was, not in the future, and removed nothing younger than five years then (R18).
     let vouching = anchor.as_ref().map(super::prune::vouching);
     let mut vouched: Option<Result<(), String>> = anchor.is_none().then_some(Ok(()));
+    let mut replaced = false;
     let now = crate::time::to_micros(crate::clock::Clock::system().wall());
     if let Some(v) = walk(db, &mut chain, i64::MAX, |r| {
+        if head
+            .as_ref()
+            .is_some_and(|(seq, hash)| r.seq == *seq && r.hash != *hash)
+        {
+            replaced = true;
+        }
         if let (Some(a), Some(detail)) = (&anchor, &vouching)
             && r.action == "prune"
             && r.detail.as_ref() == Some(detail)
@@ -230,6 +239,9 @@ pub async fn verify(db: &Db) -> Result<Verdict, crate::store::Error> {
     {
         return Ok(v);
     }
+    if let Some(v) = end_of_log(db, head, chain.expected - 1, replaced).await? {
+        return Ok(v);
+    }
     let count = u64::try_from(chain.expected - start).unwrap_or(0);
     match (vouched, &anchor) {
         (Some(Ok(())), _) | (_, None) => Ok(Verdict::Intact(count)),
@@ -244,6 +256,53 @@ pub async fn verify(db: &Db) -> Result<Verdict, crate::store::Error> {
                 a.upto
             ),
         }),
+    }
+}
+
+/// Whether the walk, which ended at record `last`, ended where the log's head says: the head
+/// kept before the walk (`before`) must be among the records walked, with its hash (else the
+/// end of the log was cut off or `replaced`), and the head kept after it must not be behind
+/// the last record walked (else records were slipped in at the end).
+async fn end_of_log(
+    db: &Db,
+    before: Option<(i64, String)>,
+    last: i64,
+    replaced: bool,
+) -> Result<Option<Verdict>, crate::store::Error> {
+    let Some((seq, _)) = before else {
+        return Ok(Some(Verdict::Broken {
+            seq: 0,
+            why: "the log's head (table audit_head) was removed: an end cut off would not show"
+                .into(),
+        }));
+    };
+    if last < seq {
+        return Ok(Some(Verdict::Broken {
+            seq: last + 1,
+            why: format!(
+                "the log ends at record {last}, but its head says record {seq} was written: the records after {last} were removed"
+            ),
+        }));
+    }
+    if replaced {
+        return Ok(Some(Verdict::Broken {
+            seq,
+            why: "it is not the record the log's head names (the end of the log was replaced)"
+                .into(),
+        }));
+    }
+    match kept_head(db).await? {
+        Some((now, _)) if now >= last => Ok(None),
+        Some((now, _)) => Ok(Some(Verdict::Broken {
+            seq: now + 1,
+            why: format!(
+                "the log's head says record {now} is the last written, but the log goes on to {last} (records were slipped in at the end)"
+            ),
+        })),
+        None => Ok(Some(Verdict::Broken {
+            seq: 0,
+            why: "the log's head (table audit_head) was removed during the check".into(),
+        })),
     }
 }
 

@@ -57,20 +57,66 @@ pub async fn lock(tx: &mut Tx) -> Result<(), crate::store::Error> {
     Ok(())
 }
 
-/// The chain's head (its last `seq` and hash), in a transaction that holds the chain's lock
-/// ([`begin`] or [`lock`]).
+/// Where the next record goes (the `seq` it follows and the hash it chains to), in a
+/// transaction that holds the chain's lock ([`begin`] or [`lock`]): after the head that
+/// `audit_head` keeps. Records found beyond it were not appended by the adapter (someone with
+/// the database's keys slipped them in): the next record is numbered after them but chains to
+/// the head, so that `verify` finds the break. Should the head's row be gone, after the last
+/// record (`verify` reports the row missing).
 pub async fn head(tx: &mut Tx) -> Result<(i64, String), crate::store::Error> {
     #[derive(sqlx::FromRow, serde::Deserialize)]
-    struct Head {
-        seq: i64,
-        hash: String,
+    struct Ends {
+        kept_seq: Option<i64>,
+        kept_hash: Option<String>,
+        last_seq: Option<i64>,
+        last_hash: Option<String>,
     }
-    let head: Option<Head> = tx
+    let ends: Option<Ends> = tx
         .fetch_optional(&Sql::new(
-            "SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1",
+            "SELECT (SELECT seq FROM audit_head WHERE id = 1) AS kept_seq, \
+             (SELECT hash FROM audit_head WHERE id = 1) AS kept_hash, \
+             (SELECT MAX(seq) FROM audit_log) AS last_seq, \
+             (SELECT hash FROM audit_log ORDER BY seq DESC LIMIT 1) AS last_hash",
         ))
         .await?;
-    Ok(head.map_or((0, GENESIS.to_string()), |h| (h.seq, h.hash)))
+    let Some(e) = ends else {
+        return Ok((0, GENESIS.to_string()));
+    };
+    Ok(
+        match (e.kept_seq.zip(e.kept_hash), e.last_seq.zip(e.last_hash)) {
+            (Some((kept, hash)), Some((last, _))) => (kept.max(last), hash),
+            (Some(kept), None) => kept,
+            (None, Some(last)) => last,
+            (None, None) => (0, GENESIS.to_string()),
+        },
+    )
+}
+
+/// The last record appended and its hash, as `audit_head` keeps them (`None`: the row is
+/// gone).
+pub async fn kept_head(
+    mut ex: impl Executor,
+) -> Result<Option<(i64, String)>, crate::store::Error> {
+    let kept: Option<Head> = ex
+        .fetch_optional(&Sql::new("SELECT seq, hash FROM audit_head WHERE id = 1"))
+        .await?;
+    Ok(kept.map(|h| (h.seq, h.hash)))
+}
+
+#[derive(sqlx::FromRow, serde::Deserialize)]
+struct Head {
+    seq: i64,
+    hash: String,
+}
+
+/// Moves `audit_head` to `(seq, hash)`. A row that is gone is not made again: `verify` keeps
+/// reporting it until the operator has looked.
+fn set_head(sql: &mut Sql, seq: i64, hash: &str) {
+    sql.push("UPDATE audit_head SET seq = ")
+        .bind(seq)
+        .push(", hash = ")
+        .bind(hash)
+        .push(" WHERE id = 1");
 }
 
 /// Appends records whose `seq` and hashes are set (after [`head`], in the same transaction).
@@ -117,17 +163,23 @@ pub async fn append(tx: &mut Tx, records: &[Stored]) -> Result<(), crate::store:
             })
         })
         .collect();
+    let Some(last) = records.last() else {
+        return Ok(());
+    };
     let log = format!("INSERT INTO audit_log ({COLUMNS})");
     let patients = "INSERT INTO audit_patients (seq, patient, types)";
     if tx.engine() == Engine::Postgres
-        && !about.is_empty()
-        && rows.len() * COLUMNS.split(", ").count() + about.len() * 3 <= PARAMETERS
+        && rows.len() * COLUMNS.split(", ").count() + about.len() * 3 + 2 <= PARAMETERS
     {
-        // One statement for both tables: a round trip less for every batch.
+        // One statement for the three tables: a round trip less for every batch.
         let mut sql = Sql::new("WITH log AS (");
         push_values(&mut sql, &log, &rows);
+        if !about.is_empty() {
+            sql.push("), clients AS (");
+            push_values(&mut sql, patients, &about);
+        }
         sql.push(") ");
-        push_values(&mut sql, patients, &about);
+        set_head(&mut sql, last.seq, &last.hash);
         tx.execute(&sql).await?;
         return Ok(());
     }
@@ -135,6 +187,9 @@ pub async fn append(tx: &mut Tx, records: &[Stored]) -> Result<(), crate::store:
     if !about.is_empty() {
         tx.insert(patients, &about, "").await?;
     }
+    let mut sql = Sql::new("");
+    set_head(&mut sql, last.seq, &last.hash);
+    tx.execute(&sql).await?;
     Ok(())
 }
 

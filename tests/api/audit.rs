@@ -311,6 +311,126 @@ on_both!(
     }
 );
 
+/// The record a forger would append after `last`: chained to it, its hash made to fit.
+fn forged_after(last: &sluis::store::audit::Stored) -> sluis::store::audit::Stored {
+    let mut r = sluis::store::audit::Stored {
+        seq: last.seq + 1,
+        at: last.at,
+        action: "read".into(),
+        route: last.route.clone(),
+        method: last.method.clone(),
+        status: 200,
+        prev_hash: last.hash.clone(),
+        ..Default::default()
+    };
+    r.hash = sluis::audit::chain::hash(&r);
+    r
+}
+
+/// Appends `r` (its fields as [`forged_after`] sets them) straight into the table.
+async fn slip_in(db: &Db, r: &sluis::store::audit::Stored) -> Result<u64, sluis::store::Error> {
+    db.execute(
+        &Sql::new(
+            "INSERT INTO audit_log (seq, at, action, route, method, status, prev_hash, hash) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .arg(r.seq)
+        .arg(r.at)
+        .arg(r.action.as_str())
+        .arg(r.route.as_str())
+        .arg(r.method.as_str())
+        .arg(r.status)
+        .arg(r.prev_hash.as_str())
+        .arg(r.hash.as_str()),
+    )
+    .await
+}
+
+on_both!(
+    the_log_keeps_its_head_so_an_end_cut_off_or_slipped_in_is_found,
+    |b| async move {
+        for tampering in ["cut", "slipped", "replaced", "head"] {
+            let app = TestApp::spawn(b.clone()).await;
+            strangers_read(&app, 6).await;
+            app.state.auditor.flush().await.unwrap();
+            let db = &app.state.db;
+            let recs = records_in(db).await;
+            assert_eq!(recs.len(), 6);
+            let last = recs.last().unwrap().clone();
+            assert_eq!(
+                sluis::store::audit::kept_head(db).await.unwrap(),
+                Some((6, last.hash.clone())),
+                "the head follows every append"
+            );
+            assert_eq!(verify(db).await.unwrap(), Verdict::Intact(6));
+            // The head moves only forward and stays.
+            for refused in [
+                "UPDATE audit_head SET seq = 5",
+                "UPDATE audit_head SET seq = 6, hash = 'other'",
+                "DELETE FROM audit_head",
+            ] {
+                assert!(db.execute(&Sql::new(refused)).await.is_err(), "{refused}");
+            }
+            if db.engine() == sluis::store::db::Engine::Postgres {
+                assert!(db.execute(&Sql::new("TRUNCATE audit_head")).await.is_err());
+            }
+            let (expected, words) = match tampering {
+                // The newest record removed, the guards off: the chain alone still fits.
+                "cut" => {
+                    unguard(db).await;
+                    db.execute(&Sql::new("DELETE FROM audit_log WHERE seq = 6"))
+                        .await
+                        .unwrap();
+                    (6, "were removed")
+                }
+                // A record appended with its hash made to fit: no guard stops an insert at
+                // the end.
+                "slipped" => {
+                    slip_in(db, &forged_after(&last)).await.unwrap();
+                    (7, "slipped in")
+                }
+                // The newest record put back with other content and a hash made to fit.
+                "replaced" => {
+                    unguard(db).await;
+                    db.execute(&Sql::new("DELETE FROM audit_log WHERE seq = 6"))
+                        .await
+                        .unwrap();
+                    slip_in(db, &forged_after(&recs[4])).await.unwrap();
+                    (6, "head names")
+                }
+                // The head itself removed, its guard dropped first.
+                _ => {
+                    let drop = match db.engine() {
+                        sluis::store::db::Engine::Sqlite => "DROP TRIGGER audit_head_no_delete",
+                        sluis::store::db::Engine::Postgres => {
+                            "ALTER TABLE audit_head DISABLE TRIGGER USER"
+                        }
+                    };
+                    db.execute(&Sql::new(drop)).await.unwrap();
+                    db.execute(&Sql::new("DELETE FROM audit_head"))
+                        .await
+                        .unwrap();
+                    (0, "audit_head")
+                }
+            };
+            match verify(db).await.unwrap() {
+                Verdict::Broken { seq, why } => {
+                    assert_eq!(seq, expected, "{tampering}: {why}");
+                    assert!(why.contains(words), "{tampering}: {why}");
+                }
+                v => panic!("{tampering}: {v:?}"),
+            }
+            // The adapter goes on recording after any of them; the verdict stays.
+            strangers_read(&app, 1).await;
+            app.state.auditor.flush().await.unwrap();
+            assert!(
+                matches!(verify(db).await.unwrap(), Verdict::Broken { .. }),
+                "{tampering}"
+            );
+        }
+    }
+);
+
 /// `sluis audit verify` on the command line: exit 0 on an intact chain, 1 naming the record.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_command_line_verifies_the_chain() {
