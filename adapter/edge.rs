@@ -161,16 +161,45 @@ async fn no_store(mut response: Response) -> Response {
     response
 }
 
+/// Set by the audit middleware (`audit::track`) on a request it records: it answers such a
+/// request within the deadline itself and records that answer before it leaves, so the edge
+/// waits for the record rather than answering past it.
+#[derive(Debug, Clone, Default)]
+pub struct Recorded(std::sync::Arc<std::sync::atomic::AtomicBool>);
+
+impl Recorded {
+    /// The request is recorded: its deadline is the audit middleware's.
+    pub fn set(&self) {
+        self.0.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn is_set(&self) -> bool {
+        self.0.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
 /// A request not answered within `server.request_timeout` gets a 503 OperationOutcome; the
-/// handler is dropped (a write in progress rolls back).
-async fn deadline(limit: Duration, request: Request, next: Next) -> Response {
-    match tokio::time::timeout(limit, next.run(request)).await {
-        Ok(response) => response,
-        Err(_) => ApiError::timeout(
+/// handler is dropped (a write in progress rolls back). A request the audit trail records was
+/// answered at the deadline by the audit middleware, whose record is being written: that
+/// gets up to another `request_timeout` before the edge answers in its place.
+async fn deadline(limit: Duration, mut request: Request, next: Next) -> Response {
+    let recorded = Recorded::default();
+    request.extensions_mut().insert(recorded.clone());
+    let run = next.run(request);
+    tokio::pin!(run);
+    let late = || {
+        ApiError::timeout(
             StatusCode::SERVICE_UNAVAILABLE,
             "the request was not answered within server.request_timeout",
         )
-        .into_response(),
+        .into_response()
+    };
+    match tokio::time::timeout(limit, &mut run).await {
+        Ok(response) => response,
+        Err(_) if recorded.is_set() => tokio::time::timeout(limit, run)
+            .await
+            .unwrap_or_else(|_| late()),
+        Err(_) => late(),
     }
 }
 

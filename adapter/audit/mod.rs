@@ -175,6 +175,10 @@ pub async fn track(State(state): State<AppState>, request: Request, next: Next) 
         return ApiError::unavailable("the audit record cannot be written; try again later")
             .into_response();
     }
+    // This middleware answers at the deadline and records the answer before it leaves.
+    if let Some(recorded) = request.extensions().get::<crate::edge::Recorded>() {
+        recorded.set();
+    }
     let method = request.method().as_str().to_string();
     let query = request.uri().query().map(str::to_string);
     let header = |h: &HeaderMap, name: &str| {

@@ -59,10 +59,10 @@ pub async fn lock(tx: &mut Tx) -> Result<(), crate::store::Error> {
 
 /// Where the next record goes (the `seq` it follows and the hash it chains to), in a
 /// transaction that holds the chain's lock ([`begin`] or [`lock`]): after the head that
-/// `audit_head` keeps. Records found beyond it were not appended by the adapter (someone with
-/// the database's keys slipped them in): the next record is numbered after them but chains to
-/// the head, so that `verify` finds the break. Should the head's row be gone, after the last
-/// record (`verify` reports the row missing).
+/// `audit_head` keeps (a trigger moves it with every append). Should the newest records have
+/// been cut off, the next one is numbered and chained after the head all the same, so that
+/// `verify` still finds the gap once more is written. Should the head's row be gone, after
+/// the last record (`verify` reports the row missing).
 pub async fn head(tx: &mut Tx) -> Result<(i64, String), crate::store::Error> {
     #[derive(sqlx::FromRow, serde::Deserialize)]
     struct Ends {
@@ -109,16 +109,6 @@ struct Head {
     hash: String,
 }
 
-/// Moves `audit_head` to `(seq, hash)`. A row that is gone is not made again: `verify` keeps
-/// reporting it until the operator has looked.
-fn set_head(sql: &mut Sql, seq: i64, hash: &str) {
-    sql.push("UPDATE audit_head SET seq = ")
-        .bind(seq)
-        .push(", hash = ")
-        .bind(hash)
-        .push(" WHERE id = 1");
-}
-
 /// Appends records whose `seq` and hashes are set (after [`head`], in the same transaction).
 pub async fn append(tx: &mut Tx, records: &[Stored]) -> Result<(), crate::store::Error> {
     let rows: Vec<[Arg; 18]> = records
@@ -163,23 +153,17 @@ pub async fn append(tx: &mut Tx, records: &[Stored]) -> Result<(), crate::store:
             })
         })
         .collect();
-    let Some(last) = records.last() else {
-        return Ok(());
-    };
     let log = format!("INSERT INTO audit_log ({COLUMNS})");
     let patients = "INSERT INTO audit_patients (seq, patient, types)";
     if tx.engine() == Engine::Postgres
-        && rows.len() * COLUMNS.split(", ").count() + about.len() * 3 + 2 <= PARAMETERS
+        && !about.is_empty()
+        && rows.len() * COLUMNS.split(", ").count() + about.len() * 3 <= PARAMETERS
     {
-        // One statement for the three tables: a round trip less for every batch.
+        // One statement for both tables: a round trip less for every batch.
         let mut sql = Sql::new("WITH log AS (");
         push_values(&mut sql, &log, &rows);
-        if !about.is_empty() {
-            sql.push("), clients AS (");
-            push_values(&mut sql, patients, &about);
-        }
         sql.push(") ");
-        set_head(&mut sql, last.seq, &last.hash);
+        push_values(&mut sql, patients, &about);
         tx.execute(&sql).await?;
         return Ok(());
     }
@@ -187,9 +171,6 @@ pub async fn append(tx: &mut Tx, records: &[Stored]) -> Result<(), crate::store:
     if !about.is_empty() {
         tx.insert(patients, &about, "").await?;
     }
-    let mut sql = Sql::new("");
-    set_head(&mut sql, last.seq, &last.hash);
-    tx.execute(&sql).await?;
     Ok(())
 }
 

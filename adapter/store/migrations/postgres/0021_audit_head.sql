@@ -1,7 +1,8 @@
--- The audit log's head (issue 21): the last record appended and its hash, written in the
--- transaction that appends (under the chain's lock). A chain shows a record removed or
--- changed in its middle, but not its newest records cut off; the head does (`sluis audit
--- verify`). It only moves forward and can be neither removed nor truncated.
+-- The audit log's head (issue 21): the last record appended and its hash, moved by a trigger
+-- once per statement that appends (by any process, of any version). A chain shows a record
+-- removed or changed in its middle, but not its newest records cut off, nor the newest
+-- replaced; the head does (`sluis audit verify`). It only moves forward and can be neither
+-- removed nor truncated.
 
 CREATE TABLE audit_head (
     id   INT    PRIMARY KEY CHECK (id = 1),
@@ -30,3 +31,16 @@ CREATE TRIGGER audit_head_no_delete BEFORE DELETE ON audit_head
     FOR EACH ROW EXECUTE FUNCTION audit_log_refuse();
 CREATE TRIGGER audit_head_no_truncate BEFORE TRUNCATE ON audit_head
     FOR EACH STATEMENT EXECUTE FUNCTION audit_log_refuse();
+
+CREATE FUNCTION audit_head_follow() RETURNS trigger AS $$
+BEGIN
+    UPDATE audit_head h SET seq = n.seq, hash = n.hash
+    FROM (SELECT seq, hash FROM appended ORDER BY seq DESC LIMIT 1) n
+    WHERE h.id = 1 AND n.seq > h.seq;
+    RETURN NULL;
+END;
+$$ LANGUAGE plpgsql;
+
+CREATE TRIGGER audit_head_follows AFTER INSERT ON audit_log
+    REFERENCING NEW TABLE AS appended
+    FOR EACH STATEMENT EXECUTE FUNCTION audit_head_follow();

@@ -1,7 +1,7 @@
--- The audit log's head (issue 21): the last record appended and its hash, written in the
--- transaction that appends. A chain shows a record removed or changed in its middle, but not
--- its newest records cut off; the head does (`sluis audit verify`). It only moves forward
--- and cannot be removed.
+-- The audit log's head (issue 21): the last record appended and its hash, moved by a trigger
+-- as records are appended (by any process, of any version). A chain shows a record removed
+-- or changed in its middle, but not its newest records cut off, nor the newest replaced; the
+-- head does (`sluis audit verify`). It only moves forward and cannot be removed.
 
 CREATE TABLE audit_head (
     id   INTEGER PRIMARY KEY CHECK (id = 1),
@@ -24,4 +24,10 @@ END;
 CREATE TRIGGER audit_head_no_delete BEFORE DELETE ON audit_head
 BEGIN
     SELECT RAISE(ABORT, 'the audit log''s head cannot be removed');
+END;
+
+CREATE TRIGGER audit_head_follows AFTER INSERT ON audit_log
+WHEN NEW.seq > (SELECT seq FROM audit_head WHERE id = 1)
+BEGIN
+    UPDATE audit_head SET seq = NEW.seq, hash = NEW.hash WHERE id = 1;
 END;
