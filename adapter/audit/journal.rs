@@ -545,3 +545,108 @@ mod tests {
         assert!(lock_linked(&open_own(&path).unwrap()));
     }
 }
+
+/// What a record costs this process's CPU, apart from the request it records: run with
+/// `cargo test --release --lib what_a_record_costs -- --ignored --nocapture` (`CHUNK`: records
+/// a move, 700 by default; `ROUNDS`: rounds of 42,000 records, 3 by default). Precise where
+/// the benchmark's comparison of auditing on and off is not (the machine's drift moves that
+/// by more than a record's whole cost).
+#[cfg(test)]
+mod cost {
+    use super::*;
+
+    fn cpu(clock: libc::clockid_t) -> f64 {
+        let mut t = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: clock_gettime only writes into `t`, a valid timespec.
+        unsafe { libc::clock_gettime(clock, &mut t) };
+        t.tv_sec as f64 * 1e6 + t.tv_nsec as f64 / 1e3
+    }
+
+    /// A holder's search of 50 Observations, as the benchmark makes them (500 clients).
+    fn record(i: usize) -> Stored {
+        let p = format!("c{:04}", i % 500);
+        let mut note = crate::audit::Note::default();
+        for k in 0..50 {
+            note.serve(
+                "Observation",
+                &format!("{p}-obs-{}", (i * 50 + k) % 99_991),
+                Some(&p),
+            );
+        }
+        note.draft = Some(Stored {
+            at: 1_780_000_000_000_000 + i as i64,
+            action: "search".into(),
+            route: "/fhir/{type}".into(),
+            method: "GET".into(),
+            query: Some(format!("patient={p}&category=vital-signs&_count=50")),
+            request_id: Some(uuid::Uuid::new_v4().to_string()),
+            remote: Some("127.0.0.1".into()),
+            ..Default::default()
+        });
+        note.client_id = Some("portal".into());
+        note.user_id = Some(format!("h-{p}"));
+        let mut r = note.into_record();
+        r.status = 200;
+        r
+    }
+
+    fn env(name: &str, default: usize) -> usize {
+        std::env::var(name)
+            .ok()
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(default)
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    #[ignore]
+    async fn what_a_record_costs() {
+        let (chunk, rounds) = (env("CHUNK", 700), env("ROUNDS", 3));
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("a.db");
+        let db = Db::connect(&format!("sqlite://{}", file.display()), 2)
+            .await
+            .unwrap();
+        db.migrate().await.unwrap();
+        let j = Journal::start(db.clone(), &file).await.unwrap();
+        let n = 42_000;
+        let records: Vec<Stored> = (0..n).map(record).collect();
+        let thread = || cpu(libc::CLOCK_THREAD_CPUTIME_ID);
+        for round in 0..rounds {
+            let mut batch = records.clone();
+            let (mut line, mut moved) = (0.0, 0.0);
+            let all = cpu(libc::CLOCK_PROCESS_CPUTIME_ID);
+            for part in batch.chunks_mut(chunk) {
+                let t = thread();
+                for r in part.iter_mut() {
+                    j.append(std::mem::take(r)).unwrap();
+                }
+                let u = thread();
+                j.flush().await.unwrap();
+                line += u - t;
+                moved += thread() - u;
+            }
+            // The checkpoints the moves called for, on their own thread.
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let all = cpu(libc::CLOCK_PROCESS_CPUTIME_ID) - all;
+            let k = n as f64;
+            println!(
+                "{chunk} a move, round {round}: the line {:.2} µs a record, the move {:.2}, \
+                 checkpoints {:.2}, in all {:.2}",
+                line / k,
+                moved / k,
+                (all - line - moved) / k,
+                all / k
+            );
+        }
+        let size = |ext: &str| {
+            std::fs::metadata(dir.path().join(format!("a.db{ext}"))).map_or(0, |m| m.len())
+        };
+        println!(
+            "the database and its log: {:.0} bytes a record",
+            (size("") + size("-wal")) as f64 / (n * rounds) as f64
+        );
+    }
+}

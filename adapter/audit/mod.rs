@@ -36,7 +36,8 @@ pub struct Note {
     pub patients: Vec<String>,
     /// Per client, the resource types of its data served.
     pub types: Vec<(String, Vec<String>)>,
-    /// `Type/id` of every resource the answer held, space-separated.
+    /// Every resource the answer held, in its order: `Type/id`, the ids of resources of one
+    /// type that follow each other comma-separated (`Observation/a,b Patient/p`).
     pub resources: String,
     /// A batch's counts (ingest): entries and how many were refused.
     pub detail: Option<String>,
@@ -86,25 +87,50 @@ pub fn note(f: impl FnOnce(&mut Note)) {
 
 /// A resource served to the current request, of `patient`'s dossier (if any).
 pub fn served(resource_type: &str, id: &str, patient: Option<&str>) {
+    note(|n| n.serve(resource_type, id, patient));
+}
+
+/// Resources served to the current request (`(type, id, patient)`, in the answer's order):
+/// [`served`] for each, with the note taken once.
+pub fn served_all<'a>(hits: impl IntoIterator<Item = (&'a str, &'a str, Option<&'a str>)>) {
     note(|n| {
-        if !n.resources.is_empty() {
-            n.resources.push(' ');
+        for (resource_type, id, patient) in hits {
+            n.serve(resource_type, id, patient);
         }
-        n.resources.push_str(resource_type);
-        n.resources.push('/');
-        n.resources.push_str(id);
+    });
+}
+
+impl Note {
+    /// Adds a served resource: to `resources` (`Type/id`, or `,id` after a resource of the
+    /// same type), and to its client's types.
+    pub(crate) fn serve(&mut self, resource_type: &str, id: &str, patient: Option<&str>) {
+        let group = self.resources.rfind(' ').map_or(0, |i| i + 1);
+        let last = &self.resources.as_bytes()[group..];
+        if !last.is_empty()
+            && last.starts_with(resource_type.as_bytes())
+            && last.get(resource_type.len()) == Some(&b'/')
+        {
+            self.resources.push(',');
+        } else {
+            if !self.resources.is_empty() {
+                self.resources.push(' ');
+            }
+            self.resources.push_str(resource_type);
+            self.resources.push('/');
+        }
+        self.resources.push_str(id);
         let Some(p) = patient else { return };
-        if !n.patients.iter().any(|q| q == p) {
-            n.patients.push(p.to_string());
+        if !self.patients.iter().any(|q| q == p) {
+            self.patients.push(p.to_string());
         }
-        match n.types.iter_mut().find(|(q, _)| q == p) {
+        match self.types.iter_mut().find(|(q, _)| q == p) {
             Some((_, types)) if types.iter().any(|t| t == resource_type) => {}
             Some((_, types)) => types.push(resource_type.to_string()),
-            None => n
+            None => self
                 .types
                 .push((p.to_string(), vec![resource_type.to_string()])),
         }
-    });
+    }
 }
 
 /// The counts of a batch taken in (a push, or a pulled page).
@@ -459,4 +485,53 @@ pub(crate) async fn chain_in(
         prev = r.hash.clone();
     }
     crate::store::audit::append(tx, records).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resources_served_one_after_another_of_one_type_are_one_group_in_order() {
+        let mut n = Note::default();
+        n.serve("Observation", "o1", Some("p1"));
+        n.serve("Observation", "o2", Some("p1"));
+        n.serve("Practitioner", "dr", None);
+        n.serve("Observation", "o3", Some("p2"));
+        n.serve("Obs", "x", Some("p2"));
+        n.serve("Observation", "o4", Some("p1"));
+        assert_eq!(
+            n.resources,
+            "Observation/o1,o2 Practitioner/dr Observation/o3 Obs/x Observation/o4"
+        );
+        assert_eq!(n.patients, vec!["p1", "p2"]);
+        assert_eq!(
+            n.types,
+            vec![
+                ("p1".to_string(), vec!["Observation".to_string()]),
+                (
+                    "p2".to_string(),
+                    vec!["Observation".to_string(), "Obs".to_string()]
+                ),
+            ]
+        );
+        // After a list a handler set itself, by its last group.
+        let mut n = Note {
+            resources: "Task/t1 Communication/c1".into(),
+            ..Default::default()
+        };
+        n.serve("Task", "t2", None);
+        n.serve("Communication", "c2", None);
+        assert_eq!(
+            n.resources,
+            "Task/t1 Communication/c1 Task/t2 Communication/c2"
+        );
+        let mut n = Note {
+            resources: "Task/t1".into(),
+            ..Default::default()
+        };
+        n.serve("Task", "t2", None);
+        assert_eq!(n.resources, "Task/t1,t2");
+        assert_eq!(n.into_record().resources.as_deref(), Some("Task/t1,t2"));
+    }
 }

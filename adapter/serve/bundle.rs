@@ -22,9 +22,26 @@ pub struct Viewer<'a> {
 }
 
 impl Viewer<'_> {
-    /// The served JSON text of a hit, redacted for the user's role.
+    /// The served JSON text of a hit, redacted for the user's role (recorded as served).
     pub fn text(&self, hit: &Hit) -> String {
         crate::audit::served(&hit.resource_type, &hit.fhir_id, hit.patient_id.as_deref());
+        self.rendered(hit)
+    }
+
+    /// [`Viewer::text`] of each hit, in order.
+    pub fn texts(&self, hits: &[Hit]) -> Vec<String> {
+        crate::audit::served_all(hits.iter().map(|h| {
+            (
+                h.resource_type.as_str(),
+                h.fhir_id.as_str(),
+                h.patient_id.as_deref(),
+            )
+        }));
+        hits.iter().map(|h| self.rendered(h)).collect()
+    }
+
+    /// The text of a hit as served, not recorded.
+    fn rendered(&self, hit: &Hit) -> String {
         let role = self.decision.role_for(hit.patient_id.as_deref());
         match role {
             Some(role)

@@ -144,10 +144,11 @@ pub async fn search(
         };
         let matches: Vec<Entry> = hits
             .iter()
-            .map(|h| Entry {
+            .zip(viewer.texts(&hits))
+            .map(|(h, text)| Entry {
                 resource_type: h.resource_type.clone(),
                 id: h.fhir_id.clone(),
-                text: viewer.text(h),
+                text,
             })
             .collect();
         let includes = includes(&state, &q, &matches, viewer, &user.scopes, now_micros).await?;
@@ -248,10 +249,10 @@ async fn includes(
         }
         let scope = sql::Scope::new(viewer.decision, &state.mappings);
         let hits: Vec<Hit> = sql::included(&state.db, &ty, &ids, scope, now).await?;
-        out.extend(hits.iter().map(|h| Entry {
+        out.extend(hits.iter().zip(viewer.texts(&hits)).map(|(h, text)| Entry {
             resource_type: h.resource_type.clone(),
             id: h.fhir_id.clone(),
-            text: viewer.text(h),
+            text,
         }));
     }
     Ok(out)

@@ -148,6 +148,16 @@ on_both!(
             observation("o1", "p1", "29463-7", "2025-01-01"),
         ]))
         .await;
+        // For below: several resources of another client.
+        let mut seen = observation("o3", "p2", "29463-7", "2025-01-03");
+        seen["performer"] = serde_json::json!([{"reference": "Practitioner/dr"}]);
+        app.push_ok(&transaction(&[
+            patient("p2"),
+            observation("o2", "p2", "29463-7", "2025-01-02"),
+            seen,
+            serde_json::json!({"resourceType": "Practitioner", "id": "dr", "name": [{"family": "Arts"}]}),
+        ]))
+        .await;
         app.set_clock("2027-01-01T00:00:00Z").await;
         let user = app.holder("holder-1", "p1").await;
         let (status, body) = user.get("/fhir/Observation?patient=p1").await;
@@ -164,6 +174,40 @@ on_both!(
         assert_eq!(rec.patient.as_deref(), Some("p1"));
         assert_eq!(rec.resources.as_deref(), Some("Observation/o1"));
         assert_eq!(rec.query.as_deref(), Some("patient=p1"));
+        assert_eq!(verified(&app).await, Verdict::Intact(recs.len() as u64));
+        // Several resources: in the answer's order, those of one type that follow each other
+        // as one group (`Type/id,id`), an included one of another type after them.
+        let user = app.holder("holder-2", "p2").await;
+        let (status, body) = user
+            .get("/fhir/Observation?patient=p2&_include=Observation:performer")
+            .await;
+        assert_eq!(status, 200, "{body}");
+        let ids: Vec<String> = body["entry"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| {
+                format!(
+                    "{}/{}",
+                    e["resource"]["resourceType"].as_str().unwrap(),
+                    e["resource"]["id"].as_str().unwrap()
+                )
+            })
+            .collect();
+        assert_eq!(ids.len(), 3, "{body}");
+        assert_eq!(ids[2], "Practitioner/dr", "{body}");
+        let observations: Vec<&str> = ids[..2]
+            .iter()
+            .map(|i| i.trim_start_matches("Observation/"))
+            .collect();
+        let expected = format!("Observation/{} Practitioner/dr", observations.join(","));
+        let recs = records(&app).await;
+        let rec = recs
+            .iter()
+            .rev()
+            .find(|r| r.route == "/fhir/{type}" && r.status == 200)
+            .unwrap();
+        assert_eq!(rec.resources.as_deref(), Some(expected.as_str()));
         assert_eq!(verified(&app).await, Verdict::Intact(recs.len() as u64));
     }
 );
