@@ -1505,3 +1505,81 @@ async fn a_running_process_keeps_its_journal_from_the_audit_commands() {
     }
     assert_eq!(verified(&app).await, Verdict::Intact(15));
 }
+
+on_both!(
+    a_log_written_before_the_head_was_kept_gets_it_when_migrated,
+    |b| async move {
+        let dir = std::sync::Arc::new(tempfile::tempdir().unwrap());
+        let (url, head_migration) = match &b {
+            Backend::Sqlite => (
+                format!("sqlite://{}", dir.path().join("sluis.db").display()),
+                20,
+            ),
+            Backend::Postgres(base) => (postgres_schema(base).await, 21),
+        };
+        // A database of the version before: every migration up to the head's, and a log.
+        let db = Db::connect(&url, 2).await.unwrap();
+        match &db {
+            Db::Sqlite(_) => {
+                use sqlx::ConnectOptions;
+                let mut conn =
+                    <sqlx::sqlite::SqliteConnectOptions as std::str::FromStr>::from_str(&url)
+                        .unwrap()
+                        .create_if_missing(true)
+                        .connect()
+                        .await
+                        .unwrap();
+                sqlx::migrate!("adapter/store/migrations/sqlite")
+                    .run_to(head_migration - 1, &mut conn)
+                    .await
+                    .unwrap();
+            }
+            Db::Postgres(pool) => sqlx::migrate!("adapter/store/migrations/postgres")
+                .run_to(head_migration - 1, pool)
+                .await
+                .unwrap(),
+        }
+        let mut prev = sluis::store::audit::GENESIS.to_string();
+        let old: Vec<sluis::store::audit::Stored> = (1..=5)
+            .map(|seq| {
+                let mut r = sluis::store::audit::Stored {
+                    seq,
+                    at: seq * 1_000,
+                    action: "read".into(),
+                    route: "/fhir/{type}/{id}".into(),
+                    method: "GET".into(),
+                    patient: Some("p1".into()),
+                    resources: Some(format!("Observation/o{seq}")),
+                    status: 200,
+                    prev_hash: prev.clone(),
+                    ..Default::default()
+                };
+                r.hash = sluis::audit::chain::hash(&r);
+                prev = r.hash.clone();
+                r
+            })
+            .collect();
+        let mut tx = sluis::store::audit::begin(&db).await.unwrap();
+        sluis::store::audit::append(&mut tx, &old).await.unwrap();
+        tx.commit().await.unwrap();
+        drop(db);
+        // Upgraded: the head is the last record; the adapter goes on after it.
+        let app = TestApp::spawn_on(url, dir.clone()).await;
+        assert_eq!(
+            sluis::store::audit::kept_head(&app.state.db).await.unwrap(),
+            Some((5, prev.clone()))
+        );
+        strangers_read(&app, 2).await;
+        let recs = records(&app).await;
+        assert_eq!(recs.len(), 7);
+        assert_eq!(
+            recs[5].prev_hash, prev,
+            "the first new record chains to the old log"
+        );
+        assert_eq!(
+            sluis::store::audit::kept_head(&app.state.db).await.unwrap(),
+            Some((7, recs[6].hash.clone()))
+        );
+        assert_eq!(verified(&app).await, Verdict::Intact(7));
+    }
+);

@@ -58,7 +58,7 @@ static CLEANED: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
 
 /// A fresh PostgreSQL schema for one test; schemas of earlier runs that have ended are dropped
 /// first.
-async fn postgres_schema(base: &str) -> String {
+pub async fn postgres_schema(base: &str) -> String {
     use sqlx::Executor;
     let pool = sqlx::PgPool::connect(base)
         .await
@@ -207,6 +207,11 @@ pub struct Options {
 impl TestApp {
     pub async fn spawn(backend: Backend) -> Self {
         Self::spawn_with(backend, "").await
+    }
+
+    /// Starts the app on a database made beforehand (`dir` holds it, if it is a file).
+    pub async fn spawn_on(url: String, dir: std::sync::Arc<tempfile::TempDir>) -> Self {
+        Self::start(url, dir, "", T0).await
     }
 
     /// Starts the app with config sections `extra` added; the clock is pinned at [`T0`].
