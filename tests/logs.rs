@@ -72,6 +72,14 @@ auth = {{ method = "client_secret", token_url = "{}", client_id = "sluis", secre
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
+    // Read as it is written: a pipe holds 64 KB, and a child that fills it waits for it to be
+    // read (with debug logging, before it has pulled).
+    let mut stderr = child.stderr.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut logged = String::new();
+        let _ = stderr.read_to_string(&mut logged);
+        logged
+    });
     // Patient: 503, a retry that meets a 401 (a new token), 503: failed after its retry.
     // Observation: 503, 503: failed after its retry.
     let started = Instant::now();
@@ -80,14 +88,8 @@ auth = {{ method = "client_secret", token_url = "{}", client_id = "sluis", secre
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
     child.kill().unwrap();
-    let mut logged = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut logged)
-        .unwrap();
     let _ = child.wait();
+    let logged = reader.join().unwrap();
     let failures: Vec<&str> = logged
         .lines()
         .filter(|l| l.contains("pull retried") || l.contains("pull failed"))

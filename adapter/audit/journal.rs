@@ -15,6 +15,12 @@
 //! that stopped without moving it: it is moved at the next start (of `serve` or of a
 //! `sluis audit` command) and every minute by the processes running.
 //!
+//! A process registers its files' prefix in `audit_writers` when it starts; a file of a
+//! prefix not registered there was put in the directory by someone else and is set aside
+//! (`.foreign`, with an error in the log), not taken: writing to the directory alone does not
+//! add records to the log. (Files that versions before registration left are taken once, by
+//! the first recovery after the migration.)
+//!
 //! When the audit tables cannot be written, the records stay in the journal (and in memory)
 //! and requests are refused (503) from the first move that fails until one succeeds; nothing
 //! journaled is lost. A request whose line cannot be written is refused.
@@ -116,6 +122,13 @@ impl Journal {
             failing: Default::default(),
         });
         let recovered = recover(&journal.db, &journal.dir).await?;
+        store::register_writer(
+            &journal.db,
+            &journal.prefix,
+            crate::time::to_micros(crate::clock::Clock::system().wall()),
+        )
+        .await
+        .map_err(|e| AuditError(crate::error::with_causes(&e)))?;
         if recovered > 0 {
             tracing::info!(
                 records = recovered,
@@ -332,6 +345,14 @@ pub async fn recover(db: &Db, dir: &Path) -> Result<u64, AuditError> {
         .map_err(store_error)?
         .into_iter()
         .collect();
+    // Files are taken only from this database's processes (and, once, from versions before
+    // they registered): one put here by someone else is set aside, not taken into the log.
+    let writers: std::collections::HashSet<String> = store::writers(db)
+        .await
+        .map_err(store_error)?
+        .into_iter()
+        .collect();
+    let unregistered = writers.contains("");
     let mut present = std::collections::HashSet::new();
     let mut total = 0u64;
     for entry in entries.flatten() {
@@ -357,6 +378,19 @@ pub async fn recover(db: &Db, dir: &Path) -> Result<u64, AuditError> {
         }
         if moved.contains(&name) {
             remove(db, dir, file, &name).await;
+            continue;
+        }
+        let prefix = name.rsplit_once('-').map_or("", |(p, _)| p);
+        if !unregistered && !writers.contains(prefix) {
+            let aside = path.with_extension("foreign");
+            match std::fs::rename(&path, &aside) {
+                Ok(()) => {
+                    tracing::error!(file = %aside.display(), "an audit journal file that no process of this database wrote was found: it is set aside, its lines are not taken into the log")
+                }
+                Err(e) => {
+                    tracing::error!(file = %path.display(), error = %e, "an audit journal file that no process of this database wrote was found and cannot be set aside: it is left where it is, not taken into the log")
+                }
+            }
             continue;
         }
         let mut text = Vec::new();
@@ -390,6 +424,9 @@ pub async fn recover(db: &Db, dir: &Path) -> Result<u64, AuditError> {
     }
     for name in moved.difference(&present) {
         let _ = store::forget_moved(db, name).await;
+    }
+    if unregistered {
+        store::end_unregistered(db).await.map_err(store_error)?;
     }
     Ok(total)
 }

@@ -221,15 +221,25 @@ pub async fn track(State(state): State<AppState>, request: Request, next: Next) 
     // The client a request names (`patient=`, `subject=`) is what it is about, answered or
     // not: valid ids only, a few at most (a stranger must not grow the trail at will).
     let mut named = Note::default();
+    let mut name = |id: &str| {
+        let id = id.trim_start_matches("Patient/");
+        if crate::fhir::reference::is_fhir_id(id)
+            && named.patients.len() < MAX_NAMED
+            && !named.patients.iter().any(|p| p == id)
+        {
+            named.patients.push(id.to_string());
+        }
+    };
+    // A read of a Patient names it (found or not).
+    if route == "/fhir/{type}/{id}"
+        && let Some(id) = request.uri().path().strip_prefix("/fhir/Patient/")
+    {
+        name(id);
+    }
     for (key, value) in form_urlencoded::parse(query.as_deref().unwrap_or("").as_bytes()) {
         if matches!(key.as_ref(), "patient" | "subject" | "subject:Patient") {
-            let id = value.trim_start_matches("Patient/");
-            if crate::fhir::reference::is_fhir_id(id)
-                && named.patients.len() < MAX_NAMED
-                && !named.patients.iter().any(|p| p == id)
-            {
-                named.patients.push(id.to_string());
-            }
+            // A list (`patient=a,b`) names each.
+            value.split(',').for_each(&mut name);
         }
     }
     named.draft = Some(Stored {

@@ -1223,11 +1223,16 @@ impl RawConfig {
             audit: Audit {
                 retention: {
                     let retention = duration("audit.retention", &self.audit.retention, report);
-                    // Five years from any moment: measured from a leap day's year on.
-                    let start =
-                        chrono::DateTime::from_timestamp(951_782_400, 0).unwrap_or_default();
-                    let five_years = IsoDuration::years(5).after(start);
-                    if retention.after(start) < five_years {
+                    // Five years from any moment: from every day of a four-year cycle (month
+                    // ends and leap days make `P4Y11M30D` as long from some days, shorter
+                    // from others).
+                    let cycle_start =
+                        chrono::DateTime::from_timestamp(946_684_800, 0).unwrap_or_default();
+                    let short = (0..1461).any(|day| {
+                        let start = cycle_start + chrono::TimeDelta::days(day);
+                        retention.after(start) < IsoDuration::years(5).after(start)
+                    });
+                    if short {
                         report(
                             "audit.retention",
                             format!(
@@ -1406,7 +1411,15 @@ auth = "client_secret"
             let text = format!("{MINIMAL}[audit]\nretention = \"{good}\"\n");
             assert!(load(&text, &[]).is_ok(), "{good}");
         }
-        for bad in ["P4Y", "P59M", "P1000D", "PT1H", "forever"] {
+        for bad in [
+            "P4Y",
+            "P59M",
+            "P1000D",
+            "PT1H",
+            "forever",
+            "P4Y11M30D",
+            "P1826D",
+        ] {
             let text = format!("{MINIMAL}[audit]\nretention = \"{bad}\"\n");
             let problems = load(&text, &[]).unwrap_err().0;
             assert_eq!(problems[0].key, "audit.retention", "{bad}: {problems:?}");

@@ -464,6 +464,41 @@ pub async fn mark_moved(tx: &mut Tx, file: &str) -> Result<(), crate::store::Err
     Ok(())
 }
 
+/// Registers a process's journal prefix (`audit_writers`), before it writes a file.
+pub async fn register_writer(
+    db: &crate::store::Db,
+    prefix: &str,
+    at: i64,
+) -> Result<(), crate::store::Error> {
+    let mut sql = Sql::new("INSERT INTO audit_writers (prefix, at) VALUES (");
+    sql.bind(prefix)
+        .push(", ")
+        .bind(at)
+        .push(") ON CONFLICT (prefix) DO NOTHING");
+    db.execute(&sql).await?;
+    Ok(())
+}
+
+/// The journal prefixes of this database's processes (the empty one: files of versions
+/// before registration are still to be taken).
+pub async fn writers(mut ex: impl Executor) -> Result<Vec<String>, crate::store::Error> {
+    #[derive(sqlx::FromRow, serde::Deserialize)]
+    struct Row {
+        prefix: String,
+    }
+    let rows: Vec<Row> = ex
+        .fetch_all(&Sql::new("SELECT prefix FROM audit_writers"))
+        .await?;
+    Ok(rows.into_iter().map(|r| r.prefix).collect())
+}
+
+/// Ends the taking of files that versions before registration left.
+pub async fn end_unregistered(db: &crate::store::Db) -> Result<(), crate::store::Error> {
+    db.execute(&Sql::new("DELETE FROM audit_writers WHERE prefix = ''"))
+        .await?;
+    Ok(())
+}
+
 /// Forgets a journal file that is gone.
 pub async fn forget_moved(mut ex: impl Executor, file: &str) -> Result<(), crate::store::Error> {
     let mut sql = Sql::new("DELETE FROM audit_journal WHERE file = ");

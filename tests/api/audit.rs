@@ -51,12 +51,13 @@ async fn records(app: &TestApp) -> Vec<sluis::store::audit::Stored> {
     records_in(&app.state.db).await
 }
 
-/// `times` reads of `Patient/p1` by a stranger, each refused (401) and recorded.
+/// `times` reads of `Observation/o1` by a stranger, each refused (401) and recorded (naming
+/// no client).
 async fn strangers_read(app: &TestApp, times: usize) {
     for _ in 0..times {
         let r = app
             .http
-            .get(app.url("/fhir/Patient/p1"))
+            .get(app.url("/fhir/Observation/o1"))
             .send()
             .await
             .unwrap();
@@ -235,7 +236,7 @@ on_both!(
             for i in 0..6 {
                 let r = app
                     .http
-                    .get(app.url(&format!("/fhir/Patient/p{i}")))
+                    .get(app.url(&format!("/fhir/Observation/o{i}")))
                     .send()
                     .await
                     .unwrap();
@@ -974,8 +975,8 @@ on_both!(
     what_a_query_names_cannot_break_or_swell_the_trail,
     |b| async move {
         let app = TestApp::spawn(b).await;
-        // Ids with spaces or commas, repeats, and many of them: each request still answered
-        // (and recorded), with a few valid ids at most.
+        // Ids with spaces, lists, repeats, and many of them: each request still answered (and
+        // recorded), with a few valid ids at most.
         let many: String = (0..200).map(|i| format!("patient=x{i:05}&")).collect();
         let mut load = Vec::new();
         for path in [
@@ -1007,7 +1008,14 @@ on_both!(
             assert!(named.len() <= 5, "{named:?}");
             assert!(named.iter().all(|p| !p.contains(',')), "{named:?}");
         }
-        assert!(recs.iter().any(|r| r.patient.as_deref() == Some("p3")));
+        // A list names each of its clients; a Patient read names the one it asked for.
+        assert!(
+            recs.iter()
+                .any(|r| r.patient.as_deref() == Some("p1 p2 p3"))
+        );
+        assert!(recs.iter().any(|r| r.route == "/fhir/{type}/{id}"
+            && r.query.is_none()
+            && r.patient.as_deref() == Some("p1")));
         assert_eq!(verified(&app).await, Verdict::Intact(20));
     }
 );
@@ -1291,13 +1299,18 @@ on_both!(
             }
             v => panic!("{v:?}"),
         }
-        // A retention whose months and days fall short of five years on the calendar still
-        // keeps five years.
+        // A retention whose months and days fall short of five years from some days of the
+        // calendar is refused with the config (from others it is as long as `P5Y`).
         std::fs::write(
             &config,
             config_text(&app.database_url, "[audit]\nretention = \"P4Y11M30D\"\n"),
         )
         .unwrap();
+        let (code, out, err) = audit_cli(&config, &["prune"]);
+        assert_ne!(code, Some(0), "{out}{err}");
+        assert!(err.contains("audit.retention"), "{err}");
+        // And `--before` younger than five years is refused whatever the retention.
+        std::fs::write(&config, config_text(&app.database_url, "")).unwrap();
         let almost = (chrono::Utc::now() - chrono::Duration::days(5 * 365))
             .format("%Y-%m-%dT%H:%M:%SZ")
             .to_string();
@@ -1438,6 +1451,22 @@ async fn a_journal_left_by_a_stopped_process_is_moved_once_at_the_next_start() {
     let making = std::fs::File::create(dir.join("live-0.new")).unwrap();
     making.try_lock().unwrap();
     std::fs::write(dir.join("crashed-0.new"), "").unwrap();
+    // The processes that wrote them were of this database: their prefixes are registered.
+    app.state
+        .db
+        .execute(&Sql::new(
+            "INSERT INTO audit_writers (prefix, at) VALUES ('dead', 0), ('moved', 0), \
+             ('damaged', 0), ('crafted', 0), ('pipe', 0), ('link', 0), ('twin', 0)",
+        ))
+        .await
+        .unwrap();
+    // One no process of it wrote, put there by someone who can write to the directory: a
+    // backdated read by another vendor.
+    std::fs::write(
+        dir.join("planted-0.ndjson"),
+        journal_line("/fhir/{type}", "p2"),
+    )
+    .unwrap();
     let again = app.restart_with("", T0).await;
     let recs = records(&again).await;
     let about: Vec<&str> = recs.iter().filter_map(|r| r.patient.as_deref()).collect();
@@ -1464,6 +1493,8 @@ async fn a_journal_left_by_a_stopped_process_is_moved_once_at_the_next_start() {
         .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
         .collect();
     assert!(left.contains(&"damaged-0.bad".to_string()), "{left:?}");
+    assert!(!about.contains(&"p2"), "a planted file is not taken");
+    assert!(left.contains(&"planted-0.foreign".to_string()), "{left:?}");
     assert!(left.contains(&"live-0.new".to_string()), "{left:?}");
     for kept in [
         "pipe-0.ndjson",
@@ -1489,6 +1520,41 @@ async fn a_journal_left_by_a_stopped_process_is_moved_once_at_the_next_start() {
         .unwrap();
     assert_eq!(marks, 0, "the names of removed files are forgotten");
     drop(making);
+    // Files a version before registration left are taken once, by the first recovery after
+    // the migration (which marks them with the empty prefix); a planted one after that is not.
+    again
+        .state
+        .db
+        .execute(&Sql::new(
+            "INSERT INTO audit_writers (prefix, at) VALUES ('', 0)",
+        ))
+        .await
+        .unwrap();
+    std::fs::write(
+        dir.join("older-0.ndjson"),
+        journal_line("/fhir/{type}", "older"),
+    )
+    .unwrap();
+    let third = again.restart_with("", T0).await;
+    std::fs::write(
+        dir.join("later-0.ndjson"),
+        journal_line("/fhir/{type}", "newer"),
+    )
+    .unwrap();
+    let moved = sluis::audit::journal::recover(&third.state.db, &dir)
+        .await
+        .unwrap();
+    assert_eq!(moved, 0);
+    let recs = records(&third).await;
+    let about: Vec<&str> = recs.iter().filter_map(|r| r.patient.as_deref()).collect();
+    assert_eq!(
+        about.iter().filter(|a| **a == "older").count(),
+        1,
+        "{about:?}"
+    );
+    assert!(!about.contains(&"newer"), "{about:?}");
+    assert!(dir.join("later-0.foreign").exists());
+    assert_eq!(verified(&third).await, Verdict::Intact(recs.len() as u64));
 }
 
 /// A running process's journal is its own: `sluis audit verify` beside it does not take the
