@@ -481,15 +481,8 @@ pub async fn register_writer(
 
 /// The journal prefixes of this database's processes (the empty one: files of versions
 /// before registration are still to be taken).
-pub async fn writers(mut ex: impl Executor) -> Result<Vec<String>, crate::store::Error> {
-    #[derive(sqlx::FromRow, serde::Deserialize)]
-    struct Row {
-        prefix: String,
-    }
-    let rows: Vec<Row> = ex
-        .fetch_all(&Sql::new("SELECT prefix FROM audit_writers"))
-        .await?;
-    Ok(rows.into_iter().map(|r| r.prefix).collect())
+pub async fn writers(ex: impl Executor) -> Result<Vec<String>, crate::store::Error> {
+    names(ex, "SELECT prefix AS name FROM audit_writers").await
 }
 
 /// Ends the taking of files that versions before registration left.
@@ -508,13 +501,16 @@ pub async fn forget_moved(mut ex: impl Executor, file: &str) -> Result<(), crate
 }
 
 /// The journal files whose records were moved.
-pub async fn moved(mut ex: impl Executor) -> Result<Vec<String>, crate::store::Error> {
+pub async fn moved(ex: impl Executor) -> Result<Vec<String>, crate::store::Error> {
+    names(ex, "SELECT file AS name FROM audit_journal").await
+}
+
+/// The `name` column of every row `select` gives.
+async fn names(mut ex: impl Executor, select: &str) -> Result<Vec<String>, crate::store::Error> {
     #[derive(sqlx::FromRow, serde::Deserialize)]
     struct Row {
-        file: String,
+        name: String,
     }
-    let rows: Vec<Row> = ex
-        .fetch_all(&Sql::new("SELECT file FROM audit_journal"))
-        .await?;
-    Ok(rows.into_iter().map(|r| r.file).collect())
+    let rows: Vec<Row> = ex.fetch_all(&Sql::new(select)).await?;
+    Ok(rows.into_iter().map(|r| r.name).collect())
 }
