@@ -106,12 +106,21 @@ pub fn layers(router: Router, server: &Server) -> Router {
                     .get::<RequestId>()
                     .and_then(|id| id.header_value().to_str().ok())
                     .unwrap_or("");
-                tracing::info_span!(
+                let span = tracing::info_span!(
                     "request",
                     request_id = %id,
+                    correlation_id = tracing::field::Empty,
+                    trace_id = tracing::field::Empty,
                     method = %request.method(),
                     path = %request.uri().path(),
-                )
+                );
+                // Sent ones only, and only sound ones (`drop_unsound_ids` ran first).
+                for (field, name) in [("correlation_id", &ECHOED[0]), ("trace_id", &ECHOED[1])] {
+                    if let Some(v) = request.headers().get(name).and_then(|v| v.to_str().ok()) {
+                        span.record(field, tracing::field::display(v));
+                    }
+                }
+                span
             }),
         )
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))

@@ -48,6 +48,8 @@ async fn the_request_id_is_in_the_requests_span() {
     let request = axum::http::Request::builder()
         .uri("/")
         .header("x-request-id", "span-id-42")
+        .header("x-correlation-id", "corr-7")
+        .header("x-trace-id", "trace.7")
         .body(axum::body::Body::empty())
         .unwrap();
     let response = app.oneshot(request).await.unwrap();
@@ -56,5 +58,14 @@ async fn the_request_id_is_in_the_requests_span() {
     assert!(
         logged.contains("in the handler") && logged.contains("request_id=span-id-42"),
         "{logged}"
+    );
+    // All three trace headers are in the request's log lines (contract §3).
+    let line = logged
+        .lines()
+        .find(|l| l.contains("in the handler"))
+        .unwrap();
+    assert!(
+        line.contains("correlation_id=corr-7") && line.contains("trace_id=trace.7"),
+        "{line}"
     );
 }

@@ -54,6 +54,13 @@ async fn record(
     Ok(())
 }
 
+/// Names in the request's audit record the portal user a staff action is about.
+fn note_user(client: &str, user: &str) {
+    let cut = |s: &str| s.chars().take(200).collect::<String>();
+    let detail = format!("portal user {} of {}", cut(user), cut(client));
+    crate::audit::note(|n| n.detail = Some(detail));
+}
+
 /// `POST /admin/users/{client}/{user}/block` `{"reason", "until"?}`; `{client}` is the portal
 /// vendor's client id, `{user}` its id of the person.
 pub async fn block_user(
@@ -62,6 +69,7 @@ pub async fn block_user(
     Path((client, user)): Path<(String, String)>,
     Json(req): Json<BlockRequest>,
 ) -> ApiResult<Response> {
+    note_user(&client, &user);
     if req.reason.trim().is_empty() {
         return Err(ApiError::invalid("a block needs a reason (R7)"));
     }
@@ -94,6 +102,7 @@ pub async fn unblock_user(
     admin: Admin,
     Path((client, user)): Path<(String, String)>,
 ) -> ApiResult<Response> {
+    note_user(&client, &user);
     let user_id = accounts::unblock_user(&state.db, &client, &user)
         .await?
         .ok_or_else(|| not_found(format!("no portal user {user} of client {client}")))?;
@@ -121,6 +130,7 @@ pub async fn block_patient(
     Path(id): Path<String>,
     OptionalJson(req): OptionalJson<ActorBody>,
 ) -> ApiResult<Response> {
+    crate::audit::names(&id);
     if !accounts::patient_exists(&state.db, &id).await? {
         return Err(not_found(format!("no Patient/{id} has been ingested")));
     }
@@ -155,6 +165,7 @@ pub async fn unblock_patient(
     admin: Admin,
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
+    crate::audit::names(&id);
     if !clients::unblock(&state.db, &id).await? {
         return Err(not_found(format!("Patient/{id} is not blocked")));
     }
@@ -183,8 +194,11 @@ pub async fn end_link(
     OptionalJson(req): OptionalJson<ActorBody>,
 ) -> ApiResult<Response> {
     let id: i64 = id.parse().map_err(|_| not_found(format!("no link {id}")))?;
-    let link = accounts::link(&state.db, id)
-        .await?
+    let link = accounts::link(&state.db, id).await?;
+    if let Some(l) = &link {
+        crate::audit::names(&l.patient_id);
+    }
+    let link = link
         .filter(|l| l.ended_at.is_none())
         .ok_or_else(|| not_found(format!("no active link {id}")))?;
     let reason = req

@@ -41,6 +41,7 @@ pub async fn activation_code(
         .strip_prefix("Patient/")
         .unwrap_or(&req.patient)
         .to_string();
+    crate::audit::names(&patient_id);
     if !HOLDER_RELATIONSHIPS.contains(&req.relationship.as_str()) {
         return Err(ApiError::invalid(format!(
             "relationship `{}` is not one of {}",
@@ -145,6 +146,7 @@ pub async fn explain(
         .ok_or_else(|| ApiError::invalid("name the resource: ?resource=Type/id"))?;
     let (ty, id) = crate::fhir::reference::parse_type_id(resource)
         .ok_or_else(|| ApiError::invalid(format!("`{resource}` is not Type/id")))?;
+    crate::audit::about_stored(&state.db, &ty, &id).await?;
     let delay = crate::release::explain::delay_part(&state, &ty, &id).await?;
     let access = match (q.get("client"), q.get("user")) {
         (Some(client), Some(user)) => {

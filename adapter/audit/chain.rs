@@ -31,7 +31,9 @@ impl serde::Serialize for Fields<'_> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeTuple;
         let r = self.0;
-        let mut t = s.serialize_tuple(17)?;
+        // A trace id joins the array only when present, so that records without one (all
+        // those written before it was recorded) keep the hash they were given.
+        let mut t = s.serialize_tuple(17 + usize::from(r.trace_id.is_some()))?;
         t.serialize_element(self.1)?;
         t.serialize_element(&r.seq)?;
         t.serialize_element(&r.at)?;
@@ -49,6 +51,9 @@ impl serde::Serialize for Fields<'_> {
         t.serialize_element(&r.request_id)?;
         t.serialize_element(&r.correlation_id)?;
         t.serialize_element(&r.remote)?;
+        if let Some(trace) = &r.trace_id {
+            t.serialize_element(trace)?;
+        }
         t.end()
     }
 }
@@ -369,5 +374,29 @@ mod tests {
         assert_eq!(hash(&r), hash_as_first_written(&r));
         let empty = Stored::default();
         assert_eq!(hash(&empty), hash_as_first_written(&empty));
+    }
+
+    #[test]
+    fn a_trace_id_is_hashed_when_present_and_absent_changes_nothing() {
+        let mut r = Stored {
+            seq: 7,
+            action: "read".into(),
+            request_id: Some("req-1".into()),
+            prev_hash: GENESIS.into(),
+            ..Default::default()
+        };
+        let without = hash(&r);
+        assert_eq!(without, hash_as_first_written(&r));
+        r.trace_id = Some("trace.1".into());
+        let with = hash(&r);
+        assert_ne!(with, without, "the trace id is covered by the hash");
+        r.trace_id = Some("trace.2".into());
+        assert_ne!(hash(&r), with, "a changed trace id breaks the hash");
+        r.trace_id = Some(String::new());
+        assert_ne!(
+            hash(&r),
+            without,
+            "an empty trace id is not the same as none"
+        );
     }
 }

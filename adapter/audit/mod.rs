@@ -100,10 +100,61 @@ pub fn served_all<'a>(hits: impl IntoIterator<Item = (&'a str, &'a str, Option<&
     });
 }
 
+/// What a staff action or look is about: the resource (in `resources`) and the client whose
+/// dossier holds it, if any (named; no types: nothing of the data was served).
+pub fn about(resource_type: &str, id: &str, patient: Option<&str>) {
+    note(|n| {
+        n.list(resource_type, id);
+        if let Some(p) = patient {
+            n.name(p);
+        }
+    });
+}
+
+/// [`about`] the resource `Type/id` of the store, its client looked up (a resource not (yet)
+/// there is named alone).
+pub async fn about_stored(
+    db: &Db,
+    resource_type: &str,
+    id: &str,
+) -> Result<(), crate::store::Error> {
+    let patient = crate::store::release::owner(db, resource_type, id).await?;
+    about(resource_type, id, patient.as_deref());
+    Ok(())
+}
+
+/// Names a client the current request is about (a valid id, each once, at most
+/// [`MAX_NAMED`] of those a request names without serving their data).
+pub fn names(patient: &str) {
+    note(|n| n.name(patient));
+}
+
+/// Names the clients whose data (not theirs alone: a page of several clients' messages) the
+/// current request showed, each once.
+pub fn shows<'a>(patients: impl IntoIterator<Item = &'a str>) {
+    note(|n| {
+        for p in patients {
+            if !n.patients.iter().any(|q| q == p) {
+                n.patients.push(p.to_string());
+            }
+        }
+    });
+}
+
 impl Note {
-    /// Adds a served resource: to `resources` (`Type/id`, or `,id` after a resource of the
-    /// same type), and to its client's types.
-    pub(crate) fn serve(&mut self, resource_type: &str, id: &str, patient: Option<&str>) {
+    /// Names a client (see [`names`]).
+    fn name(&mut self, id: &str) {
+        let id = id.trim_start_matches("Patient/");
+        if crate::fhir::reference::is_fhir_id(id)
+            && self.patients.len() < MAX_NAMED
+            && !self.patients.iter().any(|p| p == id)
+        {
+            self.patients.push(id.to_string());
+        }
+    }
+
+    /// Adds `Type/id` to `resources` (or `,id` after a resource of the same type).
+    fn list(&mut self, resource_type: &str, id: &str) {
         let group = self.resources.rfind(' ').map_or(0, |i| i + 1);
         let last = &self.resources.as_bytes()[group..];
         if !last.is_empty()
@@ -119,6 +170,11 @@ impl Note {
             self.resources.push('/');
         }
         self.resources.push_str(id);
+    }
+
+    /// Adds a served resource: to `resources` ([`Note::list`]), and to its client's types.
+    pub(crate) fn serve(&mut self, resource_type: &str, id: &str, patient: Option<&str>) {
+        self.list(resource_type, id);
         let Some(p) = patient else { return };
         if !self.patients.iter().any(|q| q == p) {
             self.patients.push(p.to_string());
@@ -138,6 +194,9 @@ pub fn batch_detail(outcomes: &[crate::ingest::Outcome]) -> String {
     let refused = outcomes.iter().filter(|o| o.error.is_some()).count();
     format!("entries={} refused={refused}", outcomes.len())
 }
+
+/// The characters of its query kept in the record of a request without a known caller.
+const STRANGERS_QUERY: usize = 200;
 
 /// The most clients a request's query may name for its record.
 const MAX_NAMED: usize = 5;
@@ -221,15 +280,7 @@ pub async fn track(State(state): State<AppState>, request: Request, next: Next) 
     // The client a request names (`patient=`, `subject=`) is what it is about, answered or
     // not: valid ids only, a few at most (a stranger must not grow the trail at will).
     let mut named = Note::default();
-    let mut name = |id: &str| {
-        let id = id.trim_start_matches("Patient/");
-        if crate::fhir::reference::is_fhir_id(id)
-            && named.patients.len() < MAX_NAMED
-            && !named.patients.iter().any(|p| p == id)
-        {
-            named.patients.push(id.to_string());
-        }
-    };
+    let mut name = |id: &str| named.name(id);
     // A read of a Patient names it (found or not).
     if route == "/fhir/{type}/{id}"
         && let Some(id) = request.uri().path().strip_prefix("/fhir/Patient/")
@@ -250,6 +301,7 @@ pub async fn track(State(state): State<AppState>, request: Request, next: Next) 
         query: query.as_ref().map(|q| q.chars().take(2000).collect()),
         request_id: header(request.headers(), "x-request-id"),
         correlation_id: header(request.headers(), "x-correlation-id"),
+        trace_id: header(request.headers(), "x-trace-id"),
         remote,
         ..Default::default()
     });
@@ -278,6 +330,14 @@ pub async fn track(State(state): State<AppState>, request: Request, next: Next) 
         return response;
     }
     let mut record = note.into_record();
+    // A caller no credential vouches for keeps its record short: the first 200 characters
+    // of its query (a stranger's requests cost the trail little, however long they are).
+    if record.client_id.is_none()
+        && let Some(q) = &mut record.query
+        && let Some((cut, _)) = q.char_indices().nth(STRANGERS_QUERY)
+    {
+        q.truncate(cut);
+    }
     record.status = i64::from(response.status().as_u16());
     record.reason = response
         .extensions()

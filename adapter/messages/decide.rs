@@ -55,6 +55,7 @@ pub async fn open(
     let after = q.get("after").map(|a| cursor(a)).transpose()?;
     let mut rows = store::open(&state.db, after, count + 1).await?;
     let next = crate::body::cut_page(&mut rows, count).map(|r| format!("{}.{}", r.due_at, r.seq));
+    crate::audit::shows(rows.iter().map(|r| r.patient_id.as_str()));
     let now = to_micros(state.clock.now());
     let overdue = store::overdue(&state.db, now).await?;
     let requests: Vec<Value> = rows.iter().map(|r| listed(r, now)).collect();
@@ -73,6 +74,7 @@ pub async fn one(
     let r = store::get(&state.db, &id)
         .await?
         .ok_or_else(ApiError::not_found)?;
+    crate::audit::shows([r.patient_id.as_str()]);
     let now = to_micros(state.clock.now());
     let mut body = listed(&r, now);
     body["reason"] = json!(r.reason);

@@ -28,6 +28,7 @@ pub async fn waiting(
     let after = crate::body::positive_number(&q, "after")?;
     let mut rows = store::waiting(&state.db, after, count + 1).await?;
     let next = crate::body::cut_page(&mut rows, count).map(|m| m.seq.to_string());
+    crate::audit::shows(rows.iter().map(|m| m.patient_id.as_str()));
     let waiting: Vec<Value> = rows
         .iter()
         .map(|m| {
@@ -71,6 +72,7 @@ pub async fn one(
     let m = store::get(&state.db, &id)
         .await?
         .ok_or_else(ApiError::not_found)?;
+    crate::audit::shows([m.patient_id.as_str()]);
     let may_post = m.state == "waiting" && sender_may_post(&state, &m).await?;
     Ok(fhir_json(
         StatusCode::OK,

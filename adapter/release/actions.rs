@@ -64,6 +64,7 @@ pub async fn release(
     Json(req): Json<ReleaseRequest>,
 ) -> ApiResult<Response> {
     let (ty, id) = target(&req.resource)?;
+    crate::audit::about_stored(&state.db, &ty, &id).await?;
     let by = actor(req.by, &admin)?;
     let resource_id = store::resource_id(&state.db, &ty, &id)
         .await?
@@ -118,6 +119,7 @@ pub async fn hold(
     Json(req): Json<HoldRequest>,
 ) -> ApiResult<Response> {
     let (ty, id) = target(&req.resource)?;
+    crate::audit::about_stored(&state.db, &ty, &id).await?;
     let by = actor(req.by, &admin)?;
     let until = crate::body::instant_field("until", req.until.as_deref())?;
     let now = to_micros(state.clock.now());

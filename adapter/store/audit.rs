@@ -22,6 +22,8 @@ pub struct Stored {
     pub reason: Option<String>,
     pub request_id: Option<String>,
     pub correlation_id: Option<String>,
+    /// `X-Trace-Id` (in the hash only when present: records before it hash as they did).
+    pub trace_id: Option<String>,
     pub remote: Option<String>,
     pub prev_hash: String,
     pub hash: String,
@@ -33,7 +35,7 @@ pub struct Stored {
 }
 
 const COLUMNS: &str = "seq, at, action, route, method, query, client_id, user_id, patient, \
-                       resources, detail, status, reason, request_id, correlation_id, remote, prev_hash, hash";
+                       resources, detail, status, reason, request_id, correlation_id, trace_id, remote, prev_hash, hash";
 
 /// The hash the first record chains to.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
@@ -111,10 +113,13 @@ struct Head {
 
 /// Appends records whose `seq` and hashes are set (after [`head`], in the same transaction).
 pub async fn append(tx: &mut Tx, records: &[Stored]) -> Result<(), crate::store::Error> {
-    let rows: Vec<[Arg; 18]> = records
+    // `trace_id` is named only when a record of the batch has one (most have none): a
+    // parameter less per row, and a log of the version before it can still be appended to.
+    let traced = records.iter().any(|r| r.trace_id.is_some());
+    let rows: Vec<Vec<Arg>> = records
         .iter()
         .map(|r| {
-            [
+            let mut row: Vec<Arg> = vec![
                 r.seq.into(),
                 r.at.into(),
                 r.action.as_str().into(),
@@ -130,10 +135,16 @@ pub async fn append(tx: &mut Tx, records: &[Stored]) -> Result<(), crate::store:
                 r.reason.clone().into(),
                 r.request_id.clone().into(),
                 r.correlation_id.clone().into(),
+            ];
+            if traced {
+                row.push(r.trace_id.clone().into());
+            }
+            row.extend([
                 r.remote.clone().into(),
                 r.prev_hash.as_str().into(),
                 r.hash.as_str().into(),
-            ]
+            ]);
+            row
         })
         .collect();
     let about: Vec<[Arg; 3]> = records
@@ -153,23 +164,52 @@ pub async fn append(tx: &mut Tx, records: &[Stored]) -> Result<(), crate::store:
             })
         })
         .collect();
-    let log = format!("INSERT INTO audit_log ({COLUMNS})");
     let patients = "INSERT INTO audit_patients (seq, patient, types)";
+    if traced {
+        let log = format!("INSERT INTO audit_log ({COLUMNS})");
+        insert(tx, &log, &shaped::<19>(rows), patients, &about).await
+    } else {
+        let log = format!(
+            "INSERT INTO audit_log ({})",
+            COLUMNS.replace(" trace_id,", "")
+        );
+        insert(tx, &log, &shaped::<18>(rows), patients, &about).await
+    }
+}
+
+/// Rows of `N` values each (every row has `N`: [`append`] makes them so).
+fn shaped<const N: usize>(rows: Vec<Vec<Arg>>) -> Vec<[Arg; N]> {
+    rows.into_iter()
+        .map(|row| {
+            let mut values = row.into_iter();
+            std::array::from_fn(|_| values.next().unwrap_or(Arg::Int(None)))
+        })
+        .collect()
+}
+
+/// Inserts the log's rows and the client rows beside them.
+async fn insert<const N: usize>(
+    tx: &mut Tx,
+    log: &str,
+    rows: &[[Arg; N]],
+    patients: &str,
+    about: &[[Arg; 3]],
+) -> Result<(), crate::store::Error> {
     if tx.engine() == Engine::Postgres
         && !about.is_empty()
-        && rows.len() * COLUMNS.split(", ").count() + about.len() * 3 <= PARAMETERS
+        && rows.len() * N + about.len() * 3 <= PARAMETERS
     {
         // One statement for both tables: a round trip less for every batch.
         let mut sql = Sql::new("WITH log AS (");
-        push_values(&mut sql, &log, &rows);
+        push_values(&mut sql, log, rows);
         sql.push(") ");
-        push_values(&mut sql, patients, &about);
+        push_values(&mut sql, patients, about);
         tx.execute(&sql).await?;
         return Ok(());
     }
-    tx.insert(&log, &rows, "").await?;
+    tx.insert(log, rows, "").await?;
     if !about.is_empty() {
-        tx.insert(patients, &about, "").await?;
+        tx.insert(patients, about, "").await?;
     }
     Ok(())
 }

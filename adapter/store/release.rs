@@ -89,6 +89,28 @@ pub async fn resource_id(
     Ok(ex.fetch_optional::<Row>(&sql).await?.map(|r| r.id))
 }
 
+/// The client whose dossier holds `Type/id` (its newest version that names one), if it has
+/// arrived.
+pub async fn owner(
+    mut ex: impl Executor,
+    resource_type: &str,
+    fhir_id: &str,
+) -> Result<Option<String>, crate::store::Error> {
+    #[derive(sqlx::FromRow, serde::Deserialize)]
+    struct Row {
+        patient_id: String,
+    }
+    let sql = Sql::new(
+        "SELECT v.patient_id AS patient_id FROM resources r \
+         JOIN versions v ON v.resource_id = r.id \
+         WHERE r.type = $1 AND r.fhir_id = $2 AND v.patient_id IS NOT NULL \
+         ORDER BY v.id DESC LIMIT 1",
+    )
+    .arg(resource_type)
+    .arg(fhir_id);
+    Ok(ex.fetch_optional::<Row>(&sql).await?.map(|r| r.patient_id))
+}
+
 /// `(param, system, code)` of the rule-relevant tokens of the given versions.
 pub async fn rule_tokens(
     mut ex: impl Executor,

@@ -109,14 +109,17 @@ on_both!(
                 .replace("{user}", "u1");
             for method in methods {
                 // Without credentials: refused, and recorded.
-                let r = app
+                let mut r = app
                     .http
                     .request(method.parse().unwrap(), app.url(&path))
                     .header("x-request-id", format!("walk-{method}-{n}"))
-                    .header("x-correlation-id", "walk")
-                    .send()
-                    .await
-                    .unwrap();
+                    .header("x-correlation-id", "walk");
+                // Every other request carries a trace id: records with and without one chain
+                // together.
+                if n % 2 == 0 {
+                    r = r.header("x-trace-id", format!("trace.{n}"));
+                }
+                let r = r.send().await.unwrap();
                 let status = r.status().as_u16();
                 let found = records(&app)
                     .await
@@ -133,6 +136,11 @@ on_both!(
                     Some(format!("walk-{method}-{n}").as_str())
                 );
                 assert_eq!(rec.correlation_id.as_deref(), Some("walk"));
+                assert_eq!(
+                    rec.trace_id,
+                    (n % 2 == 0).then(|| format!("trace.{n}")),
+                    "{method} {route}: X-Trace-Id goes into the record (contract §3)"
+                );
                 assert_eq!(rec.remote.as_deref(), Some("127.0.0.1"));
                 if status == 401 {
                     assert_eq!(
@@ -1016,7 +1024,34 @@ on_both!(
         assert!(recs.iter().any(|r| r.route == "/fhir/{type}/{id}"
             && r.query.is_none()
             && r.patient.as_deref() == Some("p1")));
-        assert_eq!(verified(&app).await, Verdict::Intact(20));
+        // A caller no credential vouches for keeps its query's record short; a known one gets
+        // the first 2,000 characters.
+        for r in &recs {
+            let kept = r.query.as_deref().map_or(0, |q| q.chars().count());
+            assert!(kept <= 200, "{kept} characters kept of a stranger's query");
+        }
+        assert!(
+            recs.iter()
+                .any(|r| r.query.as_deref().is_some_and(|q| q.len() == 200))
+        );
+        let r = app
+            .http
+            .get(app.url(&format!("/admin/audit?{many}")))
+            .bearer_auth(ADMIN)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 400);
+        let recs = records(&app).await;
+        let known = recs.last().unwrap();
+        assert!(
+            known
+                .client_id
+                .as_deref()
+                .is_some_and(|c| c.starts_with("admin"))
+        );
+        assert_eq!(known.query.as_deref().map(str::len), Some(2_000));
+        assert_eq!(verified(&app).await, Verdict::Intact(21));
     }
 );
 
@@ -1647,5 +1682,123 @@ on_both!(
             Some((7, recs[6].hash.clone()))
         );
         assert_eq!(verified(&app).await, Verdict::Intact(7));
+    }
+);
+
+on_both!(
+    staff_actions_name_the_client_and_resource_they_touch,
+    |b| async move {
+        let app = TestApp::spawn(b).await;
+        app.push_ok(&transaction(&[
+            patient("p1"),
+            observation("o1", "p1", "29463-7", "2025-01-01"),
+        ]))
+        .await;
+        let h1 = app.holder("h1", "p1").await;
+        let act = |method: &str, path: String, body: Option<serde_json::Value>| {
+            let app = &app;
+            let method: reqwest::Method = method.parse().unwrap();
+            async move {
+                let mut r = app
+                    .http
+                    .request(method, app.url(&path))
+                    .bearer_auth(ADMIN)
+                    .header("x-trace-id", "staff.1");
+                if let Some(body) = body {
+                    r = r.json(&body);
+                }
+                let r = r.send().await.unwrap();
+                let status = r.status().as_u16();
+                (
+                    status,
+                    r.json::<serde_json::Value>().await.unwrap_or_default(),
+                )
+            }
+        };
+        let o1 = Some(serde_json::json!({"resource": "Observation/o1"}));
+        assert_eq!(
+            act("POST", "/admin/release".into(), o1.clone()).await.0,
+            200
+        );
+        assert_eq!(act("POST", "/admin/hold".into(), o1).await.0, 200);
+        let later = Some(serde_json::json!({"resource": "Observation/later"}));
+        assert_eq!(act("POST", "/admin/hold".into(), later).await.0, 200);
+        let explain = "/admin/explain?resource=Observation/o1".to_string();
+        assert_eq!(act("GET", explain, None).await.0, 200);
+        for path in ["/admin/patients/p1/block", "/admin/patients/p1/unblock"] {
+            let (status, body) = act("POST", path.into(), None).await;
+            assert_eq!(status, 200, "{path}: {body}");
+        }
+        let user = format!("/admin/users/{}/h1", PORTAL.0);
+        let reason = Some(serde_json::json!({"reason": "a test"}));
+        assert_eq!(act("POST", format!("{user}/block"), reason).await.0, 200);
+        assert_eq!(act("POST", format!("{user}/unblock"), None).await.0, 200);
+        // Staff actions are not looks at the client's data for the holder's view.
+        let (status, view) = h1.get("/fhir/AuditEvent?patient=p1").await;
+        assert_eq!(status, 200, "{view}");
+        assert_eq!(view["entry"].as_array().map_or(0, Vec::len), 0, "{view:#}");
+        let (_, links) = act("GET", "/admin/links?patient=p1".into(), None).await;
+        let link = links["links"][0]["id"].as_str().unwrap().to_string();
+        assert_eq!(
+            act("DELETE", format!("/admin/links/{link}"), None).await.0,
+            204
+        );
+
+        // Each is found by the client it touched, with the resource it was about.
+        let (status, body) = act("GET", "/admin/audit?patient=p1&_count=1000".into(), None).await;
+        assert_eq!(status, 200, "{body}");
+        let recs = body["records"].as_array().unwrap();
+        let staff: Vec<(&str, &str)> = recs
+            .iter()
+            .filter(|r| {
+                r["client_id"]
+                    .as_str()
+                    .is_some_and(|c| c.starts_with("admin"))
+            })
+            .map(|r| {
+                (
+                    r["route"].as_str().unwrap(),
+                    r["resources"].as_str().unwrap_or(""),
+                )
+            })
+            .collect();
+        for expected in [
+            ("/admin/activation-codes", ""),
+            ("/admin/release", "Observation/o1"),
+            ("/admin/hold", "Observation/o1"),
+            ("/admin/explain", "Observation/o1"),
+            ("/admin/patients/{id}/block", ""),
+            ("/admin/patients/{id}/unblock", ""),
+            ("/admin/links", ""),
+            ("/admin/links/{id}", ""),
+        ] {
+            assert!(staff.contains(&expected), "{expected:?} in {staff:?}");
+        }
+        let release = recs
+            .iter()
+            .find(|r| r["route"] == "/admin/release")
+            .unwrap();
+        assert_eq!(release["trace_id"], "staff.1", "{release:#}");
+        // A hold placed before the resource arrived names the resource, and no client.
+        let recs = records(&app).await;
+        let early = recs
+            .iter()
+            .find(|r| r.resources.as_deref() == Some("Observation/later"))
+            .unwrap();
+        assert_eq!(early.route, "/admin/hold");
+        assert_eq!(early.patient, None);
+        // A block of a portal user names the user.
+        for route in [
+            "/admin/users/{client}/{user}/block",
+            "/admin/users/{client}/{user}/unblock",
+        ] {
+            let r = recs.iter().find(|r| r.route == route).unwrap();
+            assert_eq!(
+                r.detail.as_deref(),
+                Some(format!("portal user h1 of {}", PORTAL.0).as_str()),
+                "{route}"
+            );
+        }
+        assert_eq!(verified(&app).await, Verdict::Intact(recs.len() as u64));
     }
 );

@@ -212,6 +212,19 @@ on_both!(
             .map(|r| (r["id"].as_str().unwrap(), r["overdue"].as_bool().unwrap()))
             .collect();
         assert_eq!(listed, [(early.as_str(), true), (second.as_str(), true)]);
+        // A list of requests names their client in the trail; so does a look at one.
+        assert_eq!(
+            admin_get(&app, &format!("/admin/requests/{early}")).await.0,
+            200
+        );
+        app.state.auditor.flush().await.unwrap();
+        let recs = sluis::store::audit::after(&app.state.db, 0, 1_000_000)
+            .await
+            .unwrap();
+        for route in ["/admin/requests", "/admin/requests/{id}"] {
+            let r = recs.iter().rev().find(|r| r.route == route).unwrap();
+            assert_eq!(r.patient.as_deref(), Some("p1"), "{route}");
+        }
         assert_eq!(list["overdue"], 2);
         let (_, rest) = admin_get(
             &app,
