@@ -28,8 +28,11 @@ use tokio::sync::{mpsc, oneshot};
 /// What a request's handler and extractors learned, for its record.
 #[derive(Debug, Default, Clone)]
 pub struct Note {
-    /// The authenticated caller: a portal vendor, a source client, `admin`.
+    /// The caller: a portal vendor, a source client, `admin:{credential}`; on a failed token
+    /// request the client it claimed to be.
     pub client_id: Option<String>,
+    /// Whether `client_id` was proven (its credential checked and found good).
+    pub proven: bool,
     /// The portal user (X-Portal-User) the vendor acts for.
     pub user_id: Option<String>,
     /// The clients (Patient ids) whose data it was, each once.
@@ -85,6 +88,14 @@ pub fn note(f: impl FnOnce(&mut Note)) {
     });
 }
 
+/// The caller of the current request, its credential checked and found good.
+pub fn caller(client_id: String) {
+    note(|n| {
+        n.client_id = Some(client_id);
+        n.proven = true;
+    });
+}
+
 /// A resource served to the current request, of `patient`'s dossier (if any).
 pub fn served(resource_type: &str, id: &str, patient: Option<&str>) {
     note(|n| n.serve(resource_type, id, patient));
@@ -100,26 +111,23 @@ pub fn served_all<'a>(hits: impl IntoIterator<Item = (&'a str, &'a str, Option<&
     });
 }
 
-/// What a staff action or look is about: the resource (in `resources`) and the client whose
-/// dossier holds it, if any (named; no types: nothing of the data was served).
-pub fn about(resource_type: &str, id: &str, patient: Option<&str>) {
-    note(|n| {
-        n.list(resource_type, id);
-        if let Some(p) = patient {
-            n.name(p);
-        }
-    });
+/// What a staff action or look is about: the resource (in `resources`) and the clients whose
+/// dossiers it has been in (named; no types: nothing of the data was served to a portal).
+pub fn about(resource_type: &str, id: &str, patients: &[String]) {
+    note(|n| n.list(resource_type, id));
+    shows(patients.iter().map(String::as_str));
 }
 
-/// [`about`] the resource `Type/id` of the store, its client looked up (a resource not (yet)
-/// there is named alone).
+/// [`about`] the resource `Type/id` of the store, its clients looked up (every client a
+/// version of it named: an answer about it may show each; a resource not (yet) there is
+/// named alone).
 pub async fn about_stored(
     db: &Db,
     resource_type: &str,
     id: &str,
 ) -> Result<(), crate::store::Error> {
-    let patient = crate::store::release::owner(db, resource_type, id).await?;
-    about(resource_type, id, patient.as_deref());
+    let patients = crate::store::release::owners(db, resource_type, id).await?;
+    about(resource_type, id, &patients);
     Ok(())
 }
 
@@ -329,10 +337,12 @@ pub async fn track(State(state): State<AppState>, request: Request, next: Next) 
     if note.recorded == Some(i64::from(response.status().as_u16())) {
         return response;
     }
+    let proven = note.proven;
     let mut record = note.into_record();
-    // A caller no credential vouches for keeps its record short: the first 200 characters
-    // of its query (a stranger's requests cost the trail little, however long they are).
-    if record.client_id.is_none()
+    // A caller no credential vouches for (none sent, or a wrong one: a client only claimed
+    // too) keeps its record short: the first 200 characters of its query, so that a
+    // stranger's requests cost the trail little, however long they are.
+    if !proven
         && let Some(q) = &mut record.query
         && let Some((cut, _)) = q.char_indices().nth(STRANGERS_QUERY)
     {

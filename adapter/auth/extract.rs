@@ -107,7 +107,7 @@ impl Portal {
     /// The portal client of a valid token, before any limit is counted.
     fn unlimited(parts: &Parts, state: &AppState) -> Result<Self, ApiError> {
         let (claims, scopes) = claims(parts, state, "portal")?;
-        crate::audit::note(|n| n.client_id = Some(claims.sub.clone()));
+        crate::audit::caller(claims.sub.clone());
         Ok(Portal {
             client_id: claims.sub,
             scopes,
@@ -174,7 +174,7 @@ impl FromRequestParts<AppState> for SourceClient {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         let (claims, scopes) = claims(parts, state, "source")?;
-        crate::audit::note(|n| n.client_id = Some(claims.sub.clone()));
+        crate::audit::caller(claims.sub.clone());
         state.limits.clients.admit(&state.clock, &claims.sub, "")?;
         let source = state
             .config
@@ -200,7 +200,6 @@ impl FromRequestParts<AppState> for Admin {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        crate::audit::note(|n| n.client_id = Some("admin".into()));
         let address = remote(parts, state);
         state
             .limits
@@ -225,7 +224,7 @@ impl FromRequestParts<AppState> for Admin {
                 "wrong admin token"
             }));
         };
-        crate::audit::note(|n| n.client_id = Some(format!("admin:{name}")));
+        crate::audit::caller(format!("admin:{name}"));
         state.limits.admins.admit(&state.clock, &name, "")?;
         Ok(Admin { name })
     }

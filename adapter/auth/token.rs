@@ -305,7 +305,7 @@ fn grant(state: &AppState, client_id: &str, form: TokenRequest) -> ApiResult<Res
         .config
         .client(client_id)
         .ok_or_else(|| ApiError::unauthorized("unknown client or wrong secret"))?;
-    crate::audit::note(|n| n.client_id = Some(client.id.clone()));
+    crate::audit::caller(client.id.clone());
     let now = state.clock.now();
     let lifetime = state.config.auth.token_lifetime;
     let exp = lifetime.after(now).timestamp();

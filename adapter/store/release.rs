@@ -89,13 +89,13 @@ pub async fn resource_id(
     Ok(ex.fetch_optional::<Row>(&sql).await?.map(|r| r.id))
 }
 
-/// The client whose dossier holds `Type/id` (its newest version that names one), if it has
-/// arrived.
-pub async fn owner(
+/// The clients whose dossiers `Type/id` has been in (a resource can move from one client to
+/// another), each once, the newest version's first; none if it has not arrived.
+pub async fn owners(
     mut ex: impl Executor,
     resource_type: &str,
     fhir_id: &str,
-) -> Result<Option<String>, crate::store::Error> {
+) -> Result<Vec<String>, crate::store::Error> {
     #[derive(sqlx::FromRow, serde::Deserialize)]
     struct Row {
         patient_id: String,
@@ -104,11 +104,17 @@ pub async fn owner(
         "SELECT v.patient_id AS patient_id FROM resources r \
          JOIN versions v ON v.resource_id = r.id \
          WHERE r.type = $1 AND r.fhir_id = $2 AND v.patient_id IS NOT NULL \
-         ORDER BY v.id DESC LIMIT 1",
+         ORDER BY v.id DESC",
     )
     .arg(resource_type)
     .arg(fhir_id);
-    Ok(ex.fetch_optional::<Row>(&sql).await?.map(|r| r.patient_id))
+    let mut owners: Vec<String> = Vec::new();
+    for row in ex.fetch_all::<Row>(&sql).await? {
+        if !owners.contains(&row.patient_id) {
+            owners.push(row.patient_id);
+        }
+    }
+    Ok(owners)
 }
 
 /// `(param, system, code)` of the rule-relevant tokens of the given versions.

@@ -1051,7 +1051,38 @@ on_both!(
                 .is_some_and(|c| c.starts_with("admin"))
         );
         assert_eq!(known.query.as_deref().map(str::len), Some(2_000));
-        assert_eq!(verified(&app).await, Verdict::Intact(21));
+        // No admin credential, or a wrong one: a stranger, not `admin`, with 200 characters;
+        // a wrong secret for a client that exists names the client it claimed, and vouches
+        // for nothing either.
+        let admin = app.url(&format!("/admin/audit?{many}"));
+        let r = app.http.get(&admin).send().await.unwrap();
+        assert_eq!(r.status(), 401);
+        let r = app
+            .http
+            .get(&admin)
+            .bearer_auth("not-the-admin-token-at-all")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 401);
+        let r = app
+            .http
+            .post(app.url(&format!("/auth/token?{many}")))
+            .basic_auth(PORTAL.0, Some("a-wrong-secret-for-it"))
+            .form(&[("grant_type", "client_credentials")])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 401);
+        let recs = records(&app).await;
+        let strangers = &recs[recs.len() - 3..];
+        for r in &strangers[..2] {
+            assert_eq!(r.client_id, None, "{r:?}");
+            assert_eq!(r.query.as_deref().map(str::len), Some(200), "{r:?}");
+        }
+        assert_eq!(strangers[2].client_id.as_deref(), Some(PORTAL.0));
+        assert_eq!(strangers[2].query.as_deref().map(str::len), Some(200));
+        assert_eq!(verified(&app).await, Verdict::Intact(24));
     }
 );
 
@@ -1725,6 +1756,22 @@ on_both!(
         assert_eq!(act("POST", "/admin/hold".into(), later).await.0, 200);
         let explain = "/admin/explain?resource=Observation/o1".to_string();
         assert_eq!(act("GET", explain, None).await.0, 200);
+        // A resource that moved to another client: a look at it names both (its answer shows
+        // the versions of each).
+        app.push_ok(&transaction(&[
+            patient("p2"),
+            observation("moved", "p2", "29463-7", "2025-01-01"),
+        ]))
+        .await;
+        app.push_ok(&transaction(&[observation(
+            "moved",
+            "p1",
+            "29463-7",
+            "2025-01-01",
+        )]))
+        .await;
+        let explain = "/admin/explain?resource=Observation/moved".to_string();
+        assert_eq!(act("GET", explain, None).await.0, 200);
         for path in ["/admin/patients/p1/block", "/admin/patients/p1/unblock"] {
             let (status, body) = act("POST", path.into(), None).await;
             assert_eq!(status, 200, "{path}: {body}");
@@ -1787,6 +1834,11 @@ on_both!(
             .unwrap();
         assert_eq!(early.route, "/admin/hold");
         assert_eq!(early.patient, None);
+        let moved = recs
+            .iter()
+            .find(|r| r.resources.as_deref() == Some("Observation/moved"))
+            .unwrap();
+        assert_eq!(moved.patient.as_deref(), Some("p1 p2"), "the newest first");
         // A block of a portal user names the user.
         for route in [
             "/admin/users/{client}/{user}/block",
