@@ -141,7 +141,10 @@ fn sound(value: &HeaderValue) -> bool {
 /// Ids a caller sent that are no fit for logs and echoes are dropped (a new request id is made).
 async fn drop_unsound_ids(mut request: Request) -> Request {
     for name in std::iter::once(REQUEST_ID).chain(ECHOED) {
-        if request.headers().get(&name).is_some_and(|v| !sound(v)) {
+        // Sent twice, it is no one id: a proxy that logs the last would log another one.
+        let mut sent = request.headers().get_all(&name).iter();
+        let (first, second) = (sent.next(), sent.next());
+        if second.is_some() || first.is_some_and(|v| !sound(v)) {
             request.headers_mut().remove(&name);
         }
     }
@@ -267,5 +270,17 @@ mod tests {
         let unsound = call(&[("x-request-id", "a b\\c"), ("x-trace-id", "<script>")]).await;
         assert_ne!(unsound.headers()["x-request-id"], "a b\\c");
         assert!(unsound.headers().get("x-trace-id").is_none());
+        let twice = call(&[
+            ("x-request-id", "one"),
+            ("x-request-id", "two"),
+            ("x-trace-id", "t1"),
+            ("x-trace-id", "t2"),
+            ("x-correlation-id", "c1"),
+        ])
+        .await;
+        let id = twice.headers()["x-request-id"].to_str().unwrap();
+        assert!(id != "one" && id != "two", "{id}");
+        assert!(twice.headers().get("x-trace-id").is_none());
+        assert_eq!(twice.headers()["x-correlation-id"], "c1");
     }
 }

@@ -393,6 +393,11 @@ fn basic_client(
     form_client: Option<&str>,
 ) -> ApiResult<String> {
     let refuse = || ApiError::unauthorized("unknown client or wrong secret");
+    if headers.get_all(AUTHORIZATION).iter().nth(1).is_some() {
+        return Err(ApiError::unauthorized(
+            "Authorization sent more than once: send one",
+        ));
+    }
     let value = headers
         .get(AUTHORIZATION)
         .and_then(|v| v.to_str().ok())

@@ -698,3 +698,51 @@ on_both!(
         assert_eq!(read_with(&real, &forever).await, 401);
     }
 );
+
+on_both!(
+    a_credential_or_person_sent_twice_is_refused,
+    |b| async move {
+        let app = TestApp::spawn(b).await;
+        let token = app.token(PORTAL).await;
+        let read = |headers: Vec<(&'static str, String)>| {
+            let app = &app;
+            async move {
+                let mut r = app.http.get(app.url("/fhir/Patient/p1"));
+                for (k, v) in headers {
+                    r = r.header(k, v);
+                }
+                r.send().await.unwrap().status().as_u16()
+            }
+        };
+        let bearer = format!("Bearer {token}");
+        // Once each: past the credential (a stranger's Patient is 403 or 404).
+        let once = vec![
+            ("authorization", bearer.clone()),
+            ("x-portal-user", "u1".to_string()),
+        ];
+        assert_ne!(read(once).await, 401);
+        // Two people, or two credentials (a proxy in front may have checked the other one).
+        let two_people = vec![
+            ("authorization", bearer.clone()),
+            ("x-portal-user", "u1".to_string()),
+            ("x-portal-user", "u2".to_string()),
+        ];
+        assert_eq!(read(two_people).await, 401);
+        let two_credentials = vec![
+            ("authorization", bearer.clone()),
+            ("authorization", bearer.clone()),
+            ("x-portal-user", "u1".to_string()),
+        ];
+        assert_eq!(read(two_credentials).await, 401);
+        let r = app
+            .http
+            .post(app.url("/auth/token"))
+            .basic_auth(PORTAL.0, Some(PORTAL.1))
+            .header("authorization", bearer)
+            .form(&[("grant_type", "client_credentials")])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 401);
+    }
+);

@@ -271,10 +271,15 @@ on_both!(
         assert_eq!(list["overdue"], 0);
         assert_eq!(list["requests"].as_array().unwrap().len(), 1);
         // The record system gets each request once, as decided.
+        // (Each of the three waited for: the outbox sends them in its own time.)
         until(30, "requests delivered as decided", async || {
             rs.with_identifier("Task", &format!("urn:sluis:request|{early}"))
                 .first()
                 .is_some_and(|t| t["status"] == "rejected")
+                && [&second, &late].iter().all(|id| {
+                    !rs.with_identifier("Task", &format!("urn:sluis:request|{id}"))
+                        .is_empty()
+                })
         })
         .await;
         for id in [&early, &second, &late] {
