@@ -128,6 +128,15 @@ pub fn layers(router: Router, server: &Server) -> Router {
         .layer(middleware::map_request(drop_unsound_ids))
 }
 
+/// Whether the request sent header `name` more than once (then it names no one id, credential
+/// or person: a proxy in front may have read the other one).
+pub fn repeated(
+    headers: &axum::http::HeaderMap,
+    name: impl axum::http::header::AsHeaderName,
+) -> bool {
+    headers.get_all(name).iter().nth(1).is_some()
+}
+
 /// Whether an id the caller sent may be taken: 1 to 128 of letters, digits and `-_.:`.
 fn sound(value: &HeaderValue) -> bool {
     let bytes = value.as_bytes();
@@ -141,10 +150,9 @@ fn sound(value: &HeaderValue) -> bool {
 /// Ids a caller sent that are no fit for logs and echoes are dropped (a new request id is made).
 async fn drop_unsound_ids(mut request: Request) -> Request {
     for name in std::iter::once(REQUEST_ID).chain(ECHOED) {
-        // Sent twice, it is no one id: a proxy that logs the last would log another one.
-        let mut sent = request.headers().get_all(&name).iter();
-        let (first, second) = (sent.next(), sent.next());
-        if second.is_some() || first.is_some_and(|v| !sound(v)) {
+        if repeated(request.headers(), &name)
+            || request.headers().get(&name).is_some_and(|v| !sound(v))
+        {
             request.headers_mut().remove(&name);
         }
     }

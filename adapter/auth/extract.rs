@@ -12,12 +12,10 @@ use super::token::{Claims, constant_time_eq};
 
 /// The token of `Authorization: Bearer …` (the scheme in any case, RFC 7235).
 fn bearer(parts: &Parts) -> Option<&str> {
-    // Sent twice, it is no one credential (what a proxy in front checks may be the other).
-    let mut sent = parts.headers.get_all(AUTHORIZATION).iter();
-    let (value, None) = (sent.next()?, sent.next()) else {
+    if crate::edge::repeated(&parts.headers, AUTHORIZATION) {
         return None;
-    };
-    let value = value.to_str().ok()?;
+    }
+    let value = parts.headers.get(AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = value.split_once(' ')?;
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }
@@ -134,11 +132,10 @@ impl FromRequestParts<AppState> for PortalUser {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         let portal = Portal::unlimited(parts, state)?;
-        // Sent twice, it names no one person.
-        let mut sent = parts.headers.get_all("x-portal-user").iter();
-        let external_id = sent
-            .next()
-            .filter(|_| sent.next().is_none())
+        let external_id = parts
+            .headers
+            .get("x-portal-user")
+            .filter(|_| !crate::edge::repeated(&parts.headers, "x-portal-user"))
             .and_then(|v| v.to_str().ok())
             .map(str::trim)
             .filter(|v| !v.is_empty() && v.len() <= 256)

@@ -393,7 +393,7 @@ fn basic_client(
     form_client: Option<&str>,
 ) -> ApiResult<String> {
     let refuse = || ApiError::unauthorized("unknown client or wrong secret");
-    if headers.get_all(AUTHORIZATION).iter().nth(1).is_some() {
+    if crate::edge::repeated(headers, AUTHORIZATION) {
         return Err(ApiError::unauthorized(
             "Authorization sent more than once: send one",
         ));

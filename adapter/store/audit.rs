@@ -116,37 +116,6 @@ pub async fn append(tx: &mut Tx, records: &[Stored]) -> Result<(), crate::store:
     // `trace_id` is named only when a record of the batch has one (most have none): a
     // parameter less per row, and a log of the version before it can still be appended to.
     let traced = records.iter().any(|r| r.trace_id.is_some());
-    let rows: Vec<Vec<Arg>> = records
-        .iter()
-        .map(|r| {
-            let mut row: Vec<Arg> = vec![
-                r.seq.into(),
-                r.at.into(),
-                r.action.as_str().into(),
-                r.route.as_str().into(),
-                r.method.as_str().into(),
-                r.query.clone().into(),
-                r.client_id.clone().into(),
-                r.user_id.clone().into(),
-                r.patient.clone().into(),
-                r.resources.clone().into(),
-                r.detail.clone().into(),
-                r.status.into(),
-                r.reason.clone().into(),
-                r.request_id.clone().into(),
-                r.correlation_id.clone().into(),
-            ];
-            if traced {
-                row.push(r.trace_id.clone().into());
-            }
-            row.extend([
-                r.remote.clone().into(),
-                r.prev_hash.as_str().into(),
-                r.hash.as_str().into(),
-            ]);
-            row
-        })
-        .collect();
     let about: Vec<[Arg; 3]> = records
         .iter()
         .flat_map(|r| {
@@ -167,21 +136,45 @@ pub async fn append(tx: &mut Tx, records: &[Stored]) -> Result<(), crate::store:
     let patients = "INSERT INTO audit_patients (seq, patient, types)";
     if traced {
         let log = format!("INSERT INTO audit_log ({COLUMNS})");
-        insert(tx, &log, &shaped::<19>(rows), patients, &about).await
+        insert(tx, &log, &rows::<19>(records), patients, &about).await
     } else {
         let log = format!(
             "INSERT INTO audit_log ({})",
             COLUMNS.replace(" trace_id,", "")
         );
-        insert(tx, &log, &shaped::<18>(rows), patients, &about).await
+        insert(tx, &log, &rows::<18>(records), patients, &about).await
     }
 }
 
-/// Rows of `N` values each (every row has `N`: [`append`] makes them so).
-fn shaped<const N: usize>(rows: Vec<Vec<Arg>>) -> Vec<[Arg; N]> {
-    rows.into_iter()
-        .map(|row| {
-            let mut values = row.into_iter();
+/// The log's rows, in the order of [`COLUMNS`]: 19 values with `trace_id`, 18 without it.
+fn rows<const N: usize>(records: &[Stored]) -> Vec<[Arg; N]> {
+    records
+        .iter()
+        .map(|r| {
+            let mut values = [
+                r.seq.into(),
+                r.at.into(),
+                r.action.as_str().into(),
+                r.route.as_str().into(),
+                r.method.as_str().into(),
+                r.query.clone().into(),
+                r.client_id.clone().into(),
+                r.user_id.clone().into(),
+                r.patient.clone().into(),
+                r.resources.clone().into(),
+                r.detail.clone().into(),
+                r.status.into(),
+                r.reason.clone().into(),
+                r.request_id.clone().into(),
+                r.correlation_id.clone().into(),
+            ]
+            .into_iter()
+            .chain((N == 19).then(|| r.trace_id.clone().into()))
+            .chain([
+                r.remote.clone().into(),
+                r.prev_hash.as_str().into(),
+                r.hash.as_str().into(),
+            ]);
             std::array::from_fn(|_| values.next().unwrap_or(Arg::Int(None)))
         })
         .collect()

@@ -667,3 +667,15 @@ pub fn episode(id: &str, patient: &str, status: &str, start: &str, end: Option<&
     json!({"resourceType": "EpisodeOfCare", "id": id, "status": status,
         "patient": {"reference": format!("Patient/{patient}")}, "period": period})
 }
+
+/// The newest audit record of `route`, the app's journal moved into the log first.
+pub async fn last_record(app: &TestApp, route: &str) -> sluis::store::audit::Stored {
+    app.state.auditor.flush().await.unwrap();
+    sluis::store::audit::after(&app.state.db, 0, 1_000_000)
+        .await
+        .unwrap()
+        .into_iter()
+        .rev()
+        .find(|r| r.route == route)
+        .unwrap_or_else(|| panic!("no record of {route}"))
+}
