@@ -178,6 +178,7 @@ async fn not_found() -> ApiError {
 }
 
 async fn method_not_allowed() -> ApiError {
+    crate::audit::nowhere();
     ApiError::new(
         StatusCode::METHOD_NOT_ALLOWED,
         Reason::NotFound,
@@ -231,6 +232,7 @@ fn public_routes() -> Router<AppState> {
         .route("/fhir/Consent", get(serve::consent::search))
         .route("/fhir/Consent/{id}", get(serve::consent::read))
         .route("/fhir/AuditEvent", get(crate::audit::view::search))
+        .route("/fhir/AuditEvent/{id}", get(crate::audit::view::read))
         .route(
             "/fhir/Communication",
             get(communications).post(crate::messages::post::post),
@@ -241,8 +243,8 @@ fn public_routes() -> Router<AppState> {
             get(crate::messages::requests::search).post(crate::messages::requests::post),
         )
         .route("/fhir/Task/{id}", get(crate::messages::requests::read))
-        .route("/fhir/{type}", get(serve::read::search))
-        .route("/fhir/{type}/{id}", get(serve::read::read))
+        .route("/fhir/{type}", get(serve::read::generic_search))
+        .route("/fhir/{type}/{id}", get(serve::read::generic_read))
         .route("/portal/link", post(portal::link))
         .route("/portal/terms", post(portal::terms))
         .route("/portal/me", get(portal::me))

@@ -140,12 +140,19 @@ async fn walk(
     mut visit: impl FnMut(&Stored),
 ) -> Result<Option<Verdict>, crate::store::Error> {
     loop {
-        let mut page = after(db, walk.expected - 1, 5000).await?;
+        let from = walk.expected - 1;
+        let mut page = match after(db, from, 5000).await {
+            Ok(page) => page,
+            Err(e) => return mistyped_or(db, from, e).await,
+        };
         page.retain(|r| r.seq <= last);
         let (Some(first), Some(end)) = (page.first(), page.last()) else {
             return Ok(None);
         };
-        let rows = patients_between(db, first.seq, end.seq).await?;
+        let rows = match patients_between(db, first.seq, end.seq).await {
+            Ok(rows) => rows,
+            Err(e) => return mistyped_or(db, from, e).await,
+        };
         for r in page {
             let kept: Vec<&(i64, String, Option<String>)> =
                 rows.iter().filter(|(seq, _, _)| *seq == r.seq).collect();
@@ -155,6 +162,22 @@ async fn walk(
             }
             visit(&seen);
         }
+    }
+}
+
+/// A page that cannot be read: the first record a value of the wrong kind made unreadable,
+/// named as broken; else the error as it came.
+async fn mistyped_or(
+    db: &Db,
+    after: i64,
+    e: crate::store::Error,
+) -> Result<Option<Verdict>, crate::store::Error> {
+    match crate::store::audit::mistyped(db, after).await? {
+        Some(seq) => Ok(Some(Verdict::Broken {
+            seq,
+            why: "a field holds a value of the wrong kind (changed outside the adapter)".into(),
+        })),
+        None => Err(e),
     }
 }
 

@@ -224,7 +224,7 @@ pub fn action(route: &str, method: &str) -> &'static str {
     let fhir = route.starts_with("/fhir/");
     match (route, method) {
         ("/auth/token", _) => "token",
-        ("/fhir/AuditEvent", _) => "audit view",
+        ("/fhir/AuditEvent" | "/fhir/AuditEvent/{id}", _) => "audit view",
         ("/fhir/_history", _) => "history",
         ("/fhir/Communication", "POST") => "message",
         ("/fhir/Task", "POST") => "request",
@@ -295,7 +295,12 @@ pub async fn track(State(state): State<AppState>, request: Request, next: Next) 
     {
         name(id);
     }
-    for (key, value) in form_urlencoded::parse(query.as_deref().unwrap_or("").as_bytes()) {
+    let asked = if names_from_query(&route, &method, request.uri().path()) {
+        query.as_deref().unwrap_or("")
+    } else {
+        ""
+    };
+    for (key, value) in form_urlencoded::parse(asked.as_bytes()) {
         if matches!(key.as_ref(), "patient" | "subject" | "subject:Patient") {
             // A list (`patient=a,b`) names each.
             value.split(',').for_each(&mut name);
@@ -365,6 +370,33 @@ pub async fn track(State(state): State<AppState>, request: Request, next: Next) 
                 .into_response()
         }
     }
+}
+
+/// Whether the clients a request's query names (`patient`, `subject`) are what it is about:
+/// on a search or a list, of a type there is. Not on a path no route has, nor on the generic
+/// routes for a type that is not one as sent (`/fhir/Nothing`, `/fhir/%41uditEvent`), nor where
+/// the query takes no client (a read of one resource: its path says what it is; a push; a
+/// token request). A method the route does not take drops them too ([`nowhere`]).
+fn names_from_query(route: &str, method: &str, path: &str) -> bool {
+    let a_type = !route.starts_with("/fhir/{type}")
+        || path
+            .strip_prefix("/fhir/")
+            .and_then(|p| p.split('/').next())
+            .is_some_and(crate::fhir::definitions::is_resource_type);
+    a_type
+        && route != "unmatched"
+        && route != "/auth/token"
+        && !route.starts_with("/ingest/")
+        && !(method == "GET" && route.ends_with("/{id}"))
+}
+
+/// The current request reached no handler of its route (a method it does not take, a type
+/// the route does not serve): it is about no client, whatever it named.
+pub fn nowhere() {
+    note(|n| {
+        n.patients.clear();
+        n.types.clear();
+    });
 }
 
 /// Why a record was not written.

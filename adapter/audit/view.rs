@@ -4,14 +4,17 @@
 //! of access, who (by the name and relationship the holder knows them by, or "staff of the care
 //! organisation"), and which types of the client's data. Nothing of other clients, of the
 //! portal vendor's systems (user ids, addresses) or of the query is shown.
+//!
+//! `GET /fhir/AuditEvent/{id}` reads one of them (the search's `fullUrl`): for the holder of
+//! a client the record is about, 404 to anyone else, as for an id that is not there.
 
 use crate::access;
 use crate::app::AppState;
 use crate::auth::{Interaction, PortalUser};
 use crate::error::{ApiError, ApiResult, fhir_json};
-use crate::store::audit::{Seen, seen};
+use crate::store::audit::{Seen, patients_between, seen, seen_one};
 use crate::time::{from_micros, instant};
-use axum::extract::{RawQuery, State};
+use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use serde_json::{Value, json};
@@ -66,6 +69,37 @@ pub async fn search(
             "entry": entries,
         }),
     ))
+}
+
+/// `GET /fhir/AuditEvent/{id}`: the event as the search shows it, for the holder of a client
+/// it is about (the first such client, when it is about several the user holds).
+pub async fn read(
+    State(state): State<AppState>,
+    user: PortalUser,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    user.scopes.require("AuditEvent", Interaction::Read)?;
+    // The id as the search gives it: a positive number in its plain form.
+    let seq = id
+        .parse::<i64>()
+        .ok()
+        .filter(|s| *s > 0 && s.to_string() == id)
+        .ok_or_else(ApiError::not_found)?;
+    let decision = access::decide_for(&state, &user).await?;
+    crate::audit::flushed(&state).await?;
+    for (_, patient, _) in patients_between(&state.db, seq, seq).await? {
+        if access::holding(&decision, &patient).is_none() {
+            continue;
+        }
+        if let Some(row) = seen_one(&state.db, &patient, seq).await? {
+            crate::audit::about("AuditEvent", &id, std::slice::from_ref(&patient));
+            return Ok(fhir_json(
+                StatusCode::OK,
+                &event(&row, &patient, &state.config.organization.name),
+            ));
+        }
+    }
+    Err(ApiError::not_found())
 }
 
 /// Who, as the holder knows them.

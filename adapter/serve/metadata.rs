@@ -95,6 +95,12 @@ pub fn capability_statement(
         "interaction": [{"code": "read"}, {"code": "search-type"}],
         "searchParam": [{"name": "patient", "type": "reference"}],
     }));
+    resources.push(json!({
+        "type": "AuditEvent",
+        "documentation": "Who saw the client's data (R18), for the portal holder only: answered reads, searches and history, newest first, who as the holder knows them and which types; read by the id the search gives",
+        "interaction": [{"code": "read"}, {"code": "search-type"}],
+        "searchParam": [{"name": "patient", "type": "reference"}],
+    }));
     resources.retain(|r| r["type"] != "Task");
     resources.push(json!({
         "type": "Task",

@@ -27,6 +27,7 @@ fn known_type(resource_type: &str) -> ApiResult<()> {
     if definitions::is_resource_type(resource_type) {
         Ok(())
     } else {
+        crate::audit::nowhere();
         Err(ApiError::new(
             StatusCode::NOT_FOUND,
             crate::error::Reason::NotFound,
@@ -85,6 +86,48 @@ fn overlaps(param: &[&str], removed: &[&str]) -> bool {
 }
 
 /// `GET /fhir/{type}`.
+/// Types with routes of their own (`/fhir/AuditEvent`, `/fhir/Consent/{id}`, …): the generic
+/// routes reach them only through a name sent encoded (`/fhir/%41uditEvent`), and answer as
+/// for a path that is not there, rather than serve them by the rules of stored resources.
+fn own_route(resource_type: &str, search: bool) -> ApiResult<()> {
+    // `GET /fhir/Communication` is this search, called by its own route.
+    let own: &[&str] = if search {
+        &["AuditEvent", "Consent", "Task"]
+    } else {
+        &["AuditEvent", "Consent", "Communication", "Task"]
+    };
+    if own.contains(&resource_type) {
+        crate::audit::nowhere();
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            crate::error::Reason::NotFound,
+            "no such endpoint",
+        ));
+    }
+    Ok(())
+}
+
+/// `GET /fhir/{type}`: [`search`], but not of a type with routes of its own.
+pub async fn generic_search(
+    state: State<AppState>,
+    user: PortalUser,
+    Path(resource_type): Path<String>,
+    raw: RawQuery,
+) -> ApiResult<Response> {
+    own_route(&resource_type, true)?;
+    search(state, user, Path(resource_type), raw).await
+}
+
+/// `GET /fhir/{type}/{id}`: [`read`], but not of a type with routes of its own.
+pub async fn generic_read(
+    state: State<AppState>,
+    user: PortalUser,
+    Path((resource_type, id)): Path<(String, String)>,
+) -> ApiResult<Response> {
+    own_route(&resource_type, false)?;
+    read(state, user, Path((resource_type, id))).await
+}
+
 pub async fn search(
     State(state): State<AppState>,
     user: PortalUser,

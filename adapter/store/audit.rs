@@ -325,29 +325,43 @@ pub struct Seen {
     pub relationship: Option<String>,
 }
 
-/// Who saw `patient`'s data (answered reads, searches and history), newest first, before
-/// `before` (a `seq`).
+/// The records the holder is shown: answered reads, searches and history that served the
+/// client's (`$1`) data, with who did it as the holder knows them.
+const SEEN: &str = "SELECT a.seq AS seq, a.at AS at, a.action AS action, a.client_id AS client_id, \
+     ap.types AS types, l.name AS name, l.relationship AS relationship \
+     FROM audit_patients ap JOIN audit_log a ON a.seq = ap.seq \
+     LEFT JOIN users u ON u.client_id = a.client_id AND u.external_id = a.user_id \
+     LEFT JOIN links l ON l.id = (SELECT MAX(l2.id) FROM links l2 \
+         WHERE l2.user_id = u.id AND l2.patient_id = ap.patient) \
+     WHERE ap.patient = $1 AND a.status < 400 \
+       AND a.action IN ('read', 'search', 'history') AND ap.types IS NOT NULL";
+
+/// Who saw `patient`'s data, newest first, before `before` (a `seq`).
 pub async fn seen(
     mut ex: impl Executor,
     patient: &str,
     before: i64,
     limit: i64,
 ) -> Result<Vec<Seen>, crate::store::Error> {
-    let sql = Sql::new(
-        "SELECT a.seq AS seq, a.at AS at, a.action AS action, a.client_id AS client_id, \
-         ap.types AS types, l.name AS name, l.relationship AS relationship \
-         FROM audit_patients ap JOIN audit_log a ON a.seq = ap.seq \
-         LEFT JOIN users u ON u.client_id = a.client_id AND u.external_id = a.user_id \
-         LEFT JOIN links l ON l.id = (SELECT MAX(l2.id) FROM links l2 \
-             WHERE l2.user_id = u.id AND l2.patient_id = ap.patient) \
-         WHERE ap.patient = $1 AND ap.seq < $2 AND a.status < 400 \
-           AND a.action IN ('read', 'search', 'history') AND ap.types IS NOT NULL \
-         ORDER BY ap.seq DESC LIMIT $3",
-    )
+    let sql = Sql::new(format!(
+        "{SEEN} AND ap.seq < $2 ORDER BY ap.seq DESC LIMIT $3"
+    ))
     .arg(patient)
     .arg(before)
     .arg(limit);
     ex.fetch_all(&sql).await
+}
+
+/// Record `seq` as [`seen`] lists it for `patient`, if it is one of those.
+pub async fn seen_one(
+    mut ex: impl Executor,
+    patient: &str,
+    seq: i64,
+) -> Result<Option<Seen>, crate::store::Error> {
+    let sql = Sql::new(format!("{SEEN} AND ap.seq = $2"))
+        .arg(patient)
+        .arg(seq);
+    ex.fetch_optional(&sql).await
 }
 
 /// The `audit_patients` rows of records `from..=to`: (seq, patient, types), in order.
@@ -373,6 +387,50 @@ pub async fn patients_between(
         .into_iter()
         .map(|r| (r.seq, r.patient, r.types))
         .collect())
+}
+
+/// The first record after `after` that a value of the wrong kind makes unreadable (a number
+/// where text belongs, text or bytes where a number does), in its row or in a client row
+/// beside it. Only SQLite stores such a value (a column's type there is a preference), and
+/// only someone with direct access writes one; on PostgreSQL, `None`.
+pub async fn mistyped(
+    mut ex: impl Executor,
+    after: i64,
+) -> Result<Option<i64>, crate::store::Error> {
+    if ex.engine() == Engine::Postgres {
+        return Ok(None);
+    }
+    let texts = [
+        "query",
+        "client_id",
+        "user_id",
+        "patient",
+        "resources",
+        "detail",
+        "reason",
+        "request_id",
+        "correlation_id",
+        "trace_id",
+        "remote",
+    ]
+    .map(|c| format!(" OR typeof({c}) NOT IN ('text', 'null')"))
+    .concat();
+    let sql = Sql::new(format!(
+        "SELECT MIN(seq) AS n FROM (\
+         SELECT MIN(seq) AS seq FROM audit_log WHERE seq > $1 AND (typeof(at) <> 'integer' \
+         OR typeof(status) <> 'integer' OR typeof(action) <> 'text' OR typeof(route) <> 'text' \
+         OR typeof(method) <> 'text' OR typeof(prev_hash) <> 'text' OR typeof(hash) <> 'text'{texts}) \
+         UNION ALL SELECT MIN(seq) FROM audit_patients WHERE seq > $2 AND (typeof(seq) <> 'integer' \
+         OR typeof(patient) <> 'text' OR typeof(types) NOT IN ('text', 'null'))) AS m"
+    ))
+    .arg(after)
+    .arg(after);
+    #[derive(sqlx::FromRow, serde::Deserialize)]
+    struct First {
+        n: Option<i64>,
+    }
+    let first: Option<First> = ex.fetch_optional(&sql).await?;
+    Ok(first.and_then(|f| f.n))
 }
 
 /// Rows that no chain walk from 1 reaches: records numbered below 1, and client rows of no

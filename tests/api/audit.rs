@@ -151,6 +151,21 @@ on_both!(
                 }
             }
         }
+        // A path no route has is about no client, whatever its query names.
+        let r = app
+            .http
+            .get(app.url("/fhir-nowhere?patient=p1&subject=p2"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 404);
+        let rec = records(&app)
+            .await
+            .into_iter()
+            .rev()
+            .find(|r| r.route == "unmatched")
+            .unwrap();
+        assert_eq!(rec.patient, None, "{rec:?}");
         // A portal read that succeeds: who, which client, what was returned.
         app.push_ok(&transaction(&[
             patient("p1"),
@@ -238,8 +253,12 @@ on_both!(
     the_database_refuses_changes_and_verify_names_the_first_tampered_record,
     |b| async move {
         for tampering in [
-            "update", "delete", "insert", "rehash", "stray", "client", "orphan",
+            "update", "delete", "insert", "rehash", "stray", "client", "orphan", "mistyped",
         ] {
+            // Only SQLite stores a value of another kind than its column's.
+            if tampering == "mistyped" && !matches!(b, Backend::Sqlite) {
+                continue;
+            }
             let app = TestApp::spawn(b.clone()).await;
             for i in 0..6 {
                 let r = app
@@ -348,6 +367,8 @@ on_both!(
             }
             let (sql, seq) = match tampering {
                 "update" => ("UPDATE audit_log SET status = 200 WHERE seq = 3", 3),
+                // Text where a number belongs: the record cannot be read as one, and is named.
+                "mistyped" => ("UPDATE audit_log SET at = 'soon' WHERE seq = 3", 3),
                 "delete" => ("DELETE FROM audit_log WHERE seq = 4", 4),
                 _ => (
                     "INSERT INTO audit_log (seq, at, action, route, method, status, prev_hash, hash) \
@@ -925,6 +946,127 @@ on_both!(
             .replace("http://sluis.test", "");
         let (_, page2) = holder.get(&next).await;
         assert_eq!(page2["entry"][0]["resource"]["id"], events[1]["id"]);
+        // Each event is read at its fullUrl, as the search shows it.
+        for (entry, event) in body["entry"].as_array().unwrap().iter().zip(&events) {
+            let url = entry["fullUrl"].as_str().unwrap();
+            let path = url.replace("http://sluis.test", "");
+            assert_eq!(
+                path,
+                format!("/fhir/AuditEvent/{}", event["id"].as_str().unwrap())
+            );
+            let (status, read) = holder.get(&path).await;
+            assert_eq!(status, 200, "{read}");
+            assert_eq!(&read, *event);
+        }
+        // The member holds p2 and searched both: the event they read is about p2 alone; the
+        // holder's own read of p1 is not theirs to read (404, as for an id not there).
+        let (status, read) = member
+            .get(&format!(
+                "/fhir/AuditEvent/{}",
+                events[1]["id"].as_str().unwrap()
+            ))
+            .await;
+        assert_eq!(status, 200, "{read}");
+        assert_eq!(read["entity"][0]["what"]["reference"], "Patient/p2");
+        assert!(!read.to_string().contains("p1"), "{read}");
+        let (status, read) = member
+            .get(&format!(
+                "/fhir/AuditEvent/{}",
+                events[0]["id"].as_str().unwrap()
+            ))
+            .await;
+        assert_eq!(status, 404, "{read}");
+        assert_eq!(
+            read["issue"][0]["details"]["coding"][0]["code"],
+            "not-found"
+        );
+        for bad in [
+            "0",
+            "-1",
+            "01",
+            "+1",
+            "1e3",
+            "abc",
+            "99999999999999999999",
+            "9223372036854775807",
+        ] {
+            let (status, body) = holder.get(&format!("/fhir/AuditEvent/{bad}")).await;
+            assert_eq!(status, 404, "{bad}: {body}");
+        }
+        // A refused request that names p1 is in the trail, not in the holder's view.
+        assert_eq!(member.get("/fhir/AuditEvent?patient=p1").await.0, 403);
+        let refused = records(&app)
+            .await
+            .into_iter()
+            .rev()
+            .find(|r| r.status == 403 && r.patient.as_deref() == Some("p1"))
+            .unwrap();
+        assert_eq!(
+            holder
+                .get(&format!("/fhir/AuditEvent/{}", refused.seq))
+                .await
+                .0,
+            404
+        );
+        // A read of an event is itself recorded: the event it showed and its client, not the
+        // clients its query names (a read's path says what it is about).
+        let id = events[0]["id"].as_str().unwrap();
+        let (status, _) = holder
+            .get(&format!(
+                "/fhir/AuditEvent/{id}?patient=p2&subject=Patient/p3"
+            ))
+            .await;
+        assert_eq!(status, 200);
+        let shown = records(&app)
+            .await
+            .into_iter()
+            .rev()
+            .find(|r| r.route == "/fhir/AuditEvent/{id}" && r.status == 200)
+            .unwrap();
+        assert_eq!(shown.action, "audit view");
+        assert_eq!(shown.patient.as_deref(), Some("p1"), "{shown:?}");
+        assert_eq!(shown.resources, Some(format!("AuditEvent/{id}")));
+        // A type with routes of its own, its name sent encoded, reaches the generic routes:
+        // they answer as for a path that is not there, and the record names no client.
+        for (who, path) in [
+            (&member, "/fhir/%41uditEvent?patient=p1".to_string()),
+            (&holder, format!("/fhir/%41uditEvent/{id}")),
+            (&member, "/fhir/%43onsent?patient=p1".to_string()),
+            (&holder, "/fhir/%54ask?patient=p1".to_string()),
+        ] {
+            let (status, body) = who.get(&path).await;
+            assert_eq!(status, 404, "{path}: {body}");
+            let rec = records(&app).await.pop().unwrap();
+            assert_eq!(rec.status, 404, "{path}");
+            assert_eq!(rec.patient, None, "{path}: {rec:?}");
+        }
+        // A method a route does not take, and a type that is not one, name no client either,
+        // credentials or not.
+        for (method, path) in [
+            ("PUT", format!("/fhir/AuditEvent/{id}?patient=p1")),
+            ("GET", "/ingest/ons?patient=p1,p2".to_string()),
+            ("DELETE", "/fhir/Patient/p1?patient=p2".to_string()),
+            ("GET", "/fhir/Nothing?patient=p1".to_string()),
+            ("GET", "/fhir/Nothing/x1?subject=p1".to_string()),
+        ] {
+            for token in [None, Some(&holder.token)] {
+                let mut r = app
+                    .http
+                    .request(method.parse().unwrap(), app.url(&path))
+                    .header("x-portal-user", &holder.id);
+                if let Some(t) = token {
+                    r = r.bearer_auth(t);
+                }
+                let status = r.send().await.unwrap().status().as_u16();
+                assert!(
+                    [401, 404, 405].contains(&status),
+                    "{method} {path}: {status}"
+                );
+                let rec = records(&app).await.pop().unwrap();
+                assert_eq!(rec.status, i64::from(status), "{method} {path}");
+                assert_eq!(rec.patient, None, "{method} {path}: {rec:?}");
+            }
+        }
         // A member cannot read it; nor can anyone without a link; nor bad questions.
         let (status, body) = member.get("/fhir/AuditEvent?patient=p1").await;
         assert_eq!(status, 403, "{body}");

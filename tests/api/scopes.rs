@@ -167,6 +167,7 @@ on_both!(
             "/fhir/_history",
             "/fhir/Consent?patient=p1",
             "/fhir/AuditEvent?patient=p1",
+            "/fhir/AuditEvent/1",
         ] {
             let r = app
                 .http
