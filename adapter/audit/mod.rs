@@ -289,21 +289,45 @@ pub async fn track(State(state): State<AppState>, request: Request, next: Next) 
     // not: valid ids only, a few at most (a stranger must not grow the trail at will).
     let mut named = Note::default();
     let mut name = |id: &str| named.name(id);
+    // The path's segments as the router hands them to the handlers (decoded).
+    let segments: Vec<String> = request
+        .uri()
+        .path()
+        .split('/')
+        .map(|s| {
+            percent_encoding::percent_decode_str(s)
+                .decode_utf8_lossy()
+                .into_owned()
+        })
+        .collect();
+    let resource_type = route
+        .starts_with("/fhir/{type}")
+        .then(|| segments.get(2).map(String::as_str))
+        .flatten();
     // A read of a Patient names it (found or not).
     if route == "/fhir/{type}/{id}"
-        && let Some(id) = request.uri().path().strip_prefix("/fhir/Patient/")
+        && resource_type == Some("Patient")
+        && let Some(id) = segments.get(3)
     {
         name(id);
     }
-    let asked = if names_from_query(&route, &method, request.uri().path()) {
-        query.as_deref().unwrap_or("")
-    } else {
-        ""
-    };
-    for (key, value) in form_urlencoded::parse(asked.as_bytes()) {
-        if matches!(key.as_ref(), "patient" | "subject" | "subject:Patient") {
-            // A list (`patient=a,b`) names each.
-            value.split(',').for_each(&mut name);
+    if names_from_query(&route, &method, resource_type) {
+        for (key, value) in form_urlencoded::parse(query.as_deref().unwrap_or("").as_bytes()) {
+            let about = match key.as_ref() {
+                "patient" | "subject" | "patient:Patient" | "subject:Patient" => true,
+                // A search of Patients by id names them.
+                "_id" => resource_type == Some("Patient"),
+                _ => false,
+            };
+            if about {
+                // A list (`patient=a,b`) names each; a reference as the search reads it
+                // (`Patient/p`, an absolute URL ending so).
+                for v in value.split(',') {
+                    if let Ok(id) = crate::search::params::patient_id(v, &key) {
+                        name(&id);
+                    }
+                }
+            }
         }
     }
     named.draft = Some(Stored {
@@ -372,22 +396,20 @@ pub async fn track(State(state): State<AppState>, request: Request, next: Next) 
     }
 }
 
-/// Whether the clients a request's query names (`patient`, `subject`) are what it is about:
-/// on a search or a list, of a type there is. Not on a path no route has, nor on the generic
-/// routes for a type that is not one as sent (`/fhir/Nothing`, `/fhir/%41uditEvent`), nor where
+/// Whether the clients a request's query names (`patient`, `subject`; a Patient search's
+/// `_id`) are what it is about: on a search or a list (`GET`), of a type there is
+/// (`resource_type`, decoded, on the generic routes). Not on a path no route has, nor where
 /// the query takes no client (a read of one resource: its path says what it is; a push; a
-/// token request). A method the route does not take drops them too ([`nowhere`]).
-fn names_from_query(route: &str, method: &str, path: &str) -> bool {
+/// token request; a write). A method the route does not take drops them too ([`nowhere`]).
+fn names_from_query(route: &str, method: &str, resource_type: Option<&str>) -> bool {
     let a_type = !route.starts_with("/fhir/{type}")
-        || path
-            .strip_prefix("/fhir/")
-            .and_then(|p| p.split('/').next())
-            .is_some_and(crate::fhir::definitions::is_resource_type);
+        || resource_type.is_some_and(crate::fhir::definitions::is_resource_type);
     a_type
+        && method == "GET"
         && route != "unmatched"
         && route != "/auth/token"
         && !route.starts_with("/ingest/")
-        && !(method == "GET" && route.ends_with("/{id}"))
+        && !route.ends_with("/{id}")
 }
 
 /// The current request reached no handler of its route (a method it does not take, a type

@@ -174,6 +174,8 @@ pub async fn search(
             "search": {"mode": mode},
         })
     };
+    audited(&consents);
+    audited(&people);
     let mut entries: Vec<Value> = consents.iter().map(|c| entry(c, "match")).collect();
     entries.extend(people.iter().map(|p| entry(p, "include")));
     let echo: Vec<(String, String)> = q.into_iter().collect();
@@ -199,9 +201,24 @@ pub async fn read(
 ) -> ApiResult<Response> {
     user.scopes.require("Consent", Interaction::Read)?;
     let (consents, _) = visible(&state, &user, None).await?;
-    consents
+    let consent = consents
         .into_iter()
         .find(|c| c["id"] == id.as_str())
-        .map(|c| fhir_json(StatusCode::OK, &c))
-        .ok_or_else(ApiError::not_found)
+        .ok_or_else(ApiError::not_found)?;
+    audited(std::slice::from_ref(&consent));
+    Ok(fhir_json(StatusCode::OK, &consent))
+}
+
+/// Puts what an answer shows into its audit record: each resource, with the client it is
+/// about (a Consent's and a RelatedPerson's `patient`).
+fn audited(resources: &[Value]) {
+    crate::audit::served_all(resources.iter().map(|r| {
+        (
+            r["resourceType"].as_str().unwrap_or_default(),
+            r["id"].as_str().unwrap_or_default(),
+            r["patient"]["reference"]
+                .as_str()
+                .and_then(|p| p.strip_prefix("Patient/")),
+        )
+    }));
 }

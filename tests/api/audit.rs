@@ -1996,3 +1996,84 @@ on_both!(
         assert_eq!(verified(&app).await, Verdict::Intact(recs.len() as u64));
     }
 );
+
+on_both!(
+    a_record_names_the_clients_as_the_search_reads_them,
+    |b| async move {
+        let app = TestApp::spawn(b).await;
+        app.push_ok(&transaction(&[
+            patient("p1"),
+            observation("o1", "p1", "29463-7", "2025-01-01"),
+        ]))
+        .await;
+        app.set_clock("2027-01-01T00:00:00Z").await;
+        let holder = app.holder("h1", "p1").await;
+        let member = app.member(&holder, "m1", "p1", &["metingen"], false).await;
+        let stranger = app.user("stranger").await;
+        let newest = async || records(&app).await.pop().unwrap();
+        // Every form the search takes a client in, by a stranger, without credentials and by
+        // the holder: each names p1.
+        for path in [
+            "/fhir/Observation?patient=http://elsewhere.test/fhir/Patient/p1",
+            "/fhir/Observation?patient:Patient=p1",
+            "/fhir/Observation?subject:Patient=Patient/p1",
+            "/fhir/%4Fbservation?patient=p1",
+            "/fhir/Patient?_id=p1",
+            "/fhir/%50atient/p1",
+            "/fhir/Patient/%70%31",
+        ] {
+            for who in [Some(&stranger), None, Some(&holder)] {
+                let status = match who {
+                    Some(u) => u.get(path).await.0,
+                    None => app
+                        .http
+                        .get(app.url(path))
+                        .send()
+                        .await
+                        .unwrap()
+                        .status()
+                        .as_u16(),
+                };
+                let rec = newest().await;
+                assert_eq!(rec.status, i64::from(status), "{path}");
+                assert_eq!(
+                    rec.patient.as_deref(),
+                    Some("p1"),
+                    "{path} ({status}): {rec:?}"
+                );
+            }
+        }
+        // A write's query is not what it is about.
+        for path in ["/fhir/Task?subject=p1", "/fhir/Communication?patient=p1"] {
+            let r = app
+                .http
+                .post(app.url(path))
+                .body("{}")
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 401);
+            assert_eq!(newest().await.patient, None, "POST {path}");
+        }
+        // A Consent read and search name the client and what they showed.
+        let (status, bundle) = member.get("/fhir/Consent?patient=p1").await;
+        assert_eq!(status, 200, "{bundle}");
+        let id = bundle["entry"][0]["resource"]["id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let rec = newest().await;
+        assert_eq!(rec.patient.as_deref(), Some("p1"));
+        assert!(
+            rec.resources
+                .as_deref()
+                .is_some_and(|r| r.starts_with(&format!("Consent/{id}"))),
+            "{rec:?}"
+        );
+        assert_eq!(member.get(&format!("/fhir/Consent/{id}")).await.0, 200);
+        let rec = newest().await;
+        assert_eq!(rec.patient.as_deref(), Some("p1"));
+        assert_eq!(rec.resources, Some(format!("Consent/{id}")));
+        assert!(matches!(verified(&app).await, Verdict::Intact(_)));
+    }
+);
