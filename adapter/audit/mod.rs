@@ -289,42 +289,44 @@ pub async fn track(State(state): State<AppState>, request: Request, next: Next) 
     // not: valid ids only, a few at most (a stranger must not grow the trail at will).
     let mut named = Note::default();
     let mut name = |id: &str| named.name(id);
-    // The path's segments as the router hands them to the handlers (decoded).
-    let segments: Vec<String> = request
-        .uri()
-        .path()
-        .split('/')
-        .map(|s| {
-            percent_encoding::percent_decode_str(s)
-                .decode_utf8_lossy()
-                .into_owned()
-        })
-        .collect();
-    let resource_type = route
-        .starts_with("/fhir/{type}")
-        .then(|| segments.get(2).map(String::as_str))
-        .flatten();
-    // A read of a Patient names it (found or not).
-    if route == "/fhir/{type}/{id}"
-        && resource_type == Some("Patient")
-        && let Some(id) = segments.get(3)
     {
-        name(id);
-    }
-    if names_from_query(&route, &method, resource_type) {
-        for (key, value) in form_urlencoded::parse(query.as_deref().unwrap_or("").as_bytes()) {
-            let about = match key.as_ref() {
-                "patient" | "subject" | "patient:Patient" | "subject:Patient" => true,
-                // A search of Patients by id names them.
-                "_id" => resource_type == Some("Patient"),
-                _ => false,
-            };
-            if about {
-                // A list (`patient=a,b`) names each; a reference as the search reads it
-                // (`Patient/p`, an absolute URL ending so).
-                for v in value.split(',') {
-                    if let Ok(id) = crate::search::params::patient_id(v, &key) {
-                        name(&id);
+        // The generic routes' type and id as the router hands them to the handlers (decoded;
+        // borrowed when nothing was encoded).
+        let segment = |n: usize| {
+            request
+                .uri()
+                .path()
+                .split('/')
+                .nth(n)
+                .map(|s| percent_encoding::percent_decode_str(s).decode_utf8_lossy())
+        };
+        let resource_type = route
+            .starts_with("/fhir/{type}")
+            .then(|| segment(2))
+            .flatten();
+        let resource_type = resource_type.as_deref();
+        // A read of a Patient names it (found or not).
+        if route == "/fhir/{type}/{id}"
+            && resource_type == Some("Patient")
+            && let Some(id) = segment(3)
+        {
+            name(&id);
+        }
+        if names_from_query(&route, &method, resource_type) {
+            for (key, value) in form_urlencoded::parse(query.as_deref().unwrap_or("").as_bytes()) {
+                let about = match key.as_ref() {
+                    "patient" | "subject" | "patient:Patient" | "subject:Patient" => true,
+                    // A search of Patients by id names them.
+                    "_id" => resource_type == Some("Patient"),
+                    _ => false,
+                };
+                if about {
+                    // A list (`patient=a,b`) names each; a reference as the search reads it
+                    // (`Patient/p`, an absolute URL ending so).
+                    for v in value.split(',') {
+                        if let Ok(id) = crate::search::params::patient_id(v, &key) {
+                            name(&id);
+                        }
                     }
                 }
             }
