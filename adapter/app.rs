@@ -174,7 +174,7 @@ pub fn redact_url(url: &str) -> String {
 }
 
 async fn not_found() -> ApiError {
-    ApiError::new(StatusCode::NOT_FOUND, Reason::NotFound, "no such endpoint")
+    ApiError::no_endpoint()
 }
 
 async fn method_not_allowed() -> ApiError {

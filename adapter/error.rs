@@ -132,6 +132,11 @@ impl ApiError {
         )
     }
 
+    /// 404 for a path the adapter does not serve.
+    pub fn no_endpoint() -> Self {
+        Self::new(StatusCode::NOT_FOUND, Reason::NotFound, "no such endpoint")
+    }
+
     /// 503 without a reason code of its own (the adapter cannot serve now; try again).
     pub fn unavailable(message: impl Into<String>) -> Self {
         Self {

@@ -85,7 +85,6 @@ fn overlaps(param: &[&str], removed: &[&str]) -> bool {
         && !removed.is_empty()
 }
 
-/// `GET /fhir/{type}`.
 /// Types with routes of their own (`/fhir/AuditEvent`, `/fhir/Consent/{id}`, …): the generic
 /// routes reach them only through a name sent encoded (`/fhir/%41uditEvent`), and answer as
 /// for a path that is not there, rather than serve them by the rules of stored resources.
@@ -98,11 +97,7 @@ fn own_route(resource_type: &str, search: bool) -> ApiResult<()> {
     };
     if own.contains(&resource_type) {
         crate::audit::nowhere();
-        return Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            crate::error::Reason::NotFound,
-            "no such endpoint",
-        ));
+        return Err(ApiError::no_endpoint());
     }
     Ok(())
 }
@@ -128,6 +123,7 @@ pub async fn generic_read(
     read(state, user, Path((resource_type, id))).await
 }
 
+/// `GET /fhir/{type}`.
 pub async fn search(
     State(state): State<AppState>,
     user: PortalUser,
