@@ -37,6 +37,12 @@ pub struct Note {
     pub user_id: Option<String>,
     /// The clients (Patient ids) whose data it was, each once.
     pub patients: Vec<String>,
+    /// Valid ids a request named beyond the first [`MAX_NAMED`] (at most [`MAX_OFFERED`],
+    /// repeats included):
+    /// those that are clients are named too when the record is written ([`track`]).
+    pub offered: Vec<String>,
+    /// Whether a request named more valid ids than that: it is refused unread.
+    pub overflowed: bool,
     /// Per client, the resource types of its data served.
     pub types: Vec<(String, Vec<String>)>,
     /// Every resource the answer held, in its order: `Type/id`, the ids of resources of one
@@ -150,14 +156,44 @@ pub fn shows<'a>(patients: impl IntoIterator<Item = &'a str>) {
 }
 
 impl Note {
-    /// Names a client (see [`names`]).
+    /// Names a client (see [`names`]); past the first [`MAX_NAMED`], keeps it aside.
     fn name(&mut self, id: &str) {
         let id = id.trim_start_matches("Patient/");
-        if crate::fhir::reference::is_fhir_id(id)
-            && self.patients.len() < MAX_NAMED
-            && !self.patients.iter().any(|p| p == id)
-        {
+        if !crate::fhir::reference::is_fhir_id(id) || self.patients.iter().any(|p| p == id) {
+            return;
+        }
+        if self.patients.len() < MAX_NAMED {
             self.patients.push(id.to_string());
+        } else if self.offered.len() < MAX_OFFERED {
+            // Repeats count: a search takes no more values, repeated or not.
+            self.offered.push(id.to_string());
+        } else {
+            self.overflowed = true;
+        }
+    }
+
+    /// Names those of the ids kept aside that are clients of the store (a Patient there,
+    /// deleted or not), so that no number of made-up ids in front hides a real one. If the
+    /// store cannot say, names them all.
+    async fn name_offered(&mut self, db: &Db) {
+        if self.offered.is_empty() {
+            return;
+        }
+        let mut offered = std::mem::take(&mut self.offered);
+        let mut seen = std::collections::HashSet::new();
+        offered.retain(|id| seen.insert(id.clone()));
+        let known = match crate::store::clients::known(db, &offered).await {
+            Ok(known) => known,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot tell which named ids are clients: all named");
+                offered.clone()
+            }
+        };
+        let known: std::collections::HashSet<String> = known.into_iter().collect();
+        for id in offered {
+            if known.contains(&id) && !self.patients.contains(&id) {
+                self.patients.push(id);
+            }
         }
     }
 
@@ -206,8 +242,14 @@ pub fn batch_detail(outcomes: &[crate::ingest::Outcome]) -> String {
 /// The characters of its query kept in the record of a request without a known caller.
 const STRANGERS_QUERY: usize = 200;
 
-/// The most clients a request's query may name for its record.
+/// The most clients a request's query names for its record whether they are clients or not.
 const MAX_NAMED: usize = 5;
+
+/// The most ids past [`MAX_NAMED`] looked up for a record: as many as a search takes
+/// ([`crate::search::params::MAX_PARAMS`] parameters of
+/// [`crate::search::params::MAX_VALUES`] values); a longer query is refused by the search
+/// before anything is decided.
+const MAX_OFFERED: usize = crate::search::params::MAX_PARAMS * crate::search::params::MAX_VALUES;
 
 /// Routes that touch no client data and are not recorded.
 const UNRECORDED: &[&str] = &[
@@ -344,30 +386,42 @@ pub async fn track(State(state): State<AppState>, request: Request, next: Next) 
         remote,
         ..Default::default()
     });
+    // A query that names more clients than a search takes is refused before its handler
+    // runs: no client past those looked up for its record is decided on.
+    let overflowed = std::mem::take(&mut named.overflowed);
     let note = Arc::new(Mutex::new(named));
     // The request's deadline, a little before the edge's own (`edge::deadline`), so that a
     // request that runs out of time is answered, and recorded, here.
     let limit = state.config.server.request_timeout;
-    let response = match tokio::time::timeout(
-        limit.saturating_sub(limit / 20),
-        NOTE.scope(note.clone(), next.run(request)),
-    )
-    .await
-    {
-        Ok(response) => response,
-        Err(_) => ApiError::timeout(
-            axum::http::StatusCode::SERVICE_UNAVAILABLE,
-            "the request was not answered within server.request_timeout",
+    let response = if overflowed {
+        ApiError::unknown_parameter(format!(
+            "the query names more than {} clients",
+            MAX_NAMED + MAX_OFFERED
+        ))
+        .into_response()
+    } else {
+        match tokio::time::timeout(
+            limit.saturating_sub(limit / 20),
+            NOTE.scope(note.clone(), next.run(request)),
         )
-        .into_response(),
+        .await
+        {
+            Ok(response) => response,
+            Err(_) => ApiError::timeout(
+                axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                "the request was not answered within server.request_timeout",
+            )
+            .into_response(),
+        }
     };
-    let note = note
+    let mut note = note
         .lock()
         .map(|mut n| std::mem::take(&mut *n))
         .unwrap_or_default();
     if note.recorded == Some(i64::from(response.status().as_u16())) {
         return response;
     }
+    note.name_offered(&state.db).await;
     let proven = note.proven;
     let mut record = note.into_record();
     // A caller no credential vouches for (none sent, or a wrong one: a client only claimed

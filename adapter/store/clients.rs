@@ -174,3 +174,22 @@ pub async fn unblock(db: &Db, patient_id: &str) -> Result<bool, crate::store::Er
         .await?
         > 0)
 }
+
+/// Those of `ids` that are clients here (a Patient of the store, current or deleted): for a
+/// record that must name every client a request tried.
+pub async fn known(db: &Db, ids: &[String]) -> Result<Vec<String>, crate::store::Error> {
+    #[derive(sqlx::FromRow, serde::Deserialize)]
+    struct Row {
+        id: String,
+    }
+    let mut out = Vec::new();
+    // In parts, well below either engine's limit on bound values.
+    for part in ids.chunks(1000) {
+        let mut sql =
+            Sql::new("SELECT fhir_id AS id FROM resources WHERE type = 'Patient' AND fhir_id IN (");
+        sql.bind_list(part.iter().map(String::as_str));
+        sql.push(")");
+        out.extend(db.fetch_all::<Row>(&sql).await?.into_iter().map(|r| r.id));
+    }
+    Ok(out)
+}

@@ -2043,6 +2043,100 @@ on_both!(
                 );
             }
         }
+        // Made-up ids in front do not hide a client: past the first five, every id that is a
+        // client (a Patient here) is named too; the made-up ones are not.
+        let fakes: Vec<String> = (0..40).map(|i| format!("x{i}")).collect();
+        let five = fakes[..5].join(" ");
+        app.push_ok(&transaction(&[patient("p2")])).await; // p2: no one linked
+        for (path, named) in [
+            (
+                format!("/fhir/Observation?patient={},p1", fakes.join(",")),
+                format!("{five} p1"),
+            ),
+            (
+                format!(
+                    "/fhir/Observation?patient={}&subject=Patient/p1,p2",
+                    fakes.join(",")
+                ),
+                format!("{five} p1 p2"),
+            ),
+            (
+                format!("/fhir/Observation?patient={},p1", fakes[..5].join(",")),
+                format!("{five} p1"),
+            ),
+            (
+                format!("/fhir/Observation?patient={}", fakes.join(",")),
+                five.clone(),
+            ),
+        ] {
+            for who in [Some(&stranger), None, Some(&holder)] {
+                match who {
+                    Some(u) => u.get(&path).await.0,
+                    None => app
+                        .http
+                        .get(app.url(&path))
+                        .send()
+                        .await
+                        .unwrap()
+                        .status()
+                        .as_u16(),
+                };
+                let rec = newest().await;
+                assert_eq!(
+                    rec.patient.as_deref(),
+                    Some(named.as_str()),
+                    "{path}: {rec:?}"
+                );
+            }
+        }
+        // As many ids as a search takes are looked up; a query that names more is refused
+        // before its handler runs.
+        let many: Vec<String> = (0..3000).map(|i| format!("x{i}")).collect();
+        let path = format!("/fhir/Observation?patient={},p1", many.join(","));
+        assert_eq!(stranger.get(&path).await.0, 403);
+        let rec = newest().await;
+        assert_eq!(rec.patient, Some(format!("{five} p1")), "{rec:?}");
+        let more: Vec<String> = (3000..3006).map(|i| format!("x{i}")).collect();
+        let path = format!(
+            "/fhir/Observation?patient={}&patient={},p1",
+            many.join(","),
+            more.join(",")
+        );
+        for who in [Some(&stranger), Some(&holder), None] {
+            let (status, body) = match who {
+                Some(u) => u.get(&path).await,
+                None => {
+                    let r = app.http.get(app.url(&path)).send().await.unwrap();
+                    (r.status().as_u16(), r.json().await.unwrap())
+                }
+            };
+            assert_eq!(status, 400, "{body}");
+            assert_eq!(
+                body["issue"][0]["details"]["coding"][0]["code"],
+                "unknown-parameter"
+            );
+            let rec = newest().await;
+            assert_eq!(
+                (rec.status, rec.patient.as_deref()),
+                (400, Some(five.as_str()))
+            );
+        }
+        let r = app
+            .http
+            .get(app.url("/admin/audit?patient=p2&outcome=failure&_count=1000"))
+            .bearer_auth(ADMIN)
+            .send()
+            .await
+            .unwrap();
+        let body: serde_json::Value = r.json().await.unwrap();
+        let found = body["records"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["user_id"] == "stranger")
+            .count();
+        assert_eq!(found, 1, "{body:#}");
+
         // A write's query is not what it is about.
         for path in ["/fhir/Task?subject=p1", "/fhir/Communication?patient=p1"] {
             let r = app
