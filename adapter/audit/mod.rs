@@ -197,6 +197,21 @@ impl Note {
         }
     }
 
+    /// Names the clients whose dossiers `Type/id` has been in (a refused read of it is an
+    /// attempt on each). If the store cannot say, a warning.
+    async fn name_owners(&mut self, db: &Db, resource_type: &str, id: &str) {
+        match crate::store::release::owners(db, resource_type, id).await {
+            Ok(owners) => {
+                for p in owners {
+                    if !self.patients.contains(&p) {
+                        self.patients.push(p);
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot tell whose resource a refused read was"),
+        }
+    }
+
     /// Adds `Type/id` to `resources` (or `,id` after a resource of the same type).
     fn list(&mut self, resource_type: &str, id: &str) {
         let group = self.resources.rfind(' ').map_or(0, |i| i + 1);
@@ -328,9 +343,13 @@ pub async fn track(State(state): State<AppState>, request: Request, next: Next) 
     )
     .map(|ip| ip.to_string());
     // The client a request names (`patient=`, `subject=`) is what it is about, answered or
-    // not: valid ids only, a few at most (a stranger must not grow the trail at will).
+    // not: valid ids only; past the first few, only clients there are ([`Note::name`]), so
+    // that a stranger cannot grow the trail at will nor hide a client behind made-up ids.
     let mut named = Note::default();
     let mut name = |id: &str| named.name(id);
+    // A read of one resource that is refused or not found names the clients it belongs to,
+    // looked up once the answer is known.
+    let mut read_target = None;
     {
         // The generic routes' type and id as the router hands them to the handlers (decoded;
         // borrowed when nothing was encoded).
@@ -349,10 +368,23 @@ pub async fn track(State(state): State<AppState>, request: Request, next: Next) 
         let resource_type = resource_type.as_deref();
         // A read of a Patient names it (found or not).
         if route == "/fhir/{type}/{id}"
-            && resource_type == Some("Patient")
             && let Some(id) = segment(3)
         {
-            name(&id);
+            match resource_type {
+                Some("Patient") => name(&id),
+                Some(t) if crate::fhir::definitions::is_resource_type(t) => {
+                    read_target = Some((t.to_string(), id.into_owned()));
+                }
+                _ => {}
+            }
+        }
+        let own_read = match route.as_str() {
+            "/fhir/Communication/{id}" => Some("Communication"),
+            "/fhir/Task/{id}" => Some("Task"),
+            _ => None,
+        };
+        if let (Some(t), Some(id)) = (own_read, segment(3)) {
+            read_target = Some((t.to_string(), id.into_owned()));
         }
         if names_from_query(&route, &method, resource_type) {
             for (key, value) in form_urlencoded::parse(query.as_deref().unwrap_or("").as_bytes()) {
@@ -421,7 +453,19 @@ pub async fn track(State(state): State<AppState>, request: Request, next: Next) 
     if note.recorded == Some(i64::from(response.status().as_u16())) {
         return response;
     }
+    // A caller no credential vouches for names only clients there are: a stranger cannot
+    // grow the trail with made-up ids.
+    if !note.proven {
+        let named = std::mem::take(&mut note.patients);
+        note.offered.splice(0..0, named);
+    }
     note.name_offered(&state.db).await;
+    if let Some((resource_type, id)) = read_target
+        && response.status().is_client_error()
+        && crate::fhir::reference::is_fhir_id(&id)
+    {
+        note.name_owners(&state.db, &resource_type, &id).await;
+    }
     let proven = note.proven;
     let mut record = note.into_record();
     // A caller no credential vouches for (none sent, or a wrong one: a client only claimed
@@ -453,7 +497,8 @@ pub async fn track(State(state): State<AppState>, request: Request, next: Next) 
 }
 
 /// Whether the clients a request's query names (`patient`, `subject`; a Patient search's
-/// `_id`) are what it is about: on a search or a list (`GET`), of a type there is
+/// `_id`) are what it is about: on a search or a list (`GET`, or `HEAD`, which runs the same
+/// handler), of a type there is
 /// (`resource_type`, decoded, on the generic routes). Not on a path no route has, nor where
 /// the query takes no client (a read of one resource: its path says what it is; a push; a
 /// token request; a write). A method the route does not take drops them too ([`nowhere`]).
@@ -461,7 +506,7 @@ fn names_from_query(route: &str, method: &str, resource_type: Option<&str>) -> b
     let a_type = !route.starts_with("/fhir/{type}")
         || resource_type.is_some_and(crate::fhir::definitions::is_resource_type);
     a_type
-        && method == "GET"
+        && (method == "GET" || method == "HEAD")
         && route != "unmatched"
         && route != "/auth/token"
         && !route.starts_with("/ingest/")

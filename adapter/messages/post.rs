@@ -48,9 +48,13 @@ pub async fn post(
 ) -> ApiResult<Response> {
     user.scopes.require("Communication", Interaction::Create)?;
     let value = crate::body::json_body(&headers, body, state.config.limits.max_body_bytes).await?;
+    // The client a message is about is named in its record, whoever sends it.
+    let patient = subject(&value);
+    if let Ok(p) = &patient {
+        crate::audit::names(p);
+    }
     let decision = access::decide_for(&state, &user).await?;
-    let patient = subject(&value)?;
-    crate::audit::note(|n| n.patients.push(patient.clone()));
+    let patient = patient?;
     // A client the user is linked to but may not see now: 403 with the reason; one they are
     // not linked to: the message names a wrong subject.
     access::refuse_named(&decision, [patient.as_str()])?;
@@ -244,14 +248,12 @@ pub async fn read(
     };
     // The sender's own message, under the same decision as everything else: a user blocked,
     // or no longer allowed to see the client, sees it no more.
+    crate::audit::names(&m.patient_id);
     let decision = access::decide_for(&state, &user).await?;
     if access::require(&decision, &m.patient_id).is_err() {
         return Err(ApiError::not_found());
     }
-    crate::audit::note(|n| {
-        n.patients = vec![m.patient_id.clone()];
-        n.resources = format!("Communication/{id}");
-    });
+    crate::audit::note(|n| n.resources = format!("Communication/{id}"));
     Ok(fhir_json(StatusCode::OK, &senders_view(&m)))
 }
 

@@ -408,13 +408,12 @@ pub async fn read(
     let Some(request) = store::get(&state.db, &id).await? else {
         return crate::serve::read::read(State(state), user, Path(("Task".into(), id))).await;
     };
+    // The client whose request it is, named whoever asks.
+    crate::audit::names(&request.patient_id);
     let decision = access::decide_for(&state, &user).await?;
     if access::holding(&decision, &request.patient_id).is_none() {
         return Err(ApiError::not_found());
     }
-    crate::audit::note(|n| {
-        n.patients = vec![request.patient_id.clone()];
-        n.resources = format!("Task/{id}");
-    });
+    crate::audit::note(|n| n.resources = format!("Task/{id}"));
     Ok(fhir_json(StatusCode::OK, &task(&request)))
 }

@@ -77,6 +77,8 @@ pub async fn redeem(
                 "this code is not known; check it or ask for a new one",
             )
         })?;
+    // The client the code is for, named whether it links or not.
+    crate::audit::names(&stored.patient_id);
     if stored.used_at.is_some() {
         return Err(ApiError::new(
             StatusCode::CONFLICT,

@@ -24,9 +24,13 @@ async fn as_holder(
     user: &PortalUser,
     patient: &str,
 ) -> ApiResult<(String, i64, i64)> {
+    let parsed = crate::search::params::patient_id(patient, "patient");
+    if let Ok(p) = &parsed {
+        crate::audit::names(p);
+    }
     let decision = access::decide_for(state, user).await?;
-    let patient = crate::search::params::patient_id(patient, "patient")
-        .map_err(|_| ApiError::invalid(format!("`{patient}` is not Patient/id")))?;
+    let patient =
+        parsed.map_err(|_| ApiError::invalid(format!("`{patient}` is not Patient/id")))?;
     let link = access::require_holder(&decision, &patient, "manages the network")?.link_id;
     Ok((patient, link, decision.user_id))
 }
@@ -230,12 +234,16 @@ pub async fn uninvite(
     user: PortalUser,
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
-    let decision = access::decide_for(&state, &user).await?;
-    let now = to_micros(state.clock.now());
+    // The client whose invitation it is, named whoever asks.
     let code = accounts::code_by_id(&state.db, &id)
         .await?
-        .filter(|c| c.kind == "invitation")
-        .ok_or_else(ApiError::not_found)?;
+        .filter(|c| c.kind == "invitation");
+    if let Some(c) = &code {
+        crate::audit::names(&c.patient_id);
+    }
+    let decision = access::decide_for(&state, &user).await?;
+    let now = to_micros(state.clock.now());
+    let code = code.ok_or_else(ApiError::not_found)?;
     let holder = access::holding(&decision, &code.patient_id).ok_or_else(ApiError::not_found)?;
     let open = accounts::open_invitations(&state.db, &code.patient_id, now).await?;
     if !open.iter().any(|c| c.id == code.id) {
@@ -272,12 +280,18 @@ async fn member_link(
     user: &PortalUser,
     id: &str,
 ) -> ApiResult<(accounts::LinkRow, i64)> {
+    // The client whose grant it is, named whoever asks.
+    let link = match id.parse::<i64>() {
+        Ok(id) => accounts::link(&state.db, id)
+            .await?
+            .filter(|l| l.role == Role::Member && l.ended_at.is_none()),
+        Err(_) => None,
+    };
+    if let Some(l) = &link {
+        crate::audit::names(&l.patient_id);
+    }
     let decision = access::decide_for(state, user).await?;
-    let id: i64 = id.parse().map_err(|_| ApiError::not_found())?;
-    let link = accounts::link(&state.db, id)
-        .await?
-        .filter(|l| l.role == Role::Member && l.ended_at.is_none())
-        .ok_or_else(ApiError::not_found)?;
+    let link = link.ok_or_else(ApiError::not_found)?;
     match access::holding(&decision, &link.patient_id) {
         Some(_) => Ok((link, decision.user_id)),
         None => Err(ApiError::not_found()),

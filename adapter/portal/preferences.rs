@@ -27,9 +27,13 @@ pub struct PreferencesRequest {
 
 /// The holder's access to `patient`, or why not.
 async fn holder_of(state: &AppState, user: &PortalUser, patient: &str) -> ApiResult<(String, i64)> {
+    let parsed = crate::search::params::patient_id(patient, "patient");
+    if let Ok(p) = &parsed {
+        crate::audit::names(p);
+    }
     let decision = access::decide_for(state, user).await?;
-    let patient = crate::search::params::patient_id(patient, "patient")
-        .map_err(|_| ApiError::invalid(format!("`{patient}` is not Patient/id")))?;
+    let patient =
+        parsed.map_err(|_| ApiError::invalid(format!("`{patient}` is not Patient/id")))?;
     access::require_holder(&decision, &patient, "decides this")?;
     Ok((patient, decision.user_id))
 }

@@ -3,6 +3,7 @@
 
 use crate::helpers::*;
 use crate::on_both;
+use serde_json::{Value, json};
 use sluis::audit::chain::{Verdict, verify};
 use sluis::store::{Db, Sql};
 
@@ -1125,8 +1126,11 @@ on_both!(
     what_a_query_names_cannot_break_or_swell_the_trail,
     |b| async move {
         let app = TestApp::spawn(b).await;
+        app.push_ok(&transaction(&[patient("p1"), patient("p2"), patient("p3")]))
+            .await;
+        let before = records(&app).await.len();
         // Ids with spaces, lists, repeats, and many of them: each request still answered (and
-        // recorded), with a few valid ids at most.
+        // recorded), naming only clients there are (no credential vouches for the caller).
         let many: String = (0..200).map(|i| format!("patient=x{i:05}&")).collect();
         let mut load = Vec::new();
         for path in [
@@ -1145,8 +1149,16 @@ on_both!(
         for t in load {
             assert_eq!(t.await.unwrap(), 401);
         }
-        let recs = records(&app).await;
+        let recs = records(&app).await.split_off(before);
         assert_eq!(recs.len(), 20);
+        assert!(
+            recs.iter()
+                .filter(|r| r
+                    .query
+                    .as_deref()
+                    .is_some_and(|q| q.starts_with("patient=x")))
+                .all(|r| r.patient.is_none())
+        );
         for r in &recs {
             let named: Vec<&str> = r
                 .patient
@@ -1224,7 +1236,7 @@ on_both!(
         }
         assert_eq!(strangers[2].client_id.as_deref(), Some(PORTAL.0));
         assert_eq!(strangers[2].query.as_deref().map(str::len), Some(200));
-        assert_eq!(verified(&app).await, Verdict::Intact(24));
+        assert_eq!(verified(&app).await, Verdict::Intact(24 + before as u64));
     }
 );
 
@@ -2004,6 +2016,9 @@ on_both!(
         app.push_ok(&transaction(&[
             patient("p1"),
             observation("o1", "p1", "29463-7", "2025-01-01"),
+            json!({"resourceType": "Communication", "id": "c1", "status": "completed",
+                   "subject": {"reference": "Patient/p1"}, "sent": "2025-01-01T10:00:00Z",
+                   "payload": [{"contentString": "Uitleg"}]}),
         ]))
         .await;
         app.set_clock("2027-01-01T00:00:00Z").await;
@@ -2044,7 +2059,15 @@ on_both!(
             }
         }
         // Made-up ids in front do not hide a client: past the first five, every id that is a
-        // client (a Patient here) is named too; the made-up ones are not.
+        // client (a Patient here) is named too; the made-up ones are not. A caller without
+        // a credential names only clients there are.
+        let real = |who: Option<&User>, named: &str| -> Option<String> {
+            let words: Vec<&str> = named
+                .split(' ')
+                .filter(|w| who.is_some() || ["p1", "p2"].contains(w))
+                .collect();
+            (!words.is_empty()).then(|| words.join(" "))
+        };
         let fakes: Vec<String> = (0..40).map(|i| format!("x{i}")).collect();
         let five = fakes[..5].join(" ");
         app.push_ok(&transaction(&[patient("p2")])).await; // p2: no one linked
@@ -2082,11 +2105,7 @@ on_both!(
                         .as_u16(),
                 };
                 let rec = newest().await;
-                assert_eq!(
-                    rec.patient.as_deref(),
-                    Some(named.as_str()),
-                    "{path}: {rec:?}"
-                );
+                assert_eq!(rec.patient, real(who, &named), "{path}: {rec:?}");
             }
         }
         // As many ids as a search takes are looked up; a query that names more is refused
@@ -2115,11 +2134,9 @@ on_both!(
                 body["issue"][0]["details"]["coding"][0]["code"],
                 "unknown-parameter"
             );
+            // Refused before its credential is looked at: only clients there are are named.
             let rec = newest().await;
-            assert_eq!(
-                (rec.status, rec.patient.as_deref()),
-                (400, Some(five.as_str()))
-            );
+            assert_eq!((rec.status, rec.patient), (400, None));
         }
         let r = app
             .http
@@ -2137,6 +2154,143 @@ on_both!(
             .count();
         assert_eq!(found, 1, "{body:#}");
 
+        // A HEAD runs the search as a GET does, and names what it names.
+        for who in [Some(&stranger), None, Some(&holder)] {
+            let mut r = app
+                .http
+                .head(app.url("/fhir/Observation?patient=x1,x2,x3,x4,x5,p1"));
+            if let Some(u) = who {
+                r = r.bearer_auth(&u.token).header("x-portal-user", &u.id);
+            }
+            let status = r.send().await.unwrap().status().as_u16();
+            let rec = newest().await;
+            assert_eq!(
+                (rec.method.as_str(), rec.status),
+                ("HEAD", i64::from(status))
+            );
+            assert_eq!(rec.patient, real(who, "x1 x2 x3 x4 x5 p1"), "{rec:?}");
+        }
+        // A refused read of one resource is an attempt on its client; a resource that is not
+        // there names no one.
+        for path in [
+            "/fhir/Observation/o1",
+            "/fhir/%4Fbservation/o1",
+            "/fhir/Communication/c1",
+            "/fhir/Observation/nope",
+        ] {
+            for who in [Some(&stranger), None] {
+                let status = match who {
+                    Some(u) => u.get(path).await.0,
+                    None => app
+                        .http
+                        .get(app.url(path))
+                        .send()
+                        .await
+                        .unwrap()
+                        .status()
+                        .as_u16(),
+                };
+                assert!(status >= 400, "{path}: {status}");
+                let rec = newest().await;
+                let owner = (!path.ends_with("nope")).then(|| "p1".to_string());
+                assert_eq!(rec.patient, owner, "{path}: {rec:?}");
+            }
+        }
+        // The client a request's body or the object it addresses belongs to is named, the
+        // refused request's too.
+        let (_, grants) = holder.get("/portal/grants?patient=p1").await;
+        let grant = match &grants["grants"][0]["id"] {
+            Value::String(id) => id.clone(),
+            id => id.to_string(),
+        };
+        assert_ne!(grant, "null", "{grants}");
+        let (status, invitation) = holder
+            .post(
+                "/portal/invitations",
+                &json!({"patient": "Patient/p1", "sections": ["metingen"], "name": "Jo",
+                        "relationship": "SIS"}),
+            )
+            .await;
+        assert_eq!(status, 201, "{invitation}");
+        assert_eq!(newest().await.patient.as_deref(), Some("p1"));
+        let (_, open) = holder.get("/portal/invitations?patient=p1").await;
+        let invitation = match &open["invitations"][0]["id"] {
+            Value::String(id) => id.clone(),
+            id => id.to_string(),
+        };
+        assert_ne!(invitation, "null", "{open}");
+        let (status, task) = holder
+            .post(
+                "/fhir/Task",
+                &json!({"resourceType": "Task", "status": "requested", "intent": "order",
+                        "for": {"reference": "Patient/p1"},
+                        "code": {"coding": [{"system": "urn:sluis:request", "code": "addition"}]},
+                        "description": "graag aanvullen"}),
+            )
+            .await;
+        assert_eq!(status, 201, "{task}");
+        let task = task["id"].as_str().unwrap().to_string();
+        let attempts: Vec<(&str, String, Option<Value>)> = vec![
+            ("GET", format!("/fhir/Task/{task}"), None),
+            (
+                "POST",
+                "/portal/invitations".into(),
+                Some(
+                    json!({"patient": "p1", "sections": ["metingen"], "name": "X",
+                            "relationship": "SIS"}),
+                ),
+            ),
+            (
+                "PUT",
+                "/portal/preferences".into(),
+                Some(json!({"patient": "p1", "immediate_sections": []})),
+            ),
+            (
+                "POST",
+                "/fhir/Communication".into(),
+                Some(
+                    json!({"resourceType": "Communication", "status": "completed",
+                            "subject": {"reference": "Patient/p1"},
+                            "payload": [{"contentString": "hallo"}]}),
+                ),
+            ),
+            (
+                "PATCH",
+                format!("/portal/grants/{grant}"),
+                Some(json!({"can_post": true})),
+            ),
+            ("DELETE", format!("/portal/grants/{grant}"), None),
+            ("DELETE", format!("/portal/invitations/{invitation}"), None),
+        ];
+        for (method, path, body) in &attempts {
+            let mut r = app
+                .http
+                .request(method.parse().unwrap(), app.url(path))
+                .bearer_auth(&stranger.token)
+                .header("x-portal-user", &stranger.id);
+            if let Some(b) = body {
+                r = r.json(b);
+            }
+            let status = r.send().await.unwrap().status().as_u16();
+            assert!(status >= 400, "{method} {path}: {status}");
+            let rec = newest().await;
+            assert_eq!(
+                rec.patient.as_deref(),
+                Some("p1"),
+                "{method} {path}: {rec:?}"
+            );
+        }
+        // A redeemed code names its client.
+        let linking: Vec<_> = records(&app)
+            .await
+            .into_iter()
+            .filter(|r| r.route == "/portal/link")
+            .collect();
+        assert!(!linking.is_empty());
+        assert!(
+            linking.iter().all(|r| r.patient.as_deref() == Some("p1")),
+            "{linking:?}"
+        );
         // A write's query is not what it is about.
         for path in ["/fhir/Task?subject=p1", "/fhir/Communication?patient=p1"] {
             let r = app
