@@ -2026,6 +2026,20 @@ on_both!(
         let member = app.member(&holder, "m1", "p1", &["metingen"], false).await;
         let stranger = app.user("stranger").await;
         let newest = async || records(&app).await.pop().unwrap();
+        // A GET as a portal user, or without any credential.
+        let status_as = async |who: Option<&User>, path: &str| -> u16 {
+            match who {
+                Some(u) => u.get(path).await.0,
+                None => app
+                    .http
+                    .get(app.url(path))
+                    .send()
+                    .await
+                    .unwrap()
+                    .status()
+                    .as_u16(),
+            }
+        };
         // Every form the search takes a client in, by a stranger, without credentials and by
         // the holder: each names p1.
         for path in [
@@ -2038,17 +2052,7 @@ on_both!(
             "/fhir/Patient/%70%31",
         ] {
             for who in [Some(&stranger), None, Some(&holder)] {
-                let status = match who {
-                    Some(u) => u.get(path).await.0,
-                    None => app
-                        .http
-                        .get(app.url(path))
-                        .send()
-                        .await
-                        .unwrap()
-                        .status()
-                        .as_u16(),
-                };
+                let status = status_as(who, path).await;
                 let rec = newest().await;
                 assert_eq!(rec.status, i64::from(status), "{path}");
                 assert_eq!(
@@ -2093,17 +2097,7 @@ on_both!(
             ),
         ] {
             for who in [Some(&stranger), None, Some(&holder)] {
-                match who {
-                    Some(u) => u.get(&path).await.0,
-                    None => app
-                        .http
-                        .get(app.url(&path))
-                        .send()
-                        .await
-                        .unwrap()
-                        .status()
-                        .as_u16(),
-                };
+                status_as(who, &path).await;
                 let rec = newest().await;
                 assert_eq!(rec.patient, real(who, &named), "{path}: {rec:?}");
             }
@@ -2179,17 +2173,7 @@ on_both!(
             "/fhir/Observation/nope",
         ] {
             for who in [Some(&stranger), None] {
-                let status = match who {
-                    Some(u) => u.get(path).await.0,
-                    None => app
-                        .http
-                        .get(app.url(path))
-                        .send()
-                        .await
-                        .unwrap()
-                        .status()
-                        .as_u16(),
-                };
+                let status = status_as(who, path).await;
                 assert!(status >= 400, "{path}: {status}");
                 let rec = newest().await;
                 let owner = (!path.ends_with("nope")).then(|| "p1".to_string());
