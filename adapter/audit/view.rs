@@ -85,9 +85,16 @@ pub async fn read(
         .ok()
         .filter(|s| *s > 0 && s.to_string() == id)
         .ok_or_else(ApiError::not_found)?;
-    let decision = access::decide_for(&state, &user).await?;
     crate::audit::flushed(&state).await?;
-    for (_, patient, _) in patients_between(&state.db, seq, seq).await? {
+    let clients = patients_between(&state.db, seq, seq).await?;
+    // A refused read names the clients the event is about: an attempt on their trail.
+    let refused = |e: ApiError| {
+        crate::audit::shows(clients.iter().map(|(_, p, _)| p.as_str()));
+        e
+    };
+    let decision = access::decide_for(&state, &user).await.map_err(refused)?;
+    for (_, patient, _) in &clients {
+        let patient = patient.clone();
         if access::holding(&decision, &patient).is_none() {
             continue;
         }
@@ -99,7 +106,7 @@ pub async fn read(
             ));
         }
     }
-    Err(ApiError::not_found())
+    Err(refused(ApiError::not_found()))
 }
 
 /// Who, as the holder knows them.

@@ -239,16 +239,19 @@ pub async fn read(
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
     user.scopes.require("Communication", Interaction::Read)?;
-    let own = store::get(&state.db, &id)
-        .await?
-        .filter(|m| m.client_id == user.client_id && m.external_id == user.external_id);
+    let found = store::get(&state.db, &id).await?;
+    // A portal user's message names its client whoever asks (a refused read of it is an
+    // attempt on that client's data).
+    if let Some(m) = &found {
+        crate::audit::names(&m.patient_id);
+    }
+    let own = found.filter(|m| m.client_id == user.client_id && m.external_id == user.external_id);
     let Some(m) = own else {
         return crate::serve::read::read(State(state), user, Path(("Communication".into(), id)))
             .await;
     };
     // The sender's own message, under the same decision as everything else: a user blocked,
     // or no longer allowed to see the client, sees it no more.
-    crate::audit::names(&m.patient_id);
     let decision = access::decide_for(&state, &user).await?;
     if access::require(&decision, &m.patient_id).is_err() {
         return Err(ApiError::not_found());

@@ -2264,6 +2264,35 @@ on_both!(
                 "{method} {path}: {rec:?}"
             );
         }
+        // A message a user sent, and an audit event, name their client when another reads
+        // them and is refused.
+        let (status, message) = holder
+            .post(
+                "/fhir/Communication",
+                &json!({"resourceType": "Communication",
+                        "subject": {"reference": "Patient/p1"},
+                        "payload": [{"contentString": "hallo"}]}),
+            )
+            .await;
+        assert_eq!(status, 201, "{message}");
+        let message = message["id"].as_str().unwrap().to_string();
+        let looked = records(&app)
+            .await
+            .into_iter()
+            .rfind(|r| r.status == 200 && r.action == "read" && r.patient.as_deref() == Some("p1"))
+            .unwrap()
+            .seq;
+        for path in [
+            format!("/fhir/Communication/{message}"),
+            format!("/fhir/AuditEvent/{looked}"),
+        ] {
+            for who in [Some(&stranger), Some(&member)] {
+                let status = status_as(who, &path).await;
+                assert!(status >= 400, "{path}: {status}");
+                let rec = newest().await;
+                assert_eq!(rec.patient.as_deref(), Some("p1"), "{path}: {rec:?}");
+            }
+        }
         // A redeemed code names its client.
         let linking: Vec<_> = records(&app)
             .await
