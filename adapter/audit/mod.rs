@@ -38,8 +38,8 @@ pub struct Note {
     /// The clients (Patient ids) whose data it was, each once.
     pub patients: Vec<String>,
     /// Valid ids a request named beyond the first [`MAX_NAMED`] (at most [`MAX_OFFERED`],
-    /// repeats included):
-    /// those that are clients are named too when the record is written ([`track`]).
+    /// repeats included): those that are clients are named too when the record is written
+    /// ([`track`]).
     pub offered: Vec<String>,
     /// Whether a request named more valid ids than that: it is refused unread.
     pub overflowed: bool,
@@ -262,8 +262,8 @@ const MAX_NAMED: usize = 5;
 
 /// The most ids past [`MAX_NAMED`] looked up for a record: as many as a search takes
 /// ([`crate::search::params::MAX_PARAMS`] parameters of
-/// [`crate::search::params::MAX_VALUES`] values); a longer query is refused by the search
-/// before anything is decided.
+/// [`crate::search::params::MAX_VALUES`] values); a query that names more is refused here,
+/// before its handler runs.
 const MAX_OFFERED: usize = crate::search::params::MAX_PARAMS * crate::search::params::MAX_VALUES;
 
 /// Routes that touch no client data and are not recorded.
