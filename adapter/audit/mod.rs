@@ -190,10 +190,15 @@ impl Note {
             }
         };
         let known: std::collections::HashSet<String> = known.into_iter().collect();
-        for id in offered {
-            if known.contains(&id) && !self.patients.contains(&id) {
-                self.patients.push(id);
-            }
+        for id in offered.into_iter().filter(|id| known.contains(id)) {
+            self.add(id);
+        }
+    }
+
+    /// Names a client the store knows (unchecked, uncapped), once.
+    fn add(&mut self, patient: String) {
+        if !self.patients.contains(&patient) {
+            self.patients.push(patient);
         }
     }
 
@@ -201,13 +206,7 @@ impl Note {
     /// attempt on each). If the store cannot say, a warning.
     async fn name_owners(&mut self, db: &Db, resource_type: &str, id: &str) {
         match crate::store::release::owners(db, resource_type, id).await {
-            Ok(owners) => {
-                for p in owners {
-                    if !self.patients.contains(&p) {
-                        self.patients.push(p);
-                    }
-                }
-            }
+            Ok(owners) => owners.into_iter().for_each(|p| self.add(p)),
             Err(e) => tracing::warn!(error = %e, "cannot tell whose resource a refused read was"),
         }
     }
