@@ -155,6 +155,35 @@ pub fn shows<'a>(patients: impl IntoIterator<Item = &'a str>) {
     });
 }
 
+/// The clients `Type/id` belongs to: see [`Note::name_owners`].
+async fn owners(
+    db: &Db,
+    resource_type: &str,
+    id: &str,
+) -> Result<Vec<String>, crate::store::Error> {
+    let mut owners = crate::store::release::owners(db, resource_type, id).await?;
+    let link = match resource_type {
+        "Consent" => id.strip_prefix("grant-"),
+        "RelatedPerson" => id.strip_prefix("sluis-link-"),
+        _ => None,
+    }
+    .and_then(|n| n.parse::<i64>().ok());
+    let own = match (resource_type, link) {
+        (_, Some(n)) => crate::store::accounts::link(db, n)
+            .await?
+            .map(|l| l.patient_id),
+        ("Communication", _) => crate::store::messages::get(db, id)
+            .await?
+            .map(|m| m.patient_id),
+        ("Task", _) => crate::store::requests::get(db, id)
+            .await?
+            .map(|r| r.patient_id),
+        _ => None,
+    };
+    owners.extend(own);
+    Ok(owners)
+}
+
 impl Note {
     /// Names a client (see [`names`]); past the first [`MAX_NAMED`], keeps it aside.
     fn name(&mut self, id: &str) {
@@ -203,9 +232,11 @@ impl Note {
     }
 
     /// Names the clients whose dossiers `Type/id` has been in (a refused read of it is an
-    /// attempt on each). If the store cannot say, a warning.
+    /// attempt on each): a stored resource's, and for the portal's own objects the client of
+    /// the grant or link (`Consent/grant-N`, `RelatedPerson/sluis-link-N`), message
+    /// (`Communication`) or request (`Task`). If the store cannot say, a warning.
     async fn name_owners(&mut self, db: &Db, resource_type: &str, id: &str) {
-        match crate::store::release::owners(db, resource_type, id).await {
+        match owners(db, resource_type, id).await {
             Ok(owners) => owners.into_iter().for_each(|p| self.add(p)),
             Err(e) => tracing::warn!(error = %e, "cannot tell whose resource a refused read was"),
         }
@@ -370,7 +401,12 @@ pub async fn track(State(state): State<AppState>, request: Request, next: Next) 
             && let Some(id) = segment(3)
         {
             match resource_type {
-                Some("Patient") => name(&id),
+                // Named found or not; a refusal before its handler (a method the route does
+                // not take) names it again as the clients a refused read names.
+                Some("Patient") => {
+                    name(&id);
+                    read_target = Some(("Patient".to_string(), id.into_owned()));
+                }
                 Some(t) if crate::fhir::definitions::is_resource_type(t) => {
                     read_target = Some((t.to_string(), id.into_owned()));
                 }
@@ -380,6 +416,7 @@ pub async fn track(State(state): State<AppState>, request: Request, next: Next) 
         let own_read = match route.as_str() {
             "/fhir/Communication/{id}" => Some("Communication"),
             "/fhir/Task/{id}" => Some("Task"),
+            "/fhir/Consent/{id}" => Some("Consent"),
             _ => None,
         };
         if let (Some(t), Some(id)) = (own_read, segment(3)) {

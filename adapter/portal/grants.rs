@@ -280,16 +280,16 @@ async fn member_link(
     user: &PortalUser,
     id: &str,
 ) -> ApiResult<(accounts::LinkRow, i64)> {
-    // The client whose grant it is, named whoever asks.
+    // The client whose link it is (a grant, ended or not, or another role's link), named
+    // whoever asks.
     let link = match id.parse::<i64>() {
-        Ok(id) => accounts::link(&state.db, id)
-            .await?
-            .filter(|l| l.role == Role::Member && l.ended_at.is_none()),
+        Ok(id) => accounts::link(&state.db, id).await?,
         Err(_) => None,
     };
     if let Some(l) = &link {
         crate::audit::names(&l.patient_id);
     }
+    let link = link.filter(|l| l.role == Role::Member && l.ended_at.is_none());
     let decision = access::decide_for(state, user).await?;
     let link = link.ok_or_else(ApiError::not_found)?;
     match access::holding(&decision, &link.patient_id) {

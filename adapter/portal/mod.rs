@@ -32,6 +32,11 @@ pub async fn link(
     user: PortalUser,
     Json(req): Json<LinkRequest>,
 ) -> ApiResult<Response> {
+    // The client the code is for is named before any refusal (a blocked or under-age user's
+    // attempt is one on that client too); [`codes::redeem`] decides on the code.
+    if let Some(code) = accounts::code(&state.db, &codes::hash_code(&req.code)).await? {
+        crate::audit::names(&code.patient_id);
+    }
     crate::access::require_not_blocked(&state, &user).await?;
     let birth_date = NaiveDate::parse_from_str(req.birth_date.trim(), "%Y-%m-%d")
         .map_err(|_| ApiError::invalid("birth_date must be a date written YYYY-MM-DD"))?;

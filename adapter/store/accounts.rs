@@ -137,6 +137,17 @@ pub async fn insert_code(db: &Db, c: &NewCode<'_>) -> Result<String, crate::stor
     Ok(id)
 }
 
+/// The code with this hash (unlocked: to name its client, not to redeem it).
+pub async fn code(db: &Db, code_hash: &str) -> Result<Option<Code>, crate::store::Error> {
+    db.fetch_optional(
+        &Sql::new(format!(
+            "SELECT {CODE_COLUMNS} FROM codes WHERE code_hash = $1"
+        ))
+        .arg(code_hash),
+    )
+    .await
+}
+
 /// The code with this hash, locked for redemption on PostgreSQL.
 pub async fn code_for_update(
     tx: &mut Tx,

@@ -1041,14 +1041,19 @@ on_both!(
             assert_eq!(rec.status, 404, "{path}");
             assert_eq!(rec.patient, None, "{path}: {rec:?}");
         }
-        // A method a route does not take, and a type that is not one, name no client either,
-        // credentials or not.
-        for (method, path) in [
-            ("PUT", format!("/fhir/AuditEvent/{id}?patient=p1")),
-            ("GET", "/ingest/ons?patient=p1,p2".to_string()),
-            ("DELETE", "/fhir/Patient/p1?patient=p2".to_string()),
-            ("GET", "/fhir/Nothing?patient=p1".to_string()),
-            ("GET", "/fhir/Nothing/x1?subject=p1".to_string()),
+        // A method a route does not take, and a type that is not one, name no client from
+        // their query either, credentials or not; a client's own path names that client (an
+        // attempt on its data).
+        for (method, path, named) in [
+            ("PUT", format!("/fhir/AuditEvent/{id}?patient=p1"), None),
+            ("GET", "/ingest/ons?patient=p1,p2".to_string(), None),
+            (
+                "DELETE",
+                "/fhir/Patient/p1?patient=p2".to_string(),
+                Some("p1"),
+            ),
+            ("GET", "/fhir/Nothing?patient=p1".to_string(), None),
+            ("GET", "/fhir/Nothing/x1?subject=p1".to_string(), None),
         ] {
             for token in [None, Some(&holder.token)] {
                 let mut r = app
@@ -1065,7 +1070,7 @@ on_both!(
                 );
                 let rec = records(&app).await.pop().unwrap();
                 assert_eq!(rec.status, i64::from(status), "{method} {path}");
-                assert_eq!(rec.patient, None, "{method} {path}: {rec:?}");
+                assert_eq!(rec.patient.as_deref(), named, "{method} {path}: {rec:?}");
             }
         }
         // A member cannot read it; nor can anyone without a link; nor bad questions.
@@ -2334,6 +2339,120 @@ on_both!(
         let rec = newest().await;
         assert_eq!(rec.patient.as_deref(), Some("p1"));
         assert_eq!(rec.resources, Some(format!("Consent/{id}")));
+
+        // The portal's own objects, read by id and refused, name their client: a grant's
+        // Consent and RelatedPerson, a message and a request read without a credential. One
+        // that is not there names no one.
+        let (_, me) = holder.get("/portal/me").await;
+        let holder_link = me["clients"][0]["link"].as_str().unwrap().to_string();
+        for (path, owner) in [
+            (format!("/fhir/Consent/grant-{grant}"), Some("p1")),
+            (
+                format!("/fhir/RelatedPerson/sluis-link-{grant}"),
+                Some("p1"),
+            ),
+            (
+                format!("/fhir/RelatedPerson/sluis-link-{holder_link}"),
+                Some("p1"),
+            ),
+            (format!("/fhir/Communication/{message}"), Some("p1")),
+            (format!("/fhir/Task/{task}"), Some("p1")),
+            ("/fhir/Consent/grant-987654".to_string(), None),
+            ("/fhir/Consent/grant-x".to_string(), None),
+            ("/fhir/RelatedPerson/sluis-link-987654".to_string(), None),
+        ] {
+            for who in [Some(&stranger), None] {
+                let status = status_as(who, &path).await;
+                assert!(status >= 400, "{path}: {status}");
+                let rec = newest().await;
+                assert_eq!(rec.patient.as_deref(), owner, "{path}: {rec:?}");
+            }
+        }
+        // A method the route does not take, on a client's own path: the client is named.
+        for path in [
+            "/fhir/Patient/p1".to_string(),
+            format!("/fhir/Task/{task}"),
+            "/fhir/Observation/o1".to_string(),
+        ] {
+            for who in [&stranger, &holder] {
+                let r = app
+                    .http
+                    .put(app.url(&path))
+                    .bearer_auth(&who.token)
+                    .header("x-portal-user", &who.id)
+                    .json(&json!({}))
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(r.status(), 405, "PUT {path}");
+                let rec = newest().await;
+                assert_eq!(rec.patient.as_deref(), Some("p1"), "PUT {path}: {rec:?}");
+            }
+        }
+        let r = app
+            .http
+            .put(app.url("/fhir/Patient/x9"))
+            .bearer_auth(&stranger.token)
+            .header("x-portal-user", &stranger.id)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 405);
+        assert_eq!(newest().await.patient, None, "a made-up client");
+        // Another role's link addressed as a grant names its client.
+        let r = app
+            .http
+            .delete(app.url(&format!("/portal/grants/{holder_link}")))
+            .bearer_auth(&stranger.token)
+            .header("x-portal-user", &stranger.id)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 403, "the stranger is linked to no one");
+        assert_eq!(newest().await.patient.as_deref(), Some("p1"));
+        // A code refused for the user's age names its client all the same.
+        let (status, code) = app
+            .admin_post(
+                "/admin/activation-codes",
+                &json!({"patient": "Patient/p1", "relationship": "self"}),
+            )
+            .await;
+        assert_eq!(status, 201, "{code}");
+        let young = app.user("young").await;
+        let (status, body) = young
+            .post(
+                "/portal/link",
+                &json!({"code": code["code"], "birth_date": "2020-01-01"}),
+            )
+            .await;
+        assert_eq!(status, 403, "{body}");
+        let rec = newest().await;
+        assert_eq!(
+            (rec.reason.as_deref(), rec.patient.as_deref()),
+            (Some("under-age"), Some("p1")),
+            "{rec:?}"
+        );
+        // And one refused because the user is blocked.
+        let (status, body) = app
+            .admin_post(
+                &format!("/admin/users/{}/{}/block", PORTAL.0, member.id),
+                &json!({"reason": "onderzoek"}),
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+        let (status, body) = member
+            .post(
+                "/portal/link",
+                &json!({"code": code["code"], "birth_date": "1950-01-01"}),
+            )
+            .await;
+        assert_eq!(status, 403, "{body}");
+        let rec = newest().await;
+        assert_eq!(
+            (rec.reason.as_deref(), rec.patient.as_deref()),
+            (Some("user-blocked"), Some("p1")),
+            "{rec:?}"
+        );
         assert!(matches!(verified(&app).await, Verdict::Intact(_)));
     }
 );
