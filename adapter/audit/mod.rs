@@ -155,29 +155,49 @@ pub fn shows<'a>(patients: impl IntoIterator<Item = &'a str>) {
     });
 }
 
-/// The clients `Type/id` belongs to: see [`Note::name_owners`].
-async fn owners(
-    db: &Db,
-    resource_type: &str,
-    id: &str,
-) -> Result<Vec<String>, crate::store::Error> {
-    let mut owners = crate::store::release::owners(db, resource_type, id).await?;
-    let link = match resource_type {
-        "Consent" => id.strip_prefix("grant-"),
-        "RelatedPerson" => id.strip_prefix("sluis-link-"),
+/// What a portal path addresses that is not a resource type: a link (`/portal/grants/{id}`)
+/// or an invitation (`/portal/invitations/{id}`).
+const LINK: &str = "link";
+const INVITATION: &str = "invitation";
+/// Before a type: only the stored resource of that type (a source's write of one).
+const STORED: &str = "stored:";
+
+/// The clients `Type/id` belongs to (or a [`LINK`]'s or an [`INVITATION`]'s): see
+/// [`Note::name_owners`].
+async fn owners(db: &Db, kind: &str, id: &str) -> Result<Vec<String>, crate::store::Error> {
+    use crate::store::{accounts, messages, requests};
+    let number = |s: Option<&str>| s.and_then(|n| n.parse::<i64>().ok());
+    let link = match kind {
+        LINK => number(Some(id)),
+        "Consent" => number(id.strip_prefix("grant-")),
+        "RelatedPerson" => number(id.strip_prefix("sluis-link-")),
         _ => None,
+    };
+    if let Some(resource_type) = kind.strip_prefix(STORED) {
+        return crate::store::release::owners(db, resource_type, id).await;
     }
-    .and_then(|n| n.parse::<i64>().ok());
-    let own = match (resource_type, link) {
-        (_, Some(n)) => crate::store::accounts::link(db, n)
+    let mut owners = match kind {
+        LINK | INVITATION => Vec::new(),
+        // An event's clients, once moved into the tables (a refused read does not make this
+        // process move its records first).
+        "AuditEvent" => match number(Some(id)).filter(|s| *s > 0) {
+            Some(seq) => crate::store::audit::patients_between(db, seq, seq)
+                .await?
+                .into_iter()
+                .map(|(_, p, _)| p)
+                .collect(),
+            None => Vec::new(),
+        },
+        _ => crate::store::release::owners(db, kind, id).await?,
+    };
+    let own = match (kind, link) {
+        (_, Some(n)) => accounts::link(db, n).await?.map(|l| l.patient_id),
+        (INVITATION, _) => accounts::code_by_id(db, id)
             .await?
-            .map(|l| l.patient_id),
-        ("Communication", _) => crate::store::messages::get(db, id)
-            .await?
-            .map(|m| m.patient_id),
-        ("Task", _) => crate::store::requests::get(db, id)
-            .await?
-            .map(|r| r.patient_id),
+            .filter(|c| c.kind == "invitation")
+            .map(|c| c.patient_id),
+        ("Communication", _) => messages::get(db, id).await?.map(|m| m.patient_id),
+        ("Task", _) => requests::get(db, id).await?.map(|r| r.patient_id),
         _ => None,
     };
     owners.extend(own);
@@ -284,6 +304,10 @@ pub fn batch_detail(outcomes: &[crate::ingest::Outcome]) -> String {
     format!("entries={} refused={refused}", outcomes.len())
 }
 
+/// The most characters of a request's method a record keeps (the standard ones have at most
+/// 7; a made-up one is cut).
+const METHOD_CHARS: usize = 16;
+
 /// The characters of its query kept in the record of a request without a known caller.
 const STRANGERS_QUERY: usize = 200;
 
@@ -359,7 +383,13 @@ pub async fn track(State(state): State<AppState>, request: Request, next: Next) 
     if let Some(recorded) = request.extensions().get::<crate::edge::Recorded>() {
         recorded.set();
     }
-    let method = request.method().as_str().to_string();
+    // A method is a short word; one of any length is accepted by HTTP, and kept short here.
+    let method: String = request
+        .method()
+        .as_str()
+        .chars()
+        .take(METHOD_CHARS)
+        .collect();
     let query = request.uri().query().map(str::to_string);
     let header = |h: &HeaderMap, name: &str| {
         h.get(name)
@@ -380,6 +410,8 @@ pub async fn track(State(state): State<AppState>, request: Request, next: Next) 
     // A read of one resource that is refused or not found names the clients it belongs to,
     // looked up once the answer is known.
     let mut read_target = None;
+    // The type and ids of a search by `_id` (see below).
+    let mut by_id: (String, Vec<String>) = Default::default();
     {
         // The generic routes' type and id as the router hands them to the handlers (decoded;
         // borrowed when nothing was encoded).
@@ -413,17 +445,46 @@ pub async fn track(State(state): State<AppState>, request: Request, next: Next) 
                 _ => {}
             }
         }
-        let own_read = match route.as_str() {
-            "/fhir/Communication/{id}" => Some("Communication"),
-            "/fhir/Task/{id}" => Some("Task"),
-            "/fhir/Consent/{id}" => Some("Consent"),
+        // The routes of the portal's own objects, and a source's write of one resource.
+        let fixed = |kind: &str| (Some(kind.to_string()), 3);
+        let (kind, at) = match route.as_str() {
+            "/fhir/Communication/{id}" => fixed("Communication"),
+            "/fhir/Task/{id}" => fixed("Task"),
+            "/fhir/Consent/{id}" => fixed("Consent"),
+            "/fhir/AuditEvent/{id}" => fixed("AuditEvent"),
+            "/portal/grants/{id}" => fixed(LINK),
+            "/portal/invitations/{id}" => fixed(INVITATION),
+            // Only a stored resource's clients: the type is the source's to name.
+            "/ingest/{source}/{type}/{id}" => (
+                segment(3)
+                    .filter(|t| crate::fhir::definitions::is_resource_type(t))
+                    .map(|t| format!("{STORED}{t}")),
+                4,
+            ),
+            _ => (None, 0),
+        };
+        if let (Some(kind), Some(id)) = (kind, segment(at)) {
+            read_target = Some((kind, id.into_owned()));
+        }
+        // A search by `_id` of a type that is not Patient: the resources' clients, looked up
+        // once the answer is known.
+        let searched = match route.as_str() {
+            "/fhir/Communication" => Some("Communication"),
+            "/fhir/{type}" => resource_type.filter(|t| *t != "Patient"),
             _ => None,
         };
-        if let (Some(t), Some(id)) = (own_read, segment(3)) {
-            read_target = Some((t.to_string(), id.into_owned()));
-        }
         if names_from_query(&route, &method, resource_type) {
             for (key, value) in form_urlencoded::parse(query.as_deref().unwrap_or("").as_bytes()) {
+                if let (Some(t), "_id") = (searched, key.as_ref()) {
+                    let ids = value
+                        .split(',')
+                        .filter(|v| crate::fhir::reference::is_fhir_id(v));
+                    for id in ids.take(MAX_OFFERED.saturating_sub(by_id.1.len())) {
+                        by_id.0 = t.to_string();
+                        by_id.1.push(id.to_string());
+                    }
+                    continue;
+                }
                 let about = match key.as_ref() {
                     "patient" | "subject" | "patient:Patient" | "subject:Patient" => true,
                     // A search of Patients by id names them.
@@ -501,6 +562,14 @@ pub async fn track(State(state): State<AppState>, request: Request, next: Next) 
         && crate::fhir::reference::is_fhir_id(&id)
     {
         note.name_owners(&state.db, &resource_type, &id).await;
+    }
+    if !by_id.1.is_empty() {
+        match crate::store::release::owners_of(&state.db, &by_id.0, &by_id.1).await {
+            Ok(owners) => owners.into_iter().for_each(|p| note.add(p)),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot tell whose resources a search by id was for")
+            }
+        }
     }
     let proven = note.proven;
     let mut record = note.into_record();

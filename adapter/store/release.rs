@@ -117,6 +117,37 @@ pub async fn owners(
     Ok(owners)
 }
 
+/// The clients whose dossiers any of the resources `Type/id` of `ids` has been in, each once
+/// (in no set order); none for ids that have not arrived. One query per thousand ids.
+pub async fn owners_of(
+    db: &crate::store::Db,
+    resource_type: &str,
+    ids: &[String],
+) -> Result<Vec<String>, crate::store::Error> {
+    #[derive(sqlx::FromRow, serde::Deserialize)]
+    struct Row {
+        patient_id: String,
+    }
+    let mut owners: Vec<String> = Vec::new();
+    // In parts, well below either engine's limit on bound values.
+    for part in ids.chunks(1000) {
+        let mut sql = Sql::new(
+            "SELECT DISTINCT v.patient_id AS patient_id FROM resources r \
+             JOIN versions v ON v.resource_id = r.id \
+             WHERE v.patient_id IS NOT NULL AND r.type = $1 AND r.fhir_id IN (",
+        )
+        .arg(resource_type);
+        sql.bind_list(part.iter().map(String::as_str));
+        sql.push(")");
+        for row in db.fetch_all::<Row>(&sql).await? {
+            if !owners.contains(&row.patient_id) {
+                owners.push(row.patient_id);
+            }
+        }
+    }
+    Ok(owners)
+}
+
 /// `(param, system, code)` of the rule-relevant tokens of the given versions.
 pub async fn rule_tokens(
     mut ex: impl Executor,

@@ -1028,24 +1028,29 @@ on_both!(
         assert_eq!(shown.patient.as_deref(), Some("p1"), "{shown:?}");
         assert_eq!(shown.resources, Some(format!("AuditEvent/{id}")));
         // A type with routes of its own, its name sent encoded, reaches the generic routes:
-        // they answer as for a path that is not there, and the record names no client.
-        for (who, path) in [
-            (&member, "/fhir/%41uditEvent?patient=p1".to_string()),
-            (&holder, format!("/fhir/%41uditEvent/{id}")),
-            (&member, "/fhir/%43onsent?patient=p1".to_string()),
-            (&holder, "/fhir/%54ask?patient=p1".to_string()),
+        // they answer as for a path that is not there. The record names no client from the
+        // query; a read of one event names the clients it is about (a refused read).
+        for (who, path, named) in [
+            (&member, "/fhir/%41uditEvent?patient=p1".to_string(), None),
+            (&holder, format!("/fhir/%41uditEvent/{id}"), Some("p1")),
+            (&member, "/fhir/%43onsent?patient=p1".to_string(), None),
+            (&holder, "/fhir/%54ask?patient=p1".to_string(), None),
         ] {
             let (status, body) = who.get(&path).await;
             assert_eq!(status, 404, "{path}: {body}");
             let rec = records(&app).await.pop().unwrap();
             assert_eq!(rec.status, 404, "{path}");
-            assert_eq!(rec.patient, None, "{path}: {rec:?}");
+            assert_eq!(rec.patient.as_deref(), named, "{path}: {rec:?}");
         }
         // A method a route does not take, and a type that is not one, name no client from
         // their query either, credentials or not; a client's own path names that client (an
         // attempt on its data).
         for (method, path, named) in [
-            ("PUT", format!("/fhir/AuditEvent/{id}?patient=p1"), None),
+            (
+                "PUT",
+                format!("/fhir/AuditEvent/{id}?patient=p2"),
+                Some("p1"),
+            ),
             ("GET", "/ingest/ons?patient=p1,p2".to_string(), None),
             (
                 "DELETE",
@@ -2368,6 +2373,138 @@ on_both!(
                 assert_eq!(rec.patient.as_deref(), owner, "{path}: {rec:?}");
             }
         }
+        // Refused before any handler (no credential, a method the route does not take, a body
+        // that does not parse): what the path addresses names its client all the same.
+        let odd = reqwest::Method::from_bytes("Z".repeat(5000).as_bytes()).unwrap();
+        let attempts: Vec<(reqwest::Method, String, Option<&str>)> = vec![
+            (
+                reqwest::Method::GET,
+                format!("/fhir/AuditEvent/{looked}"),
+                None,
+            ),
+            (
+                reqwest::Method::DELETE,
+                format!("/fhir/AuditEvent/{looked}"),
+                None,
+            ),
+            (
+                reqwest::Method::GET,
+                format!("/fhir/%41uditEvent/{looked}"),
+                None,
+            ),
+            (
+                reqwest::Method::DELETE,
+                format!("/portal/grants/{grant}"),
+                None,
+            ),
+            (
+                reqwest::Method::PUT,
+                format!("/portal/grants/{grant}"),
+                None,
+            ),
+            (
+                reqwest::Method::PATCH,
+                format!("/portal/grants/{grant}"),
+                Some("{nope"),
+            ),
+            (
+                reqwest::Method::PATCH,
+                format!("/portal/grants/{holder_link}"),
+                Some("{\"can_post\":\"yes\"}"),
+            ),
+            (
+                reqwest::Method::DELETE,
+                format!("/portal/invitations/{invitation}"),
+                None,
+            ),
+            (
+                reqwest::Method::GET,
+                format!("/portal/invitations/{invitation}"),
+                None,
+            ),
+            (
+                reqwest::Method::DELETE,
+                "/ingest/ons/Observation/o1".to_string(),
+                None,
+            ),
+            (
+                reqwest::Method::PUT,
+                "/ingest/ons/Patient/p1".to_string(),
+                Some("{}"),
+            ),
+            (
+                reqwest::Method::GET,
+                "/ingest/ons/Observation/o1".to_string(),
+                None,
+            ),
+            (odd.clone(), "/fhir/Patient/p1".to_string(), None),
+        ];
+        for (method, path, body) in &attempts {
+            for who in [Some(&stranger), None] {
+                let mut r = app.http.request(method.clone(), app.url(path));
+                if let Some(u) = who {
+                    r = r.bearer_auth(&u.token).header("x-portal-user", &u.id);
+                }
+                if let Some(b) = body {
+                    r = r
+                        .header("content-type", "application/json")
+                        .body(b.to_string());
+                }
+                let status = r.send().await.unwrap().status().as_u16();
+                assert!(status >= 400, "{path}: {status}");
+                let rec = newest().await;
+                assert_eq!(rec.status, i64::from(status));
+                assert_eq!(
+                    rec.patient.as_deref(),
+                    Some("p1"),
+                    "{path} ({status}): {rec:?}"
+                );
+                // A made-up method of any length is kept short.
+                assert!(rec.method.len() <= 16, "{}", rec.method.len());
+            }
+        }
+        for path in [
+            "/fhir/AuditEvent/987654321",
+            "/fhir/AuditEvent/0",
+            "/portal/grants/987654",
+            "/portal/invitations/nope",
+            "/ingest/ons/Observation/nope",
+            "/ingest/ons/Nothing/o1",
+        ] {
+            let status = status_as(None, path).await;
+            assert!(status >= 400, "{path}: {status}");
+            assert_eq!(newest().await.patient, None, "{path}");
+        }
+
+        // A search by `_id` names the clients of the resources it asked for, found or not:
+        // another client's holder gets an empty page, a stranger a refusal.
+        let other = app.holder("h2", "p2").await;
+        for (path, owner) in [
+            ("/fhir/Observation?_id=o1", Some("p1")),
+            ("/fhir/Observation?_id=nope,o1&_count=5", Some("p1")),
+            ("/fhir/Communication?_id=c1", Some("p1")),
+            ("/fhir/%43ommunication?_id=c1", Some("p1")),
+            ("/fhir/Observation?_id=nope", None),
+            ("/fhir/Practitioner?_id=o1", None),
+        ] {
+            for who in [Some(&other), Some(&stranger), None] {
+                let status = status_as(who, path).await;
+                let rec = newest().await;
+                assert_eq!(rec.status, i64::from(status));
+                let named: Option<String> = rec.patient.clone().map(|p| {
+                    p.split(' ')
+                        .filter(|c| *c != "p2")
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                });
+                assert_eq!(
+                    named.as_deref().filter(|p| !p.is_empty()),
+                    owner,
+                    "{path} ({status}): {rec:?}"
+                );
+            }
+        }
+
         // A method the route does not take, on a client's own path: the client is named.
         for path in [
             "/fhir/Patient/p1".to_string(),
