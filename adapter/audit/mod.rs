@@ -5,12 +5,15 @@
 //! the records of concurrent requests together (group commit). When the record cannot be
 //! written the request fails with 503 instead of being answered unlogged.
 //!
-//! `chain` hashes and verifies; `prune` removes what is older than the retention period;
+//! `names` reads which clients a request is about; `chain` hashes and verifies; `journal`
+//! keeps records on their way into the tables (SQLite); `prune` removes what is older than
+//! the retention period;
 //! `view` is the holder's `GET /fhir/AuditEvent`; `store::audit`
 //! keeps the rows.
 
 pub mod chain;
 pub mod journal;
+mod names;
 pub mod prune;
 pub mod view;
 
@@ -37,7 +40,7 @@ pub struct Note {
     pub user_id: Option<String>,
     /// The clients (Patient ids) whose data it was, each once.
     pub patients: Vec<String>,
-    /// Valid ids a request named beyond the first [`MAX_NAMED`] (at most [`MAX_OFFERED`],
+    /// Valid ids a request named beyond the first [`names::MAX_NAMED`] (at most [`names::MAX_OFFERED`],
     /// repeats included): those that are clients are named too when the record is written
     /// ([`track`]).
     pub offered: Vec<String>,
@@ -138,7 +141,7 @@ pub async fn about_stored(
 }
 
 /// Names a client the current request is about (a valid id, each once, at most
-/// [`MAX_NAMED`] of those a request names without serving their data).
+/// [`names::MAX_NAMED`] of those a request names without serving their data).
 pub fn names(patient: &str) {
     note(|n| n.name(patient));
 }
@@ -155,113 +158,7 @@ pub fn shows<'a>(patients: impl IntoIterator<Item = &'a str>) {
     });
 }
 
-/// What a portal path addresses that is not a resource type: a link (`/portal/grants/{id}`)
-/// or an invitation (`/portal/invitations/{id}`).
-const LINK: &str = "link";
-const INVITATION: &str = "invitation";
-/// Before a type: only the stored resource of that type (a source's write of one).
-const STORED: &str = "stored:";
-
-/// The clients `Type/id` belongs to (or a [`LINK`]'s or an [`INVITATION`]'s): see
-/// [`Note::name_owners`].
-async fn owners(db: &Db, kind: &str, id: &str) -> Result<Vec<String>, crate::store::Error> {
-    use crate::store::{accounts, messages, requests};
-    let number = |s: Option<&str>| s.and_then(|n| n.parse::<i64>().ok());
-    let link = match kind {
-        LINK => number(Some(id)),
-        "Consent" => number(id.strip_prefix("grant-")),
-        "RelatedPerson" => number(id.strip_prefix("sluis-link-")),
-        _ => None,
-    };
-    if let Some(resource_type) = kind.strip_prefix(STORED) {
-        return crate::store::release::owners(db, resource_type, id).await;
-    }
-    let mut owners = match kind {
-        LINK | INVITATION => Vec::new(),
-        // An event's clients, once moved into the tables (a refused read does not make this
-        // process move its records first).
-        "AuditEvent" => match number(Some(id)).filter(|s| *s > 0) {
-            Some(seq) => crate::store::audit::patients_between(db, seq, seq)
-                .await?
-                .into_iter()
-                .map(|(_, p, _)| p)
-                .collect(),
-            None => Vec::new(),
-        },
-        _ => crate::store::release::owners(db, kind, id).await?,
-    };
-    let own = match (kind, link) {
-        (_, Some(n)) => accounts::link(db, n).await?.map(|l| l.patient_id),
-        (INVITATION, _) => accounts::code_by_id(db, id)
-            .await?
-            .filter(|c| c.kind == "invitation")
-            .map(|c| c.patient_id),
-        ("Communication", _) => messages::get(db, id).await?.map(|m| m.patient_id),
-        ("Task", _) => requests::get(db, id).await?.map(|r| r.patient_id),
-        _ => None,
-    };
-    owners.extend(own);
-    Ok(owners)
-}
-
 impl Note {
-    /// Names a client (see [`names`]); past the first [`MAX_NAMED`], keeps it aside.
-    fn name(&mut self, id: &str) {
-        let id = id.trim_start_matches("Patient/");
-        if !crate::fhir::reference::is_fhir_id(id) || self.patients.iter().any(|p| p == id) {
-            return;
-        }
-        if self.patients.len() < MAX_NAMED {
-            self.patients.push(id.to_string());
-        } else if self.offered.len() < MAX_OFFERED {
-            // Repeats count: a search takes no more values, repeated or not.
-            self.offered.push(id.to_string());
-        } else {
-            self.overflowed = true;
-        }
-    }
-
-    /// Names those of the ids kept aside that are clients of the store (a Patient there,
-    /// deleted or not), so that no number of made-up ids in front hides a real one. If the
-    /// store cannot say, names them all.
-    async fn name_offered(&mut self, db: &Db) {
-        if self.offered.is_empty() {
-            return;
-        }
-        let mut offered = std::mem::take(&mut self.offered);
-        let mut seen = std::collections::HashSet::new();
-        offered.retain(|id| seen.insert(id.clone()));
-        let known = match crate::store::clients::known(db, &offered).await {
-            Ok(known) => known,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot tell which named ids are clients: all named");
-                offered.clone()
-            }
-        };
-        let known: std::collections::HashSet<String> = known.into_iter().collect();
-        for id in offered.into_iter().filter(|id| known.contains(id)) {
-            self.add(id);
-        }
-    }
-
-    /// Names a client the store knows (unchecked, uncapped), once.
-    fn add(&mut self, patient: String) {
-        if !self.patients.contains(&patient) {
-            self.patients.push(patient);
-        }
-    }
-
-    /// Names the clients whose dossiers `Type/id` has been in (a refused read of it is an
-    /// attempt on each): a stored resource's, and for the portal's own objects the client of
-    /// the grant or link (`Consent/grant-N`, `RelatedPerson/sluis-link-N`), message
-    /// (`Communication`) or request (`Task`). If the store cannot say, a warning.
-    async fn name_owners(&mut self, db: &Db, resource_type: &str, id: &str) {
-        match owners(db, resource_type, id).await {
-            Ok(owners) => owners.into_iter().for_each(|p| self.add(p)),
-            Err(e) => tracing::warn!(error = %e, "cannot tell whose resource a refused read was"),
-        }
-    }
-
     /// Adds `Type/id` to `resources` (or `,id` after a resource of the same type).
     fn list(&mut self, resource_type: &str, id: &str) {
         let group = self.resources.rfind(' ').map_or(0, |i| i + 1);
@@ -310,15 +207,6 @@ const METHOD_CHARS: usize = 16;
 
 /// The characters of its query kept in the record of a request without a known caller.
 const STRANGERS_QUERY: usize = 200;
-
-/// The most clients a request's query names for its record whether they are clients or not.
-const MAX_NAMED: usize = 5;
-
-/// The most ids past [`MAX_NAMED`] looked up for a record: as many as a search takes
-/// ([`crate::search::params::MAX_PARAMS`] parameters of
-/// [`crate::search::params::MAX_VALUES`] values); a query that names more is refused here,
-/// before its handler runs.
-const MAX_OFFERED: usize = crate::search::params::MAX_PARAMS * crate::search::params::MAX_VALUES;
 
 /// Routes that touch no client data and are not recorded.
 const UNRECORDED: &[&str] = &[
@@ -402,107 +290,15 @@ pub async fn track(State(state): State<AppState>, request: Request, next: Next) 
         &state.config.server.trusted_proxies,
     )
     .map(|ip| ip.to_string());
-    // The client a request names (`patient=`, `subject=`) is what it is about, answered or
-    // not: valid ids only; past the first few, only clients there are ([`Note::name`]), so
-    // that a stranger cannot grow the trail at will nor hide a client behind made-up ids.
+    // What the request is about, as its path and query say ([`names::Addressed`]).
     let mut named = Note::default();
-    let mut name = |id: &str| named.name(id);
-    // A read of one resource that is refused or not found names the clients it belongs to,
-    // looked up once the answer is known.
-    let mut read_target = None;
-    // The type and ids of a search by `_id` (see below).
-    let mut by_id: (String, Vec<String>) = Default::default();
-    {
-        // The generic routes' type and id as the router hands them to the handlers (decoded;
-        // borrowed when nothing was encoded).
-        let segment = |n: usize| {
-            request
-                .uri()
-                .path()
-                .split('/')
-                .nth(n)
-                .map(|s| percent_encoding::percent_decode_str(s).decode_utf8_lossy())
-        };
-        let resource_type = route
-            .starts_with("/fhir/{type}")
-            .then(|| segment(2))
-            .flatten();
-        let resource_type = resource_type.as_deref();
-        // A read of a Patient names it (found or not).
-        if route == "/fhir/{type}/{id}"
-            && let Some(id) = segment(3)
-        {
-            match resource_type {
-                // Named found or not; a refusal before its handler (a method the route does
-                // not take) names it again as the clients a refused read names.
-                Some("Patient") => {
-                    name(&id);
-                    read_target = Some(("Patient".to_string(), id.into_owned()));
-                }
-                Some(t) if crate::fhir::definitions::is_resource_type(t) => {
-                    read_target = Some((t.to_string(), id.into_owned()));
-                }
-                _ => {}
-            }
-        }
-        // The routes of the portal's own objects, and a source's write of one resource.
-        let fixed = |kind: &str| (Some(kind.to_string()), 3);
-        let (kind, at) = match route.as_str() {
-            "/fhir/Communication/{id}" => fixed("Communication"),
-            "/fhir/Task/{id}" => fixed("Task"),
-            "/fhir/Consent/{id}" => fixed("Consent"),
-            "/fhir/AuditEvent/{id}" => fixed("AuditEvent"),
-            "/portal/grants/{id}" => fixed(LINK),
-            "/portal/invitations/{id}" => fixed(INVITATION),
-            // Only a stored resource's clients: the type is the source's to name.
-            "/ingest/{source}/{type}/{id}" => (
-                segment(3)
-                    .filter(|t| crate::fhir::definitions::is_resource_type(t))
-                    .map(|t| format!("{STORED}{t}")),
-                4,
-            ),
-            _ => (None, 0),
-        };
-        if let (Some(kind), Some(id)) = (kind, segment(at)) {
-            read_target = Some((kind, id.into_owned()));
-        }
-        // A search by `_id` of a type that is not Patient: the resources' clients, looked up
-        // once the answer is known.
-        let searched = match route.as_str() {
-            "/fhir/Communication" => Some("Communication"),
-            "/fhir/{type}" => resource_type.filter(|t| *t != "Patient"),
-            _ => None,
-        };
-        if names_from_query(&route, &method, resource_type) {
-            for (key, value) in form_urlencoded::parse(query.as_deref().unwrap_or("").as_bytes()) {
-                if let (Some(t), "_id") = (searched, key.as_ref()) {
-                    let ids = value
-                        .split(',')
-                        .filter(|v| crate::fhir::reference::is_fhir_id(v));
-                    for id in ids.take(MAX_OFFERED.saturating_sub(by_id.1.len())) {
-                        by_id.0 = t.to_string();
-                        by_id.1.push(id.to_string());
-                    }
-                    continue;
-                }
-                let about = match key.as_ref() {
-                    "patient" | "subject" | "patient:Patient" | "subject:Patient" => true,
-                    // A search of Patients by id names them.
-                    "_id" => resource_type == Some("Patient"),
-                    _ => false,
-                };
-                if about {
-                    // A list (`patient=a,b`) names each; a reference as the search reads it
-                    // (`Patient/p`, an absolute URL ending so).
-                    for v in value.split(',') {
-                        if let Ok(id) = crate::search::params::patient_id(v, &key) {
-                            name(&id);
-                        }
-                    }
-                }
-            }
-        }
-    }
+    let addressed = names::Addressed::read(
+        &route,
+        &method,
+        request.uri().path(),
+        query.as_deref(),
+        &mut named,
+    );
     named.draft = Some(Stored {
         at: crate::time::to_micros(state.clock.wall()),
         action: action(&route, &method).to_string(),
@@ -525,7 +321,7 @@ pub async fn track(State(state): State<AppState>, request: Request, next: Next) 
     let response = if overflowed {
         ApiError::unknown_parameter(format!(
             "the query names more than {} clients",
-            MAX_NAMED + MAX_OFFERED
+            names::MAX_NAMED + names::MAX_OFFERED
         ))
         .into_response()
     } else {
@@ -550,27 +346,9 @@ pub async fn track(State(state): State<AppState>, request: Request, next: Next) 
     if note.recorded == Some(i64::from(response.status().as_u16())) {
         return response;
     }
-    // A caller no credential vouches for names only clients there are: a stranger cannot
-    // grow the trail with made-up ids.
-    if !note.proven {
-        let named = std::mem::take(&mut note.patients);
-        note.offered.splice(0..0, named);
-    }
-    note.name_offered(&state.db).await;
-    if let Some((resource_type, id)) = read_target
-        && response.status().is_client_error()
-        && crate::fhir::reference::is_fhir_id(&id)
-    {
-        note.name_owners(&state.db, &resource_type, &id).await;
-    }
-    if !by_id.1.is_empty() {
-        match crate::store::release::owners_of(&state.db, &by_id.0, &by_id.1).await {
-            Ok(owners) => owners.into_iter().for_each(|p| note.add(p)),
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot tell whose resources a search by id was for")
-            }
-        }
-    }
+    addressed
+        .name(&mut note, &state.db, response.status())
+        .await;
     let proven = note.proven;
     let mut record = note.into_record();
     // A caller no credential vouches for (none sent, or a wrong one: a client only claimed
@@ -599,23 +377,6 @@ pub async fn track(State(state): State<AppState>, request: Request, next: Next) 
                 .into_response()
         }
     }
-}
-
-/// Whether the clients a request's query names (`patient`, `subject`; a Patient search's
-/// `_id`) are what it is about: on a search or a list (`GET`, or `HEAD`, which runs the same
-/// handler), of a type there is
-/// (`resource_type`, decoded, on the generic routes). Not on a path no route has, nor where
-/// the query takes no client (a read of one resource: its path says what it is; a push; a
-/// token request; a write). A method the route does not take drops them too ([`nowhere`]).
-fn names_from_query(route: &str, method: &str, resource_type: Option<&str>) -> bool {
-    let a_type = !route.starts_with("/fhir/{type}")
-        || resource_type.is_some_and(crate::fhir::definitions::is_resource_type);
-    a_type
-        && (method == "GET" || method == "HEAD")
-        && route != "unmatched"
-        && route != "/auth/token"
-        && !route.starts_with("/ingest/")
-        && !route.ends_with("/{id}")
 }
 
 /// The current request reached no handler of its route (a method it does not take, a type

@@ -148,6 +148,43 @@ pub async fn owners_of(
     Ok(owners)
 }
 
+/// The clients whose dossiers a resource of `resource_type` with one of these identifiers
+/// (`(system, value)`; `None`: any system) has been in, each once. One query per thousand,
+/// on the index of identifiers by value (the systems are compared here).
+pub async fn owners_by_identifier(
+    db: &crate::store::Db,
+    resource_type: &str,
+    identifiers: &[(Option<String>, String)],
+) -> Result<Vec<String>, crate::store::Error> {
+    #[derive(sqlx::FromRow, serde::Deserialize)]
+    struct Row {
+        system: String,
+        code: String,
+        patient_id: String,
+    }
+    let mut owners: Vec<String> = Vec::new();
+    for part in identifiers.chunks(1000) {
+        let mut sql = Sql::new(
+            "SELECT t.system AS system, t.code AS code, v.patient_id AS patient_id \
+             FROM search_tokens t JOIN versions v ON v.id = t.version_id \
+             WHERE t.param = 'identifier' AND v.type = $1 AND v.patient_id IS NOT NULL \
+             AND t.code IN (",
+        )
+        .arg(resource_type);
+        sql.bind_list(part.iter().map(|(_, code)| code.as_str()));
+        sql.push(")");
+        for row in db.fetch_all::<Row>(&sql).await? {
+            let asked = part.iter().any(|(system, code)| {
+                *code == row.code && system.as_ref().is_none_or(|s| *s == row.system)
+            });
+            if asked && !owners.contains(&row.patient_id) {
+                owners.push(row.patient_id);
+            }
+        }
+    }
+    Ok(owners)
+}
+
 /// `(param, system, code)` of the rule-relevant tokens of the given versions.
 pub async fn rule_tokens(
     mut ex: impl Executor,

@@ -2479,7 +2479,27 @@ on_both!(
         // A search by `_id` names the clients of the resources it asked for, found or not:
         // another client's holder gets an empty page, a stranger a refusal.
         let other = app.holder("h2", "p2").await;
+        let mut p3 = patient("p3");
+        p3["identifier"][0]["value"] = json!("999900003");
+        app.push_ok(&transaction(&[p3])).await;
+        let (_, consents) = holder.get("/fhir/Consent?patient=p1").await;
+        assert!(
+            consents
+                .to_string()
+                .contains(&format!("sluis-link-{grant}"))
+        );
+        let by_link = format!("/fhir/RelatedPerson?_id=sluis-link-{grant}");
+        let by_message = format!("/fhir/Communication?_id=x1,{message}");
         for (path, owner) in [
+            (
+                "/fhir/Patient?identifier=http://fhir.nl/fhir/NamingSystem/bsn|999900003",
+                Some("p3"),
+            ),
+            ("/fhir/Patient?identifier=x,999900003", Some("p3")),
+            ("/fhir/Patient?identifier=http://elders|999900003", None),
+            ("/fhir/Patient?identifier=999900004", None),
+            (by_link.as_str(), Some("p1")),
+            (by_message.as_str(), Some("p1")),
             ("/fhir/Observation?_id=o1", Some("p1")),
             ("/fhir/Observation?_id=nope,o1&_count=5", Some("p1")),
             ("/fhir/Communication?_id=c1", Some("p1")),
@@ -2503,6 +2523,28 @@ on_both!(
                     "{path} ({status}): {rec:?}"
                 );
             }
+        }
+
+        // As many ids as a search takes are looked up; more are refused unread.
+        let ids = |n: usize| {
+            (0..n)
+                .map(|i| format!("x{i}"))
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        let path = format!("/fhir/Observation?_id={}&_id=o1", ids(2999));
+        assert_eq!(status_as(None, &path).await, 401);
+        assert_eq!(newest().await.patient.as_deref(), Some("p1"));
+        let path = format!("/fhir/Observation?_id={}&_id=o1", ids(3000));
+        assert_eq!(status_as(None, &path).await, 400);
+        // Ids the portal writes in one form name no one in another.
+        for path in [
+            format!("/fhir/Consent/grant-0{grant}"),
+            format!("/fhir/RelatedPerson/sluis-link-0{grant}"),
+            format!("/fhir/AuditEvent/0{looked}"),
+        ] {
+            status_as(None, &path).await;
+            assert_eq!(newest().await.patient, None, "{path}");
         }
 
         // A method the route does not take, on a client's own path: the client is named.
