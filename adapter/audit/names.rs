@@ -232,6 +232,14 @@ impl Addressed {
                     .map(|t| format!("{STORED}{t}")),
                 4,
             ),
+            // A path past a resource's that no route has (`/fhir/Patient/p1/_history`,
+            // `/fhir/Observation/o1/_history/2`): still an attempt on that resource.
+            "unmatched" if path.starts_with("/fhir/") => (
+                segment(2)
+                    .filter(|t| crate::fhir::definitions::is_resource_type(t))
+                    .map(|t| t.into_owned()),
+                3,
+            ),
             _ => (None, 0),
         };
         if let (Some(kind), Some(id)) = (kind, segment(at)) {

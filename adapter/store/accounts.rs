@@ -316,24 +316,15 @@ pub async fn link(db: &Db, id: i64) -> Result<Option<LinkRow>, crate::store::Err
         .await
 }
 
-/// The clients of the links with these ids, each once. One query per thousand ids.
+/// The clients of the links with these ids, each once.
 pub async fn clients_of_links(db: &Db, ids: &[i64]) -> Result<Vec<String>, crate::store::Error> {
-    #[derive(sqlx::FromRow, serde::Deserialize)]
-    struct Row {
-        patient_id: String,
-    }
-    let mut out: Vec<String> = Vec::new();
-    for part in ids.chunks(1000) {
+    super::patients_in_parts(db, ids, |part| {
         let mut sql = Sql::new("SELECT DISTINCT patient_id FROM links WHERE id IN (");
         sql.bind_list(part.iter().copied());
         sql.push(")");
-        for row in db.fetch_all::<Row>(&sql).await? {
-            if !out.contains(&row.patient_id) {
-                out.push(row.patient_id);
-            }
-        }
-    }
-    Ok(out)
+        sql
+    })
+    .await
 }
 
 /// Ends a link (it stays on record).

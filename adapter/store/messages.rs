@@ -160,24 +160,15 @@ pub async fn get(db: &Db, id: &str) -> Result<Option<Message>, crate::store::Err
         .await
 }
 
-/// The clients of the messages with these ids, each once. One query per thousand ids.
+/// The clients of the messages with these ids, each once.
 pub async fn clients_of(db: &Db, ids: &[String]) -> Result<Vec<String>, crate::store::Error> {
-    #[derive(sqlx::FromRow, serde::Deserialize)]
-    struct Row {
-        patient_id: String,
-    }
-    let mut out: Vec<String> = Vec::new();
-    for part in ids.chunks(1000) {
+    super::patients_in_parts(db, ids, |part| {
         let mut sql = Sql::new("SELECT DISTINCT patient_id FROM messages WHERE id IN (");
         sql.bind_list(part.iter().map(String::as_str));
         sql.push(")");
-        for row in db.fetch_all::<Row>(&sql).await? {
-            if !out.contains(&row.patient_id) {
-                out.push(row.patient_id);
-            }
-        }
-    }
-    Ok(out)
+        sql
+    })
+    .await
 }
 
 /// Messages waiting for a decision, oldest first, after `after` (a `seq`), at most `limit`.

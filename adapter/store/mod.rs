@@ -24,6 +24,29 @@ pub mod sqlite;
 pub use db::{Db, Pairs, Sql};
 pub use error::Error;
 
+/// The distinct clients (`patient_id`) a statement finds for `values`, each once, in the
+/// order found: `sql` writes the statement for one part of at most a thousand values (well
+/// below either engine's limit on bound values).
+pub(crate) async fn patients_in_parts<T>(
+    db: &Db,
+    values: &[T],
+    sql: impl Fn(&[T]) -> Sql,
+) -> Result<Vec<String>, Error> {
+    #[derive(sqlx::FromRow, serde::Deserialize)]
+    struct Row {
+        patient_id: String,
+    }
+    let mut out: Vec<String> = Vec::new();
+    for part in values.chunks(1000) {
+        for row in db.fetch_all::<Row>(&sql(part)).await? {
+            if !out.contains(&row.patient_id) {
+                out.push(row.patient_id);
+            }
+        }
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     /// The layers above the store: it names none of them, so that every flow (push, pull,

@@ -118,19 +118,13 @@ pub async fn owners(
 }
 
 /// The clients whose dossiers any of the resources `Type/id` of `ids` has been in, each once
-/// (in no set order); none for ids that have not arrived. One query per thousand ids.
+/// (in no set order); none for ids that have not arrived.
 pub async fn owners_of(
     db: &crate::store::Db,
     resource_type: &str,
     ids: &[String],
 ) -> Result<Vec<String>, crate::store::Error> {
-    #[derive(sqlx::FromRow, serde::Deserialize)]
-    struct Row {
-        patient_id: String,
-    }
-    let mut owners: Vec<String> = Vec::new();
-    // In parts, well below either engine's limit on bound values.
-    for part in ids.chunks(1000) {
+    super::patients_in_parts(db, ids, |part| {
         let mut sql = Sql::new(
             "SELECT DISTINCT v.patient_id AS patient_id FROM resources r \
              JOIN versions v ON v.resource_id = r.id \
@@ -139,13 +133,9 @@ pub async fn owners_of(
         .arg(resource_type);
         sql.bind_list(part.iter().map(String::as_str));
         sql.push(")");
-        for row in db.fetch_all::<Row>(&sql).await? {
-            if !owners.contains(&row.patient_id) {
-                owners.push(row.patient_id);
-            }
-        }
-    }
-    Ok(owners)
+        sql
+    })
+    .await
 }
 
 /// The clients whose dossiers a resource of `resource_type` with one of these identifiers

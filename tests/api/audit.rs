@@ -2537,6 +2537,23 @@ on_both!(
         assert_eq!(newest().await.patient.as_deref(), Some("p1"));
         let path = format!("/fhir/Observation?_id={}&_id=o1", ids(3000));
         assert_eq!(status_as(None, &path).await, 400);
+        // A path past a resource's that no route has names the resource's client.
+        for path in [
+            "/fhir/Patient/p1/_history",
+            "/fhir/Observation/o1/_history/1",
+            "/fhir/Observation/o1/",
+            "/fhir/Observation/o1/$everything",
+        ] {
+            for who in [Some(&stranger), None] {
+                assert_eq!(status_as(who, path).await, 404, "{path}");
+                assert_eq!(newest().await.patient.as_deref(), Some("p1"), "{path}");
+            }
+        }
+        assert_eq!(
+            status_as(None, "/fhir/Observation/nope/_history").await,
+            404
+        );
+        assert_eq!(newest().await.patient, None);
         // Ids the portal writes in one form name no one in another.
         for path in [
             format!("/fhir/Consent/grant-0{grant}"),
