@@ -35,8 +35,8 @@ fn canonical(text: Option<&str>) -> Option<i64> {
 }
 
 /// The clients of the resources of one type with these ids (a search by `_id`): stored ones',
-/// and a portal user's messages (`Communication`) and the people of links
-/// (`RelatedPerson/sluis-link-N`).
+/// and a portal user's messages (`Communication`) and correction requests (`Task`), and the
+/// people of links (`RelatedPerson/sluis-link-N`).
 async fn owners_of(
     db: &Db,
     resource_type: &str,
@@ -45,6 +45,7 @@ async fn owners_of(
     let mut owners = crate::store::release::owners_of(db, resource_type, ids).await?;
     let own = match resource_type {
         "Communication" => crate::store::messages::clients_of(db, ids).await?,
+        "Task" => crate::store::requests::clients_of(db, ids).await?,
         "RelatedPerson" => {
             let links: Vec<i64> = ids
                 .iter()
@@ -105,7 +106,7 @@ async fn owners(db: &Db, kind: &str, id: &str) -> Result<Vec<String>, crate::sto
 }
 
 impl Note {
-    /// Names a client (see [`names`]); past the first [`MAX_NAMED`], keeps it aside.
+    /// Names a client (see [`super::names`]); past the first [`MAX_NAMED`], keeps it aside.
     pub(super) fn name(&mut self, id: &str) {
         let id = id.trim_start_matches("Patient/");
         if !crate::fhir::reference::is_fhir_id(id) || self.patients.iter().any(|p| p == id) {
@@ -252,12 +253,14 @@ impl Addressed {
         // once the answer is known.
         let searched = match route {
             "/fhir/Communication" => Some("Communication"),
+            "/fhir/Task" => Some("Task"),
             "/fhir/{type}" => resource_type.filter(|t| *t != "Patient"),
             _ => None,
         };
         // A search by `identifier`, of any type.
         let identified = match route {
             "/fhir/Communication" => Some("Communication"),
+            "/fhir/Task" => Some("Task"),
             "/fhir/{type}" => resource_type,
             _ => None,
         };

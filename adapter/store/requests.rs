@@ -133,6 +133,17 @@ async fn to_outbox(
     .await
 }
 
+/// The clients of the requests with these ids, each once.
+pub async fn clients_of(db: &Db, ids: &[String]) -> Result<Vec<String>, crate::store::Error> {
+    super::patients_in_parts(db, ids, |part| {
+        let mut sql = Sql::new("SELECT DISTINCT patient_id FROM requests WHERE id IN (");
+        sql.bind_list(part.iter().map(String::as_str));
+        sql.push(")");
+        sql
+    })
+    .await
+}
+
 pub async fn get(db: &Db, id: &str) -> Result<Option<Request>, crate::store::Error> {
     db.fetch_optional(&Sql::new(format!("SELECT {COLUMNS} FROM requests WHERE id = $1")).arg(id))
         .await

@@ -2490,6 +2490,7 @@ on_both!(
         );
         let by_link = format!("/fhir/RelatedPerson?_id=sluis-link-{grant}");
         let by_message = format!("/fhir/Communication?_id=x1,{message}");
+        let by_request = format!("/fhir/Task?_id=x1,{task}");
         for (path, owner) in [
             (
                 "/fhir/Patient?identifier=http://fhir.nl/fhir/NamingSystem/bsn|999900003",
@@ -2500,6 +2501,7 @@ on_both!(
             ("/fhir/Patient?identifier=999900004", None),
             (by_link.as_str(), Some("p1")),
             (by_message.as_str(), Some("p1")),
+            (by_request.as_str(), Some("p1")),
             ("/fhir/Observation?_id=o1", Some("p1")),
             ("/fhir/Observation?_id=nope,o1&_count=5", Some("p1")),
             ("/fhir/Communication?_id=c1", Some("p1")),
