@@ -67,6 +67,9 @@ async fn owners_of(
 /// [`Note::name_owners`].
 async fn owners(db: &Db, kind: &str, id: &str) -> Result<Vec<String>, crate::store::Error> {
     use crate::store::{accounts, messages, requests};
+    if let Some(resource_type) = kind.strip_prefix(STORED) {
+        return crate::store::release::owners(db, resource_type, id).await;
+    }
     let link = match kind {
         // As the grants' routes read it (`03` and `+3` are grant 3).
         LINK => id.parse::<i64>().ok(),
@@ -74,9 +77,6 @@ async fn owners(db: &Db, kind: &str, id: &str) -> Result<Vec<String>, crate::sto
         "RelatedPerson" => canonical(id.strip_prefix("sluis-link-")),
         _ => None,
     };
-    if let Some(resource_type) = kind.strip_prefix(STORED) {
-        return crate::store::release::owners(db, resource_type, id).await;
-    }
     let mut owners = match kind {
         LINK | INVITATION => Vec::new(),
         // An event's clients, once moved into the tables (a refused read does not make this
@@ -170,12 +170,13 @@ pub(super) struct Addressed {
     /// The one object its path addresses: a resource type (or [`LINK`], [`INVITATION`], a
     /// [`STORED`] type) and an id, whose clients a refusal names.
     target: Option<(String, String)>,
-    /// A search by `_id` of a type that is not Patient: the type and the ids, whose clients
-    /// it names, shown or not.
-    by_id: (String, Vec<String>),
-    /// A search by `identifier` (a BSN, a message's or a record system's own number): the
-    /// type and the `(system, value)`s, whose clients it names, found or not.
-    by_identifier: (String, Vec<(Option<String>, String)>),
+    /// The type a search is of (the generic routes', `Communication`, `Task`).
+    searched: String,
+    /// Its `_id`s (of a type that is not Patient), whose clients it names, shown or not.
+    ids: Vec<String>,
+    /// Its `identifier`s (a BSN, a message's or a record system's own number), as
+    /// `(system, value)`, whose clients it names, found or not.
+    identifiers: Vec<(Option<String>, String)>,
 }
 
 impl Addressed {
@@ -251,38 +252,33 @@ impl Addressed {
         }
         // A search by `_id` of a type that is not Patient: the resources' clients, looked up
         // once the answer is known.
+        // A search by `identifier` (of any type), or by `_id` (of a type that is not Patient,
+        // whose `_id` names the clients themselves, below).
         let searched = match route {
-            "/fhir/Communication" => Some("Communication"),
-            "/fhir/Task" => Some("Task"),
-            "/fhir/{type}" => resource_type.filter(|t| *t != "Patient"),
-            _ => None,
-        };
-        // A search by `identifier`, of any type.
-        let identified = match route {
             "/fhir/Communication" => Some("Communication"),
             "/fhir/Task" => Some("Task"),
             "/fhir/{type}" => resource_type,
             _ => None,
         };
-        let (by_id, by_identifier) = (&mut addressed.by_id, &mut addressed.by_identifier);
+        addressed.searched = searched.unwrap_or_default().to_string();
+        let (ids, identifiers) = (&mut addressed.ids, &mut addressed.identifiers);
         for (key, value) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
             // As many as a search takes are looked up; a query with more is refused unread
             // (as one naming too many clients), so that none hides behind made-up ones.
-            if let (Some(t), "_id") = (searched, key.as_ref()) {
-                let ids = value
+            if key == "_id" && searched.is_some_and(|t| t != "Patient") {
+                let valid = value
                     .split(',')
                     .filter(|v| crate::fhir::reference::is_fhir_id(v));
-                for id in ids {
-                    if by_id.1.len() == MAX_OFFERED {
+                for id in valid {
+                    if ids.len() == MAX_OFFERED {
                         note.overflowed = true;
                         break;
                     }
-                    by_id.0 = t.to_string();
-                    by_id.1.push(id.to_string());
+                    ids.push(id.to_string());
                 }
                 continue;
             }
-            if let (Some(t), "identifier") = (identified, key.as_ref()) {
+            if key == "identifier" && searched.is_some() {
                 for v in value.split(',') {
                     let (system, code) = match v.split_once('|') {
                         Some((system, code)) => (Some(system.to_string()), code),
@@ -291,12 +287,11 @@ impl Addressed {
                     if code.is_empty() || code.len() > 256 {
                         continue;
                     }
-                    if by_identifier.1.len() == MAX_OFFERED {
+                    if identifiers.len() == MAX_OFFERED {
                         note.overflowed = true;
                         break;
                     }
-                    by_identifier.0 = t.to_string();
-                    by_identifier.1.push((system, code.to_string()));
+                    identifiers.push((system, code.to_string()));
                 }
                 continue;
             }
@@ -337,18 +332,16 @@ impl Addressed {
         {
             note.name_owners(db, &kind, &id).await;
         }
-        let (resource_type, ids) = self.by_id;
-        if !ids.is_empty() {
-            match owners_of(db, &resource_type, &ids).await {
+        if !self.ids.is_empty() {
+            match owners_of(db, &self.searched, &self.ids).await {
                 Ok(owners) => owners.into_iter().for_each(|p| note.add(p)),
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot tell whose resources a search by id was for")
                 }
             }
         }
-        let (resource_type, identifiers) = self.by_identifier;
-        if !identifiers.is_empty() {
-            match crate::store::release::owners_by_identifier(db, &resource_type, &identifiers)
+        if !self.identifiers.is_empty() {
+            match crate::store::release::owners_by_identifier(db, &self.searched, &self.identifiers)
                 .await
             {
                 Ok(owners) => owners.into_iter().for_each(|p| note.add(p)),
